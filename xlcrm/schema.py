@@ -24,6 +24,13 @@ from xlcrm.errors import XlcrmError
 #: Written into every generated workbook; the reader refuses a different *major* version.
 SCHEMA_VERSION = "1.0"
 
+#: The very hidden sheet holding schema version, owner, language, creation time and workbook id.
+META_SHEET = "_xlcrm"
+#: The hidden, protected sheet holding the dropdown lists.
+LISTS_SHEET = "_lists"
+#: Keys written (in this order) into the meta sheet as key/value rows in columns A:B.
+META_KEYS = ("schema_version", "owner", "lang", "created", "workbook_id", "generator")
+
 Lang = Literal["ja", "en"]
 LANGS: tuple[Lang, ...] = ("ja", "en")
 
