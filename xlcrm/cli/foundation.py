@@ -1,5 +1,184 @@
-"""CLI commands (foundation)."""
+"""CLI: `xlcrm template`, `xlcrm validate`, `xlcrm schema`, `xlcrm demo` (the foundation commands)."""
 
 from __future__ import annotations
 
-from xlcrm.cli import app  # noqa: F401
+import json
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xlcrm.cli import app
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="xlcrm.toml with custom columns "
+                                                "and switched-off columns (default: ./xlcrm.toml if present).")]
+LangOpt = Annotated[str, typer.Option("--lang", help="Workbook language: ja or en.")]
+
+
+def _lang(value: str) -> str:
+    if value not in ("ja", "en"):
+        raise typer.BadParameter("use ja or en", param_hint="--lang")
+    return value
+
+
+def load(config: Path | None):
+    from xlcrm.schema import load_schema
+
+    return load_schema(config)
+
+
+@app.command()
+def template(
+    out_path: Annotated[Path, typer.Argument(metavar="OUT.xlsx", help="Where to write the workbook.")],
+    owner: Annotated[str, typer.Option(help="The staff member who will fill it in (担当営業).")] = "",
+    lang: LangOpt = "ja",
+    config: ConfigOpt = None,
+) -> None:
+    """Write the standard team workbook (顧客台帳 template) with dropdowns and input rules built in."""
+    from xlcrm.template import build_template
+
+    schema = load(config)
+    path = build_template(out_path, schema, owner=owner, lang=_lang(lang))  # type: ignore[arg-type]
+    err.print(f"[green]wrote[/] {path}  (schema {schema.version}, {lang}, owner {owner or '-'})")
+
+
+@app.command()
+def validate(
+    inputs: Annotated[list[Path], typer.Argument(metavar="FILE_OR_DIR...", help="Workbooks or folders.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON for scripts.")] = False,
+    annotate: Annotated[Path | None, typer.Option(help="Write a marked-up copy of each workbook here.")] = None,
+    fix: Annotated[Path | None, typer.Option(help="Write a normalised copy of each workbook here.")] = None,
+    config: ConfigOpt = None,
+    today: Annotated[str | None, typer.Option(help="Reference date YYYY-MM-DD (default: today).")] = None,
+    password: Annotated[str | None, typer.Option(envvar="XLCRM_PASSWORD", help="Password of encrypted workbooks.")] = None,
+) -> None:
+    """Check workbooks cell by cell. Exit 0: no errors (warnings allowed); 1: errors; 2: unreadable."""
+    from rich.progress import Progress
+
+    from xlcrm import validate as v
+
+    schema = load(config)
+    ref_day = date.fromisoformat(today) if today else None
+    paths = v.expand_inputs(inputs)
+    results: list[v.ValidationResult | v.Unreadable] = []
+    with Progress(console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
+        task = bar.add_task("validating", total=len(paths))
+        for p in paths:
+            bar.update(task, description=f"validating {p.name}")
+            results.extend(v.validate_paths([p], schema, today=ref_day, password=password))
+            bar.advance(task)
+
+    written: dict[str, dict[str, str]] = {}
+    for r in results:
+        if isinstance(r, v.Unreadable):
+            continue
+        stem = r.path.stem
+        if annotate is not None:
+            target = annotate / f"{stem}_チェック結果{r.path.suffix}" if r.workbook.lang == "ja" \
+                else annotate / f"{stem}_checked{r.path.suffix}"
+            written.setdefault(str(r.path), {})["annotated"] = str(v.annotate(r, target))
+        if fix is not None:
+            target = fix / f"{stem}_修正済{r.path.suffix}" if r.workbook.lang == "ja" \
+                else fix / f"{stem}_fixed{r.path.suffix}"
+            path, fixes = v.fix(r, target)
+            written.setdefault(str(r.path), {}).update(fixed=str(path), fixes=str(len(fixes)))
+
+    if as_json:
+        payload = {
+            "files": [_file_json(r, written) for r in results],
+            "findings": [f.to_json() for r in results if isinstance(r, v.ValidationResult) for f in r.findings],
+        }
+        json.dump(payload, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_results(results, written)
+    if any(isinstance(r, v.Unreadable) for r in results):
+        raise typer.Exit(2)
+    if any(not r.ok for r in results):  # type: ignore[union-attr]
+        raise typer.Exit(1)
+
+
+def _file_json(r, written: dict[str, dict[str, str]]) -> dict[str, object]:
+    from xlcrm.validate import Unreadable
+
+    if isinstance(r, Unreadable):
+        return {"file": str(r.path), "status": "unreadable", "message": r.message}
+    d: dict[str, object] = {
+        "file": str(r.path), "status": r.status, "errors": len(r.errors), "warnings": len(r.warnings),
+        "rows": r.workbook.rows_read, "owner": r.workbook.meta.owner, "lang": r.workbook.lang,
+        "message": "; ".join(r.workbook.warnings),
+    }
+    d.update(written.get(str(r.path), {}))
+    return d
+
+
+def _print_results(results: list, written: dict[str, dict[str, str]]) -> None:
+    from xlcrm.validate import Unreadable
+
+    for r in results:
+        if isinstance(r, Unreadable):
+            out.print(f"[bold red]✗ {r.path}[/]  {r.message}")
+            continue
+        rows = sum(r.workbook.rows_read.values())
+        head = "[green]✓[/]" if r.ok else "[red]✗[/]"
+        out.print(f"{head} [bold]{r.path}[/]  {rows} rows, {len(r.errors)} errors, {len(r.warnings)} warnings")
+        for w in r.workbook.warnings:
+            out.print(f"  [yellow]![/] {w}")
+        if r.findings:
+            t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+            for h in ("", "cell", "column", "value", "message"):
+                t.add_column(h, overflow="fold")
+            for f in r.findings:
+                mark = "[red]E[/]" if f.severity == "error" else "[yellow]W[/]"
+                from xlcrm.validate import _display
+
+                t.add_row(mark, f.address, f.column, _display(f.value)[:30], f.message)
+            out.print(t)
+        for kind, path in written.get(str(r.path), {}).items():
+            if kind != "fixes":
+                out.print(f"  → {kind}: {path}")
+
+
+@app.command("schema")
+def show_schema(
+    config: ConfigOpt = None,
+    lang: LangOpt = "ja",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List every sheet and column the template and validation use (after xlcrm.toml)."""
+    schema = load(config)
+    lg = _lang(lang)
+    if as_json:
+        data = {e.key: [{"key": c.key, "label": c.label(lg), "type": c.type, "required": c.required,
+                         "choices": [ch.label(lg) for ch in c.choices], "custom": c.custom}
+                        for c in e.columns] for e in schema}
+        json.dump({"version": schema.version, "sheets": data}, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return
+    for e in schema:
+        t = Table(title=f"{e.label(lg)} ({e.key})", title_justify="left", header_style="bold")
+        for h in ("column", "key", "type", "required", "choices / rule"):
+            t.add_column(h, overflow="fold")
+        for c in e.columns:
+            extra = "、".join(ch.label(lg) for ch in c.choices[:8]) + ("…" if len(c.choices) > 8 else "")
+            t.add_row(c.label(lg), c.key, c.type, "yes" if c.required else "", extra or c.help(lg))
+        out.print(t)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder for the demo team (created).")] = Path("xlcrm-demo"),
+    today: Annotated[str | None, typer.Option(help="Pretend today is YYYY-MM-DD.")] = None,
+) -> None:
+    """Create a realistic demo team (4 staff workbooks) and run the whole pipeline on it."""
+    from xlcrm.demo import run_demo
+    from xlcrm.schema import load_schema
+
+    run_demo(out_dir, load_schema(None), today=date.fromisoformat(today) if today else None, console=out)

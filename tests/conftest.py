@@ -1,0 +1,35 @@
+"""Shared fixtures: real workbooks written by xlcrm's own template writer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xlcrm.schema import DEFAULT_SCHEMA, Schema
+from xlcrm.template import write_team_workbook
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+MakeBook = Callable[..., Path]
+
+
+@pytest.fixture
+def schema() -> Schema:
+    return DEFAULT_SCHEMA
+
+
+@pytest.fixture
+def make_book(tmp_path: Path) -> MakeBook:
+    """Write a real team workbook: ``make_book({"customers": [{...}]}, owner=..., lang=...)``."""
+    counter = iter(range(10_000))
+
+    def make(rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None, *, owner: str = "佐藤",
+             lang: str = "ja", name: str | None = None, schema: Schema = DEFAULT_SCHEMA) -> Path:
+        path = tmp_path / (name or f"book{next(counter)}.xlsx")
+        return write_team_workbook(path, schema, owner=owner, lang=lang, rows=rows)  # type: ignore[arg-type]
+
+    return make

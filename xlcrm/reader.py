@@ -1,0 +1,386 @@
+"""Read a team workbook into one DataFrame of raw values per entity, remembering every cell's address.
+
+Tolerant of what people do to spreadsheets (blank rows between data, rows typed below the table,
+headers in either language or reordered, extra columns, a title row above the header) and strict about
+what cannot be read safely: every refusal is one :class:`UnreadableWorkbook` line naming the file, the
+reason and what to do.  Values are read with python-calamine (fast, values only); formulas are found
+with one byte scan of the sheet XML, parsed through defusedxml only when a sheet contains any.
+
+Values stay raw here (float 312345678.0 stays a float): judging them is validation's job, so the
+reader never repairs anything silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import python_calamine
+
+from xlcrm.errors import UnreadableWorkbook
+from xlcrm.schema import LANGS, META_KEYS, META_SHEET, Entity, Lang, Schema, fold_header
+
+#: Refuse archives that would inflate beyond this (a decompression bomb or a sheet nobody can use).
+MAX_UNCOMPRESSED = 2 * 1024**3
+#: ... or whose members inflate more than this ratio while being large.
+MAX_RATIO = 250
+#: Excel's own row limit; more rows than this is not a workbook a person typed.
+MAX_ROWS = 1_048_576
+#: The header must be within the first rows (a title row or two above it is common).
+HEADER_SCAN_ROWS = 10
+
+_CELL_RE = re.compile(r"^([A-Z]{1,3})(\d+)$")
+_FORMULA_RE = re.compile(rb"<(?:\w+:)?f[\s>/]")
+
+
+@dataclass(frozen=True)
+class WorkbookMeta:
+    """What the very hidden meta sheet says; legacy workbooks have none and get inferred values."""
+
+    schema_version: str = ""
+    owner: str = ""
+    lang: Lang = "ja"
+    created: str = ""
+    workbook_id: str = ""
+    generator: str = ""
+    has_meta_sheet: bool = False
+
+
+@dataclass
+class SheetData:
+    entity: Entity
+    sheet_name: str
+    #: Raw values, columns = column keys present, index = Excel row number (1-based).
+    frame: pd.DataFrame
+    #: Column key -> Excel column letter (so a cell is f"{letters[key]}{row}").
+    letters: dict[str, str]
+    header_row: int
+    #: Headers that match no column: (cell address, header text, closest known label or "").
+    extra_headers: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Cells holding a formula: address -> formula text.
+    formulas: dict[str, str] = field(default_factory=dict)
+
+    def cell(self, key: str, row: int) -> str:
+        return f"{self.letters[key]}{row}"
+
+
+@dataclass
+class TeamWorkbook:
+    path: Path
+    meta: WorkbookMeta
+    sheets: dict[str, SheetData]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def lang(self) -> Lang:
+        return self.meta.lang
+
+    @property
+    def rows_read(self) -> dict[str, int]:
+        return {k: len(s.frame) for k, s in self.sheets.items()}
+
+
+def column_letter(index: int) -> str:
+    """0 -> A, 25 -> Z, 26 -> AA."""
+    out = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        out = chr(65 + rem) + out
+    return out
+
+
+def read_workbook(path: str | Path, schema: Schema, *, password: str | None = None,
+                  max_rows: int = MAX_ROWS) -> TeamWorkbook:
+    """Read and check a team workbook; raise :class:`UnreadableWorkbook` with one clear line."""
+    path = Path(path)
+    data = _load_bytes(path, password)
+    archive = _open_zip(path, data)
+    try:
+        return _parse(path, data, archive, schema, max_rows)
+    except UnreadableWorkbook:
+        raise
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:
+        raise UnreadableWorkbook(f"the workbook is damaged and cannot be read ({_short(exc)}); open it in "
+                                 "Excel, which may offer to repair it, save a copy and try again",
+                                 path=str(path)) from None
+
+
+def _parse(path: Path, data: bytes, archive: zipfile.ZipFile, schema: Schema, max_rows: int) -> TeamWorkbook:
+    book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
+    warnings: list[str] = []
+    lock = path.with_name("~$" + path.name)
+    if lock.exists():
+        warnings.append(f"{path.name} is open in Excel (lock file {lock.name}); reading the last saved "
+                        "version — unsaved edits are not included")
+
+    meta = _read_meta(book, path, schema)
+    sheet_lookup = schema.sheet_lookup()
+    found: dict[str, str] = {}
+    for name in book.sheet_names:
+        key = sheet_lookup.get(fold_header(name))
+        if key is not None and key not in found:
+            found[key] = name
+    missing = [e for e in schema if e.key not in found]
+    if missing:
+        labels = "、".join(f"{e.ja} ({e.en})" for e in missing)
+        raise UnreadableWorkbook(f"sheet {labels} is missing; the workbook must have every sheet of the "
+                                 "standard template — copy the sheet from a fresh `xlcrm template` or "
+                                 "rename the sheet back", path=str(path))
+    if not meta.has_meta_sheet:
+        # A legacy or hand-made workbook: take the language from its sheet names.
+        ja_hits = sum(1 for e in schema if found[e.key] == e.ja)
+        meta = WorkbookMeta(lang="ja" if ja_hits * 2 >= len(found) else "en")
+
+    sheet_paths = _sheet_xml_paths(archive)
+    sheets: dict[str, SheetData] = {}
+    for entity in schema:
+        name = found[entity.key]
+        sheets[entity.key] = _read_sheet(book, name, entity, path, max_rows, archive,
+                                         sheet_paths.get(name))
+    return TeamWorkbook(path, meta, sheets, warnings)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+def _load_bytes(path: Path, password: str | None) -> bytes:
+    if not path.exists():
+        raise UnreadableWorkbook("file not found; check the path", path=str(path))
+    if path.is_dir():
+        raise UnreadableWorkbook("is a folder, not a workbook", path=str(path))
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise UnreadableWorkbook("permission denied; close it in other programs or ask for read access",
+                                 path=str(path)) from None
+    except OSError as exc:
+        raise UnreadableWorkbook(f"cannot be read ({exc.strerror}); copy it to a local folder and try "
+                                 "again", path=str(path)) from None
+    if not data:
+        raise UnreadableWorkbook("the file is empty (0 bytes); it was not saved completely — save it "
+                                 "again from Excel", path=str(path))
+    if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+        if "EncryptedPackage".encode("utf-16-le") in data:
+            if password is None:
+                raise UnreadableWorkbook("the workbook is password-protected; give the password "
+                                         "(--password or XLCRM_PASSWORD) or remove it in Excel "
+                                         "(File > Info > Protect Workbook) and save", path=str(path))
+            return _decrypt(path, data, password)
+        raise UnreadableWorkbook("this is an old .xls (Excel 97-2003) file; open it in Excel and save it "
+                                 "as Excel Workbook (.xlsx)", path=str(path))
+    if data[:4] != b"PK\x03\x04":
+        head = data[:512]
+        if head.lstrip().startswith((b"<", b"\xef\xbb\xbf<")):
+            what = "an HTML/XML file renamed to .xlsx"
+        elif _looks_like_text(head):
+            what = "a text/CSV file renamed to .xlsx"
+        else:
+            what = "not an Excel workbook"
+        raise UnreadableWorkbook(f"{what}; open it in Excel and save it as Excel Workbook (.xlsx)",
+                                 path=str(path))
+    return data
+
+
+def _looks_like_text(head: bytes) -> bool:
+    for enc in ("utf-8", "cp932"):
+        try:
+            head.decode(enc)
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
+
+
+def _decrypt(path: Path, data: bytes, password: str) -> bytes:
+    import msoffcrypto
+    from msoffcrypto.exceptions import InvalidKeyError
+
+    try:
+        office = msoffcrypto.OfficeFile(io.BytesIO(data))
+        office.load_key(password=password)
+        out = io.BytesIO()
+        office.decrypt(out)
+    except InvalidKeyError:
+        raise UnreadableWorkbook("wrong password for this workbook; check --password / XLCRM_PASSWORD",
+                                 path=str(path)) from None
+    except Exception as exc:
+        raise UnreadableWorkbook(f"cannot decrypt this workbook ({_short(exc)})", path=str(path)) from None
+    return out.getvalue()
+
+
+def _open_zip(path: Path, data: bytes) -> zipfile.ZipFile:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise UnreadableWorkbook(f"the file is damaged or incomplete ({_short(exc)}); copy it again or "
+                                 "save it again from Excel", path=str(path)) from None
+    names = {i.filename for i in infos}
+    if "xl/workbook.xml" not in names:
+        what = "a Word/PowerPoint file" if any(n.startswith(("word/", "ppt/")) for n in names) else \
+            "a zip archive, not an Excel workbook"
+        raise UnreadableWorkbook(f"{what}; save the customer list as Excel Workbook (.xlsx)", path=str(path))
+    total = sum(i.file_size for i in infos)
+    if total > MAX_UNCOMPRESSED:
+        raise UnreadableWorkbook(f"refused: the workbook would expand to {total / 1024**3:.1f} GB "
+                                 "(a decompression bomb or not a customer list)", path=str(path))
+    for i in infos:
+        if i.file_size > 50 * 1024**2 and i.file_size > MAX_RATIO * max(i.compress_size, 1):
+            ratio = i.file_size // max(i.compress_size, 1)
+            raise UnreadableWorkbook(f"refused: part {i.filename} expands {ratio}x (a decompression bomb)",
+                                     path=str(path))
+    return archive
+
+
+def _read_meta(book: python_calamine.CalamineWorkbook, path: Path, schema: Schema) -> WorkbookMeta:
+    if META_SHEET not in book.sheet_names:
+        return WorkbookMeta()
+    values: dict[str, str] = {}
+    for row in book.get_sheet_by_name(META_SHEET).to_python():
+        if len(row) >= 2 and isinstance(row[0], str) and row[0] in META_KEYS:
+            values[row[0]] = "" if row[1] is None else str(row[1]).strip()
+    version = values.get("schema_version", "")
+    if version and version.split(".")[0] != schema.version.split(".")[0]:
+        raise UnreadableWorkbook(f"made for schema version {version}, this xlcrm reads {schema.version}; "
+                                 "ask the admin for a fresh workbook (`xlcrm distribute`)", path=str(path))
+    lang = values.get("lang", "ja")
+    return WorkbookMeta(
+        schema_version=version,
+        owner=values.get("owner", ""),
+        lang=lang if lang in LANGS else "ja",  # type: ignore[arg-type]
+        created=values.get("created", ""),
+        workbook_id=values.get("workbook_id", ""),
+        generator=values.get("generator", ""),
+        has_meta_sheet=True,
+    )
+
+
+def _sheet_xml_paths(archive: zipfile.ZipFile) -> dict[str, str]:
+    """Sheet name -> zip member of its XML, from workbook.xml and its relationships."""
+    from defusedxml import ElementTree as ET
+
+    ns_main = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+    ns_rel = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+    try:
+        wb = ET.fromstring(archive.read("xl/workbook.xml"))
+        rels = ET.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    except Exception:
+        return {}
+    targets = {r.get("Id"): r.get("Target", "") for r in rels}
+    out: dict[str, str] = {}
+    for sheet in wb.iter(f"{ns_main}sheet"):
+        target = targets.get(sheet.get(f"{ns_rel}id"), "")
+        if not target:
+            continue
+        member = target.lstrip("/") if target.startswith("/") else str(PurePosixPath("xl") / target)
+        out[sheet.get("name", "")] = member
+    return out
+
+
+def _formulas(archive: zipfile.ZipFile, member: str | None) -> dict[str, str]:
+    """Cells that hold a formula. One byte scan; parse only when the sheet has any formula at all."""
+    if not member:
+        return {}
+    try:
+        raw = archive.read(member)
+    except (KeyError, zipfile.BadZipFile, OSError):
+        return {}
+    if not _FORMULA_RE.search(raw):
+        return {}
+    from defusedxml import ElementTree as ET
+
+    out: dict[str, str] = {}
+    for _event, elem in ET.iterparse(io.BytesIO(raw), events=("end",)):
+        if elem.tag.endswith("}c"):
+            f = next((ch for ch in elem if ch.tag.endswith("}f")), None)
+            if f is not None:
+                out[elem.get("r", "")] = (f.text or "(shared formula)")
+            elem.clear()
+    return out
+
+
+def _read_sheet(book: python_calamine.CalamineWorkbook, name: str, entity: Entity, path: Path,
+                max_rows: int, archive: zipfile.ZipFile, member: str | None) -> SheetData:
+    sheet = book.get_sheet_by_name(name)
+    # calamine's `end` is the last used (row, col), 0-based; total_height is one short of the row count.
+    last_row = sheet.end[0] + 1 if sheet.end else 0
+    if last_row > max_rows:
+        raise UnreadableWorkbook(f"sheet {name} has {last_row:,} rows (limit {max_rows:,}); "
+                                 "delete the empty rows at the bottom or split the file", path=str(path))
+    rows = sheet.to_python(skip_empty_area=True)
+    start_row, start_col = sheet.start or (0, 0)
+    lookup = entity.header_lookup()
+
+    header_idx = _find_header(rows, lookup)
+    if header_idx is None:
+        raise UnreadableWorkbook(f"sheet {name}: no header row found in the first {HEADER_SCAN_ROWS} rows; "
+                                 f"the first row must hold the column names ({entity.columns[2].ja}, ...) — "
+                                 "copy them from a fresh template", path=str(path))
+    header_row = start_row + header_idx + 1
+    headers = rows[header_idx]
+    positions: dict[str, int] = {}
+    extra: list[tuple[str, str, str]] = []
+    labels = [c.ja for c in entity.columns] + [c.en for c in entity.columns]
+    for j, h in enumerate(headers):
+        if h is None or (isinstance(h, str) and not h.strip()):
+            continue
+        text = str(h).strip()
+        key = lookup.get(fold_header(text))
+        addr = f"{column_letter(start_col + j)}{header_row}"
+        if key is None:
+            close = difflib.get_close_matches(text, labels, n=1, cutoff=0.5)
+            extra.append((addr, text, close[0] if close else ""))
+            continue
+        if key in positions:
+            first = column_letter(start_col + positions[key])
+            raise UnreadableWorkbook(f"sheet {name}: column {text} appears twice ({first}{header_row} and "
+                                     f"{addr}); delete or rename one of them", path=str(path))
+        positions[key] = j
+    for col in entity.columns:
+        needed = col.required or col.type == "ref"
+        if needed and col.key not in positions:
+            hint = next((f" — is {a} ({t}) the renamed {col.ja}?" for a, t, c in extra
+                         if c in (col.ja, col.en)), "")
+            raise UnreadableWorkbook(f"sheet {name}: required column {col.ja} ({col.en}) is missing from "
+                                     f"the header row {header_row}{hint}; restore the header text",
+                                     path=str(path))
+
+    body = rows[header_idx + 1:]
+    width = len(headers)
+    arr = np.array(body, dtype=object) if body else np.empty((0, width), dtype=object)
+    if arr.ndim != 2:  # ragged rows never come from calamine, but never trust a file
+        arr = np.array([list(r) + [""] * (width - len(r)) for r in body], dtype=object)
+    blank = arr == ""
+    arr[blank] = None
+    # Blank rows (between blocks, or left by deleting) are skipped: they hold nothing to lose.
+    keep = ~blank.all(axis=1) if len(arr) else np.zeros(0, dtype=bool)
+    first = start_row + header_idx + 2
+    index = np.flatnonzero(keep) + first
+    kept = arr[keep]
+    frame = pd.DataFrame({key: kept[:, j] for key, j in positions.items()},
+                         index=pd.Index(index, name="row", dtype="int64"), dtype=object)
+    letters = {key: column_letter(start_col + j) for key, j in positions.items()}
+    formulas = _formulas(archive, member)
+    return SheetData(entity, name, frame, letters, header_row, extra, formulas)
+
+
+def _find_header(rows: list[list[Any]], lookup: Mapping[str, str]) -> int | None:
+    best, best_hits = None, 0
+    for i, row in enumerate(rows[:HEADER_SCAN_ROWS]):
+        hits = sum(1 for v in row if isinstance(v, str) and fold_header(v) in lookup)
+        if hits > best_hits:
+            best, best_hits = i, hits
+    return best if best_hits >= 2 else None

@@ -1,0 +1,798 @@
+"""Validation: every bad cell of a team workbook, with its address and a message a person can act on.
+
+Parsing (dates, phones, kana, wareki ...) is done here with :mod:`xlcrm.normalize`, once per *unique*
+value: pandera's own coercion retries value by value as soon as one cell fails, which takes minutes on
+200k rows.  pandera then checks the normalised frame against schemas generated from
+:mod:`xlcrm.schema` (required fields, lists, ranges, lengths, ID format and the cross-field rules),
+lazily, so every problem is collected in one run.  Each failure is mapped back to the sheet, the
+Excel cell and the workbook's language.
+
+``annotate`` writes a marked-up copy (red errors, amber warnings, a comment per cell and an エラー一覧
+sheet with links); ``fix`` writes a normalised copy where the fix is unambiguous.  Originals are never
+modified.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from xlcrm import normalize as nz
+from xlcrm.errors import UnreadableWorkbook, XlcrmError
+from xlcrm.reader import SheetData, TeamWorkbook, read_workbook
+from xlcrm.schema import (
+    OWNER_DEFAULTED,
+    Column,
+    Entity,
+    Lang,
+    NotFuture,
+    OnlyWhen,
+    ProductEquals,
+    RequiredWhen,
+    Schema,
+)
+
+ERROR = "error"
+WARNING = "warning"
+
+# --- messages -------------------------------------------------------------------------------------
+# One entry per rule/problem code: (Japanese, English). Placeholders: label, value, suggestion, ...
+MESSAGES: dict[str, tuple[str, str]] = {
+    "required": ("{label} は必須です。入力してください。", "{label} is required; please fill it in."),
+    "required_when": ("{when_label} が「{when_value}」のときは {label} が必須です。",
+                      "{label} is required when {when_label} is {when_value}."),
+    "only_when": ("{label} は {when_label} が「{allowed}」のときだけ入力します（いまは「{when_value}」）。",
+                  "{label} is only for {when_label} = {allowed} (this row is {when_value})."),
+    "product_equals": ("{label} {value} が {factors} の積 {expected} と一致しません。どちらかを直してください。",
+                       "{label} {value} does not equal {factors} = {expected}; correct one of them."),
+    "not_future": ("{label} {value} は未来の日付です。実際に対応した日を入力してください。",
+                   "{label} {value} is in the future; enter the day it actually happened."),
+    "min": ("{label} は {min} 以上で入力してください（いまは {value}）。",
+            "{label} must be at least {min} (it is {value})."),
+    "max": ("{label} は {max} 以下で入力してください（いまは {value}）。",
+            "{label} must be at most {max} (it is {value})."),
+    "max_length": ("{label} が長すぎます（{length} 文字、上限 {max} 文字）。",
+                   "{label} is too long ({length} characters, limit {max})."),
+    "choice": ("「{value}」は {label} の選択肢にありません。一覧から選んでください: {allowed}",
+               "\"{value}\" is not a {label} option; choose one of: {allowed}"),
+    "id.format": ("{label}「{value}」は xlcrm の ID（例 {example}）ではありません。ID は xlcrm が付けるので、"
+                  "新しい行では空欄にしてください。",
+                  "{label} \"{value}\" is not an xlcrm ID (e.g. {example}); leave it blank on new rows, "
+                  "xlcrm assigns it."),
+    "phone.leading_zero": ("{label}の先頭の0が欠けています: {value} → {suggestion} のように文字列で入力してください",
+                           "{label} lost its leading 0: {value} → type it as text, like {suggestion}"),
+    "phone.invalid": ("{label}「{value}」は電話番号として読めません。例 03-1234-5678 のように入力してください。",
+                      "{label} \"{value}\" is not a phone number; type it like 03-1234-5678."),
+    "postal.leading_zero": ("郵便番号の先頭の0が欠けています: {value} → {suggestion} のように入力してください",
+                            "The postal code lost its leading 0: {value} → type {suggestion}"),
+    "postal.invalid": ("郵便番号「{value}」は 123-4567 の形式で入力してください。",
+                       "Postal code \"{value}\": use the form 123-4567."),
+    "email.invalid": ("{label}「{value}」はメールアドレスとして正しくありません（例 info@example.co.jp）。",
+                      "{label} \"{value}\" is not a valid e-mail address (e.g. info@example.com)."),
+    "kana.invalid": ("{label}「{value}」はカタカナで入力してください（ひらがなは自動で変換されます）。",
+                     "{label} \"{value}\": use katakana (hiragana is converted automatically)."),
+    "url.invalid": ("{label}「{value}」は https:// で始まるアドレスで入力してください。",
+                    "{label} \"{value}\": enter an address starting with https://."),
+    "corporate_number.format": ("法人番号「{value}」は13桁の数字で入力してください。",
+                                "Corporate number \"{value}\" must be 13 digits."),
+    "corporate_number.check_digit": ("法人番号「{value}」はチェックデジットが合いません。番号を確認してください"
+                                     "（国税庁 法人番号公表サイト）。",
+                                     "Corporate number \"{value}\" fails its check digit; check the number."),
+    "date.invalid": ("{label}「{value}」は日付として読めません。2024/4/1 や R6.4.1 のように入力してください。",
+                     "{label} \"{value}\" is not a date; type it like 2024-04-01."),
+    "date.impossible": ("{label}「{value}」は存在しない日付です。",
+                        "{label} \"{value}\" is not a real date."),
+    "int.not_whole": ("{label} は整数で入力してください（いまは {value}）。",
+                      "{label} must be a whole number (it is {value})."),
+    "int.invalid": ("{label}「{value}」は数値として読めません。半角数字で入力してください。",
+                    "{label} \"{value}\" is not a number."),
+    "decimal.invalid": ("{label}「{value}」は数値として読めません。半角数字で入力してください。",
+                        "{label} \"{value}\" is not a number."),
+    "ref.unknown": ("顧客「{value}」が {sheet} シートにありません。一覧から選ぶか顧客IDを入力してください。{hint}",
+                    "Customer \"{value}\" is not on the {sheet} sheet; pick it from the list or type its "
+                    "customer ID.{hint}"),
+    "ref.ambiguous": ("顧客名「{value}」の顧客が {count} 件あります（{rows}）。顧客IDで指定してください。",
+                      "{count} customers are named \"{value}\" ({rows}); use the customer ID instead."),
+    "formula": ("数式が入っています（={formula}）。計算式ではなく値を直接入力してください。",
+                "This cell holds a formula (={formula}); type the value itself instead."),
+    "duplicate": ("{label} が {other} と同じです。同じ顧客を二重に登録していませんか？",
+                  "{label} is the same as {other}; is this customer entered twice?"),
+    "extra_column": ("列「{value}」は xlcrm の項目ではないため取り込まれません。{hint}",
+                     "Column \"{value}\" is not an xlcrm field and is not imported.{hint}"),
+    "invalid": ("{label}「{value}」の形式が正しくありません。", "{label} \"{value}\" is not valid."),
+}
+
+_HINTS: dict[str, tuple[str, str]] = {
+    "did_you_mean": ("もしかして「{0}」？", " Did you mean \"{0}\"?"),
+    "rename_header": ("「{0}」の列なら、見出しを「{0}」に戻してください。",
+                      " If it holds {0}, rename the header back to \"{0}\"."),
+}
+
+
+def message(code: str, lang: Lang, **kw: Any) -> str:
+    ja, en = MESSAGES.get(code, MESSAGES["invalid"])
+    template = ja if lang == "ja" else en
+    try:
+        return template.format(**kw)
+    except (KeyError, IndexError):
+        return (MESSAGES["invalid"][0 if lang == "ja" else 1]).format(
+            label=kw.get("label", ""), value=kw.get("value", ""))
+
+
+def _hint(name: str, lang: Lang, arg: str) -> str:
+    ja, en = _HINTS[name]
+    return (ja if lang == "ja" else en).format(arg)
+
+
+# --- results --------------------------------------------------------------------------------------
+
+@dataclass
+class Finding:
+    file: str
+    sheet: str
+    cell: str  # "K12" ("" for a whole-row or file-level finding)
+    row: int
+    column: str  # the column's label in the workbook's language
+    key: str  # the column key
+    entity: str
+    value: Any
+    rule: str
+    severity: str
+    message: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.sheet}!{self.cell}" if self.cell else self.sheet
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["value"] = _display(self.value)
+        d["address"] = self.address
+        return d
+
+
+@dataclass
+class ValidationResult:
+    workbook: TeamWorkbook
+    schema: Schema
+    #: Normalised values per entity (same index as the reader's frames; every schema column present).
+    frames: dict[str, pd.DataFrame]
+    findings: list[Finding] = field(default_factory=list)
+    #: Rows with at least one error, per entity: merge rejects these.
+    error_rows: dict[str, set[int]] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.workbook.path
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "errors"
+
+
+@dataclass
+class Unreadable:
+    """A file that could not be read at all; ``message`` is the one line to show."""
+
+    path: Path
+    message: str
+    status: str = "unreadable"
+
+
+def _display(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M") if value.time() != datetime.min.time() \
+            else value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+# --- parsing per column type ----------------------------------------------------------------------
+
+Parser = Callable[[Any], tuple[Any, Any]]
+
+
+def _text_parser(v: Any) -> tuple[Any, Any]:
+    return nz.text(v), None
+
+
+def _id_parser(prefix: str) -> Parser:
+    pattern = re.compile(rf"^{re.escape(prefix)}-\d{{6,}}$")
+
+    def parse(v: Any) -> tuple[Any, Any]:
+        s = nz.code(v)
+        if s is None:
+            return None, None
+        s = s.upper()
+        return (s, None) if pattern.match(s) else (None, nz.Problem("id.format"))
+
+    return parse
+
+
+def _choice_parser(col: Column) -> Parser:
+    lookup = col.choice_lookup()
+
+    def parse(v: Any) -> tuple[Any, Any]:
+        s = nz.text(v)
+        if s is None:
+            return None, None
+        key = lookup.get(s.casefold())
+        # Unknown spellings are kept as typed: pandera's isin check reports them with the list.
+        return (key if key is not None else s), None
+
+    return parse
+
+
+def _parser(col: Column, entity: Entity) -> Parser:
+    t = col.type
+    if t in ("text", "name", "ref"):
+        return _text_parser
+    if t == "id":
+        return _id_parser(entity.id_prefix)
+    if t == "choice":
+        return _choice_parser(col)
+    return {
+        "kana": nz.kana, "phone": nz.phone, "postal": nz.postal, "email": nz.email, "url": nz.url,
+        "corporate_number": nz.corporate_number, "date": nz.parse_date, "int": nz.integer,
+        "decimal": nz.decimal,
+    }[t]
+
+
+@dataclass
+class _SheetCtx:
+    wb: TeamWorkbook
+    sd: SheetData
+    lang: Lang
+    findings: list[Finding]
+    error_rows: set[int]
+
+    def add(self, col: Column | None, row: int, value: Any, rule: str, severity: str, text: str,
+            cell: str | None = None) -> None:
+        key = col.key if col else ""
+        if cell is None:
+            cell = self.sd.cell(key, row) if col is not None and key in self.sd.letters else ""
+        self.findings.append(Finding(
+            file=str(self.wb.path), sheet=self.sd.sheet_name, cell=cell, row=row,
+            column=col.label(self.lang) if col else "", key=key, entity=self.sd.entity.key,
+            value=value, rule=rule, severity=severity, message=text))
+        if severity == ERROR:
+            self.error_rows.add(row)
+
+
+def _normalise_column(ctx: _SheetCtx, col: Column, raw: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Parse unique values once; return (normalised values, mask of cells that failed to parse)."""
+    parse = _parser(col, ctx.sd.entity)
+    present = raw.notna()
+    vals = raw[present]
+    parsed: dict[Any, tuple[Any, Any]] = {}
+    for v in pd.unique(vals.to_numpy()):
+        try:
+            parsed[v] = parse(v)
+        except Exception:  # a parser bug must not hide the cell: report it as invalid instead
+            parsed[v] = (None, nz.Problem("invalid"))
+    out = pd.Series([parsed[v][0] for v in vals], index=vals.index, dtype=object)
+    result = _nones(raw.index)
+    result.loc[out.index] = out
+    bad_values = {v for v, (_, p) in parsed.items() if p is not None}
+    invalid = pd.Series(False, index=raw.index)
+    if bad_values:
+        mask = vals.isin(bad_values)
+        invalid.loc[vals.index[mask]] = True
+        for row, v in vals[mask].items():
+            problem = parsed[v][1]
+            ctx.add(col, int(row), v, problem.code, ERROR, message(
+                problem.code, ctx.lang, label=col.label(ctx.lang), value=_display(v),
+                suggestion=problem.suggestion or "", example=f"{ctx.sd.entity.id_prefix}-000001"))
+    return result, invalid
+
+
+def _nones(index: pd.Index) -> pd.Series:
+    # pd.Series(None, index, dtype=object) holds NaN, not None; downstream code tests `is None`.
+    return pd.Series([None] * len(index), index=index, dtype=object)
+
+
+def _allowed(col: Column, lang: Lang) -> str:
+    labels = [c.label(lang) for c in col.choices]
+    text = "、".join(labels[:12]) if lang == "ja" else ", ".join(labels[:12])
+    return text + (" …" if len(labels) > 12 else "")
+
+
+def _validate_sheet(ctx: _SheetCtx, schema: Schema, today: date,
+                    customers: pd.DataFrame | None) -> pd.DataFrame:
+    entity, sd, lang = ctx.sd.entity, ctx.sd, ctx.lang
+    frame = sd.frame
+    norm: dict[str, pd.Series] = {}
+    invalid: dict[str, pd.Series] = {}
+    for col in entity.columns:
+        if col.key in frame.columns:
+            norm[col.key], invalid[col.key] = _normalise_column(ctx, col, frame[col.key])
+        else:
+            norm[col.key] = _nones(frame.index)
+            invalid[col.key] = pd.Series(False, index=frame.index)
+    df = pd.DataFrame(norm, index=frame.index)
+
+    # Blank cells that have a sensible default: the workbook owner, or the column's default choice.
+    owner_key = OWNER_DEFAULTED.get(entity.key)
+    if owner_key and ctx.wb.meta.owner and owner_key in df:
+        df[owner_key] = df[owner_key].where(df[owner_key].notna(), ctx.wb.meta.owner)
+    for col in entity.columns:
+        if col.default is not None:
+            df[col.key] = df[col.key].where(df[col.key].notna(), col.default)
+
+    for addr, formula in sd.formulas.items():
+        m = re.match(r"^([A-Z]+)(\d+)$", addr)
+        if not m:
+            continue
+        row = int(m.group(2))
+        col = next((c for c in entity.columns if sd.letters.get(c.key) == m.group(1)), None)
+        if row <= sd.header_row or col is None:
+            continue
+        ctx.add(col, row, frame.at[row, col.key] if row in frame.index else None, "formula", ERROR,
+                message("formula", lang, formula=formula), cell=addr)
+
+    _run_pandera(ctx, df, invalid, today)
+    if entity.ref_column is not None:
+        df = _resolve_refs(ctx, df, schema, customers)
+    if entity.key == "customers":
+        _duplicates_in_workbook(ctx, df)
+    return df
+
+
+def _run_pandera(ctx: _SheetCtx, df: pd.DataFrame, invalid: dict[str, pd.Series], today: date) -> None:
+    entity, lang = ctx.sd.entity, ctx.lang
+    columns: dict[str, pa.Column] = {}
+    # (column key, check number) -> (rule code, extra message fields)
+    col_rules: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
+    for col in entity.columns:
+        checks: list[pa.Check] = []
+
+        def add(check: pa.Check, code: str, _col: Column = col, _checks: list[pa.Check] = checks,
+                **kw: Any) -> None:
+            col_rules[(_col.key, len(_checks))] = (code, kw)
+            _checks.append(check)
+
+        if col.type in ("int", "decimal"):
+            if col.min is not None:
+                add(pa.Check.ge(col.min), "min", min=_num(col.min))
+            if col.max is not None:
+                add(pa.Check.le(col.max), "max", max=_num(col.max))
+        if col.max_length and col.type in ("text", "name", "kana", "email", "url", "ref"):
+            add(pa.Check.str_length(max_value=col.max_length), "max_length", max=col.max_length)
+        if col.type == "choice" and col.choices:
+            add(pa.Check.isin([c.key for c in col.choices]), "choice", allowed=_allowed(col, lang))
+        columns[col.key] = pa.Column(checks=checks, nullable=True, required=False)
+
+    frame_rules: dict[str, tuple[Column, str, dict[str, Any]]] = {}
+    frame_checks: list[pa.Check] = []
+
+    def add_frame(name: str, fn: Callable[[pd.DataFrame], pd.Series], target: Column, code: str,
+                  **kw: Any) -> None:
+        frame_rules[name] = (target, code, kw)
+        frame_checks.append(pa.Check(fn, name=name))
+
+    for col in entity.columns:
+        if col.required:
+            bad = invalid[col.key]
+            add_frame(f"required:{col.key}", lambda d, k=col.key, b=bad: d[k].notna() | b, col, "required")
+    for rule in entity.rules:
+        target = entity.column(rule.target)
+        if isinstance(rule, RequiredWhen):
+            when = entity.column(rule.when)
+            add_frame(f"{rule.code}:{rule.target}:{rule.when}",
+                      lambda d, r=rule, b=invalid[rule.target]:
+                      ~d[r.when].isin(r.values) | d[r.target].notna() | b,
+                      target, rule.code, when=when)
+        elif isinstance(rule, OnlyWhen):
+            when = entity.column(rule.when)
+            add_frame(f"{rule.code}:{rule.target}", lambda d, r=rule: d[r.target].isna() | d[r.when].isin(r.values),
+                      target, rule.code, when=when, allowed="/".join(when.choice_label(v, lang) or v
+                                                                   for v in rule.values))
+        elif isinstance(rule, ProductEquals):
+            add_frame(f"{rule.code}:{rule.target}", lambda d, r=rule: _product_ok(d, r), target, rule.code,
+                      factors="×".join(entity.column(f).label(lang) for f in rule.factors), rule=rule)
+        elif isinstance(rule, NotFuture):
+            limit = today + timedelta(days=rule.days)
+            add_frame(f"{rule.code}:{rule.target}",
+                      lambda d, r=rule, lim=limit: _not_after(d[r.target], lim), target, rule.code)
+
+    pschema = pa.DataFrameSchema(columns, checks=frame_checks, strict=False, coerce=False)
+    try:
+        pschema.validate(df, lazy=True)
+        return
+    except SchemaErrors as exc:
+        failures = exc.failure_cases
+    seen: set[tuple[str, int, str]] = set()
+    for rec in failures.itertuples(index=False):
+        row = rec.index
+        if row is None or (isinstance(row, float) and pd.isna(row)):
+            continue
+        row = int(row)
+        if rec.schema_context == "Column":
+            code, kw = col_rules.get((rec.column, int(rec.check_number)), ("invalid", {}))
+            col = entity.column(rec.column)
+        else:
+            if rec.check not in frame_rules:
+                continue
+            col, code, kw = frame_rules[rec.check]
+        marker = (col.key, row, code)
+        if marker in seen:
+            continue
+        seen.add(marker)
+        _report_rule(ctx, df, col, row, code, kw)
+
+
+def _not_after(dates: pd.Series, limit: date) -> pd.Series:
+    return pd.Series([v is None or v <= limit for v in dates], index=dates.index, dtype=bool)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _product_ok(d: pd.DataFrame, rule: ProductEquals) -> pd.Series:
+    target = pd.to_numeric(d[rule.target], errors="coerce")
+    product = pd.Series(1.0, index=d.index)
+    present = target.notna()
+    for f in rule.factors:
+        v = pd.to_numeric(d[f], errors="coerce")
+        present &= v.notna()
+        product = product * v
+    # Yen amounts: allow rounding of a fractional unit price to the nearest yen.
+    return ~present | ((target - product).abs() <= 0.5 + 1e-9 * product.abs())
+
+
+def _report_rule(ctx: _SheetCtx, df: pd.DataFrame, col: Column, row: int, code: str,
+                 kw: dict[str, Any]) -> None:
+    lang = ctx.lang
+    value = df.at[row, col.key]
+    raw = ctx.sd.frame.at[row, col.key] if col.key in ctx.sd.frame.columns else value
+    fields: dict[str, Any] = {"label": col.label(lang), "value": _display(raw)}
+    cell: str | None = None
+    if code in ("required_when", "only_when"):
+        when: Column = kw["when"]
+        fields.update(when_label=when.label(lang), when_value=when.choice_label(df.at[row, when.key], lang),
+                      allowed=kw.get("allowed", ""))
+        if col.key not in ctx.sd.letters and when.key in ctx.sd.letters:
+            cell = ctx.sd.cell(when.key, row)
+    elif code == "product_equals":
+        rule: ProductEquals = kw["rule"]
+        product = 1.0
+        for f in rule.factors:
+            product *= float(df.at[row, f])
+        fields.update(factors=kw["factors"], expected=_display(product))
+    elif code == "max_length":
+        fields.update(length=len(str(value)), max=kw["max"])
+    else:
+        fields.update(kw)
+    ctx.add(col, row, raw, code, ERROR, message(code, lang, **fields), cell=cell)
+
+
+def _resolve_refs(ctx: _SheetCtx, df: pd.DataFrame, schema: Schema,
+                  customers: pd.DataFrame | None) -> pd.DataFrame:
+    """A reference holds a 顧客ID or the exact 顧客名 of a customer row in the same workbook."""
+    ref = ctx.sd.entity.ref_column
+    assert ref is not None
+    lang = ctx.lang
+    cust_entity = schema.entity("customers")
+    id_key = cust_entity.id_column.key
+    by_id: dict[str, int] = {}
+    by_name: dict[str, list[int]] = {}
+    if customers is not None:
+        for row, cid, name in zip(customers.index, customers[id_key], customers["name"], strict=True):
+            if cid:
+                by_id[cid] = int(row)
+            if name:
+                by_name.setdefault(name, []).append(int(row))
+    id_parse = _id_parser(cust_entity.id_prefix)
+    sheet = ctx.wb.sheets["customers"].sheet_name
+    ids: list[Any] = []
+    rows: list[Any] = []
+    for row, value in zip(df.index, df[ref.key], strict=True):
+        row = int(row)
+        if value is None:
+            ids.append(None)
+            rows.append(None)
+            continue
+        as_id, problem = id_parse(value)
+        target: int | None = None
+        if as_id is not None and problem is None:
+            target = by_id.get(as_id)
+            if target is None:
+                ctx.add(ref, row, value, "ref.unknown", ERROR,
+                        message("ref.unknown", lang, value=value, sheet=sheet, hint=""))
+        else:
+            hits = by_name.get(value, [])
+            if len(hits) == 1:
+                target = hits[0]
+            elif len(hits) > 1:
+                ctx.add(ref, row, value, "ref.ambiguous", ERROR, message(
+                    "ref.ambiguous", lang, value=value, count=len(hits),
+                    rows=", ".join(f"{sheet}!{r}" for r in hits[:5])))
+            else:
+                close = difflib.get_close_matches(value, list(by_name), n=1, cutoff=0.6)
+                hint = _hint("did_you_mean", lang, close[0]) if close else ""
+                ctx.add(ref, row, value, "ref.unknown", ERROR,
+                        message("ref.unknown", lang, value=value, sheet=sheet, hint=hint))
+        rows.append(target)
+        ids.append(customers.at[target, id_key] if target is not None and customers is not None else None)
+    df = df.copy()
+    df[ref.key] = pd.Series(ids, index=df.index, dtype=object)
+    df["_customer_row"] = pd.Series(rows, index=df.index, dtype=object)
+    return df
+
+
+def _duplicates_in_workbook(ctx: _SheetCtx, df: pd.DataFrame) -> None:
+    """The same customer typed twice in one workbook: warn on the later row, pointing at the first."""
+    entity = ctx.sd.entity
+    keys: list[tuple[str, Callable[[Any], str]]] = []
+    for key, fn in (("corporate_number", str), ("email", lambda v: str(v).casefold()),
+                    ("phone", nz.phone_digits)):
+        if entity.has(key):
+            keys.append((key, fn))
+    if entity.has("name"):
+        keys.append(("name", nz.company_key))
+    for key, fn in keys:
+        col = entity.column(key)
+        first: dict[str, int] = {}
+        for row, v in df[key].items():
+            if v is None:
+                continue
+            k = fn(v)
+            if not k:
+                continue
+            if k in first:
+                other = ctx.sd.cell(key, first[k]) if key in ctx.sd.letters else str(first[k])
+                ctx.add(col, int(row), v, "duplicate", WARNING,
+                        message("duplicate", ctx.lang, label=col.label(ctx.lang), other=other))
+            else:
+                first[k] = int(row)
+
+
+# --- entry points ---------------------------------------------------------------------------------
+
+def validate_workbook(source: str | Path | TeamWorkbook, schema: Schema, *, today: date | None = None,
+                      password: str | None = None) -> ValidationResult:
+    """Validate one team workbook; raises UnreadableWorkbook when it cannot be read at all."""
+    wb = source if isinstance(source, TeamWorkbook) else read_workbook(source, schema, password=password)
+    today = today or date.today()
+    lang = wb.lang
+    findings: list[Finding] = []
+    frames: dict[str, pd.DataFrame] = {}
+    error_rows: dict[str, set[int]] = {}
+    for entity in schema:
+        sd = wb.sheets[entity.key]
+        ctx = _SheetCtx(wb, sd, lang, findings, error_rows.setdefault(entity.key, set()))
+        for addr, text, close in sd.extra_headers:
+            hint = _hint("rename_header", lang, close) if close else ""
+            findings.append(Finding(str(wb.path), sd.sheet_name, addr, sd.header_row, text, "", entity.key,
+                                    text, "extra_column", WARNING,
+                                    message("extra_column", lang, value=text, hint=hint)))
+        frames[entity.key] = _validate_sheet(ctx, schema, today, frames.get("customers"))
+    order = {e.key: i for i, e in enumerate(schema)}
+    findings.sort(key=lambda f: (order[f.entity], f.row, _col_order(f.cell)))
+    return ValidationResult(wb, schema, frames, findings, error_rows)
+
+
+def _col_order(cell: str) -> tuple[int, str]:
+    m = re.match(r"^([A-Z]+)", cell)
+    letters = m.group(1) if m else ""
+    return (len(letters), letters)
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to the workbooks inside (Excel's ~$ lock files skipped)."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in (".xlsx", ".xlsm")
+                           and not q.name.startswith("~$") and q.is_file())
+            if not found:
+                raise XlcrmError(f"{p}: no .xlsx workbooks in this folder")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def validate_paths(inputs: Sequence[str | Path], schema: Schema, *, today: date | None = None,
+                   password: str | None = None,
+                   progress: Callable[[Path], None] | None = None) -> list[ValidationResult | Unreadable]:
+    results: list[ValidationResult | Unreadable] = []
+    for path in expand_inputs(inputs):
+        if progress:
+            progress(path)
+        try:
+            results.append(validate_workbook(path, schema, today=today, password=password))
+        except UnreadableWorkbook as exc:
+            results.append(Unreadable(path, str(exc)))
+    return results
+
+
+# --- annotated and fixed copies -------------------------------------------------------------------
+
+_FILL = {ERROR: "FFC7CE", WARNING: "FFEB9C"}
+_SUMMARY_SHEET = {"ja": "エラー一覧", "en": "Errors"}
+_FIXES_SHEET = {"ja": "修正一覧", "en": "Fixes"}
+
+
+def _load_for_edit(path: Path) -> Any:
+    import openpyxl
+
+    # keep_vba keeps a macro-enabled workbook's project byte-for-byte; xlcrm never runs it.
+    return openpyxl.load_workbook(path, keep_vba=path.suffix.lower() == ".xlsm", rich_text=True)
+
+
+def _put_text(cell: Any, text: str) -> None:
+    """Store text as text: openpyxl would turn a string starting with "=" into a formula."""
+    from xlcrm.writer import looks_like_formula
+
+    cell.value = text
+    cell.data_type = "s"
+    if looks_like_formula(text):
+        cell.quotePrefix = True
+
+
+def _save(book: Any, out: Path) -> Path:
+    from xlcrm.writer import atomic_write
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out) as tmp:
+        book.save(tmp)
+    return out
+
+
+def annotate(result: ValidationResult, out: str | Path) -> Path:
+    """A copy with bad cells coloured, a comment on each and a linked list of findings."""
+    from openpyxl.comments import Comment
+    from openpyxl.styles import Font, PatternFill
+
+    out = Path(out)
+    book = _load_for_edit(result.path)
+    lang = result.workbook.lang
+    fills = {k: PatternFill("solid", start_color=v, end_color=v) for k, v in _FILL.items()}
+    by_cell: dict[tuple[str, str], list[Finding]] = {}
+    for f in result.findings:
+        if f.cell:
+            by_cell.setdefault((f.sheet, f.cell), []).append(f)
+    for (sheet, cell), fs in by_cell.items():
+        ws = book[sheet]
+        severity = ERROR if any(f.severity == ERROR for f in fs) else WARNING
+        ws[cell].fill = fills[severity]
+        comment = Comment("\n".join(f"• {f.message}" for f in fs), "xlcrm")
+        comment.width, comment.height = 320, 40 + 40 * len(fs)
+        ws[cell].comment = comment
+
+    title = _SUMMARY_SHEET[lang]
+    if title in book.sheetnames:
+        del book[title]
+    ws = book.create_sheet(title, 0)
+    heads = (("重要度", "シート", "セル", "列", "値", "メッセージ") if lang == "ja"
+             else ("Severity", "Sheet", "Cell", "Column", "Value", "Message"))
+    ws.append(list(heads))
+    for c in ws[1]:
+        c.font = Font(bold=True)
+    sev_label = {ERROR: "エラー" if lang == "ja" else "Error", WARNING: "警告" if lang == "ja" else "Warning"}
+    for f in result.findings:
+        ws.append([sev_label[f.severity], f.sheet, f.cell, f.column])
+        r = ws.max_row
+        _put_text(ws.cell(r, 5), _display(f.value))
+        _put_text(ws.cell(r, 6), f.message)
+        ws.cell(r, 1).fill = fills[f.severity]
+        if f.cell:
+            link = ws.cell(r, 3)
+            link.hyperlink = f"#'{f.sheet}'!{f.cell}"
+            link.font = Font(color="0563C1", underline="single")
+    for letter, width in zip("ABCDEF", (8, 12, 8, 16, 24, 90), strict=True):
+        ws.column_dimensions[letter].width = width
+    ws.freeze_panes = "A2"
+    book.active = 0
+    return _save(book, out)
+
+
+@dataclass
+class Fix:
+    sheet: str
+    cell: str
+    before: Any
+    after: Any
+
+
+#: Column types whose normalised value is an unambiguous repair of what was typed.
+FIXABLE = ("text", "name", "kana", "phone", "postal", "email", "corporate_number", "date", "choice",
+           "int", "decimal", "ref")
+
+
+def planned_fixes(result: ValidationResult) -> list[tuple[SheetData, Column, int, Any, Any]]:
+    """Cells whose normalised value differs from what was typed, and which have no error."""
+    bad_cells = {(f.sheet, f.cell) for f in result.errors}
+    out = []
+    for entity in result.schema:
+        sd = result.workbook.sheets[entity.key]
+        norm = result.frames[entity.key]
+        for col in entity.columns:
+            if col.type not in FIXABLE or col.key not in sd.frame.columns:
+                continue
+            raw = sd.frame[col.key]
+            for row, before in raw[raw.notna()].items():
+                after = norm.at[row, col.key] if col.type != "ref" else _ref_text(before)
+                if col.type == "choice":
+                    after = col.choice_label(after, result.workbook.lang)
+                if after is None or (sd.sheet_name, sd.cell(col.key, int(row))) in bad_cells:
+                    continue
+                if _same(before, after):
+                    continue
+                out.append((sd, col, int(row), before, after))
+    return out
+
+
+def _ref_text(v: Any) -> Any:
+    return nz.text(v)
+
+
+def _same(before: Any, after: Any) -> bool:
+    if isinstance(after, date) and not isinstance(after, datetime):
+        return isinstance(before, date) and (before.date() if isinstance(before, datetime) else before) == after
+    if isinstance(after, int | float) and isinstance(before, int | float):
+        return float(before) == float(after)
+    return before == after
+
+
+def fix(result: ValidationResult, out: str | Path) -> tuple[Path, list[Fix]]:
+    """A normalised copy (width, hyphens, kana, wareki dates, postal codes ...) and what changed."""
+    from openpyxl.styles import Font
+
+    out = Path(out)
+    book = _load_for_edit(result.path)
+    lang = result.workbook.lang
+    fixes: list[Fix] = []
+    for sd, col, row, before, after in planned_fixes(result):
+        cell = book[sd.sheet_name][sd.cell(col.key, row)]
+        if isinstance(after, date):
+            cell.value = after
+            cell.number_format = col.number_format or "yyyy/mm/dd"
+        elif isinstance(after, str):
+            _put_text(cell, after)
+        else:
+            cell.value = after
+        fixes.append(Fix(sd.sheet_name, sd.cell(col.key, row), before, after))
+    title = _FIXES_SHEET[lang]
+    if title in book.sheetnames:
+        del book[title]
+    ws = book.create_sheet(title)
+    ws.append(["シート", "セル", "修正前", "修正後"] if lang == "ja" else ["Sheet", "Cell", "Before", "After"])
+    for c in ws[1]:
+        c.font = Font(bold=True)
+    for f in fixes:
+        ws.append([f.sheet, f.cell])
+        _put_text(ws.cell(ws.max_row, 3), _display(f.before))
+        _put_text(ws.cell(ws.max_row, 4), _display(f.after))
+        link = ws.cell(ws.max_row, 2)
+        link.hyperlink = f"#'{f.sheet}'!{f.cell}"
+    return _save(book, out), fixes
