@@ -222,6 +222,11 @@ def _text_parser(v: Any) -> tuple[Any, Any]:
     return nz.text(v), None
 
 
+def _multiline_parser(v: Any) -> tuple[Any, Any]:
+    # Free text (備考, 内容, 対応内容) keeps its line breaks; names and references are one line.
+    return nz.text(v, multiline=True), None
+
+
 def _id_parser(prefix: str) -> Parser:
     pattern = re.compile(rf"^{re.escape(prefix)}-\d{{6,}}$")
 
@@ -251,7 +256,9 @@ def _choice_parser(col: Column) -> Parser:
 
 def _parser(col: Column, entity: Entity) -> Parser:
     t = col.type
-    if t in ("text", "name", "ref"):
+    if t == "text":
+        return _multiline_parser
+    if t in ("name", "ref"):
         return _text_parser
     if t == "id":
         return _id_parser(entity.id_prefix)
