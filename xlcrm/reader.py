@@ -16,6 +16,7 @@ import difflib
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -225,7 +226,7 @@ def _open_zip(path: Path, data: bytes) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
-    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, OSError, zlib.error) as exc:
         raise UnreadableWorkbook(f"the file is damaged or incomplete ({_short(exc)}); copy it again or "
                                  "save it again from Excel", path=str(path)) from None
     names = {i.filename for i in infos}

@@ -176,9 +176,14 @@ def show_schema(
 def demo(
     out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder for the demo team (created).")] = Path("xlcrm-demo"),
     today: Annotated[str | None, typer.Option(help="Pretend today is YYYY-MM-DD.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the generated team.")] = 7,
+    config: ConfigOpt = None,
 ) -> None:
-    """Create a realistic demo team (4 staff workbooks) and run the whole pipeline on it."""
-    from xlcrm.demo import run_demo
-    from xlcrm.schema import load_schema
+    """Create a realistic demo team (4 staff workbooks) and run the whole pipeline on it.
 
-    run_demo(out_dir, load_schema(None), today=date.fromisoformat(today) if today else None, console=out)
+    Exits 0: the validation errors it finds are the mistakes planted on purpose.
+    """
+    from xlcrm.demo import run_demo
+
+    run_demo(out_dir, load(config), today=date.fromisoformat(today) if today else None, console=out,
+             seed=seed)
