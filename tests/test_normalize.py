@@ -842,3 +842,28 @@ def test_excel_serials_match_excel_day_count():
         assert parse_date(n) == (date(1899, 12, 30) + timedelta(days=n), None)
     assert parse_date(25569) == (date(1970, 1, 1), None)
     assert parse_date(43586) == (date(2019, 5, 1), None)
+
+
+# --- the e-mail fast path agrees with email-validator ---------------------------------------------
+
+_label = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,8}[A-Za-z0-9])?", fullmatch=True)
+_local = st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,10}(\.[A-Za-z0-9_+-]{1,6}){0,2}", fullmatch=True)
+_tld = st.sampled_from(["jp", "com", "co.jp", "ne.jp", "TEST", "local", "Org", "x", "museum", "xn--p1ai"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(_local, st.lists(_label, min_size=1, max_size=3), _tld)
+def test_email_fast_path_agrees_with_email_validator(local: str, labels: list[str], tld: str) -> None:
+    import email_validator
+
+    from xlcrm.normalize import _plain_email
+
+    address = f"{local}@{'.'.join([*labels, tld])}"
+    fast = _plain_email(address)
+    try:
+        full = email_validator.validate_email(address, check_deliverability=False,
+                                              allow_smtputf8=False).normalized
+    except email_validator.EmailNotValidError:
+        full = None
+    if fast is not None:
+        assert fast == full

@@ -140,8 +140,8 @@ def test_references_by_id_by_name_and_ambiguous(make_book, schema) -> None:
     assert todos.at[2, "customer"] == "C-000007" and todos.at[2, "_customer_row"] == 2
     rules = {(f.sheet, f.row): f.rule for f in result.findings if f.severity == "error"}
     assert rules == {("TODO", 3): "ref.ambiguous", ("TODO", 4): "ref.unknown"}
-    dup = [f for f in result.warnings if f.rule == "duplicate"]
-    assert [(f.row, f.key) for f in dup] == [(4, "name")]
+    # Two individuals with the same name are usually two people: no duplicate warning for them.
+    assert [f for f in result.warnings if f.rule == "duplicate"] == []
 
 
 def test_duplicate_customers_inside_one_workbook_are_warnings(make_book, schema) -> None:
