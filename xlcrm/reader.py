@@ -179,7 +179,9 @@ def _load_bytes(path: Path, password: str | None) -> bytes:
                 raise UnreadableWorkbook("the workbook is password-protected; give the password "
                                          "(--password or XLCRM_PASSWORD) or remove it in Excel "
                                          "(File > Info > Protect Workbook) and save", path=str(path))
-            return _decrypt(path, data, password)
+            from xlcrm.crypto import decrypt_bytes
+
+            return decrypt_bytes(data, password, path=path)
         raise UnreadableWorkbook("this is an old .xls (Excel 97-2003) file; open it in Excel and save it "
                                  "as Excel Workbook (.xlsx)", path=str(path))
     if data[:4] != b"PK\x03\x04":
@@ -203,23 +205,6 @@ def _looks_like_text(head: bytes) -> bool:
         except UnicodeDecodeError:
             continue
     return False
-
-
-def _decrypt(path: Path, data: bytes, password: str) -> bytes:
-    import msoffcrypto
-    from msoffcrypto.exceptions import InvalidKeyError
-
-    try:
-        office = msoffcrypto.OfficeFile(io.BytesIO(data))
-        office.load_key(password=password)
-        out = io.BytesIO()
-        office.decrypt(out)
-    except InvalidKeyError:
-        raise UnreadableWorkbook("wrong password for this workbook; check --password / XLCRM_PASSWORD",
-                                 path=str(path)) from None
-    except Exception as exc:
-        raise UnreadableWorkbook(f"cannot decrypt this workbook ({_short(exc)})", path=str(path)) from None
-    return out.getvalue()
 
 
 def _open_zip(path: Path, data: bytes) -> zipfile.ZipFile:

@@ -1,5 +1,180 @@
-"""CLI commands (report)."""
+"""CLI: `xlcrm report`, `xlcrm handover`, `xlcrm export`, `xlcrm mailing-list` (issue 5).
+
+Thin: parse options, call :mod:`xlcrm.report`, :mod:`xlcrm.handover` and :mod:`xlcrm.export`,
+print one summary line per result to stderr.  Passwords come from ``--password`` or the
+``XLCRM_PASSWORD`` environment variable (typer's ``envvar``), never from a prompt in scripts.
+"""
 
 from __future__ import annotations
 
-from xlcrm.cli import app  # noqa: F401
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from xlcrm.cli import app
+
+err = Console(stderr=True, soft_wrap=True)
+
+MasterOpt = Annotated[Path, typer.Option("--master", "-m", help="The master workbook (master.xlsx); its "
+                                         "database master.db sits beside it.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="xlcrm.toml (default: ./xlcrm.toml "
+                                                "if present).")]
+LangOpt = Annotated[str, typer.Option("--lang", help="Workbook language: ja or en.")]
+PasswordOpt = Annotated[str | None, typer.Option(
+    "--password", envvar="XLCRM_PASSWORD", show_envvar=True,
+    help="Encrypt the output with this password (Excel's own encryption).")]
+OutArg = Annotated[Path, typer.Argument(metavar="OUT.xlsx", help="Where to write the workbook.")]
+ThirdPartyOpt = Annotated[str | None, typer.Option(
+    "--to-third-party", help="Recipient outside the company (個人情報保護法 Art. 29): records the provision "
+    "in the master's 提供記録.")]
+PurposeOpt = Annotated[str | None, typer.Option("--purpose", help="What the recipient uses the data for "
+                                                "(required with --to-third-party).")]
+WhoOpt = Annotated[str | None, typer.Option("--who", help="Your name for the records (default: login name).")]
+
+
+def _lang(value: str) -> str:
+    if value not in ("ja", "en"):
+        raise typer.BadParameter("use ja or en", param_hint="--lang")
+    return value
+
+
+def _schema(config: Path | None):  # type: ignore[no-untyped-def]
+    from xlcrm.schema import load_schema
+
+    return load_schema(config)
+
+
+def _date(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD", param_hint="--as-of") from None
+
+
+def _party(name: str | None, purpose: str | None):  # type: ignore[no-untyped-def]
+    from xlcrm.errors import XlcrmError
+    from xlcrm.export import ThirdParty
+
+    if name is None and purpose is None:
+        return None
+    if name is None:
+        raise XlcrmError("--purpose is recorded only for a third-party provision; add --to-third-party NAME")
+    return ThirdParty(name, purpose or "")
+
+
+@app.command()
+def report(
+    out: OutArg,
+    master: MasterOpt,
+    png: Annotated[Path | None, typer.Option("--png", metavar="DIR", help="Also write every chart as a "
+                                             "PNG image into DIR (for e-mail).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Report date YYYY-MM-DD (default: today).")] = None,
+    lang: LangOpt = "ja",
+    lapsed_days: Annotated[int, typer.Option(min=1, help="Lapsed: bought before, nothing for this many "
+                                             "days.")] = 365,
+    no_contact_days: Annotated[int, typer.Option(min=1, help="Follow-up: customers with no activity for "
+                                                 "this many days.")] = 90,
+    top: Annotated[int, typer.Option(min=1, help="How many top customers to list.")] = 20,
+    password: PasswordOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Sales, RFM, lapsed customers, pipeline, complaints, follow-ups and data quality, with charts."""
+    from xlcrm.report import ReportOptions, make_report
+
+    schema = _schema(config)
+    result = make_report(master, out, schema, as_of=_date(as_of), lang=_lang(lang),  # type: ignore[arg-type]
+                         png_dir=png, password=password,
+                         options=ReportOptions(lapsed_days=lapsed_days, no_contact_days=no_contact_days,
+                                               top_n=top))
+    pages = len(result.report.pages)
+    charts = len(result.report.charts())
+    err.print(f"[green]wrote[/] {result.path}  ({pages} sheets, {charts} charts, as of "
+              f"{result.report.as_of}{', encrypted' if password else ''})")
+    if result.pngs:
+        err.print(f"[green]wrote[/] {len(result.pngs)} PNG charts into {png}")
+
+
+@app.command()
+def handover(
+    master: MasterOpt,
+    from_owner: Annotated[str, typer.Option("--from", help="The 担当営業 handing over.")],
+    to_owner: Annotated[str, typer.Option("--to", help="The 担当営業 taking over.")],
+    out: Annotated[Path | None, typer.Argument(metavar="[OUT.xlsx]", help="Handover book for the new "
+                                               "担当営業 (default: 引き継ぎ_<to>.xlsx beside the master).")] = None,
+    customer: Annotated[list[str] | None, typer.Option("--customer", help="Only this customer ID (repeat "
+                                                       "for several); default: all of --from's customers.")] = None,
+    lang: LangOpt = "ja",
+    who: WhoOpt = None,
+    password: PasswordOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Reassign 担当営業 (customers, open deals, open TODOs) with history, and write the handover book."""
+    from xlcrm.export import default_who
+    from xlcrm.handover import handover as run
+
+    schema = _schema(config)
+    target = out or Path(master).with_name(f"{'引き継ぎ' if lang == 'ja' else 'handover'}_{to_owner.strip()}.xlsx")
+    result = run(master, schema, from_owner, to_owner, customers=customer, out=target,
+                 lang=_lang(lang), who=default_who(who), password=password)  # type: ignore[arg-type]
+    err.print(f"[green]handed over[/] {len(result.customers)} customers, {result.count('deals')} open deals, "
+              f"{result.count('todos')} open TODOs from {from_owner} to {to_owner}  "
+              f"({len(result.changes)} history rows, run {result.run_id})")
+    err.print(f"[green]wrote[/] {result.workbook}")
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}")
+
+
+@app.command()
+def export(
+    out: OutArg,
+    master: MasterOpt,
+    role: Annotated[str, typer.Option("--role", help="A role from xlcrm.toml [roles.*] (built in: admin, "
+                                      "sales, analyst).")],
+    owner: Annotated[str | None, typer.Option("--owner", help="Only this 担当営業's customers (required "
+                                              "for own_only roles such as sales).")] = None,
+    to_third_party: ThirdPartyOpt = None,
+    purpose: PurposeOpt = None,
+    lang: LangOpt = "ja",
+    who: WhoOpt = None,
+    password: PasswordOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The records a role may see; columns it may not see are dropped from the file."""
+    from xlcrm.export import export_for_role
+
+    schema = _schema(config)
+    result = export_for_role(master, out, schema, role, owner=owner, lang=_lang(lang),  # type: ignore[arg-type]
+                             password=password, third_party=_party(to_third_party, purpose), who=who)
+    counts = ", ".join(f"{schema[k].label(_lang(lang))} {n}" for k, n in result.counts.items())  # type: ignore[arg-type]
+    err.print(f"[green]wrote[/] {result.path}  (role {result.role}: {counts}"
+              f"{', encrypted' if password else ''})")
+    if result.provision_id is not None:
+        err.print(f"[green]recorded[/] third-party provision #{result.provision_id} to {to_third_party}")
+
+
+@app.command("mailing-list")
+def mailing_list(
+    out: OutArg,
+    master: MasterOpt,
+    to_third_party: ThirdPartyOpt = None,
+    purpose: PurposeOpt = None,
+    lang: LangOpt = "ja",
+    who: WhoOpt = None,
+    password: PasswordOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Customers and contact persons with DM可否 = 可; a 不可 anywhere for the same person wins."""
+    from xlcrm.export import mailing_list as run
+
+    schema = _schema(config)
+    r = run(master, out, schema, lang=_lang(lang), password=password,  # type: ignore[arg-type]
+            third_party=_party(to_third_party, purpose), who=who)
+    err.print(f"[green]wrote[/] {r.path}  ({r.customers} customers, {r.contacts} contacts; left out: "
+              f"{r.refused} with a 不可 elsewhere, {r.not_consented} without 可)")
+    if r.provision_id is not None:
+        err.print(f"[green]recorded[/] third-party provision #{r.provision_id} to {to_third_party}")
