@@ -1,0 +1,380 @@
+"""A customer's whole story before picking up the phone: the engine behind 顧客履歴 and `xlcrm history`.
+
+One function reads the master database (all five entities and the change history) and returns a
+summary plus a newest-first timeline as plain dataclasses; the ribbon writes them into a sheet, the
+CLI prints them or dumps JSON.  Duplicates merged into the customer contribute their records too, and
+asking for a merged-away ID answers with its survivor, so an old ID on a printout still works.
+
+Like :mod:`xlcrm.search` this runs in a fresh process on every ribbon click: no pandas, no pandera.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any
+
+from xlcrm.db import ACTIVE, format_id
+from xlcrm.errors import XlcrmError
+from xlcrm.normalize import company_key, fold_search
+from xlcrm.schema import CLOSED_PHASES, Entity, Lang, Schema
+from xlcrm.search import COMPANY_KEY, search, survivors
+
+_ID_QUERY = re.compile(r"^([a-z])-?0*(\d{1,9})$")
+#: How a change-history row came about (merge and resolve write these keys; same labels as the master
+#: workbook's 変更履歴 sheet); unknown keys are shown as they are.
+_HOW = {
+    "new": ("新規", "New"), "edit": ("変更", "Edit"), "link": ("重複リンク", "Duplicate link"),
+    "merge": ("統合", "Merge"), "decision": ("判断", "Decision"), "delete": ("削除", "Deleted"),
+}
+#: Bookkeeping fields that history rows may name: (ja, en) label and value labels.
+_BOOKKEEPING_FIELDS = {
+    "_merged_into": (("統合先", "Merged into"), {}),
+    "_state": (("状態", "State"), {"active": ("有効", "Active"), "merged": ("統合済み", "Merged"),
+                                   "deleted": ("削除", "Deleted")}),
+}
+_KIND_RANK = {"activity": 0, "deal": 1, "todo": 2, "change": 3}
+_WORDS = {
+    "ja": {"overdue": "期限切れ", "amount": "金額", "expected": "受注予定日", "closed": "受注日",
+           "due": "期限", "done": "完了日", "response": "対応内容", "from": "取込元",
+           "new_record": "{entity}を登録", "arrow": "→", "blank": "（空欄）"},
+    "en": {"overdue": "overdue", "amount": "Amount", "expected": "Expected close", "closed": "Closed on",
+           "due": "Due", "done": "Done on", "response": "Response", "from": "From",
+           "new_record": "{entity} added", "arrow": "->", "blank": "(blank)"},
+}
+
+
+@dataclass
+class HistorySummary:
+    owner: str | None
+    status: str | None  # canonical key (``active``)
+    status_label: str | None  # in the requested language (取引中)
+    dm_consent: str | None
+    dm_consent_label: str | None
+    won_total: float  # sum of 金額 over deals in the ``won`` phase
+    won_deals: int
+    open_deals: int
+    last_contact: str | None  # ISO date of the latest activity
+    open_todos: int
+    overdue_todos: int
+
+
+@dataclass
+class TimelineEntry:
+    kind: str  # activity / deal / todo / change
+    date: str | None  # ISO date the entry is filed under (None: undated, listed last)
+    at: str  # sort key: ISO date or date-time
+    entity: str
+    record_id: str
+    title: str
+    detail: str | None = None
+    who: str | None = None
+    status: str | None = None  # label: 結果, フェーズ, 状態 or how a change came about
+    overdue: bool = False
+    #: Raw stored values (canonical keys, ISO dates); for changes: field, old, new, how, source_file.
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CustomerHistory:
+    customer_id: str
+    name: str | None
+    kana: str | None
+    state: str  # active / deleted
+    summary: HistorySummary
+    timeline: list[TimelineEntry]
+    contacts: list[dict[str, Any]]
+    #: Duplicate IDs merged into this customer (their records are part of the timeline).
+    merged_ids: list[str]
+    #: The ID that was asked for when it was a merged-away duplicate, else None.
+    resolved_from: str | None = None
+    today: str = ""
+    lang: str = "ja"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- resolving what was typed -------------------------------------------------------------------------
+
+def _label(row: sqlite3.Row) -> str:
+    owner = f" ({row['owner']})" if "owner" in row.keys() and row["owner"] else ""  # noqa: SIM118
+    return f"{row[0]} {row['name']}{owner}"
+
+
+def resolve_customer(conn: sqlite3.Connection, schema: Schema, customer: str) -> tuple[str, str | None]:
+    """(customer ID, the merged-away ID asked for or None) for an ID or a name; refuses ambiguity.
+
+    IDs of any entity work (a contact's, a deal's: their customer), merged-away customer IDs resolve to
+    the survivor.  Names: exact (folded, or the same company key, or the same フリガナ) first, then the
+    search engine's name matches if they point to exactly one customer.
+    """
+    typed = str(customer or "").strip()
+    if not typed:
+        raise XlcrmError("no customer given: pass a customer ID (C-000001) or a name")
+    cust = schema.entity("customers")
+    cid = cust.id_column.key
+    m = _ID_QUERY.match(fold_search(typed))
+    if m:
+        found = _resolve_id(conn, schema, m.group(1).upper(), int(m.group(2)))
+        if found is not None:
+            return found
+        if m.group(1).upper() in {e.id_prefix.upper() for e in schema}:
+            raise XlcrmError(f"{typed}: no such ID in the master; check it or find the customer with "
+                             "`xlcrm search`")
+
+    want, want_key = fold_search(typed), company_key(typed)
+    rows = conn.execute(f'SELECT "{cid}", name, kana, owner FROM customers WHERE {ACTIVE} '
+                        f'ORDER BY "{cid}"').fetchall()
+    exact = [r for r in rows if fold_search(r["name"]) == want
+             or (want_key and company_key(r["name"]) == want_key) or (r["kana"] and fold_search(r["kana"]) == want)]
+    if len(exact) == 1:
+        return exact[0][0], None
+    if len(exact) > 1:
+        raise XlcrmError(f"{typed!r} names {len(exact)} customers: " + "; ".join(_label(r) for r in exact[:10])
+                         + "; give the customer ID instead")
+
+    name_keys = {c.key for c in cust.columns if c.type in ("name", "kana")} | {COMPANY_KEY}
+    hits = [h for h in search(conn, schema, typed, limit=10)
+            if h.contact_id is None and h.matched in name_keys and h.customer_id]
+    ids = list(dict.fromkeys(h.customer_id for h in hits if h.customer_id))
+    if len(ids) == 1:
+        return ids[0], None
+    if not ids:
+        raise XlcrmError(f"{typed!r}: no customer with that ID or name in the master; try `xlcrm search`")
+    byid = {r[0]: r for r in rows}
+    listed = "; ".join(_label(byid[i]) if i in byid else i for i in ids)
+    raise XlcrmError(f"{typed!r} could be {len(ids)} customers: {listed}; give the customer ID instead")
+
+
+def _resolve_id(conn: sqlite3.Connection, schema: Schema, prefix: str,
+                number: int) -> tuple[str, str | None] | None:
+    cid = schema.entity("customers").id_column.key
+    for entity in schema:
+        if entity.id_prefix.upper() != prefix:
+            continue
+        rid = format_id(entity, number)
+        idk = entity.id_column.key
+        if entity.key == "customers":
+            row = conn.execute(f'SELECT "{idk}", _state FROM customers WHERE "{idk}" = ?', (rid,)).fetchone()
+            if row is None:
+                return None
+            if row["_state"] == "merged":
+                survivor = survivors(conn, cid).get(rid)
+                if survivor is None:
+                    raise XlcrmError(f"{rid} was merged but names no surviving record; ask the admin to "
+                                     "check the master")
+                return survivor, rid
+            return rid, None
+        ref = entity.ref_column
+        if ref is None:
+            return None
+        row = conn.execute(f'SELECT "{ref.key}" FROM "{entity.key}" WHERE "{idk}" = ?', (rid,)).fetchone()
+        if row is None or not row[0]:
+            return None
+        return survivors(conn, cid).get(row[0], row[0]), None
+    return None
+
+
+# --- the history ---------------------------------------------------------------------------------------
+
+def customer_history(conn: sqlite3.Connection, schema: Schema, customer: str, *, today: date | None = None,
+                     lang: Lang = "ja") -> CustomerHistory:
+    """Summary and newest-first timeline for a customer given by ID or name (see :func:`resolve_customer`)."""
+    today = today or date.today()
+    cid_value, resolved_from = resolve_customer(conn, schema, customer)
+    cust = schema.entity("customers")
+    cid = cust.id_column.key
+    row = conn.execute(f'SELECT * FROM customers WHERE "{cid}" = ?', (cid_value,)).fetchone()
+    if row is None:  # a contact/deal pointing to a customer that does not exist
+        raise XlcrmError(f"{customer}: refers to customer {cid_value}, which is not in the master")
+    merged_ids = sorted(k for k, v in survivors(conn, cid).items() if v == cid_value)
+    ids = [cid_value, *merged_ids]
+    words = _WORDS.get(lang, _WORDS["en"])
+
+    children: dict[str, list[sqlite3.Row]] = {}
+    for entity in schema:
+        if entity.key == "customers" or entity.ref_column is None:
+            continue
+        children[entity.key] = _rows_for(conn, entity, ids)
+
+    timeline: list[TimelineEntry] = []
+    timeline += [_activity(schema.entity("activities"), r, lang, words) for r in children.get("activities", [])]
+    timeline += [_deal(schema.entity("deals"), r, lang, words) for r in children.get("deals", [])]
+    timeline += [_todo(schema.entity("todos"), r, lang, words, today) for r in children.get("todos", [])]
+    record_ids = {"customers": ids} | {k: [r[0] for r in v] for k, v in children.items()}
+    timeline += _changes(conn, schema, record_ids, lang, words)
+    timeline.sort(key=lambda e: (e.at or "", _KIND_RANK.get(e.kind, 9), e.record_id), reverse=True)
+    undated = [e for e in timeline if not e.at]
+    timeline = [e for e in timeline if e.at] + undated
+
+    deals = children.get("deals", [])
+    todos = [e for e in timeline if e.kind == "todo"]
+    activities = children.get("activities", [])
+    won = [d for d in deals if d["phase"] == "won"]
+    summary = HistorySummary(
+        owner=_get(row, "owner"),
+        status=_get(row, "status"),
+        status_label=_choice(cust, "status", _get(row, "status"), lang),
+        dm_consent=_get(row, "dm_consent"),
+        dm_consent_label=_choice(cust, "dm_consent", _get(row, "dm_consent"), lang),
+        won_total=float(sum(_num(d["amount"]) for d in won)),
+        won_deals=len(won),
+        open_deals=sum(1 for d in deals if d["phase"] not in CLOSED_PHASES),
+        last_contact=max((str(a["date"]) for a in activities if a["date"]), default=None),
+        open_todos=sum(1 for t in todos if t.data.get("status") != "done"),
+        overdue_todos=sum(1 for t in todos if t.overdue),
+    )
+    contacts_entity = schema.entity("contacts")
+    contacts = [{k: _get(r, k) for k in contacts_entity.keys if k != "customer"}
+                for r in children.get("contacts", [])]
+    return CustomerHistory(
+        customer_id=cid_value, name=_get(row, "name"), kana=_get(row, "kana"), state=row["_state"],
+        summary=summary, timeline=timeline, contacts=contacts, merged_ids=merged_ids,
+        resolved_from=resolved_from, today=today.isoformat(), lang=lang)
+
+
+def _rows_for(conn: sqlite3.Connection, entity: Entity, ids: Sequence[str]) -> list[sqlite3.Row]:
+    ref = entity.ref_column
+    assert ref is not None
+    have = {r[1] for r in conn.execute(f'PRAGMA table_info("{entity.key}")')}
+    if not have:
+        return []
+    keys = ", ".join(f'"{k}"' for k in entity.keys if k in have)
+    marks = ", ".join("?" * len(ids))
+    return conn.execute(f'SELECT {keys} FROM "{entity.key}" WHERE "{ref.key}" IN ({marks}) AND {ACTIVE} '
+                        f'ORDER BY "{entity.id_column.key}"', list(ids)).fetchall()
+
+
+def _get(row: sqlite3.Row, key: str) -> Any:
+    return row[key] if key in row.keys() else None  # noqa: SIM118 - sqlite3.Row has no __contains__
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v) if v is not None and v != "" else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _choice(entity: Entity, key: str, value: Any, lang: Lang) -> str | None:
+    if value is None or not entity.has(key):
+        return None if value is None else str(value)
+    return entity.column(key).choice_label(str(value), lang)
+
+
+def _short(s: Any, width: int = 80) -> str:
+    t = " ".join(str(s or "").split())
+    return t if len(t) <= width else t[: width - 1] + "…"
+
+
+def _fmt_amount(v: Any) -> str:
+    n = _num(v)
+    return f"{n:,.0f}" if n == int(n) else f"{n:,.2f}"
+
+
+def _data(entity: Entity, row: sqlite3.Row) -> dict[str, Any]:
+    return {k: _get(row, k) for k in entity.keys}
+
+
+def _activity(entity: Entity, r: sqlite3.Row, lang: Lang, words: dict[str, str]) -> TimelineEntry:
+    kind = _choice(entity, "type", _get(r, "type"), lang) or ""
+    day = _get(r, "date")
+    contact = _get(r, "contact")
+    title = f"{kind}: {_short(_get(r, 'content'))}" if kind else _short(_get(r, "content"))
+    if contact:
+        title += f" ({contact})"
+    response = _get(r, "response")
+    return TimelineEntry(
+        kind="activity", date=day, at=str(day or ""), entity=entity.key, record_id=r[0], title=title,
+        detail=f"{words['response']}: {_short(response, 200)}" if response else None,
+        who=_get(r, "handled_by"), status=_choice(entity, "result", _get(r, "result"), lang),
+        data=_data(entity, r))
+
+
+def _deal(entity: Entity, r: sqlite3.Row, lang: Lang, words: dict[str, str]) -> TimelineEntry:
+    phase = _get(r, "phase")
+    closed, expected = _get(r, "closed_on"), _get(r, "expected_close")
+    day = closed or expected
+    parts = []
+    if _get(r, "amount") is not None:
+        parts.append(f"{words['amount']} {_fmt_amount(_get(r, 'amount'))}")
+    if closed:
+        parts.append(f"{words['closed']} {closed}")
+    elif expected:
+        parts.append(f"{words['expected']} {expected}")
+    title = _short(_get(r, "title"))
+    if _get(r, "product"):
+        title += f" / {_short(_get(r, 'product'), 40)}"
+    return TimelineEntry(
+        kind="deal", date=day, at=str(day or ""), entity=entity.key, record_id=r[0], title=title,
+        detail=", ".join(parts) or None, who=_get(r, "owner"), status=_choice(entity, "phase", phase, lang),
+        data=_data(entity, r))
+
+
+def _todo(entity: Entity, r: sqlite3.Row, lang: Lang, words: dict[str, str], today: date) -> TimelineEntry:
+    status, due, done_on = _get(r, "status"), _get(r, "due"), _get(r, "done_on")
+    is_done = status == "done"
+    overdue = not is_done and bool(due) and str(due) < today.isoformat()
+    day = done_on if is_done and done_on else due
+    detail = f"{words['due']} {due}" if due else None
+    if is_done and done_on:
+        detail = f"{words['done']} {done_on}"
+    label = _choice(entity, "status", status, lang)
+    if overdue:
+        label = f"{label} ({words['overdue']})" if label else words["overdue"]
+    return TimelineEntry(
+        kind="todo", date=day, at=str(day or ""), entity=entity.key, record_id=r[0],
+        title=_short(_get(r, "content")), detail=detail, who=_get(r, "assignee"), status=label,
+        overdue=overdue, data=_data(entity, r))
+
+
+def _changes(conn: sqlite3.Connection, schema: Schema, record_ids: dict[str, Iterable[str]], lang: Lang,
+             words: dict[str, str]) -> list[TimelineEntry]:
+    out = []
+    for ekey, rids in record_ids.items():
+        rids = list(rids)
+        entity = schema.entity(ekey)
+        for i in range(0, len(rids), 500):
+            chunk = rids[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for h in conn.execute("SELECT history_id, run_id, at, entity, record_id, field, old, new, "
+                                  "source_file, who, how FROM history WHERE entity = ? AND record_id IN "
+                                  f"({marks}) ORDER BY history_id", [ekey, *chunk]):
+                out.append(_change(entity, h, lang, words))
+    return out
+
+
+def _change(entity: Entity, h: sqlite3.Row, lang: Lang, words: dict[str, str]) -> TimelineEntry:
+    how_key = h["how"] or ""
+    how = _HOW.get(how_key)
+    how_label = (how[0] if lang == "ja" else how[1]) if how else how_key
+    fld = h["field"]
+    if fld:
+        if entity.has(fld):
+            col = entity.column(fld)
+            flabel = col.label(lang)
+            old = col.choice_label(h["old"], lang) if col.type == "choice" else h["old"]
+            new = col.choice_label(h["new"], lang) if col.type == "choice" else h["new"]
+        elif fld in _BOOKKEEPING_FIELDS:
+            (ja, en), values = _BOOKKEEPING_FIELDS[fld]
+            flabel = ja if lang == "ja" else en
+            old, new = ((values[v][0 if lang == "ja" else 1] if v in values else v) for v in (h["old"], h["new"]))
+        else:
+            flabel, old, new = fld, h["old"], h["new"]
+        title = (f"{entity.label(lang)} {flabel}: {_short(old, 40) if old not in (None, '') else words['blank']} "
+                 f"{words['arrow']} {_short(new, 40) if new not in (None, '') else words['blank']}")
+    elif how_key == "new":
+        title = words["new_record"].format(entity=entity.label(lang))
+    else:  # a duplicate linked to this record: merge wrote the evidence into ``new``
+        title = f"{entity.label(lang)}: {how_label}" + (f" ({_short(h['new'], 60)})" if h["new"] else "")
+    at = str(h["at"] or "")
+    return TimelineEntry(
+        kind="change", date=at[:10] or None, at=at, entity=entity.key, record_id=h["record_id"], title=title,
+        detail=f"{words['from']}: {h['source_file']}" if h["source_file"] else None, who=h["who"],
+        status=how_label,
+        data={"history_id": h["history_id"], "run_id": h["run_id"], "field": fld, "old": h["old"],
+              "new": h["new"], "how": how_key, "source_file": h["source_file"]})

@@ -1,0 +1,895 @@
+"""Find a customer however it is typed: the engine behind the ribbon's 顧客検索 and `xlcrm search`.
+
+Staff type ひらがな or カタカナ, full- or half-width, a phone number with or without hyphens, or part
+of a company name.  Every indexed value and every query therefore goes through the same folding
+(``xlcrm.normalize.fold_search``; phone-type columns keep digits only; plus the company key), and
+matching is substring matching on folded text, which works for Japanese where word splitting does not.
+The columns come from the schema (``search=True`` on customers and contacts), custom ones included.
+
+Storage, inside the master database: ``search_rows`` (one row per active customer and contact
+person, values already folded, a B-tree index on every column but free text) and ``search_fts``, an
+FTS5 index over it with the trigram tokenizer, so any substring of three characters or more is an
+index lookup.  One- and two-character queries (too short for trigrams) take exact and prefix matches
+from the B-tree indexes and scan only when those do not fill a page.  Ranking is computed in SQL with
+the same formula as in Python (``_score``), so ``LIMIT`` keeps the best rows without pulling thousands
+into Python.  rapidfuzz catches typos when few rows match.
+
+Every ribbon click starts a fresh Python process: this module must stay free of pandas/pandera, and
+rapidfuzz is imported only when a fuzzy pass runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from xlcrm.db import ACTIVE, format_id, transaction
+from xlcrm.errors import XlcrmError
+from xlcrm.normalize import company_key, fold_search, phone_digits
+from xlcrm.schema import Column, Lang, Schema
+
+#: The index tables inside the master database.
+ROWS_TABLE = "search_rows"
+FTS_TABLE = "search_fts"
+VOCAB_TABLE = "search_vocab"
+#: Not detail=full (smaller, faster to build); not detail=none (column filters are needed).
+FTS_DETAIL = "column"
+#: Synthetic indexed column: the company name without 株式会社 and friends (matches (株)山田 and 山田).
+COMPANY_KEY = "company_key"
+_COMPANY_KEY_LABEL = {"ja": "会社名（法人格を除く）", "en": "Company name (without legal form)"}
+#: Entities whose rows are indexed; a contact hit points to its customer.
+INDEXED_ENTITIES = ("customers", "contacts")
+#: Column types stored as digits only, so 03-1234-5678 == 0312345678 == ０３（１２３４）５６７８.
+DIGIT_TYPES = frozenset({"phone", "corporate_number"})
+#: Column types whose exact match is as good as an ID (a phone number names one customer).
+IDENTIFIER_TYPES = frozenset({"phone", "corporate_number", "email"})
+#: Free-text column types (住所, 備考, custom notes): a match at their start is no better than inside,
+#: so a note that happens to begin with 花子 does not outrank the customer named 田中 花子.
+FREE_TEXT_TYPES = frozenset({"text"})
+#: Trigram tokenizer arrived in SQLite 3.34.0.
+TRIGRAM_MIN_SQLITE = (3, 34, 0)
+
+# Score bases: one tier per band of 10, the in-tier bonus (< 7) never crosses into the next band.
+SCORE_ID = 100.0
+SCORE_IDENTIFIER = 90.0
+SCORE_EXACT = 80.0
+SCORE_PREFIX = 70.0
+SCORE_SUBSTRING = 50.0
+SCORE_FUZZY = 30.0  # + similarity / 10 (similarity >= _FUZZY_CUTOFF)
+_FUZZY_CUTOFF = 70.0
+#: A fuzzy pass runs when the exact/prefix/substring passes found fewer hits than this.
+_FEW_HITS = 3
+#: Candidates handed from the trigram index to rapidfuzz.
+_FUZZY_CANDIDATES = 400
+#: Trigrams in more than this share of rows are too common to find a misspelt name by.
+_FUZZY_MAX_SHARE = 0.02
+#: Only these column types take part in the typo-tolerant pass (names, readings, company key).
+_FUZZY_TYPES = frozenset({"name", "kana"})
+#: Rank inside a tier: lower ranks first.  Derived from the column *type*, never from a key list.
+_TYPE_RANK = {"id": 0, "phone": 1, "corporate_number": 1, "email": 1, "name": 2, "kana": 3}
+_DEFAULT_RANK = 5  # address, notes, custom text
+_COMPANY_KEY_RANK = 2
+
+_PHONE_QUERY = re.compile(r"^\+?[0-9().]+$")  # after fold_search: no spaces/hyphens, ASCII ()
+_ID_QUERY = re.compile(r"^([a-z])-?0*(\d{1,9})$")
+
+
+@dataclass(frozen=True)
+class IndexedColumn:
+    """One column of the search index: its key, the schema column it comes from, how it is folded."""
+
+    key: str
+    type: str
+    rank: int
+    digits: bool
+    labels: Mapping[str, Column | None]  # entity key -> schema column (None: not on that entity)
+
+    @property
+    def free_text(self) -> bool:
+        return self.type in FREE_TEXT_TYPES
+
+    @property
+    def prefix_index(self) -> bool:
+        """Every column but free text gets a B-tree index: short queries and typos look there first."""
+        return not self.free_text
+
+
+@dataclass
+class SearchHit:
+    """One result row: a customer, or a contact person and the customer it belongs to."""
+
+    customer_id: str | None
+    contact_id: str | None
+    name: str | None
+    kana: str | None
+    owner: str | None
+    phone: str | None
+    last_contact: str | None  # ISO date of the latest activity
+    matched: str  # column key that matched (``company_key`` for the synthetic company key)
+    why: str  # human-readable, in the requested language
+    score: float
+    contact_name: str | None = None
+    #: ``master`` or ``workbook`` (a caller's not-yet-merged row passed as ``extra_rows``).
+    source: str = "master"
+    #: For workbook rows: the caller's own locator (``_ref`` of the extra row), e.g. ``顧客!A12``.
+    ref: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- folding ----------------------------------------------------------------------------------------
+
+def _fold(value: Any) -> str:
+    """Folded comparison text (no whitespace, no hyphens): 'ヤマダ タロウ' finds 'やまだたろう'."""
+    return fold_search(value) or ""
+
+
+def _digits(value: Any) -> str:
+    """Digits only (+81 folded to 0), for phone and 法人番号 columns and phone-looking queries."""
+    return phone_digits(value) or ""
+
+
+def _company_fold(name: Any) -> str:
+    """The company key is already width/case/kana-folded and has no spaces: it needs no second pass."""
+    if not name:
+        return ""
+    return company_key(str(name)) or ""
+
+
+# --- index layout derived from the schema -------------------------------------------------------------
+
+def indexed_columns(schema: Schema) -> list[IndexedColumn]:
+    """Union of the customers' and contacts' ``search=True`` columns (schema order), then the company key.
+
+    Custom columns an admin flags ``search = true`` in xlcrm.toml flow in here with no code change.
+    """
+    order: list[str] = []
+    by_key: dict[str, dict[str, Column]] = {}
+    for ekey in INDEXED_ENTITIES:
+        for col in schema.entity(ekey).columns:
+            if not col.search or col.key == COMPANY_KEY:
+                continue
+            if col.key not in by_key:
+                order.append(col.key)
+                by_key[col.key] = {}
+            by_key[col.key][ekey] = col
+    out = []
+    for key in order:
+        cols = by_key[key]
+        first = next(iter(cols.values()))
+        labels: dict[str, Column | None] = {e: cols.get(e) for e in INDEXED_ENTITIES}
+        out.append(IndexedColumn(key, first.type, _TYPE_RANK.get(first.type, _DEFAULT_RANK),
+                                 first.type in DIGIT_TYPES, labels))
+    out.append(IndexedColumn(COMPANY_KEY, "name", _COMPANY_KEY_RANK, False,
+                             dict.fromkeys(INDEXED_ENTITIES)))
+    return out
+
+
+def trigram_available() -> bool:
+    """The FTS5 trigram tokenizer needs SQLite >= 3.34 (and FTS5 compiled in)."""
+    if sqlite3.sqlite_version_info < TRIGRAM_MIN_SQLITE:
+        return False
+    try:
+        probe = sqlite3.connect(":memory:")
+        try:
+            probe.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='trigram')")
+        finally:
+            probe.close()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _row_plan(entity: str, columns: Sequence[IndexedColumn]) -> list[tuple[str, str]]:
+    """Per indexed column: (source column key, how to fold) for one entity; "" source: always empty."""
+    plan = []
+    for ic in columns:
+        if ic.key == COMPANY_KEY:
+            plan.append(("name" if entity == "customers" else "", "company"))
+        elif ic.labels.get(entity) is None:
+            plan.append(("", ""))
+        else:
+            plan.append((ic.key, "digits" if ic.digits else "fold"))
+    return plan
+
+
+def _folder(how: str) -> Callable[[Any], str]:
+    """The folding function for a plan entry; repeated values (readings, notes, names) are memoised."""
+    if how == "digits":
+        return _digits  # phone numbers are unique: a memo would only cost memory
+    fn = _company_fold if how == "company" else _fold
+    memo: dict[Any, str] = {}
+
+    def folded(value: Any) -> str:
+        try:
+            return memo[value]
+        except KeyError:
+            memo[value] = out = fn(value)
+            return out
+        except TypeError:  # unhashable: never from SQLite, but extra rows may hold anything
+            return fn(value)
+
+    return folded
+
+
+def _folded_rows(conn: sqlite3.Connection, entity: str, key_cols: Sequence[str],
+                 columns: Sequence[IndexedColumn], where: str = "") -> Iterator[tuple[Any, ...]]:
+    """(key columns..., folded indexed values...) for every active row of ``entity``."""
+    have = _table_columns(conn, entity)
+    plan = _row_plan(entity, columns)
+    sources = [k for k in dict.fromkeys([*key_cols, *(src for src, _ in plan if src)]) if k in have]
+    pos = {k: i for i, k in enumerate(sources)}
+    steps = [(pos.get(src, -1), _folder(how)) for src, how in plan]
+    sql = f'SELECT {", ".join(_q(k) for k in sources)} FROM {_q(entity)} WHERE {ACTIVE} {where}'
+    nkeys = len(key_cols)
+    for r in conn.execute(sql):
+        yield (*r[:nkeys], *((fn(r[i]) or None) if i >= 0 and r[i] is not None else None for i, fn in steps))
+
+
+def build_index(conn: sqlite3.Connection, schema: Schema) -> int:
+    """(Re)build the search index from the active customers and contacts; returns rows indexed.
+
+    Called by merge after every merge (inside its transaction, then nothing is committed here) and by
+    :func:`search` when the index is missing or was built for other columns.  A full rebuild keeps it
+    simple and fast enough: about 180,000 customers and contacts in well under ten seconds.
+    """
+    columns = indexed_columns(schema)
+    cust, cont = schema.entity("customers"), schema.entity("contacts")
+    cid, pid = cust.id_column.key, cont.id_column.key
+    ref = cont.ref_column.key if cont.ref_column else "customer"
+    if not _table_columns(conn, "customers"):
+        raise XlcrmError("the master database has no customers table; run `xlcrm merge` first")
+
+    rows: list[tuple[Any, ...]] = [("customers", r[0], None, *r[1:])
+                                   for r in _folded_rows(conn, "customers", [cid], columns)]
+    live = {r[1] for r in rows}
+    if _table_columns(conn, "contacts"):
+        survivor = survivors(conn, cid)
+        for r in _folded_rows(conn, "contacts", [pid, ref], columns):
+            owner_id = survivor.get(r[1], r[1])
+            if owner_id in live:  # else its customer is deleted or unknown: nothing to point to
+                rows.append(("contacts", owner_id, r[0], *r[2:]))
+
+    col_sql = ", ".join(_q(c.key) for c in columns)
+    trigram = trigram_available()
+    stmts = [f"DROP TABLE IF EXISTS {VOCAB_TABLE}", f"DROP TABLE IF EXISTS {FTS_TABLE}",
+             f"DROP TABLE IF EXISTS {ROWS_TABLE}",
+             f"CREATE TABLE {ROWS_TABLE} (rowid INTEGER PRIMARY KEY, entity TEXT NOT NULL, "
+             f"customer_id TEXT NOT NULL, contact_id TEXT, "
+             f"{', '.join(f'{_q(c.key)} TEXT' for c in columns)})"]
+    after = [f"CREATE INDEX {ROWS_TABLE}_{c.key} ON {ROWS_TABLE}({_q(c.key)})" for c in columns if c.prefix_index]
+    if trigram:
+        # Not detail=full: smaller and faster to build; substring queries AND the needle's trigrams and
+        # verify with instr() (see _fts_match), so no phrase queries are needed.
+        after.append(f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5({col_sql}, content='{ROWS_TABLE}', "
+                     f"content_rowid='rowid', tokenize='trigram', detail={FTS_DETAIL})")
+        after.append(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")
+        after.append(f"CREATE VIRTUAL TABLE {VOCAB_TABLE} USING fts5vocab({FTS_TABLE}, 'row')")
+    placeholders = ", ".join("?" * (3 + len(columns)))
+    meta = {"search_index_columns": json.dumps([c.key for c in columns]),
+            "search_index_rows": str(len(rows)), "search_index_trigram": "1" if trigram else "0"}
+
+    def work() -> None:
+        for stmt in stmts:
+            conn.execute(stmt)
+        conn.executemany(f"INSERT INTO {ROWS_TABLE} (entity, customer_id, contact_id, {col_sql}) "
+                         f"VALUES ({placeholders})", rows)
+        for stmt in after:
+            conn.execute(stmt)
+        conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", meta.items())
+
+    if conn.in_transaction:
+        work()
+    else:
+        with transaction(conn):
+            work()
+    return len(rows)
+
+
+def _table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
+
+
+def survivors(conn: sqlite3.Connection, cid: str) -> dict[str, str]:
+    """Merged-away customer ID -> the active survivor (following chains A -> B -> C)."""
+    direct = {r[0]: r[1] for r in conn.execute(
+        f"SELECT \"{cid}\", _merged_into FROM customers "
+        "WHERE _state = 'merged' AND _merged_into IS NOT NULL")}
+    out = {}
+    for start in direct:
+        cur, seen = start, {start}
+        while cur in direct and direct[cur] not in seen:
+            cur = direct[cur]
+            seen.add(cur)
+        out[start] = cur
+    return out
+
+
+def index_is_current(conn: sqlite3.Connection, schema: Schema) -> bool:
+    """Present and built for today's schema columns (an admin may have added a search column)."""
+    if not _table_columns(conn, ROWS_TABLE):
+        return False
+    row = conn.execute("SELECT value FROM meta WHERE key = 'search_index_columns'").fetchone()
+    if row is None or json.loads(row[0]) != [c.key for c in indexed_columns(schema)]:
+        return False
+    tri = conn.execute("SELECT value FROM meta WHERE key = 'search_index_trigram'").fetchone()
+    return tri is None or tri[0] == "0" or bool(_table_columns(conn, FTS_TABLE))
+
+
+# --- the query ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Query:
+    raw: str
+    text: str  # folded, no spaces: compared with text columns
+    company: str  # folded company key of the query: compared with the company_key column
+    digits: str  # digits only when the query looks like a phone number, else ""
+
+    def needle(self, ic: IndexedColumn) -> str:
+        if ic.digits:
+            return self.digits
+        if ic.key == COMPANY_KEY:
+            return self.company
+        return self.text
+
+
+def _parse_query(query: str) -> _Query:
+    text = _fold(query)
+    digits = ""
+    if _PHONE_QUERY.match(text) and any("0" <= ch <= "9" for ch in text):
+        digits = _digits(query)  # 03-1234-5678 == 0312345678 == ０３（１２３４）５６７８ == +81 3 1234 5678
+    return _Query(query, text, _company_fold(query) or text, digits)
+
+
+def _score(ic: IndexedColumn, value: str, needle: str) -> tuple[float, str]:
+    """(score, tier) of one folded value; (0, "") when it does not contain the needle.
+
+    The SQL in :func:`_sql_score` computes exactly this, so SQL ``LIMIT`` keeps the rows Python ranks
+    best.  Tiers: identifier equality (phone, e-mail, 法人番号), other equality, prefix, substring.
+    """
+    if not needle or not value:
+        return 0.0, ""
+    bonus = (5 - ic.rank) + len(needle) / len(value)
+    if value == needle:
+        if ic.type in IDENTIFIER_TYPES:
+            return SCORE_IDENTIFIER + bonus, "exact"
+        return SCORE_EXACT + bonus, "exact"
+    if value.startswith(needle) and ic.type not in FREE_TEXT_TYPES:
+        return SCORE_PREFIX + bonus, "prefix"
+    if needle in value:
+        return SCORE_SUBSTRING + bonus, "substring"
+    return 0.0, ""
+
+
+def _sql_score(columns: Sequence[IndexedColumn], q: _Query, params: dict[str, Any]) -> str:
+    parts = []
+    for i, ic in enumerate(columns):
+        needle = q.needle(ic)
+        if not needle:
+            continue
+        p = f"n{i}"
+        params[p] = needle
+        params[f"l{i}"] = len(needle)
+        c = _q(ic.key)
+        exact = SCORE_IDENTIFIER if ic.type in IDENTIFIER_TYPES else SCORE_EXACT
+        bonus = f"({5 - ic.rank} + :l{i} * 1.0 / length({c}))"
+        prefix = "" if ic.type in FREE_TEXT_TYPES else \
+            f"WHEN substr({c}, 1, :l{i}) = :{p} THEN {SCORE_PREFIX} + {bonus} "
+        parts.append(f"(CASE WHEN {c} IS NULL THEN 0 WHEN {c} = :{p} THEN {exact} + {bonus} {prefix}"
+                     f"WHEN instr({c}, :{p}) > 0 THEN {SCORE_SUBSTRING} + {bonus} ELSE 0 END)")
+    if not parts:
+        return "0"
+    return parts[0] if len(parts) == 1 else f"max({', '.join(parts)})"
+
+
+def _could_hold(ic: IndexedColumn, needle: str) -> bool:
+    """False when a column's canonical values cannot contain ``needle`` (kanji in フリガナ, kana in e-mail)."""
+    if ic.type == "email":
+        return needle.isascii()
+    if ic.type == "kana":
+        return all("\u30a0" <= ch <= "\u30ff" or ch.isascii() for ch in needle)
+    return True
+
+
+def _fts_term(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
+
+
+def _cover_trigrams(needle: str) -> list[str]:
+    """Trigrams that together cover the needle (every third, plus the last): fewer doclists to read.
+
+    With ``detail=column`` FTS5 has no phrase queries; rows holding all of these trigrams in the column
+    are candidates, and ``instr()`` in the scoring SQL keeps only real substring matches.
+    """
+    starts = list(range(0, len(needle) - 2, 3))
+    if starts[-1] != len(needle) - 3:
+        starts.append(len(needle) - 3)
+    return list(dict.fromkeys(needle[i:i + 3] for i in starts))
+
+
+def _fts_match(groups: Mapping[str, Sequence[str]]) -> str:
+    """FTS5 query: for each needle (>= 3 chars), its columns must hold all its covering trigrams."""
+    return " OR ".join(
+        f"{{{' '.join(keys)}}} : ({' AND '.join(_fts_term(g) for g in _cover_trigrams(n))})"
+        for n, keys in groups.items())
+
+
+def search(conn: sqlite3.Connection, schema: Schema, query: str, *, limit: int = 20,
+           extra_rows: Iterable[Mapping[str, Any]] | None = None, lang: Lang = "ja") -> list[SearchHit]:
+    """Customers and contact persons matching ``query``, best first (at most ``limit``).
+
+    ``extra_rows``: the caller's own rows not merged yet (the ribbon passes the open workbook's
+    customers and contacts), as mappings keyed by column key, plus ``_entity`` (``customers`` default
+    or ``contacts``) and an optional ``_ref`` (where the row lives, echoed in ``SearchHit.ref``).
+    They are searched in memory with the same folding and ranking.
+    """
+    if limit <= 0:
+        raise XlcrmError(f"--limit must be 1 or more, got {limit}")
+    q = _parse_query(query)
+    if not q.text and not q.digits:
+        raise XlcrmError("empty search: type part of a name, フリガナ, phone number or e-mail")
+    if not index_is_current(conn, schema):
+        try:
+            build_index(conn, schema)
+        except sqlite3.OperationalError as exc:  # read-only share, or a merge holds the lock
+            raise XlcrmError(f"the master's search index is missing or outdated and cannot be rebuilt "
+                             f"now ({exc}); ask the admin to run `xlcrm merge` or retry in a moment") from None
+    columns = indexed_columns(schema)
+
+    found: dict[tuple[str | None, str | None, str | None], _Candidate] = {}
+
+    def keep(c: _Candidate) -> None:
+        k = c.key
+        if k not in found or c.score > found[k].score:
+            found[k] = c
+
+    for c in _id_hits(conn, schema, q):
+        keep(c)
+    for c in _index_hits(conn, columns, q, limit):
+        keep(c)
+    extras = _extra_candidates(schema, columns, extra_rows)
+    for c in _scan_extras(extras, columns, q):
+        keep(c)
+    sure = any(c.score >= SCORE_EXACT for c in found.values())
+    if len(found) < _FEW_HITS and not sure and len(q.company or q.text) >= 3 and not q.digits \
+            and "@" not in q.text:
+        for c in _fuzzy_hits(conn, columns, q, extras, set(found)):
+            keep(c)
+    best = sorted(found.values(), key=lambda c: (-c.score, c.customer_id or "~", c.contact_id or ""))
+    return _hydrate(conn, schema, best[:limit], q, lang)
+
+
+# --- candidates --------------------------------------------------------------------------------------
+
+@dataclass
+class _Candidate:
+    customer_id: str | None
+    contact_id: str | None
+    matched: str
+    tier: str
+    score: float
+    entity: str  # customers / contacts / the entity whose ID was typed
+    similarity: float = 0.0
+    record_id: str | None = None  # for ID hits on activities/deals/todos
+    extra: Mapping[str, Any] | None = None  # the caller's row for workbook hits
+
+    @property
+    def key(self) -> tuple[str | None, str | None, str | None]:
+        """Master and workbook rows with the same ID are one result; ID-less workbook rows stay apart."""
+        own_id = self.contact_id if self.entity == "contacts" else self.customer_id
+        if self.extra is None or own_id:
+            return (self.customer_id, self.contact_id, None)
+        return (self.customer_id, self.contact_id, str(self.extra.get("_ref") or id(self.extra)))
+
+
+def _best(columns: Sequence[IndexedColumn], values: Sequence[str | None], q: _Query,
+          entity: str) -> tuple[float, str, str]:
+    score, tier, matched = 0.0, "", ""
+    for ic, v in zip(columns, values, strict=True):
+        if ic.labels.get(entity) is None and ic.key != COMPANY_KEY:
+            continue
+        s, t = _score(ic, v or "", q.needle(ic))
+        if s > score:
+            score, tier, matched = s, t, ic.key
+    return score, tier, matched
+
+
+def _id_hits(conn: sqlite3.Connection, schema: Schema, q: _Query) -> list[_Candidate]:
+    """C-000012 (or c12): that customer; P-...: that contact; A-/D-/T-...: the record's customer."""
+    m = _ID_QUERY.match(q.text)
+    if not m:
+        return []
+    prefix, number = m.group(1).upper(), int(m.group(2))
+    out = []
+    cid = schema.entity("customers").id_column.key
+    surv: dict[str, str] | None = None
+    for entity in schema:
+        if entity.id_prefix.upper() != prefix:
+            continue
+        rid = format_id(entity, number)
+        idk = entity.id_column.key
+        if not _table_columns(conn, entity.key):
+            continue
+        if entity.key == "customers":
+            row = conn.execute(f'SELECT "{idk}", _state, _merged_into FROM customers WHERE "{idk}" = ?',
+                               (rid,)).fetchone()
+            if row is None:
+                continue
+            target = row[0]
+            if row["_state"] == "merged":
+                surv = surv if surv is not None else survivors(conn, cid)
+                target = surv.get(row[0], row["_merged_into"])
+            elif row["_state"] != "active":
+                continue
+            out.append(_Candidate(target, None, idk, "id", SCORE_ID + 6, "customers", record_id=rid))
+            continue
+        ref = entity.ref_column
+        if ref is None:
+            continue
+        row = conn.execute(f'SELECT "{ref.key}" FROM "{entity.key}" WHERE "{idk}" = ? AND {ACTIVE}',
+                           (rid,)).fetchone()
+        if row is None or not row[0]:
+            continue
+        surv = surv if surv is not None else survivors(conn, cid)
+        target = surv.get(row[0], row[0])
+        contact = rid if entity.key == "contacts" else None
+        out.append(_Candidate(target, contact, idk, "id", SCORE_ID + 5, entity.key, record_id=rid))
+    return out
+
+
+def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _Query,
+                limit: int) -> list[_Candidate]:
+    """Rows containing a needle, best first, via the trigram index (>= 3 chars) or, for 1-2 chars,
+    the B-tree prefix indexes and then, only when those give fewer than ``limit``, a scan."""
+    params: dict[str, Any] = {"lim": limit + 10}
+    score_sql = _sql_score(columns, q, params)
+    long_groups: dict[str, list[str]] = {}
+    short: list[tuple[int, IndexedColumn]] = []
+    for i, ic in enumerate(columns):
+        needle = q.needle(ic)
+        if needle:
+            if len(needle) >= 3:
+                long_groups.setdefault(needle, []).append(ic.key)
+            else:
+                short.append((i, ic))
+    has_fts = bool(_table_columns(conn, FTS_TABLE))
+
+    cols = ", ".join(_q(c.key) for c in columns)
+
+    def run(where: str) -> list[_Candidate]:
+        sql = (f"SELECT * FROM (SELECT entity, customer_id, contact_id, {cols}, {score_sql} AS score "
+               f"FROM {ROWS_TABLE} WHERE {where}) WHERE score > 0 "
+               "ORDER BY score DESC, customer_id, contact_id LIMIT :lim")
+        out = []
+        for r in conn.execute(sql, params):
+            score, tier, matched = _best(columns, [r[c.key] for c in columns], q, r["entity"])
+            if score > 0:
+                out.append(_Candidate(r["customer_id"], r["contact_id"], matched, tier, score, r["entity"]))
+        return out
+
+    found: list[_Candidate] = []
+    if long_groups and has_fts:
+        params["match"] = _fts_match(long_groups)
+        found += run(f"rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match)")
+    elif long_groups:
+        # No trigram support in this SQLite: the LIKE-only path, a scan (slower, same results).
+        long_keys = {k for keys in long_groups.values() for k in keys}
+        found += run(" OR ".join(f"instr({_q(c.key)}, :n{i}) > 0" for i, c in enumerate(columns)
+                                 if c.key in long_keys))
+    if short:
+        # Exact and prefix matches outrank any substring: take them from the B-tree indexes first.
+        # A prefix like 山 starts ten thousand names; each index gives its first few hundred in
+        # index order (exact matches sort first), enough to fill a page of results.
+        params["per"] = max(200, 5 * limit)
+        ranges = []
+        for i, ic in short:
+            if ic.prefix_index:
+                needle = q.needle(ic)
+                params[f"hi{i}"] = needle[:-1] + chr(ord(needle[-1]) + 1)
+                ranges.append(f"SELECT * FROM (SELECT rowid FROM {ROWS_TABLE} WHERE {_q(ic.key)} >= :n{i} "
+                              f"AND {_q(ic.key)} < :hi{i} ORDER BY {_q(ic.key)} LIMIT :per)")
+        head = run(f"rowid IN ({' UNION ALL '.join(ranges)})") if ranges else []
+        found += head
+        if sum(1 for c in head if c.tier in ("exact", "prefix")) < limit:
+            # A one- or two-character needle is someone starting to type a name or number: scan the
+            # non-free-text columns (住所/備考 would match half the master on 東 or 山).  The company
+            # key is inside the name (its prefixes came from the index above); readings and e-mail
+            # addresses are not scanned for characters they cannot hold.
+            conds = [f"instr({_q(ic.key)}, :n{i}) > 0" for i, ic in short
+                     if not ic.free_text and ic.key != COMPANY_KEY and _could_hold(ic, q.needle(ic))]
+            if conds:
+                found += run(" OR ".join(conds))
+    return found
+
+
+@dataclass
+class _ExtraRow:
+    entity: str
+    customer_id: str | None
+    contact_id: str | None
+    values: list[str | None]
+    row: Mapping[str, Any]
+
+
+def _extra_candidates(schema: Schema, columns: Sequence[IndexedColumn],
+                      extra_rows: Iterable[Mapping[str, Any]] | None) -> list[_ExtraRow]:
+    if not extra_rows:
+        return []
+    cust, cont = schema.entity("customers"), schema.entity("contacts")
+    is_customer_id = re.compile(rf"^{re.escape(cust.id_prefix)}-\d+$", re.IGNORECASE)
+    out = []
+    for row in extra_rows:
+        entity = str(row.get("_entity") or "customers")
+        if entity not in INDEXED_ENTITIES:
+            raise XlcrmError(f"extra row with _entity={entity!r}: only customers and contacts are searched")
+        if entity == "customers":
+            cid, pid, name = row.get(cust.id_column.key), None, row.get("name")
+        else:
+            ref = cont.ref_column.key if cont.ref_column else "customer"
+            cid, pid, name = row.get(ref), row.get(cont.id_column.key), None
+            if cid and not is_customer_id.match(str(cid).strip()):
+                cid = None  # the 顧客 cell holds a name (a customer not merged yet): no ID to point to
+        values: list[str | None] = []
+        for ic in columns:
+            if ic.key == COMPANY_KEY:
+                values.append(_company_fold(name) or None)
+            elif ic.labels.get(entity) is None:
+                values.append(None)
+            else:
+                raw = row.get(ic.key)
+                values.append((_digits(raw) if ic.digits else _fold(raw)) or None)
+        out.append(_ExtraRow(entity, str(cid) if cid else None, str(pid) if pid else None, values, row))
+    return out
+
+
+def _scan_extras(extras: Sequence[_ExtraRow], columns: Sequence[IndexedColumn],
+                 q: _Query) -> list[_Candidate]:
+    out = []
+    for x in extras:
+        score, tier, matched = _best(columns, x.values, q, x.entity)
+        if score > 0:
+            out.append(_Candidate(x.customer_id, x.contact_id, matched, tier, score, x.entity, extra=x.row))
+    return out
+
+
+def _fuzzy_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _Query,
+                extras: Sequence[_ExtraRow], seen: set[tuple[str | None, str | None, str | None]],
+                ) -> list[_Candidate]:
+    """Typos: trigram candidates (any shared trigram) re-scored with rapidfuzz on names and readings."""
+    from rapidfuzz import fuzz  # imported here: most searches never need it
+
+    fuzzy_cols = [(i, ic) for i, ic in enumerate(columns)
+                  if (ic.type in _FUZZY_TYPES or ic.key == COMPANY_KEY) and not ic.digits]
+    if not fuzzy_cols:
+        return []
+    needles = {q.text, q.company} - {""}
+
+    def similarity(value: str, needle: str) -> float:
+        if not value:
+            return 0.0
+        s = fuzz.ratio(needle, value)
+        if len(value) > len(needle):
+            s = max(s, fuzz.partial_ratio(needle, value) - 5)  # part of a longer name, slightly less
+        return s
+
+    def rescore(entity: str, values: Sequence[str | None]) -> tuple[float, str, float]:
+        best, matched = 0.0, ""
+        for i, ic in fuzzy_cols:
+            if ic.labels.get(entity) is None and ic.key != COMPANY_KEY:
+                continue
+            for n in needles:
+                s = similarity(values[i] or "", n)
+                if s > best:
+                    best, matched = s, ic.key
+        if best < _FUZZY_CUTOFF:
+            return 0.0, "", best
+        rank = next(ic.rank for _, ic in fuzzy_cols if ic.key == matched)
+        return SCORE_FUZZY + best / 10 + (5 - rank) / 10, matched, best
+
+    out: list[_Candidate] = []
+    cols = ", ".join(_q(c.key) for c in columns)
+
+    def add(r: sqlite3.Row) -> None:
+        if (r["customer_id"], r["contact_id"], None) in seen:
+            return
+        score, matched, sim = rescore(r["entity"], [r[c.key] for c in columns])
+        if score:
+            out.append(_Candidate(r["customer_id"], r["contact_id"], matched, "fuzzy", score, r["entity"],
+                                  similarity=sim))
+
+    if _table_columns(conn, FTS_TABLE):
+        grams = _rare_trigrams(conn, needles)
+        if grams:
+            keys = " ".join(ic.key for _, ic in fuzzy_cols)
+            match = f"{{{keys}}} : ({' OR '.join(_fts_term(g) for g in grams)})"
+            sql = (f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE rowid IN "
+                   f"(SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? ORDER BY rank LIMIT ?)")
+            for r in conn.execute(sql, (match, _FUZZY_CANDIDATES)):
+                add(r)
+        if not out:
+            # A typo inside a short name breaks all its trigrams (青書食品 for 青葉食品): try the names
+            # that start like the query instead, from the B-tree indexes.
+            for n in sorted(needles, key=len, reverse=True):
+                for plen in (2, 1):
+                    if len(n) <= plen or out:
+                        continue
+                    lo = n[:plen]
+                    hi = lo[:-1] + chr(ord(lo[-1]) + 1)
+                    ranges = " UNION ".join(
+                        f"SELECT rowid FROM {ROWS_TABLE} WHERE {_q(ic.key)} >= :lo AND {_q(ic.key)} < :hi"
+                        for _, ic in fuzzy_cols if ic.prefix_index)
+                    sql = (f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE rowid IN "
+                           f"(SELECT rowid FROM ({ranges}) LIMIT :cap)")
+                    for r in conn.execute(sql, {"lo": lo, "hi": hi, "cap": _FUZZY_CANDIDATES * 5}):
+                        add(r)
+    else:
+        # No trigram index (old SQLite): rapidfuzz picks candidates from the names and readings.
+        from rapidfuzz import process
+
+        fetched = conn.execute(f"SELECT rowid, {', '.join(_q(ic.key) for _, ic in fuzzy_cols)} "
+                               f"FROM {ROWS_TABLE}").fetchall()
+        choices = {(r[0], j): v for r in fetched for j, v in enumerate(r[1:]) if v}
+        rowids: set[int] = set()
+        for n in needles:
+            for _, _, key in process.extract(n, choices, scorer=fuzz.ratio, limit=_FUZZY_CANDIDATES,
+                                             score_cutoff=_FUZZY_CUTOFF - 10):
+                rowids.add(key[0])
+        for rid in sorted(rowids):
+            add(conn.execute(f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} "
+                             "WHERE rowid = ?", (rid,)).fetchone())
+    for x in extras:
+        score, matched, sim = rescore(x.entity, x.values)
+        if score:
+            out.append(_Candidate(x.customer_id, x.contact_id, matched, "fuzzy", score, x.entity,
+                                  similarity=sim, extra=x.row))
+    return out
+
+
+def _rare_trigrams(conn: sqlite3.Connection, needles: Iterable[str]) -> list[str]:
+    """The query's trigrams that occur in the index but in few rows, rarest first (at most 8).
+
+    A typo breaks the trigrams around it; the others still point at the intended name.  Common
+    trigrams (株式会, ショウ) would pull in a third of the master and say nothing, so they are left out.
+    """
+    grams = sorted({n[i:i + 3] for n in needles for i in range(len(n) - 2)})
+    if not grams:
+        return []
+    total = conn.execute(f"SELECT count(*) FROM {ROWS_TABLE}").fetchone()[0] or 1
+    if _table_columns(conn, VOCAB_TABLE):
+        marks = ", ".join("?" * len(grams))
+        docs = dict(conn.execute(f"SELECT term, doc FROM {VOCAB_TABLE} WHERE term IN ({marks})", grams))
+    else:
+        docs = dict.fromkeys(grams, 1)
+    rare = sorted((d, g) for g, d in docs.items() if 0 < d <= max(50, total * _FUZZY_MAX_SHARE))
+    return [g for _, g in rare[:8]]
+
+
+# --- results -----------------------------------------------------------------------------------------
+
+_WHY = {
+    "ja": {"id": "{label}が一致: {value}", "child_id": "{label} {value} の顧客",
+           "exact": "{label}が一致: {value}", "prefix": "{label}が「{q}」で始まる: {value}",
+           "substring": "{label}に「{q}」を含む: {value}", "fuzzy": "{label}が似ている（{pct}%）: {value}",
+           "contact": "担当者の{label}"},
+    "en": {"id": "{label} matches: {value}", "child_id": "Customer of {label} {value}",
+           "exact": "{label} matches: {value}", "prefix": "{label} starts with \"{q}\": {value}",
+           "substring": "{label} contains \"{q}\": {value}", "fuzzy": "{label} is similar ({pct}%): {value}",
+           "contact": "{label} (contact)"},
+}
+
+
+def _short(value: Any, width: int = 60) -> str:
+    s = "" if value is None else str(value)
+    s = " ".join(s.split())
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _fetch(conn: sqlite3.Connection, table: str, idk: str, ids: Iterable[str]) -> dict[str, sqlite3.Row]:
+    ids = sorted(set(ids))
+    out: dict[str, sqlite3.Row] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        marks = ", ".join("?" * len(chunk))
+        for r in conn.execute(f'SELECT * FROM "{table}" WHERE "{idk}" IN ({marks})', chunk):
+            out[r[idk]] = r
+    return out
+
+
+def last_contacts(conn: sqlite3.Connection, schema: Schema, customer_ids: Iterable[str]) -> dict[str, str]:
+    """Customer ID -> ISO date of its latest active activity (uses the activities(customer) index)."""
+    act = schema.entity("activities")
+    ref = act.ref_column.key if act.ref_column else "customer"
+    if not _table_columns(conn, act.key):
+        return {}
+    out: dict[str, str] = {}
+    ids = sorted(set(customer_ids))
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        marks = ", ".join("?" * len(chunk))
+        for r in conn.execute(f'SELECT "{ref}", MAX("date") FROM "{act.key}" WHERE "{ref}" IN ({marks}) '
+                              f'AND {ACTIVE} GROUP BY "{ref}"', chunk):
+            if r[1]:
+                out[r[0]] = str(r[1])
+    return out
+
+
+def _get(row: Mapping[str, Any] | sqlite3.Row | None, key: str) -> Any:
+    if row is None:
+        return None
+    try:
+        return row[key]
+    except (KeyError, IndexError):
+        return None
+
+
+def _hydrate(conn: sqlite3.Connection, schema: Schema, cands: Sequence[_Candidate], q: _Query,
+             lang: Lang) -> list[SearchHit]:
+    cust, cont = schema.entity("customers"), schema.entity("contacts")
+    customers = _fetch(conn, "customers", cust.id_column.key, [c.customer_id for c in cands if c.customer_id])
+    contacts = _fetch(conn, "contacts", cont.id_column.key,
+                      [c.contact_id for c in cands if c.contact_id and c.extra is None])
+    last = last_contacts(conn, schema, customers)
+    words = _WHY.get(lang, _WHY["en"])
+    hits = []
+    for c in cands:
+        crow: Mapping[str, Any] | sqlite3.Row | None = customers.get(c.customer_id or "")
+        prow: Mapping[str, Any] | sqlite3.Row | None = contacts.get(c.contact_id or "")
+        name = None
+        if c.extra is not None:
+            if c.entity == "customers":
+                crow = c.extra
+            else:
+                prow = c.extra
+                if crow is None:  # a new contact whose 顧客 cell names a customer not merged yet
+                    ref = cont.ref_column.key if cont.ref_column else "customer"
+                    name = _str(c.extra.get(ref))
+        matched_row = prow if c.entity == "contacts" else crow
+        if c.tier == "id":
+            entity = schema.entity(c.entity)
+            label = entity.id_column.label(lang)
+            template = "id" if c.entity in INDEXED_ENTITIES else "child_id"
+            why = words[template].format(label=label, value=c.record_id)
+        else:
+            if c.matched == COMPANY_KEY:
+                label = _COMPANY_KEY_LABEL[lang]
+                value: Any = company_key(str(_get(crow, "name") or "")) or _get(crow, "name")
+            else:
+                col = schema.entity(c.entity).column(c.matched)
+                label = col.label(lang)
+                if c.entity == "contacts":
+                    label = words["contact"].format(label=label)
+                value = _get(matched_row, c.matched)
+            col_digits = any(ic.digits for ic in indexed_columns(schema) if ic.key == c.matched)
+            shown_q = q.digits if col_digits and q.digits else q.raw.strip()
+            why = words[c.tier].format(label=label, value=_short(value), q=_short(shown_q, 30),
+                                       pct=round(c.similarity))
+        phone = None
+        if prow is not None:
+            phone = _get(prow, "phone") or _get(prow, "mobile")
+        phone = phone or _get(crow, "phone")
+        hits.append(SearchHit(
+            customer_id=c.customer_id, contact_id=c.contact_id,
+            name=_str(_get(crow, "name")) or name, kana=_str(_get(crow, "kana")),
+            owner=_str(_get(crow, "owner")),
+            phone=_str(phone), last_contact=last.get(c.customer_id or ""), matched=c.matched, why=why,
+            score=round(c.score, 3), contact_name=_str(_get(prow, "name")),
+            source="master" if c.extra is None else "workbook",
+            ref=None if c.extra is None else _str(c.extra.get("_ref"))))
+    return hits
+
+
+def _str(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
