@@ -1,0 +1,763 @@
+"""Customer duplicate detection: is this row a customer the master (or another team file) already has?
+
+Merge links a *certain* match to the existing customer without asking anyone, so a wrong certain match
+silently fuses two customers' histories; a missed duplicate only costs a person a look at 重複候補.  The
+rules are therefore lopsided on purpose:
+
+* **certain** needs one identifying key that agrees - the same valid 法人番号, the same e-mail address,
+  or the same phone/FAX number - *and* nothing that contradicts it: a similar name (for phone and
+  e-mail), the same kind, no different branch, given name, birthday, prefecture, legal form (for phone
+  and e-mail) or 法人番号.  A 法人番号 with a wrong check digit is ignored: it is a typo, and a typo may
+  equal someone else's number.
+* **probable** is everything else whose weighted evidence passes a threshold *and* has support beyond
+  the name: name or フリガナ similar plus some of address, postal code, phone, e-mail or birthday
+  (同姓同名 and same-named companies are common, so a name alone is never a candidate).  These go to
+  重複候補 and a person decides.
+* **no match** for what is plainly two customers, however much else agrees: two differently named
+  branches (渋谷店 / 新宿店 of one chain share the head office's phone, e-mail and 法人番号), and two
+  people of one household (same family name and address, phone or e-mail, another given name - or
+  another name altogether) unless their birthdays agree.
+
+The evidence weights are log-odds in the Fellegi-Sunter spirit, set by hand and checked against the
+FEBRL sets and a generated Japanese set in ``benchmarks/bench_dedupe.py`` (figures in benchmarks/README.md).
+
+Evidence texts come in Japanese or English, chosen once per index (``MatchIndex(schema, lang="en")``),
+because one merge writes one report in the master's language; :attr:`Match.codes` carries the same
+evidence as stable codes (in the same order) for history rows, tests and a caller that wants to word
+it differently.  Positive evidence comes first, what argues against after it.
+
+Speed: :func:`customer_keys` folds a record once; :class:`MatchIndex` keeps blocking dictionaries
+(法人番号, e-mail, phone digits, company key, フリガナ, name parts, postal code, address, birthday), so a
+lookup scores a few dozen candidates instead of the whole master.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from math import exp
+from typing import Any, Literal
+
+from rapidfuzz import fuzz
+from rapidfuzz.distance import Indel
+
+from xlcrm import normalize
+from xlcrm.schema import PREFECTURES_JA, Schema
+
+__all__ = ["CustomerKeys", "Match", "MatchIndex", "address_key", "compare", "customer_keys"]
+
+Kind = Literal["certain", "probable"]
+
+
+@dataclass(frozen=True)
+class Match:
+    """One existing record that may be the same customer as the one looked up."""
+
+    other_id: str
+    kind: Kind
+    #: 0..1, ordering and display only; ``kind`` is what merge acts on.
+    score: float
+    #: Human-readable, in the index's language: "電話番号が一致 (03-1234-5678)".
+    evidence: tuple[str, ...]
+    #: The same evidence as stable codes ("phone", "name_similar", "branch_differs", ...).
+    codes: tuple[str, ...] = ()
+
+
+# --- keys -----------------------------------------------------------------------------------------
+
+#: Old and variant kanji that registries and people mix freely in names (渡邊 = 渡辺).
+_ITAIJI = str.maketrans({
+    "邊": "辺", "邉": "辺", "齋": "斎", "齊": "斎", "斉": "斎", "髙": "高", "﨑": "崎", "嵜": "崎",
+    "濱": "浜", "濵": "浜", "澤": "沢", "櫻": "桜", "國": "国", "廣": "広", "藏": "蔵", "德": "徳",
+    "眞": "真", "嶋": "島", "嶌": "島", "冨": "富", "龍": "竜", "實": "実", "惠": "恵", "壽": "寿",
+    "彌": "弥", "條": "条", "與": "与", "淺": "浅", "黑": "黒", "圓": "円", "戶": "戸", "榮": "栄",
+    "萬": "万", "學": "学", "關": "関", "鐵": "鉄", "硏": "研", "舘": "館",
+    "ヶ": "ケ", "ヵ": "カ",
+})
+#: Legal forms left in the middle of a company key (山田株式会社東京支店) do not tell companies apart.
+_MID_FORM = re.compile(r"株式会社|有限会社|合同会社|合資会社|合名会社|\((?:株|有|同|資|名)\)")
+#: What the differing tail of two company names ends with when it names a branch, not a company.
+_BRANCH_END = re.compile(
+    r"(?:店|支社|本社|営業所|出張所|事業所|事業部|工場|センター|事務所|研究所|倉庫|病院|医院|クリニック|"
+    r"教室|校|館|ホール|営業部|部|課|オフィス|ショップ|ストア|branch|office|store|shop)$"
+)
+#: Legal forms told apart (after NFKC ㈱ is (株)); 有限会社 -> 株式会社 is a common change, so a
+#: different form only argues against a match, it never excludes one.
+_FORM = re.compile(r"株式会社|有限会社|合同会社|合資会社|合名会社|\((?:株|有|同|資|名)\)")
+_FORM_CANONICAL = {"(株)": "株式会社", "(有)": "有限会社", "(同)": "合同会社", "(資)": "合資会社", "(名)": "合名会社"}
+_KANA_ONLY = re.compile(r"^[\u30a1-\u30fa\u30fc\u30fb ]+$")
+_PREF_AT_START = re.compile("^(?:" + "|".join(PREFECTURES_JA) + ")")
+_KANJI_DIGITS = {"〇": 0, "零": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8,
+                 "九": 9}
+_KANJI_NUMBER = re.compile(r"[〇零一二三四五六七八九十百千]+(?=丁目|番地|番|号|の[0-9〇一二三四五六七八九十]|-|$)")
+_BLOCK_MARK = re.compile(r"丁目|番地の?|番|の(?=[0-9])")
+_GO = re.compile(r"(?<=[0-9])号")
+_DASHES = re.compile(r"-{2,}")
+_DIGITS = re.compile(r"[0-9]+")
+#: Placeholders typed when the real value is unknown; never an identity.
+_JUNK_EMAIL_DOMAINS = frozenset({"example.com", "example.jp", "example.co.jp", "example.org", "example.net",
+                                 "test.com", "none.com", "xxx.com", "xxx.co.jp"})
+
+
+def _kanji_to_int(s: str) -> int:
+    """一 -> 1, 十二 -> 12, 二十三 -> 23, 三〇五 -> 305 (digit-by-digit form too)."""
+    if not any(c in "十百千" for c in s):
+        return int("".join(str(_KANJI_DIGITS[c]) for c in s))
+    total, current = 0, 0
+    for c in s:
+        if c in _KANJI_DIGITS:
+            current = current * 10 + _KANJI_DIGITS[c]
+        else:
+            unit = {"十": 10, "百": 100, "千": 1000}[c]
+            total += (current or 1) * unit
+            current = 0
+    return total + current
+
+
+def address_key(address: Any, prefecture: Any = None) -> tuple[str | None, str]:
+    """``(prefecture, comparable address)``: 1-2-3, 1丁目2番3号, １－２－３ and 一丁目2-3 all read 1-2-3.
+
+    Spaces are dropped, case folded, a leading prefecture is split off (people repeat it in the address
+    column), kanji numerals before 丁目/番/号 become digits, and 丁目, 番(地), の between numbers and a
+    trailing 号 become hyphens.  Building names stay: comparison treats a key that extends the other
+    (建物名 added or dropped) as the same address.
+    """
+    pref = normalize.text(prefecture)
+    s = normalize.code(address)
+    if s is None:
+        return pref, ""
+    # Japanese addresses are written with or without spaces; Latin ones need them between words.
+    s = (" ".join(s.split()) if s.isascii() else "".join(s.split())).casefold()
+    m = _PREF_AT_START.match(s)
+    if m is not None:
+        pref = pref or m.group()
+        s = s[m.end():]
+    if not s.isascii():
+        s = _KANJI_NUMBER.sub(lambda mm: str(_kanji_to_int(mm.group())), s)
+        s = _GO.sub("", _BLOCK_MARK.sub("-", s))
+        s = _DASHES.sub("-", s)
+        s = re.sub(r"-(?![0-9])", "", s)
+    return pref, s
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    d, _ = normalize.parse_date(value)
+    return d.isoformat() if d is not None else None
+
+
+def _valid_corporate_number(value: Any) -> str | None:
+    number, problem = normalize.corporate_number(value)
+    return number if problem is None else None
+
+
+def _email_key(value: Any) -> str | None:
+    s = normalize.text(value)
+    if s is None or "@" not in s:
+        return None
+    s = s.casefold()
+    if s.rsplit("@", 1)[1] in _JUNK_EMAIL_DOMAINS:
+        return None
+    return s
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerKeys:
+    """A customer record folded once into what duplicate detection compares and blocks on."""
+
+    kind: str | None
+    #: Only a number with a valid check digit; a typo must never identify anybody.
+    corporate_number: str | None
+    email: str | None
+    #: Digits of phone and FAX (phone first), at least 9 digits each.
+    phones: tuple[str, ...]
+    #: company_key (companies) or the name without spaces (people), variant kanji folded.
+    name: str
+    #: A person's name parts as written apart ("山田 太郎" -> 山田, 太郎); () when written together.
+    name_parts: tuple[str, ...]
+    #: Katakana reading without spaces, legal-form readings removed for companies.
+    kana: str
+    kana_parts: tuple[str, ...]
+    postal: str
+    prefecture: str | None
+    address: str
+    birthday: str | None
+    #: Display values for evidence texts (canonical spellings of the record).
+    shown: Mapping[str, str]
+    #: Legal form written in the company name (株式会社 -> "株式会社"), "" when none.
+    form: str = ""
+
+    @property
+    def corporate(self) -> bool:
+        return self.kind != "individual"
+
+
+#: The customers columns duplicate detection reads.
+_READ = frozenset({"kind", "name", "kana", "corporate_number", "email", "phone", "fax", "postal_code",
+                   "prefecture", "address", "birthday"})
+
+
+def customer_keys(record: Mapping[str, Any]) -> CustomerKeys:
+    """Fold a customers record (``{column key: canonical value}``) into comparable keys.
+
+    Raw spellings are accepted too (every fold is idempotent), so a caller may pass values straight
+    from a team workbook.
+    """
+    kind = normalize.text(record.get("kind"))
+    kind = {"法人": "corporate", "個人": "individual"}.get(kind or "", kind)
+    raw_name = normalize.text(record.get("name")) or ""
+    raw_kana = normalize.kana_text(record.get("kana")) or ""
+    if not raw_kana and raw_name:
+        # a name written in kana (スズキホケン, やまだ たろう) is its own reading
+        folded = normalize.kana_text(_FORM.sub("", raw_name)) or ""
+        if _KANA_ONLY.match(folded):
+            raw_kana = folded
+    if kind == "individual":
+        parts = tuple(p.casefold().translate(_ITAIJI) for p in raw_name.split())
+        name = "".join(parts)
+        kana_parts = tuple(raw_kana.casefold().split())
+        kana = "".join(kana_parts)
+        if len(parts) < 2:
+            parts = ()
+        if len(kana_parts) < 2:
+            kana_parts = ()
+    else:
+        name = _MID_FORM.sub("", normalize.company_key(raw_name).translate(_ITAIJI)) or \
+            normalize.company_key(raw_name)
+        kana = normalize.company_key(raw_kana)
+        parts, kana_parts = (), ()
+    phones: list[str] = []
+    shown: dict[str, str] = {}
+    for key in ("phone", "fax"):
+        digits = normalize.phone_digits(record.get(key))
+        if len(digits) >= 9 and digits not in phones:
+            phones.append(digits)
+            shown[digits] = normalize.text(record.get(key)) or digits
+    prefecture, address = address_key(record.get("address"), record.get("prefecture"))
+    postal = normalize.phone_digits(record.get("postal_code"))
+    corp = _valid_corporate_number(record.get("corporate_number"))
+    email = _email_key(record.get("email"))
+    birthday = _iso(record.get("birthday"))
+    for key, value in (("name", raw_name), ("kana", raw_kana), ("address", normalize.text(record.get("address"))),
+                       ("postal_code", normalize.text(record.get("postal_code")))):
+        if value:
+            shown[key] = value
+    form = ""
+    if kind != "individual" and (m := _FORM.search(raw_name)) is not None:
+        form = _FORM_CANONICAL.get(m.group(), m.group())
+    return CustomerKeys(kind, corp, email, tuple(phones), name, parts, kana, kana_parts, postal,
+                        prefecture, address, birthday, shown, form)
+
+
+def _blocks(k: CustomerKeys) -> list[tuple[str, str]]:
+    """Blocking keys: a pair is compared only when it shares at least one of these."""
+    out: list[tuple[str, str]] = []
+    if k.corporate_number:
+        out.append(("c", k.corporate_number))
+    if k.email:
+        out.append(("e", k.email))
+    out.extend(("p", p) for p in k.phones)
+    if k.name:
+        out.append(("n", k.name))
+        if k.corporate and len(k.name) >= 4:
+            out.append(("n3", k.name[:3]))
+    out.extend(("t", p) for p in k.name_parts if len(p) >= 2)
+    if k.kana:
+        out.append(("k", k.kana))
+    out.extend(("t", p) for p in k.kana_parts if len(p) >= 2)
+    if k.postal:
+        out.append(("z", k.postal))
+    if k.address:
+        out.append(("a", k.address))
+    if k.birthday:
+        out.append(("b", k.birthday))
+    return out
+
+
+#: Blocks this large say little (a common surname, a big postal district): skipped when looking up.
+_WEAK_BLOCK_LIMIT = 200
+_STRONG = frozenset({"c", "e", "p"})
+
+
+# --- comparison -----------------------------------------------------------------------------------
+
+_TEXTS: dict[str, tuple[str, str]] = {
+    "corporate_number": ("法人番号が一致 ({0})", "Same corporate number ({0})"),
+    "email": ("メールアドレスが一致 ({0})", "Same e-mail address ({0})"),
+    "phone": ("電話番号が一致 ({0})", "Same phone number ({0})"),
+    "company_name": ("社名が一致 ({0})", "Same company name ({0})"),
+    "company_name_similar": ("社名が類似 ({0:.2f})", "Similar company name ({0:.2f})"),
+    "person_name": ("氏名が一致 ({0})", "Same name ({0})"),
+    "person_name_similar": ("氏名が類似 ({0:.2f})", "Similar name ({0:.2f})"),
+    "person_name_partial": ("氏名の一部が一致 ({0})", "Part of the name matches ({0})"),
+    "kana": ("フリガナが一致 ({0})", "Same kana reading ({0})"),
+    "kana_similar": ("フリガナが類似 ({0:.2f})", "Similar kana reading ({0:.2f})"),
+    "address": ("住所が一致 ({0})", "Same address ({0})"),
+    "address_building": ("住所が番地まで一致 ({0})", "Same address up to the building ({0})"),
+    "address_similar": ("住所が類似 ({0:.2f})", "Similar address ({0:.2f})"),
+    "postal_code": ("郵便番号が一致 ({0})", "Same postal code ({0})"),
+    "birthday": ("誕生日が一致 ({0})", "Same birthday ({0})"),
+    "birthday_similar": ("誕生日が1字違い ({0} / {1})", "Birthday one digit apart ({0} / {1})"),
+    # what argues against, shown so the person deciding sees both sides
+    "name_differs": ("名称が異なる ({0:.2f})", "Different name ({0:.2f})"),
+    "branch_differs": ("支店・店舗名が異なる ({0} / {1})", "Different branch ({0} / {1})"),
+    "branch_one_side": ("支店・店舗名が片方のみ ({0})", "Branch named on one side only ({0})"),
+    "given_name_differs": ("名が異なる ({0} / {1})", "Different given name ({0} / {1})"),
+    "prefecture_differs": ("都道府県が異なる ({0} / {1})", "Different prefecture ({0} / {1})"),
+    "birthday_differs": ("誕生日が異なる ({0} / {1})", "Different birthday ({0} / {1})"),
+    "corporate_number_differs": ("法人番号が異なる ({0} / {1})", "Different corporate number ({0} / {1})"),
+    "legal_form_differs": ("法人格が異なる ({0} / {1})", "Different legal form ({0} / {1})"),
+    "kind_differs": ("区分が異なる (法人 / 個人)", "Different type (company / individual)"),
+}
+
+#: Weights (log-odds, roughly bits) of each piece of evidence.
+W_CORP, W_CORP_DIFF = 12.0, -12.0
+W_EMAIL = 8.0
+W_PHONE = 7.0
+W_NAME_EXACT, W_NAME_HIGH, W_NAME_MID, W_NAME_LOW, W_NAME_DIFF = 6.0, 4.5, 2.5, 0.5, -5.0
+W_NAME_PARTIAL = 0.0
+W_ADDR_EXACT, W_ADDR_HIGH, W_ADDR_MID, W_ADDR_LOW, W_ADDR_DIFF = 5.0, 4.0, 2.0, 0.0, -2.0
+W_POSTAL, W_POSTAL_DIFF = 2.0, -1.0
+W_BIRTHDAY, W_BIRTHDAY_DIFF, W_BIRTHDAY_TYPO = 7.0, -2.0, 1.0
+W_PREF_DIFF = -5.0
+W_BRANCH_DIFF, W_BRANCH_ONE = -9.0, -3.0
+W_KIND_DIFF = -3.0
+W_FORM_DIFF = -2.0
+#: Total weight from which a pair is a 重複候補; the score is 0.5 there.
+PROBABLE_AT = 4.5
+#: Name similarity that counts as "a similar name" for the certain rules.
+CERTAIN_NAME = 0.85
+
+
+def _shown_code(parse: Any, value: str) -> str:
+    """The canonical spelling for evidence (03-1234-5678), formatted only for the matches shown."""
+    canonical, _ = parse(value)
+    return canonical or value
+
+
+def _ratio(a: str, b: str) -> float:
+    if not a or not b:
+        return 0.0
+    if a == b:
+        return 1.0
+    return Indel.normalized_similarity(a, b)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _branch(a: str, b: str) -> tuple[str, str] | None:
+    """The differing tails of two company keys when at least one names a branch (渋谷店 / 新宿店)."""
+    n = _common_prefix(a, b)
+    if n == 0 or a == b:
+        return None
+    ta, tb = a[n:], b[n:]
+    # a typo in a long name is not a branch: both tails must be branch-like (or one empty)
+    if ta and tb:
+        return (ta, tb) if _BRANCH_END.search(ta) and _BRANCH_END.search(tb) and n >= 2 else None
+    tail = ta or tb
+    return (ta, tb) if _BRANCH_END.search(tail) and n >= 2 and len(tail) <= 12 else None
+
+
+def _person_parts(parts_a: tuple[str, ...], parts_b: tuple[str, ...]) -> tuple[float, float, str, str] | None:
+    """(family similarity, given similarity, given a, given b), the parts aligned even when swapped."""
+    if not parts_a or not parts_b:
+        return None
+    fa, ga = parts_a[0], "".join(parts_a[1:])
+    fb, gb = parts_b[0], "".join(parts_b[1:])
+    straight = (_ratio(fa, fb), _ratio(ga, gb))
+    swapped = (_ratio(fa, gb), _ratio(ga, fb))
+    if sum(swapped) > sum(straight):
+        return swapped[0], swapped[1], ga, fb
+    return straight[0], straight[1], ga, gb
+
+
+def _one_typo(a: str, b: str) -> bool:
+    """Two ISO dates one keystroke apart: one digit wrong, or two neighbouring digits swapped."""
+    x, y = a.replace("-", ""), b.replace("-", "")
+    if len(x) != len(y):
+        return False
+    diff = [i for i, (c, d) in enumerate(zip(x, y, strict=True)) if c != d]
+    if len(diff) == 1:
+        return True
+    return len(diff) == 2 and diff[1] == diff[0] + 1 and x[diff[0]] == y[diff[1]] and x[diff[1]] == y[diff[0]]
+
+
+def _split_names(a: str, a_parts: tuple[str, ...], b: str, b_parts: tuple[str, ...]
+                 ) -> tuple[float, str, str] | None:
+    """(family similarity, given a, given b): parts when both are written apart, else the tails after
+    a shared start (山田太郎 / 山田 花子 -> 太郎, 花子)."""
+    aligned = _person_parts(a_parts, b_parts)
+    if aligned is not None:
+        return aligned[0], aligned[2], aligned[3]
+    if not a or not b:
+        return None
+    n = _common_prefix(a, b)
+    if n < 1 or n >= min(len(a), len(b)):
+        return None
+    return 1.0, a[n:], b[n:]
+
+
+#: Long vowels and small kana are spelt both ways in readings (ユウキ / ユーキ, シヨウ / ショウ).
+_KANA_FOLD = str.maketrans({"ー": None, "ァ": "ア", "ィ": "イ", "ゥ": "ウ", "ェ": "エ", "ォ": "オ", "ッ": "ツ",
+                            "ャ": "ヤ", "ュ": "ユ", "ョ": "ヨ", "ヮ": "ワ"})
+
+
+def _fold_reading(s: str) -> str:
+    s = s.translate(_KANA_FOLD)
+    return s[:1] + s[1:].replace("ウ", "") if len(s) > 1 else s
+
+
+def _given_conflict(q: CustomerKeys, o: CustomerKeys, name_sim: float) -> tuple[str, str] | None:
+    """Same family name and a plainly different given name: two people of one household.
+
+    The reading decides when both have one (裕樹/祐樹 are one ユウキ; 美加子/裕美子 are not); without it
+    the written given names must share less than half their characters.
+    """
+    names = _split_names(q.name, q.name_parts, o.name, o.name_parts)
+    readings = _split_names(q.kana, q.kana_parts, o.kana, o.kana_parts) if q.kana and o.kana else None
+    if names is None and readings is None:
+        return None
+    if (names is not None and names[0] < 0.75) or (readings is not None and readings[0] < 0.75):
+        return None  # not one family name: the name comparison speaks
+    if names is not None and names[1] == names[2]:
+        return None
+    if readings is not None:
+        ra, rb = _fold_reading(readings[1]), _fold_reading(readings[2])
+        if ra == rb or _ratio(ra, rb) >= 0.75:
+            return None
+        return (names[1], names[2]) if names is not None else (readings[1], readings[2])
+    assert names is not None
+    apart = bool(q.name_parts and o.name_parts)
+    if _ratio(names[1], names[2]) < 0.5 and (apart or name_sim < 0.75):
+        return names[1], names[2]
+    return None
+
+
+def _part_of(a: str, a_parts: tuple[str, ...], b: str, b_parts: tuple[str, ...]) -> str | None:
+    """The part of two person names that agrees when the rest differs or is missing: 山田 / 山田太郎,
+    山田 花子 / 田中花子 (a new family name), with one side written apart or neither."""
+    if not a or not b or a == b:
+        return None
+    for x, x_parts, y, y_parts in ((a, a_parts, b, b_parts), (b, b_parts, a, a_parts)):
+        if not x_parts and len(x) >= 2 and (x in y_parts or (not x.isascii() and y.startswith(x))):
+            return x  # one part only on this side
+        if x_parts and not y_parts and not y.isascii():
+            family, given = x_parts[0], "".join(x_parts[1:])
+            if y.startswith(family):
+                return family
+            if y.endswith(given):
+                return given
+    return None
+
+
+@dataclass(slots=True)
+class _Pair:
+    weight: float
+    codes: list[str]
+    args: list[tuple[Any, ...]]
+    #: Something contradicts: never certain.
+    veto: bool
+    #: Plainly two customers (another branch, another family member): no match at all.
+    exclude: bool
+    corp: bool
+    email: bool
+    phone: bool
+    similar_name: bool
+    name_conflict: bool
+    #: Something beyond the name agrees (an address, postal code, phone, e-mail, birthday, 法人番号).
+    support: bool
+    #: 有限会社 / 株式会社: one company after a change of form, or two companies of one name.
+    form_differs: bool
+
+
+def _compare(q: CustomerKeys, o: CustomerKeys) -> _Pair:
+    codes: list[str] = []
+    args: list[tuple[Any, ...]] = []
+    w = 0.0
+    veto = exclude = False
+
+    def ev(code: str, weight: float, *a: Any) -> None:
+        nonlocal w
+        w += weight
+        codes.append(code)
+        args.append(a)
+
+    both_corporate = q.corporate and o.corporate
+    if q.kind and o.kind and q.kind != o.kind:
+        ev("kind_differs", W_KIND_DIFF)
+        veto = True
+
+    # identifying keys
+    corp = False
+    if q.corporate_number and o.corporate_number:
+        if q.corporate_number == o.corporate_number:
+            ev("corporate_number", W_CORP, q.corporate_number)
+            corp = True
+        else:
+            ev("corporate_number_differs", W_CORP_DIFF, q.corporate_number, o.corporate_number)
+            veto = True
+    email = bool(q.email and q.email == o.email)
+    if email:
+        ev("email", W_EMAIL, q.email)
+    shared_phone = next((p for p in q.phones if p in o.phones), None)
+    if shared_phone is not None:
+        ev("phone", W_PHONE, _shown_code(normalize.phone, q.shown.get(shared_phone, shared_phone)))
+
+    # name and reading
+    name_sim = _ratio(q.name, o.name)
+    kana_sim = _ratio(q.kana, o.kana)
+    partial: str | None = None  # the name part that agrees when the rest does not (or is missing)
+    given: tuple[str, str] | None = None
+    if not both_corporate:
+        aligned = _person_parts(q.name_parts, o.name_parts)
+        if aligned is not None:
+            name_sim = max(name_sim, (aligned[0] + aligned[1]) / 2)
+            if max(aligned[0], aligned[1]) >= 0.85:
+                partial = q.name_parts[0] if aligned[0] >= aligned[1] else "".join(q.name_parts[1:])
+        else:
+            partial = _part_of(q.name, q.name_parts, o.name, o.name_parts)
+        if partial is None and q.kana and o.kana and kana_sim < 0.9:
+            partial = _part_of(q.kana, q.kana_parts, o.kana, o.kana_parts)
+        kaligned = _person_parts(q.kana_parts, o.kana_parts)
+        if kaligned is not None:
+            kana_sim = max(kana_sim, (kaligned[0] + kaligned[1]) / 2)
+        given = _given_conflict(q, o, name_sim)
+    if q.kana and o.kana:
+        # the reading settles kanji variants and typos; a different reading drags a similar kanji down
+        best = max(name_sim, kana_sim) if kana_sim >= 0.9 else (name_sim + kana_sim) / 2
+    else:
+        best = name_sim
+    name_code = "company_name" if both_corporate else "person_name"
+    if q.name and o.name:
+        if name_sim == 1.0:
+            ev(name_code, W_NAME_EXACT, q.shown.get("name", q.name))
+        elif best >= 0.65:
+            weight = W_NAME_HIGH if best >= 0.9 else W_NAME_MID if best >= 0.8 else W_NAME_LOW
+            if name_sim >= 0.5:
+                ev(name_code + "_similar", weight, name_sim)
+            else:  # written in another script (ヤマダ製作所 / 山田製作所): the reading's evidence speaks
+                w += weight
+        elif partial:
+            ev("person_name_partial", W_NAME_PARTIAL, partial)
+        else:
+            ev("name_differs", W_NAME_DIFF, best)
+    if q.kana and o.kana and kana_sim >= 0.8:
+        if kana_sim == 1.0:
+            codes.append("kana")
+            args.append((q.shown.get("kana", q.kana),))
+        else:
+            codes.append("kana_similar")
+            args.append((kana_sim,))
+    # place
+    same_place = False
+    if q.prefecture and o.prefecture and q.prefecture != o.prefecture:
+        ev("prefecture_differs", W_PREF_DIFF, q.prefecture, o.prefecture)
+        veto = True
+    if q.address and o.address:
+        a, b = q.address, o.address
+        if a == b:
+            ev("address", W_ADDR_EXACT, q.shown.get("address", a))
+            same_place = True
+        elif (a.startswith(b) or b.startswith(a)) and _DIGITS.search(min(a, b, key=len)):
+            ev("address_building", W_ADDR_HIGH, q.shown.get("address", a))
+            same_place = True
+        else:
+            s = _ratio(a, b)
+            if " " in a and " " in b:
+                # Latin addresses: words reordered or a locality left out (token set, a little discounted)
+                s = max(s, fuzz.token_set_ratio(a, b) / 100 * 0.95)
+            if s >= 0.9:
+                ev("address_similar", W_ADDR_HIGH, s)
+            elif s >= 0.8:
+                ev("address_similar", W_ADDR_MID, s)
+            elif s < 0.6:
+                w += W_ADDR_DIFF
+            else:
+                w += W_ADDR_LOW
+    if q.postal and o.postal:
+        if q.postal == o.postal:
+            ev("postal_code", W_POSTAL, _shown_code(normalize.postal, q.shown.get("postal_code", q.postal)))
+        else:
+            w += W_POSTAL_DIFF
+    same_day = False
+    if q.birthday and o.birthday:
+        if q.birthday == o.birthday:
+            ev("birthday", W_BIRTHDAY, q.birthday)
+            same_day = True
+        elif _one_typo(q.birthday, o.birthday):
+            ev("birthday_similar", W_BIRTHDAY_TYPO, q.birthday, o.birthday)
+            veto = True
+            same_day = True
+        else:
+            ev("birthday_differs", W_BIRTHDAY_DIFF, q.birthday, o.birthday)
+            veto = True
+
+    if given is not None:
+        # the same birthday says one person whose given name was mistyped or replaced (or twins)
+        ev("given_name_differs", 0.0, *given)
+        veto = True
+        exclude = exclude or not same_day
+    elif "name_differs" in codes and not both_corporate and not same_day:
+        # a person of another name at the same address, phone or e-mail is someone else of the
+        # household; a company of another name may be the same one renamed, and stays a candidate
+        exclude = True
+    branch = _branch(q.name, o.name) if both_corporate else None
+    if branch is not None:
+        veto = True
+        if branch[0] and branch[1]:
+            # two named branches are two customers, unless both rows put them at one address (renamed)
+            ev("branch_differs", W_BRANCH_DIFF, branch[0], branch[1])
+            exclude = exclude or not same_place
+        else:
+            ev("branch_one_side", W_BRANCH_ONE, branch[0] or branch[1])
+
+    similar_name = name_sim >= CERTAIN_NAME or (kana_sim == 1.0 and name_sim >= 0.6)
+    form_differs = bool(q.form and o.form and q.form != o.form)
+    if form_differs:
+        ev("legal_form_differs", W_FORM_DIFF, q.form, o.form)
+    support = any(c in _SUPPORT for c in codes)
+    return _Pair(w, codes, args, veto, exclude, corp, email, shared_phone is not None, similar_name,
+                 bool(q.name and o.name and best < 0.65 and not partial), support, form_differs)
+
+
+def _decide(pair: _Pair) -> Kind | None:
+    if pair.exclude:
+        return None
+    if not pair.veto:
+        # the 法人番号 survives a change of legal form; a phone or an e-mail says nothing about it
+        if pair.corp and not pair.name_conflict:
+            return "certain"
+        if (pair.email or pair.phone) and pair.similar_name and not pair.form_differs:
+            return "certain"
+    # a name alone is never enough: 同姓同名 and same-named companies are common
+    return "probable" if pair.weight >= PROBABLE_AT and pair.support else None
+
+
+def _score(weight: float) -> float:
+    return round(1.0 / (1.0 + exp(-(weight - PROBABLE_AT) / 3.0)), 3)
+
+
+_SUPPORT = frozenset({"corporate_number", "email", "phone", "address", "address_building", "address_similar",
+                      "postal_code", "birthday", "birthday_similar"})
+_POSITIVE_ORDER = ("corporate_number", "email", "phone", "company_name", "company_name_similar", "person_name",
+                   "person_name_similar", "person_name_partial", "kana", "kana_similar", "address", "address_building",
+                   "address_similar", "postal_code", "birthday", "birthday_similar")
+
+
+def compare(a: Mapping[str, Any] | CustomerKeys, b: Mapping[str, Any] | CustomerKeys, *,
+            lang: str = "ja", other_id: str = "") -> Match | None:
+    """Compare two records directly (no index): the match of ``b`` for ``a``, or None."""
+    ka = a if isinstance(a, CustomerKeys) else customer_keys(a)
+    kb = b if isinstance(b, CustomerKeys) else customer_keys(b)
+    return _match(ka, kb, other_id, 0 if lang == "ja" else 1)
+
+
+def _match(q: CustomerKeys, o: CustomerKeys, other_id: str, li: int) -> Match | None:
+    pair = _compare(q, o)
+    kind = _decide(pair)
+    if kind is None:
+        return None
+    order = {c: i for i, c in enumerate(_POSITIVE_ORDER)}
+    items = sorted(zip(pair.codes, pair.args, strict=True), key=lambda ca: order.get(ca[0], len(order)))
+    evidence = tuple(_TEXTS[c][li].format(*a) for c, a in items)
+    return Match(other_id, kind, _score(pair.weight), evidence, tuple(c for c, _ in items))
+
+
+# --- the index ------------------------------------------------------------------------------------
+
+
+class MatchIndex:
+    """Customers already known (the master plus rows merged so far), searchable for duplicates."""
+
+    def __init__(self, schema: Schema, lang: str = "ja") -> None:
+        if lang not in ("ja", "en"):
+            raise ValueError(f"lang must be 'ja' or 'en', not {lang!r}")
+        # The keys come from the customers entity's own columns; a firm that switched one off simply
+        # has no evidence from it.
+        entity = schema.entity("customers")
+        self._columns = frozenset(entity.keys)
+        self._all_columns = self._columns >= _READ
+        self._lang = 0 if lang == "ja" else 1
+        self._keys: dict[str, CustomerKeys] = {}
+        self._blocks: dict[tuple[str, str], set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, record_id: object) -> bool:
+        return record_id in self._keys
+
+    def _fold(self, record: Mapping[str, Any]) -> CustomerKeys:
+        if self._all_columns:
+            return customer_keys(record)
+        return customer_keys({k: v for k, v in record.items() if k in self._columns})
+
+    def add(self, record_id: str, record: Mapping[str, Any]) -> None:
+        """Index (or re-index, after an update) one customer."""
+        if record_id in self._keys:
+            self.remove(record_id)
+        keys = self._fold(record)
+        self._keys[record_id] = keys
+        for b in _blocks(keys):
+            self._blocks.setdefault(b, set()).add(record_id)
+
+    def add_many(self, records: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """Bulk :meth:`add` (a whole master): the cyclic GC is paused, since it would rescan the growing
+        index again and again while nothing here makes cycles."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for record_id, record in records:
+                self.add(record_id, record)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def remove(self, record_id: str) -> None:
+        """Forget a customer (merged into another, or about to be re-indexed)."""
+        keys = self._keys.pop(record_id, None)
+        if keys is None:
+            return
+        for b in _blocks(keys):
+            ids = self._blocks.get(b)
+            if ids is not None:
+                ids.discard(record_id)
+                if not ids:
+                    del self._blocks[b]
+
+    def candidates(self, keys: CustomerKeys) -> set[str]:
+        """Ids sharing at least one blocking key with ``keys`` (weak keys only when selective)."""
+        out: set[str] = set()
+        for b in _blocks(keys):
+            ids = self._blocks.get(b)
+            if ids and (b[0] in _STRONG or len(ids) <= _WEAK_BLOCK_LIMIT):
+                out |= ids
+        return out
+
+    def find(self, record: Mapping[str, Any], *, exclude: str | None = None) -> list[Match]:
+        """Known customers that may be ``record``: certain ones first, then by score (best first)."""
+        q = self._fold(record)
+        out: list[Match] = []
+        for other_id in self.candidates(q):
+            if other_id == exclude:
+                continue
+            m = _match(q, self._keys[other_id], other_id, self._lang)
+            if m is not None:
+                out.append(m)
+        out.sort(key=lambda m: (m.kind != "certain", -m.score, m.other_id))
+        return out
