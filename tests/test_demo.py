@@ -229,7 +229,6 @@ def test_fakedata_helpers() -> None:
     assert to_fullwidth("03-1234-5678") == "０３－１２３４－５６７８"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("xlcrm.validate") is None, reason="xlcrm.validate not available")
 def test_validation_reports_exactly_the_planted_errors(tmp_path: Path) -> None:
     out = io.StringIO()
     result = run_demo(tmp_path, DEFAULT_SCHEMA, today=TODAY, console=Console(file=out, width=200))
@@ -276,3 +275,25 @@ def test_benchmark_data_generator_small(tmp_path: Path) -> None:
     assert sum(b.rows_read["activities"] for b in books) in range(898, 903)
     corp = [set(b.sheets["customers"].frame["corporate_number"].dropna()) for b in books]
     assert corp[0] & corp[1] or corp[0] & corp[2] or corp[1] & corp[2]  # shared customers across files
+
+
+def test_run_demo_runs_the_whole_team_loop(tmp_path: Path, schema) -> None:
+    """`xlcrm demo`: validate, merge (a probable duplicate left for a person), distribute, search, report."""
+    import io
+
+    import openpyxl
+    from rich.console import Console
+
+    from xlcrm.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", schema, today=date(2026, 11, 23), console=Console(file=io.StringIO()))
+    steps = dict(result.steps)
+    assert result.master is not None and result.master.exists()
+    assert (tmp_path / "demo" / "report.xlsx").exists()
+    assert len(list((tmp_path / "demo" / "handout").glob("*.xlsx"))) == 4
+    assert "1 possible duplicates" in steps["merge"]
+    assert "株式会社山田精機" in steps["search"]
+    master = openpyxl.load_workbook(result.master, read_only=True)
+    dup_sheet = master["重複候補"]
+    names = {str(v) for row in dup_sheet.iter_rows(min_row=2, values_only=True) for v in row if v}
+    assert {"北斗電機株式会社", "ホクト電機"} <= names

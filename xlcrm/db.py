@@ -20,10 +20,13 @@ for decimals, canonical keys for choices.
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from xlcrm.errors import XlcrmError
 from xlcrm.schema import Column, Entity, Schema
@@ -101,9 +104,13 @@ def create_tables(conn: sqlite3.Connection, schema: Schema) -> None:
     Columns switched off later are kept in the database (nothing is lost); they just stop appearing
     in workbooks.
     """
-    conn.executescript(_FIXED_TABLES)
+    # Statement by statement: executescript() would COMMIT the caller's open transaction.
+    for statement in (_FIXED_TABLES + _MERGE_TABLES).split(";"):
+        if statement.strip():
+            conn.execute(statement)
     for entity in schema:
         _create_entity_table(conn, entity)
+        _create_base_table(conn, entity)
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (schema.version,))
 
 
@@ -133,3 +140,550 @@ def fetch_active(conn: sqlite3.Connection, entity: Entity) -> list[sqlite3.Row]:
     keys = ", ".join(f'"{k}"' for k in entity.keys)
     return conn.execute(f'SELECT {keys} FROM "{entity.key}" WHERE {ACTIVE} '
                         f'ORDER BY "{entity.id_column.key}"').fetchall()
+
+
+# --- values: the stored form ------------------------------------------------------------------------
+
+def to_db(col: Column, value: Any) -> Any:
+    """A normalised cell value (validate's frames) -> its stored form; None for blank/NaN.
+
+    Dates become ISO text, ints int, decimals float, everything else text; so two values are equal in
+    Python exactly when they are equal in the database, which the three-way merge relies on.
+    """
+    if value is None:
+        return None
+    t = col.type
+    if t == "date":
+        if isinstance(value, datetime):
+            return value.date().isoformat()
+        if isinstance(value, date):
+            return value.isoformat()
+        return str(value) or None
+    if isinstance(value, float) and value != value:
+        return None
+    try:
+        if value != value:  # pandas.NA / NaT
+            return None
+    except (TypeError, ValueError):
+        return None
+    if t == "int":
+        return int(value)
+    if t == "decimal":
+        f = float(value)
+        return int(f) if f.is_integer() and abs(f) < 2**53 else f
+    if isinstance(value, str):
+        return value or None
+    if hasattr(value, "item"):  # numpy scalar
+        return value.item()
+    return str(value)
+
+
+def from_db(col: Column, value: Any) -> Any:
+    """Stored form -> what a workbook cell should hold (dates as ``date``; the rest unchanged)."""
+    if value is None:
+        return None
+    if col.type == "date" and isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+def encode_value(value: Any) -> str | None:
+    """A stored value as JSON text, for the review tables that hold values of any column."""
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def decode_value(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# --- bookkeeping tables owned by merge and distribute -------------------------------------------------
+
+_MERGE_TABLES = """
+CREATE TABLE IF NOT EXISTS workbooks (
+    workbook_id TEXT PRIMARY KEY, kind TEXT NOT NULL, owner TEXT, lang TEXT, created TEXT,
+    path TEXT, run_id INTEGER, last_merged_run INTEGER
+);
+CREATE TABLE IF NOT EXISTS origins (
+    source TEXT NOT NULL, entity TEXT NOT NULL, fingerprint TEXT NOT NULL, record_id TEXT NOT NULL,
+    run_id INTEGER, PRIMARY KEY (source, entity, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    pair_id INTEGER PRIMARY KEY, entity TEXT NOT NULL, a_id TEXT NOT NULL, b_id TEXT NOT NULL,
+    score REAL, kind TEXT, evidence TEXT, status TEXT NOT NULL DEFAULT 'pending', run_id INTEGER,
+    decided_run INTEGER, decided_at TEXT, UNIQUE (entity, a_id, b_id)
+);
+CREATE TABLE IF NOT EXISTS conflicts (
+    conflict_id INTEGER PRIMARY KEY, entity TEXT NOT NULL, record_id TEXT NOT NULL, field TEXT NOT NULL,
+    master_value TEXT, status TEXT NOT NULL DEFAULT 'pending', resolution TEXT, run_id INTEGER,
+    decided_run INTEGER, decided_at TEXT
+);
+CREATE INDEX IF NOT EXISTS conflicts_field ON conflicts(entity, record_id, field, status);
+CREATE TABLE IF NOT EXISTS conflict_values (
+    conflict_id INTEGER NOT NULL, value TEXT, who TEXT, source_file TEXT, at TEXT, run_id INTEGER,
+    UNIQUE (conflict_id, value, who)
+);
+CREATE TABLE IF NOT EXISTS deletions (
+    deletion_id INTEGER PRIMARY KEY, entity TEXT NOT NULL, record_id TEXT NOT NULL, source TEXT NOT NULL,
+    source_file TEXT, who TEXT, status TEXT NOT NULL DEFAULT 'pending', run_id INTEGER,
+    decided_run INTEGER, decided_at TEXT, UNIQUE (entity, record_id, source)
+);
+CREATE TABLE IF NOT EXISTS import_log (
+    run_id INTEGER NOT NULL, file TEXT NOT NULL, entity TEXT NOT NULL, status TEXT, rows_read INTEGER,
+    new INTEGER, updated INTEGER, unchanged INTEGER, linked INTEGER, rejected INTEGER,
+    conflicts INTEGER, error_workbook TEXT, message TEXT
+);
+"""
+
+#: Review statuses.  保留 (later) keeps a row ``pending``: it stays on the review sheet.
+PENDING = "pending"
+
+
+def base_table(entity: Entity) -> str:
+    """What a workbook was handed (distribute) or last sent (merge), per record: the three-way base."""
+    return f"bases_{entity.key}"
+
+
+def _create_base_table(conn: sqlite3.Connection, entity: Entity) -> None:
+    name = base_table(entity)
+    cols = ['"_workbook" TEXT NOT NULL', f'"{entity.id_column.key}" TEXT NOT NULL']
+    cols += [f'"{c.key}" {sql_type(c)}' for c in entity.columns[1:]]
+    conn.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({", ".join(cols)}, '
+                 f'PRIMARY KEY ("_workbook", "{entity.id_column.key}"))')
+    have = {row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')}
+    for c in entity.columns:
+        if c.key not in have:
+            conn.execute(f'ALTER TABLE "{name}" ADD COLUMN "{c.key}" {sql_type(c)}')
+
+
+# --- meta, runs, ids --------------------------------------------------------------------------------
+
+def get_meta(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return default if row is None else row[0]
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: str | None) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+
+def start_run(conn: sqlite3.Connection, command: str, inputs: Sequence[str], at: str) -> int:
+    cur = conn.execute("INSERT INTO runs(started, command, inputs, status) VALUES (?, ?, ?, 'running')",
+                       (at, command, json.dumps(list(inputs), ensure_ascii=False)))
+    return int(cur.lastrowid or 0)
+
+
+def finish_run(conn: sqlite3.Connection, run_id: int, at: str, status: str = "done") -> None:
+    conn.execute("UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", (at, status, run_id))
+
+
+def first_free_number(conn: sqlite3.Connection, entity: Entity) -> int:
+    """The next number for a new ID; numbers are never reused (merged or deleted records keep theirs)."""
+    stored = get_meta(conn, f"next_id:{entity.key}")
+    if stored is not None:
+        return int(stored)
+    idc = entity.id_column.key
+    n = 0
+    for (rid,) in conn.execute(f'SELECT "{idc}" FROM "{entity.key}" WHERE "{idc}" LIKE ?',
+                               (f"{entity.id_prefix}-%",)):
+        tail = str(rid).rsplit("-", 1)[-1]
+        if tail.isdigit():
+            n = max(n, int(tail))
+    return n + 1
+
+
+def set_first_free_number(conn: sqlite3.Connection, entity: Entity, number: int) -> None:
+    set_meta(conn, f"next_id:{entity.key}", str(number))
+
+
+# --- records ----------------------------------------------------------------------------------------
+
+def _plain(conn: sqlite3.Connection) -> sqlite3.Cursor:
+    """A cursor yielding plain tuples: several times faster than ``sqlite3.Row`` for bulk reads."""
+    cur = conn.cursor()
+    cur.row_factory = None
+    return cur
+
+
+def load_records(conn: sqlite3.Connection, entity: Entity, *,
+                 active_only: bool = False) -> dict[str, tuple[Any, ...]]:
+    """Records of ``entity`` (all states unless ``active_only``): id -> values in ``entity.keys`` order."""
+    keys = ", ".join(f'"{k}"' for k in entity.keys)
+    where = f" WHERE {ACTIVE}" if active_only else ""
+    return {r[0]: r for r in _plain(conn).execute(f'SELECT {keys} FROM "{entity.key}"{where}').fetchall()}
+
+
+def record_ids(conn: sqlite3.Connection, entity: Entity) -> set[str]:
+    return {r[0] for r in _plain(conn).execute(f'SELECT "{entity.id_column.key}" FROM "{entity.key}"')}
+
+
+def load_states(conn: sqlite3.Connection, entity: Entity) -> dict[str, tuple[str, str | None]]:
+    """id -> (``_state``, ``_merged_into``) for every record that is not simply active."""
+    idc = entity.id_column.key
+    return {r[0]: (r[1], r[2]) for r in conn.execute(
+        f'SELECT "{idc}", _state, _merged_into FROM "{entity.key}" WHERE _state != \'active\'')}
+
+
+def insert_records(conn: sqlite3.Connection, entity: Entity, rows: Iterable[Sequence[Any]], *,
+                   run_id: int, source: str) -> None:
+    """New records; each row holds values in ``entity.keys`` order."""
+    keys = [*entity.keys, "_state", "_source", "_created_run", "_updated_run"]
+    cols = ", ".join(f'"{k}"' for k in keys)
+    marks = ", ".join("?" for _ in keys)
+    conn.executemany(f'INSERT INTO "{entity.key}" ({cols}) VALUES ({marks})',
+                     ((*r, "active", source, run_id, run_id) for r in rows))
+
+
+def insert_records_from(conn: sqlite3.Connection, entity: Entity,
+                        rows: Iterable[tuple[Sequence[Any], str]], *, run_id: int) -> None:
+    """New records with their own source file each: rows of (values in ``entity.keys`` order, source)."""
+    keys = [*entity.keys, "_state", "_source", "_created_run", "_updated_run"]
+    cols = ", ".join(f'"{k}"' for k in keys)
+    marks = ", ".join("?" for _ in keys)
+    conn.executemany(f'INSERT INTO "{entity.key}" ({cols}) VALUES ({marks})',
+                     ((*r, "active", src, run_id, run_id) for r, src in rows))
+
+
+def update_fields(conn: sqlite3.Connection, entity: Entity, changes: Iterable[tuple[str, str, Any]], *,
+                  run_id: int) -> int:
+    """Apply (record id, field, new value) changes, grouped per field into one executemany each."""
+    by_field: dict[str, list[tuple[Any, int, str]]] = {}
+    for rid, fld, value in changes:
+        entity.column(fld)  # refuse a field the schema does not have before it reaches SQL
+        by_field.setdefault(fld, []).append((value, run_id, rid))
+    idc = entity.id_column.key
+    n = 0
+    for fld, params in by_field.items():
+        conn.executemany(f'UPDATE "{entity.key}" SET "{fld}" = ?, _updated_run = ? WHERE "{idc}" = ?', params)
+        n += len(params)
+    return n
+
+
+def set_state(conn: sqlite3.Connection, entity: Entity, record_id: str, state: str,
+              merged_into: str | None = None, *, run_id: int) -> None:
+    conn.execute(f'UPDATE "{entity.key}" SET _state = ?, _merged_into = ?, _updated_run = ? '
+                 f'WHERE "{entity.id_column.key}" = ?', (state, merged_into, run_id, record_id))
+
+
+def repoint(conn: sqlite3.Connection, entity: Entity, old_id: str, new_id: str, *,
+            run_id: int) -> list[str]:
+    """Point every ``entity`` row referencing customer ``old_id`` at ``new_id``; returns their ids."""
+    ref = entity.ref_column
+    if ref is None:
+        return []
+    idc = entity.id_column.key
+    ids = [r[0] for r in conn.execute(f'SELECT "{idc}" FROM "{entity.key}" WHERE "{ref.key}" = ?', (old_id,))]
+    conn.execute(f'UPDATE "{entity.key}" SET "{ref.key}" = ?, _updated_run = ? WHERE "{ref.key}" = ?',
+                 (new_id, run_id, old_id))
+    return ids
+
+
+def record(conn: sqlite3.Connection, entity: Entity, record_id: str) -> dict[str, Any] | None:
+    keys = ", ".join(f'"{k}"' for k in entity.keys)
+    row = conn.execute(f'SELECT {keys}, _state, _merged_into FROM "{entity.key}" '
+                       f'WHERE "{entity.id_column.key}" = ?', (record_id,)).fetchone()
+    return None if row is None else dict(zip([*entity.keys, "_state", "_merged_into"], row, strict=True))
+
+
+def iter_records(conn: sqlite3.Connection, entity: Entity, *, active_only: bool = True,
+                 where: str = "", params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+    """Rows in id order, values in ``entity.keys`` order; ``where`` is an extra SQL condition built
+    by this module's callers from schema keys only (never from user text; values go in ``params``)."""
+    keys = ", ".join(f'"{k}"' for k in entity.keys)
+    cond = [ACTIVE] if active_only else []
+    if where:
+        cond.append(f"({where})")
+    sql = f'SELECT {keys} FROM "{entity.key}"'
+    if cond:
+        sql += " WHERE " + " AND ".join(cond)
+    sql += f' ORDER BY "{entity.id_column.key}"'
+    yield from _plain(conn).execute(sql, params)
+
+
+def count_active(conn: sqlite3.Connection, entity: Entity) -> int:
+    return int(conn.execute(f'SELECT COUNT(*) FROM "{entity.key}" WHERE {ACTIVE}').fetchone()[0])
+
+
+# --- history ----------------------------------------------------------------------------------------
+
+HISTORY_COLUMNS = ("run_id", "at", "entity", "record_id", "field", "old", "new", "source_file", "who", "how")
+
+
+def add_history(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> int:
+    """Append change-history rows (``HISTORY_COLUMNS`` order); old/new are stored as text."""
+    cur = conn.executemany(
+        "INSERT INTO history(run_id, at, entity, record_id, field, old, new, source_file, who, how) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ((r[0], r[1], r[2], r[3], r[4], _hist_text(r[5]), _hist_text(r[6]), r[7], r[8], r[9]) for r in rows))
+    return cur.rowcount if cur.rowcount >= 0 else 0
+
+
+def _hist_text(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def history_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM history").fetchone()[0])
+
+
+def history_rows(conn: sqlite3.Connection, limit: int | None = None) -> list[tuple[Any, ...]]:
+    """Newest first: (history_id, run_id, at, entity, record_id, field, old, new, source_file, who, how)."""
+    sql = ("SELECT history_id, run_id, at, entity, record_id, field, old, new, source_file, who, how "
+           "FROM history ORDER BY history_id DESC")
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return conn.execute(sql).fetchall()
+
+
+# --- workbooks and bases ------------------------------------------------------------------------------
+
+def register_workbook(conn: sqlite3.Connection, workbook_id: str, *, kind: str, owner: str | None,
+                      lang: str | None, created: str | None, path: str | None, run_id: int | None) -> None:
+    conn.execute("INSERT INTO workbooks(workbook_id, kind, owner, lang, created, path, run_id) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(workbook_id) DO UPDATE SET "
+                 "owner = excluded.owner, lang = excluded.lang, path = excluded.path",
+                 (workbook_id, kind, owner, lang, created, path, run_id))
+
+
+def workbook_kind(conn: sqlite3.Connection, workbook_id: str) -> str | None:
+    row = conn.execute("SELECT kind FROM workbooks WHERE workbook_id = ?", (workbook_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def mark_workbook_merged(conn: sqlite3.Connection, workbook_id: str, run_id: int) -> None:
+    conn.execute("UPDATE workbooks SET last_merged_run = ? WHERE workbook_id = ?", (run_id, workbook_id))
+
+
+def owner_langs(conn: sqlite3.Connection) -> dict[str, str]:
+    """The language each owner's latest workbook used, so distribute hands English back to English."""
+    out: dict[str, str] = {}
+    for owner, lang in conn.execute("SELECT owner, lang FROM workbooks WHERE owner IS NOT NULL "
+                                    "AND lang IS NOT NULL ORDER BY COALESCE(last_merged_run, run_id, 0), "
+                                    "rowid"):
+        out[owner] = lang
+    return out
+
+
+def prune_workbooks(conn: sqlite3.Connection, schema: Schema, owner: str, keep: int) -> int:
+    """Forget the bases of all but the ``keep`` newest distributed workbooks of ``owner``."""
+    ids = [r[0] for r in conn.execute("SELECT workbook_id FROM workbooks WHERE kind = 'distributed' AND "
+                                      "owner = ? ORDER BY created DESC, rowid DESC", (owner,))]
+    old = ids[keep:]
+    for wid in old:
+        for entity in schema:
+            conn.execute(f'DELETE FROM "{base_table(entity)}" WHERE _workbook = ?', (wid,))
+        conn.execute("DELETE FROM workbooks WHERE workbook_id = ?", (wid,))
+    return len(old)
+
+
+def load_base(conn: sqlite3.Connection, entity: Entity, workbook: str) -> dict[str, tuple[Any, ...]]:
+    """record id -> values in ``entity.keys`` order, as ``workbook`` last held them."""
+    keys = ", ".join(f'"{k}"' for k in entity.keys)
+    return {r[0]: r for r in _plain(conn).execute(
+        f'SELECT {keys} FROM "{base_table(entity)}" WHERE _workbook = ?', (workbook,)).fetchall()}
+
+
+def save_base(conn: sqlite3.Connection, entity: Entity, workbook: str, rows: Iterable[Sequence[Any]],
+              *, drop: Iterable[str] = ()) -> None:
+    """Upsert base rows (values in ``entity.keys`` order) and delete the ids in ``drop``."""
+    keys = ["_workbook", *entity.keys]
+    cols = ", ".join(f'"{k}"' for k in keys)
+    marks = ", ".join("?" for _ in keys)
+    conn.executemany(f'INSERT OR REPLACE INTO "{base_table(entity)}" ({cols}) VALUES ({marks})',
+                     ((workbook, *r) for r in rows))
+    conn.executemany(f'DELETE FROM "{base_table(entity)}" WHERE _workbook = ? AND "{entity.id_column.key}" = ?',
+                     ((workbook, rid) for rid in drop))
+
+
+# --- origins: rows without an ID, recognised again -----------------------------------------------------
+
+def load_origins(conn: sqlite3.Connection, source: str) -> dict[tuple[str, str], str]:
+    return {(e, f): rid for e, f, rid in conn.execute(
+        "SELECT entity, fingerprint, record_id FROM origins WHERE source = ?", (source,))}
+
+
+def save_origins(conn: sqlite3.Connection, source: str, rows: Iterable[tuple[str, str, str]],
+                 run_id: int) -> None:
+    """Remember (entity, fingerprint, record id): the same row without an ID maps to the same record."""
+    conn.executemany("INSERT OR REPLACE INTO origins(source, entity, fingerprint, record_id, run_id) "
+                     "VALUES (?, ?, ?, ?, ?)", ((source, e, f, rid, run_id) for e, f, rid in rows))
+
+
+# --- review: duplicates ---------------------------------------------------------------------------------
+
+def add_duplicate(conn: sqlite3.Connection, entity: str, a_id: str, b_id: str, *, score: float, kind: str,
+                  evidence: Sequence[str], run_id: int) -> bool:
+    """Queue a possible duplicate pair (stored with the smaller id first); False if already known."""
+    a, b = sorted((a_id, b_id))
+    cur = conn.execute("INSERT OR IGNORE INTO duplicates(entity, a_id, b_id, score, kind, evidence, status, "
+                       "run_id) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                       (entity, a, b, float(score), kind, json.dumps(list(evidence), ensure_ascii=False),
+                        run_id))
+    return cur.rowcount > 0
+
+
+def duplicates(conn: sqlite3.Connection, *, pending_only: bool = True) -> list[dict[str, Any]]:
+    sql = ("SELECT pair_id, entity, a_id, b_id, score, kind, evidence, status, run_id FROM duplicates")
+    if pending_only:
+        sql += " WHERE status = 'pending'"
+    sql += " ORDER BY pair_id"
+    out = []
+    for r in conn.execute(sql):
+        d = dict(zip(("pair_id", "entity", "a_id", "b_id", "score", "kind", "evidence", "status", "run_id"),
+                     r, strict=True))
+        d["evidence"] = json.loads(d["evidence"] or "[]")
+        out.append(d)
+    return out
+
+
+def decide_duplicate(conn: sqlite3.Connection, pair_id: int, status: str, *, run_id: int, at: str) -> None:
+    conn.execute("UPDATE duplicates SET status = ?, decided_run = ?, decided_at = ? WHERE pair_id = ?",
+                 (status, run_id, at, pair_id))
+
+
+def repoint_duplicates(conn: sqlite3.Connection, entity: str, old_id: str, new_id: str) -> None:
+    """After a merge of ``old_id`` into ``new_id``, its open pairs point at the survivor (or close)."""
+    rows = conn.execute("SELECT pair_id, a_id, b_id FROM duplicates WHERE entity = ? AND status = 'pending' "
+                        "AND (a_id = ? OR b_id = ?)", (entity, old_id, old_id)).fetchall()
+    for pair_id, a, b in rows:
+        a2, b2 = sorted((new_id if a == old_id else a, new_id if b == old_id else b))
+        exists = conn.execute("SELECT 1 FROM duplicates WHERE entity = ? AND a_id = ? AND b_id = ? "
+                              "AND pair_id != ?", (entity, a2, b2, pair_id)).fetchone()
+        if a2 == b2 or exists:
+            conn.execute("UPDATE duplicates SET status = 'merged' WHERE pair_id = ?", (pair_id,))
+        else:
+            conn.execute("UPDATE duplicates SET a_id = ?, b_id = ? WHERE pair_id = ?", (a2, b2, pair_id))
+
+
+def known_pairs(conn: sqlite3.Connection, entity: str) -> set[tuple[str, str]]:
+    return {(a, b) for a, b in conn.execute("SELECT a_id, b_id FROM duplicates WHERE entity = ?", (entity,))}
+
+
+# --- review: conflicts ----------------------------------------------------------------------------------
+
+def pending_conflict_ids(conn: sqlite3.Connection) -> dict[tuple[str, str, str], int]:
+    """(entity, record id, field) -> conflict id, for conflicts still waiting for a decision."""
+    return {(e, r, f): cid for cid, e, r, f in conn.execute(
+        "SELECT conflict_id, entity, record_id, field FROM conflicts WHERE status = 'pending'")}
+
+
+def add_conflict(conn: sqlite3.Connection, entity: str, record_id: str, field: str, master_value: Any,
+                 *, run_id: int) -> int:
+    cur = conn.execute("INSERT INTO conflicts(entity, record_id, field, master_value, status, run_id) "
+                       "VALUES (?, ?, ?, ?, 'pending', ?)",
+                       (entity, record_id, field, encode_value(master_value), run_id))
+    return int(cur.lastrowid or 0)
+
+
+def add_conflict_values(conn: sqlite3.Connection, rows: Iterable[tuple[int, Any, str, str, str, int]]) -> None:
+    """(conflict id, value, who, source file, when, run id); the same value from the same person once."""
+    conn.executemany("INSERT OR IGNORE INTO conflict_values(conflict_id, value, who, source_file, at, run_id) "
+                     "VALUES (?, ?, ?, ?, ?, ?)",
+                     ((cid, encode_value(v), who, src, at, run) for cid, v, who, src, at, run in rows))
+
+
+def conflicts(conn: sqlite3.Connection, *, pending_only: bool = True) -> list[dict[str, Any]]:
+    sql = "SELECT conflict_id, entity, record_id, field, master_value, status, run_id FROM conflicts"
+    if pending_only:
+        sql += " WHERE status = 'pending'"
+    sql += " ORDER BY conflict_id"
+    out = []
+    values: dict[int, list[dict[str, Any]]] = {}
+    for cid, v, who, src, at in conn.execute("SELECT conflict_id, value, who, source_file, at FROM "
+                                             "conflict_values ORDER BY rowid"):
+        values.setdefault(cid, []).append({"value": decode_value(v), "who": who, "source_file": src, "at": at})
+    for r in conn.execute(sql):
+        d = dict(zip(("conflict_id", "entity", "record_id", "field", "master_value", "status", "run_id"), r,
+                     strict=True))
+        d["master_value"] = decode_value(d["master_value"])
+        d["values"] = values.get(d["conflict_id"], [])
+        out.append(d)
+    return out
+
+
+def decide_conflict(conn: sqlite3.Connection, conflict_id: int, status: str, resolution: Any, *,
+                    run_id: int, at: str) -> None:
+    conn.execute("UPDATE conflicts SET status = ?, resolution = ?, decided_run = ?, decided_at = ? "
+                 "WHERE conflict_id = ?", (status, encode_value(resolution), run_id, at, conflict_id))
+
+
+def repoint_conflicts(conn: sqlite3.Connection, entity: str, old_id: str, new_id: str) -> None:
+    conn.execute("UPDATE conflicts SET record_id = ? WHERE entity = ? AND record_id = ? AND status = 'pending'",
+                 (new_id, entity, old_id))
+
+
+# --- review: rows deleted from a team workbook ------------------------------------------------------------
+
+def add_deletion(conn: sqlite3.Connection, entity: str, record_id: str, source: str, source_file: str,
+                 who: str, run_id: int) -> bool:
+    cur = conn.execute("INSERT OR IGNORE INTO deletions(entity, record_id, source, source_file, who, status, "
+                       "run_id) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                       (entity, record_id, source, source_file, who, run_id))
+    return cur.rowcount > 0
+
+
+def deletions(conn: sqlite3.Connection, *, pending_only: bool = True) -> list[dict[str, Any]]:
+    sql = "SELECT deletion_id, entity, record_id, source, source_file, who, status, run_id FROM deletions"
+    if pending_only:
+        sql += " WHERE status = 'pending'"
+    sql += " ORDER BY deletion_id"
+    names = ("deletion_id", "entity", "record_id", "source", "source_file", "who", "status", "run_id")
+    return [dict(zip(names, r, strict=True)) for r in conn.execute(sql)]
+
+
+def decide_deletion(conn: sqlite3.Connection, deletion_id: int, status: str, *, run_id: int, at: str) -> None:
+    conn.execute("UPDATE deletions SET status = ?, decided_run = ?, decided_at = ? WHERE deletion_id = ?",
+                 (status, run_id, at, deletion_id))
+
+
+def withdraw_deletions(conn: sqlite3.Connection, entity: str, source: str, record_ids: Iterable[str]) -> None:
+    """A row listed as deleted is back in its workbook: the question is moot."""
+    conn.executemany("UPDATE deletions SET status = 'returned' WHERE entity = ? AND source = ? AND "
+                     "record_id = ? AND status = 'pending'", ((entity, source, rid) for rid in record_ids))
+
+
+def pending_deletion_keys(conn: sqlite3.Connection, entity: str, source: str) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT record_id FROM deletions WHERE entity = ? AND source = ? AND "
+                                       "status = 'pending'", (entity, source))}
+
+
+# --- import log -----------------------------------------------------------------------------------------
+
+IMPORT_LOG_COLUMNS = ("run_id", "file", "entity", "status", "rows_read", "new", "updated", "unchanged",
+                      "linked", "rejected", "conflicts", "error_workbook", "message")
+
+
+def add_import_log(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:
+    marks = ", ".join("?" for _ in IMPORT_LOG_COLUMNS)
+    conn.executemany(f"INSERT INTO import_log({', '.join(IMPORT_LOG_COLUMNS)}) VALUES ({marks})", rows)
+
+
+def import_log(conn: sqlite3.Connection, limit_runs: int | None = None) -> list[tuple[Any, ...]]:
+    sql = f"SELECT {', '.join(IMPORT_LOG_COLUMNS)} FROM import_log"
+    if limit_runs is not None:
+        sql += (f" WHERE run_id IN (SELECT DISTINCT run_id FROM import_log ORDER BY run_id DESC "
+                f"LIMIT {int(limit_runs)})")
+    sql += " ORDER BY run_id DESC, rowid"
+    return conn.execute(sql).fetchall()
+
+
+def run_time(conn: sqlite3.Connection, run_id: int) -> str | None:
+    row = conn.execute("SELECT started FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+# --- backups ----------------------------------------------------------------------------------------------
+
+def backup_to(conn: sqlite3.Connection, target: Path) -> None:
+    """A consistent copy of the database (SQLite's online backup), e.g. before a merge changes it."""
+    dest = sqlite3.connect(target)
+    try:
+        conn.backup(dest)
+    finally:
+        dest.close()

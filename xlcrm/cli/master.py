@@ -1,5 +1,161 @@
-"""CLI commands (master)."""
+"""CLI: `xlcrm merge`, `xlcrm distribute`, `xlcrm resolve`, `xlcrm export-master` (the master loop).
+
+Thin: parse options, call :mod:`xlcrm.merge` / :mod:`xlcrm.distribute` / :mod:`xlcrm.resolve` /
+:mod:`xlcrm.masterbook`, show a progress bar on stderr and a summary (or ``--json``) on stdout.
+Refusals (:class:`~xlcrm.errors.XlcrmError`) become one line and exit code 2 in ``xlcrm.cli.main``.
+"""
 
 from __future__ import annotations
 
-from xlcrm.cli import app  # noqa: F401
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xlcrm.cli import app
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+MasterOpt = Annotated[Path, typer.Option("--master", "-m", help="The master workbook (master.xlsx); its "
+                                         "database master.db sits beside it.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="xlcrm.toml (default: ./xlcrm.toml "
+                                                "if present).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON for scripts.")]
+
+
+def _schema(config: Path | None) -> Any:
+    from xlcrm.schema import load_schema
+
+    return load_schema(config)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+_COUNTS = ("rows_read", "new", "updated", "unchanged", "linked", "rejected")
+_COUNT_HEAD = {"rows_read": "read", "new": "new", "updated": "updated", "unchanged": "unchanged",
+               "linked": "linked", "rejected": "rejected"}
+
+
+@app.command()
+def merge(
+    inputs: Annotated[list[Path], typer.Argument(metavar="TEAM...", help="Team workbooks or folders.")],
+    master: MasterOpt,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would happen; write nothing.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Reject a whole file when any row has an error.")]
+    = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    today: Annotated[str | None, typer.Option(help="Reference date YYYY-MM-DD (default: today).")] = None,
+) -> None:
+    """Merge the team's workbooks into the master (created if missing): IDs, duplicates, conflicts, history."""
+    from xlcrm.merge import merge as run_merge
+
+    schema = _schema(config)
+    ref_day = date.fromisoformat(today) if today else None
+    with _progress(not as_json) as progress:
+        report = run_merge(inputs, master, schema, dry_run=dry_run, strict=strict, today=ref_day,
+                           progress=progress)
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        return
+    table = Table(title=f"{'dry run: ' if dry_run else ''}merge into {master}", show_lines=False)
+    table.add_column("file")
+    table.add_column("status")
+    for k in _COUNTS:
+        table.add_column(_COUNT_HEAD[k], justify="right")
+    table.add_column("error workbook")
+    for f in report.files:
+        table.add_row(Path(f.file).name, f.status, *(str(f.total(k)) for k in _COUNTS), f.error_workbook or "")
+    out.print(table)
+    for f in report.files:
+        if f.status in ("unreadable", "rejected") and f.message:
+            err.print(f"[red]{Path(f.file).name}[/]: {f.message}")
+    out.print(f"history rows added: {report.history_rows}   decisions applied: {report.decisions_applied}")
+    out.print(f"pending review: 重複候補 {report.duplicates_pending} (new {report.duplicates_new}), "
+              f"競合 {report.conflicts_pending} (new {report.conflicts_new}), "
+              f"削除候補 {report.deletions_pending} (new {report.deletions_new})")
+    for w in report.warnings:
+        err.print(f"[yellow]warning[/]: {w}")
+    out.print(f"{report.seconds:.1f} s" + ("  (dry run: nothing was written)" if dry_run else ""))
+
+
+@app.command()
+def distribute(
+    master: MasterOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the workbooks (one per 担当営業).")],
+    owner: Annotated[list[str] | None, typer.Option("--owner", help="Only these 担当営業 (repeatable).")]
+    = None,
+    lang: Annotated[str | None, typer.Option("--lang", help="ja or en for every workbook (default: each "
+                                             "person's last language, else ja).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a fresh workbook for each salesperson from the master, ready to edit."""
+    from xlcrm.distribute import distribute as run
+
+    if lang not in (None, "ja", "en"):
+        raise typer.BadParameter("use ja or en", param_hint="--lang")
+    paths = run(master, out_dir, _schema(config), owners=owner, lang=lang)  # type: ignore[arg-type]
+    for p in paths:
+        out.print(f"[green]wrote[/] {p}")
+    out.print(f"{len(paths)} workbook(s) in {out_dir}")
+
+
+@app.command()
+def resolve(
+    master: MasterOpt,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Apply the decisions typed into 重複候補 / 競合 / 削除候補 (and edits in master.xlsx) now."""
+    from xlcrm.resolve import resolve as run
+
+    report = run(master, _schema(config))
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        return
+    out.print(f"decisions applied: {report.applied} (統合 {report.merged}, 別 {report.different}, "
+              f"競合 {report.conflicts_resolved}, 削除 {report.deleted}, 残す {report.kept})")
+    out.print(f"pending: 重複候補 {report.duplicates_pending}, 競合 {report.conflicts_pending}, "
+              f"削除候補 {report.deletions_pending}")
+    for w in report.warnings:
+        err.print(f"[yellow]warning[/]: {w}")
+
+
+@app.command("export-master")
+def export_master(
+    master: MasterOpt,
+    config: ConfigOpt = None,
+    lang: Annotated[str | None, typer.Option("--lang", help="ja or en (default: the schema's master_lang, "
+                                             "else ja).")] = None,
+) -> None:
+    """Rebuild master.xlsx from master.db (a lost or damaged workbook)."""
+    from xlcrm.masterbook import export_master as run
+
+    if lang not in (None, "ja", "en"):
+        raise typer.BadParameter("use ja or en", param_hint="--lang")
+    path = run(master, _schema(config), lang=lang)  # type: ignore[arg-type]
+    out.print(f"[green]wrote[/] {path}")

@@ -1,0 +1,494 @@
+"""Scenario tests for `xlcrm merge` / `resolve` / `export-master` with real workbooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import date
+from pathlib import Path
+
+import pytest
+from merge_fixtures import (
+    TODAY,
+    activity,
+    book,
+    connect,
+    customer,
+    delete_rows,
+    dump,
+    edit_cells,
+    history,
+    records,
+    sheet_rows,
+)
+from typer.testing import CliRunner
+
+from xlcrm import db
+from xlcrm.distribute import distribute
+from xlcrm.errors import LockedError, XlcrmError
+from xlcrm.merge import OUTCOMES, merge
+from xlcrm.reader import read_workbook
+from xlcrm.resolve import combine_dm, resolve
+from xlcrm.schema import DEFAULT_SCHEMA as S
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Path:
+    (tmp_path / "m").mkdir()
+    return tmp_path / "m" / "master.xlsx"
+
+
+def _by_name(master: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in records(master).values()}
+
+
+def _counts(report, file_name: str, sheet: str = "customers") -> dict[str, int]:
+    f = next(f for f in report.files if Path(f.file).name == file_name)
+    c = f.sheets[sheet]
+    return {k: getattr(c, k) for k in ("rows_read", *OUTCOMES)}
+
+
+# --- first merge, identity, idempotence ---------------------------------------------------------------
+
+def test_first_merge_assigns_ids_links_children_and_writes_the_master(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "team" / "a.xlsx", {
+        "customers": [customer("株式会社青空商事", phone="03-1111-2222"), customer("緑山工業株式会社")],
+        "activities": [activity("株式会社青空商事", "見積の相談"), activity("緑山工業株式会社", "初回訪問")],
+    }, owner="佐藤")
+    report = merge([a], master, S, today=TODAY)
+
+    custs = _by_name(master)
+    assert sorted(r["customer_id"] for r in custs.values()) == ["C-000001", "C-000002"]
+    assert custs["株式会社青空商事"]["owner"] == "佐藤"  # blank 担当営業 = the workbook's owner
+    acts = records(master, "activities")
+    by_content = {r["content"]: r for r in acts.values()}
+    assert by_content["見積の相談"]["customer"] == custs["株式会社青空商事"]["customer_id"]
+    assert by_content["初回訪問"]["customer"] == custs["緑山工業株式会社"]["customer_id"]
+    assert sorted(acts) == ["A-000001", "A-000002"]
+    assert _counts(report, "a.xlsx") == {"rows_read": 2, "new": 2, "updated": 0, "unchanged": 0, "linked": 0,
+                                         "rejected": 0}
+    assert report.records_created == {"customers": 2, "activities": 2}
+    # The workbook is the view of the database, with every review sheet, and reads back as a team file.
+    wb = read_workbook(master, S)
+    assert sorted(wb.sheets["customers"].frame["customer_id"]) == ["C-000001", "C-000002"]
+    assert wb.meta.workbook_id.startswith("master:")
+    import openpyxl
+
+    names = openpyxl.load_workbook(master, read_only=True).sheetnames
+    for sheet in ("重複候補", "競合", "削除候補", "変更履歴", "取込ログ"):
+        assert sheet in names
+    log = sheet_rows(master, "取込ログ")
+    assert {(r["シート"], r["読込"], r["新規"]) for r in log} >= {("顧客", 2, 2), ("活動履歴", 2, 2)}
+    hist = sheet_rows(master, "変更履歴")
+    assert sum(1 for h in hist if h["種別"] == "新規") == 4
+
+
+def test_merging_the_same_inputs_again_changes_nothing(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "team" / "a.xlsx", {
+        "customers": [customer("株式会社青空商事", email="info@aozora.co.jp"), customer("山本 太郎", kind="individual")],
+        "activities": [activity("株式会社青空商事", "電話で相談"), activity("山本 太郎", "来店")],
+        "todos": [{"due": date(2024, 6, 10), "customer": "山本 太郎", "content": "カタログ送付"}],
+    })
+    b = book(tmp_path / "team" / "b.xlsx", {
+        "customers": [customer("(株)青空商事", email="info@aozora.co.jp", phone="03-2222-3333")],
+        "deals": [{"customer": "(株)青空商事", "title": "複合機リース", "phase": "proposal",
+                   "expected_close": date(2024, 7, 1)}],
+    }, owner="鈴木")
+    merge([a, b], master, S, today=TODAY)
+    before = dump(master)
+    n_hist = len(history(master))
+    again = merge([a, b], master, S, today=TODAY)
+    assert dump(master) == before
+    assert len(history(master)) == n_hist
+    assert again.history_rows == 0 and again.records_created == {}
+    for f in again.files:
+        assert f.total("new") == f.total("updated") == f.total("linked") == 0
+        assert f.total("unchanged") == f.total("rows_read")
+
+
+def test_certain_duplicate_is_linked_and_its_rows_follow(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事", email="info@aozora.co.jp")]})
+    merge([a], master, S, today=TODAY)
+    b = book(tmp_path / "b.xlsx", {
+        "customers": [customer("(株)青空商事", email="INFO@aozora.co.jp", phone="03-2222-3333",
+                               industry="wholesale")],
+        "activities": [activity("(株)青空商事", "新製品の案内")],
+    }, owner="鈴木")
+    report = merge([b], master, S, today=TODAY)
+    custs = records(master)
+    assert list(custs) == ["C-000001"]
+    assert custs["C-000001"]["phone"] == "03-2222-3333"  # an empty field filled by the legacy row
+    assert _counts(report, "b.xlsx")["linked"] == 1
+    acts = records(master, "activities")
+    assert [a["customer"] for a in acts.values()] == ["C-000001"]
+    link = [h for h in history(master) if h["how"] == "link"]
+    assert link and link[0]["record_id"] == "C-000001" and "メールアドレス" in link[0]["new"]
+    assert link[0]["who"] == "鈴木" and link[0]["source_file"] == "b.xlsx"
+    # Another spelling of the same name or e-mail is not worth a decision; the master keeps its own.
+    assert custs["C-000001"]["name"] == "株式会社青空商事"
+    assert custs["C-000001"]["email"] == "info@aozora.co.jp"
+    # An empty field is filled (業種 was blank in the master).
+    assert custs["C-000001"]["industry"] == "wholesale"
+    assert sheet_rows(master, "競合") == []
+    # A different value for a filled field is a conflict, not an overwrite.
+    c = book(tmp_path / "c.xlsx", {"customers": [customer("青空商事株式会社", email="info@aozora.co.jp",
+                                                          industry="retail")]}, owner="高橋")
+    merge([c], master, S, today=TODAY)
+    conflicts = sheet_rows(master, "競合")
+    assert [(c["項目"], c["マスタの値"], c["候補1"], c["候補1 入力者"]) for c in conflicts] == [
+        ("業種", "卸売業", "小売業", "高橋")]
+
+
+def test_probable_duplicate_waits_for_a_person_then_merges_on_decision(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {
+        "customers": [customer("株式会社山田製作所", kana="ヤマダセイサクショ", prefecture="東京都",
+                               address="千代田区丸の内1-2-3", phone="03-1234-5678", dm_consent="yes",
+                               email="info@yamada.co.jp")],
+        "activities": [activity("株式会社山田製作所", "定期訪問")],
+    })
+    b = book(tmp_path / "b.xlsx", {
+        "customers": [customer("(株)山田製作所", kana="ヤマダセイサクショ", prefecture="東京都",
+                               address="千代田区丸の内1-2-3", phone="03-9999-0000", dm_consent="no",
+                               fax="03-1234-5679")],
+        "activities": [activity("(株)山田製作所", "クレーム対応", type="complaint", category="product",
+                                response="交換品を発送")],
+    }, owner="鈴木")
+    report = merge([a, b], master, S, today=TODAY)
+    assert len(records(master)) == 2  # never merged silently
+    assert report.duplicates_new == 1
+    pairs = sheet_rows(master, "重複候補")
+    assert len(pairs) == 1 and {pairs[0]["ID (A)"], pairs[0]["ID (B)"]} == {"C-000001", "C-000002"}
+    assert "住所" in pairs[0]["根拠"]
+
+    edit_cells(master, "重複候補", {"候補番号": pairs[0]["候補番号"]}, {"判断": "統合"})
+    rep = resolve(master, S)
+    assert rep.merged == 1
+    active = records(master)
+    assert list(active) == ["C-000001"]  # the older ID survives
+    survivor = active["C-000001"]
+    assert survivor["phone"] == "03-1234-5678"
+    assert survivor["fax"] == "03-1234-5679"  # empty field filled from the other record
+    assert "03-9999-0000" in survivor["notes"]  # the other phone number is kept
+    assert survivor["dm_consent"] == "no"  # 不可 wins
+    gone = records(master, active_only=False)["C-000002"]
+    assert gone["_state"] == "merged" and gone["_merged_into"] == "C-000001"
+    assert {a["customer"] for a in records(master, "activities").values()} == {"C-000001"}
+    assert sheet_rows(master, "重複候補") == []
+    assert any(h["how"] == "decision" and h["record_id"] == "C-000002" for h in history(master))
+    # The merged customer's old ID still works for a workbook that has it.
+    c = book(tmp_path / "c.xlsx", {"customers": [customer("(株)山田製作所", customer_id="C-000002",
+                                                          kana="ヤマダセイサクショ")],
+                                   "activities": [activity("C-000002", "電話フォロー")]}, owner="鈴木")
+    merge([c], master, S, today=TODAY)
+    assert {a["customer"] for a in records(master, "activities").values()} == {"C-000001"}
+
+
+def test_dm_consent_combination_is_strictest() -> None:
+    assert combine_dm("yes", "no") == "no"
+    assert combine_dm("unknown", "no") == "no"
+    assert combine_dm("unknown", "yes") == "yes"
+    assert combine_dm(None, "unknown") == "unknown"
+
+
+# --- three-way merge and conflicts --------------------------------------------------------------------
+
+def _seed(tmp_path: Path, master: Path) -> Path:
+    """A master with two customers owned by 佐藤, and 佐藤's distributed workbook."""
+    seed = book(tmp_path / "seed" / "seed.xlsx", {
+        "customers": [customer("株式会社青空商事", email="info@aozora.co.jp", phone="03-1111-2222"),
+                      customer("緑山工業株式会社", email="sales@midori.co.jp")],
+        "activities": [activity("株式会社青空商事", "初回訪問")],
+    }, owner="佐藤")
+    merge([seed], master, S, today=TODAY)
+    out = distribute(master, tmp_path / "out", S)
+    assert [p.name for p in out] == ["佐藤.xlsx"]
+    return out[0]
+
+
+def test_distributed_workbook_changes_apply_three_way(tmp_path: Path, master: Path) -> None:
+    wb = _seed(tmp_path, master)
+    assert edit_cells(wb, "顧客", {"顧客名": "株式会社青空商事"}, {"電話番号": "03-1111-9999", "ステータス": "取引中"}) == 1
+    report = merge([wb], master, S, today=TODAY)
+    c = _by_name(master)["株式会社青空商事"]
+    assert c["phone"] == "03-1111-9999" and c["status"] == "active"
+    assert c["updated_at"] == TODAY.isoformat()
+    assert _counts(report, "佐藤.xlsx") == {"rows_read": 2, "new": 0, "updated": 1, "unchanged": 1, "linked": 0,
+                                          "rejected": 0}
+    edits = [h for h in history(master) if h["how"] == "edit"]
+    assert {(h["field"], h["old"], h["new"], h["who"]) for h in edits} == {
+        ("phone", "03-1111-2222", "03-1111-9999", "佐藤"), ("status", "prospect", "active", "佐藤")}
+    # Unchanged fields of a workbook do not overwrite a newer master value (three-way, not two-way).
+    other = book(tmp_path / "legacy.xlsx", {"customers": [customer("緑山工業株式会社", email="sales@midori.co.jp",
+                                                                   phone="045-000-1111")]}, owner="鈴木")
+    merge([other], master, S, today=TODAY)
+    assert _by_name(master)["緑山工業株式会社"]["phone"] == "045-000-1111"
+    merge([wb], master, S, today=TODAY)  # 佐藤's workbook still has the phone blank: not a change by 佐藤
+    assert _by_name(master)["緑山工業株式会社"]["phone"] == "045-000-1111"
+
+
+def test_two_people_changing_one_field_is_a_conflict_until_decided(tmp_path: Path, master: Path) -> None:
+    wb = _seed(tmp_path, master)
+    edit_cells(wb, "顧客", {"顧客名": "株式会社青空商事"}, {"電話番号": "03-1111-9999"})
+    legacy = book(tmp_path / "suzuki.xlsx", {"customers": [
+        customer("株式会社青空商事", email="info@aozora.co.jp", phone="03-5555-6666")]}, owner="鈴木")
+    report = merge([wb, legacy], master, S, today=TODAY)
+    assert _by_name(master)["株式会社青空商事"]["phone"] == "03-1111-2222"  # master keeps its value
+    assert report.conflicts_new == 1
+    rows = sheet_rows(master, "競合")
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["マスタの値"] == "03-1111-2222" and row["項目"] == "電話番号"
+    offered = {(row["候補1"], row["候補1 入力者"]), (row["候補2"], row["候補2 入力者"])}
+    assert offered == {("03-1111-9999", "佐藤"), ("03-5555-6666", "鈴木")}
+    # Merging the same files again does not duplicate the conflict.
+    merge([wb, legacy], master, S, today=TODAY)
+    assert len(sheet_rows(master, "競合")) == 1
+    pick = "候補1" if row["候補1"] == "03-5555-6666" else "候補2"
+    edit_cells(master, "競合", {"競合番号": row["競合番号"]}, {"採用": pick})
+    merge([wb, legacy], master, S, today=TODAY)  # decisions are applied at the start of a merge
+    assert _by_name(master)["株式会社青空商事"]["phone"] == "03-5555-6666"
+    assert sheet_rows(master, "競合") == []
+    decided = [h for h in history(master) if h["how"] == "decision"]
+    assert [(h["field"], h["old"], h["new"]) for h in decided] == [("phone", "03-1111-2222", "03-5555-6666")]
+
+
+def test_conflict_value_typed_by_the_admin_is_checked_and_applied(tmp_path: Path, master: Path) -> None:
+    wb = _seed(tmp_path, master)
+    edit_cells(wb, "顧客", {"顧客名": "株式会社青空商事"}, {"電話番号": "03-1111-9999"})
+    legacy = book(tmp_path / "suzuki.xlsx", {"customers": [
+        customer("株式会社青空商事", email="info@aozora.co.jp", phone="03-5555-6666")]}, owner="鈴木")
+    merge([wb, legacy], master, S, today=TODAY)
+    cid = sheet_rows(master, "競合")[0]["競合番号"]
+    edit_cells(master, "競合", {"競合番号": cid}, {"採用する値（直接入力）": "not a phone"})
+    rep = resolve(master, S)
+    assert rep.conflicts_resolved == 0 and any("not a valid" in w for w in rep.warnings)
+    edit_cells(master, "競合", {"競合番号": cid}, {"採用する値（直接入力）": "０３（７７７７）８８８８"})
+    rep = resolve(master, S)
+    assert rep.conflicts_resolved == 1
+    assert _by_name(master)["株式会社青空商事"]["phone"] == "03-7777-8888"
+
+
+def test_legacy_file_fills_empty_fields_and_conflicts_on_filled_ones(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事", email="info@aozora.co.jp",
+                                                          industry="retail")]})
+    merge([a], master, S, today=TODAY)
+    legacy = book(tmp_path / "old" / "顧客一覧.xlsx", {"customers": [
+        customer("株式会社青空商事", email="info@aozora.co.jp", phone="03-2222-3333", industry="wholesale")]},
+        owner="佐藤")
+    report = merge([legacy], master, S, today=TODAY)
+    c = records(master)["C-000001"]
+    assert c["phone"] == "03-2222-3333"
+    assert c["industry"] == "retail"
+    conflicts = db.conflicts(connect(master))
+    assert [(x["field"], x["master_value"], [v["value"] for v in x["values"]]) for x in conflicts] == [
+        ("industry", "retail", ["wholesale"])]
+    assert _counts(report, "顧客一覧.xlsx")["linked"] == 1  # matched by e-mail: linked, not new
+
+
+def test_admin_edit_in_master_is_picked_up_three_way(tmp_path: Path, master: Path) -> None:
+    wb = _seed(tmp_path, master)
+    assert edit_cells(master, "顧客", {"顧客名": "緑山工業株式会社"}, {"備考": "=HYPERLINK(\"x\")"}) == 1
+    report = merge([wb], master, S, today=TODAY)
+    c = _by_name(master)["緑山工業株式会社"]
+    assert c["notes"] == '=HYPERLINK("x")'  # text, stored as typed
+    assert any(h["how"] == "edit" and h["who"] == "管理者" and h["field"] == "notes" for h in history(master))
+    assert report.files[0].file == str(master) and report.files[0].total("updated") == 1
+    # Written back as text, never as a formula.
+    import openpyxl
+
+    ws = openpyxl.load_workbook(master)["顧客"]
+    cells = [c for row in ws.iter_rows() for c in row if c.value == '=HYPERLINK("x")']
+    assert cells and all(c.data_type == "s" for c in cells)
+    # The admin and a staff member changing the same field differently: a conflict.
+    edit_cells(master, "顧客", {"顧客名": "株式会社青空商事"}, {"電話番号": "03-3333-0001"})
+    edit_cells(wb, "顧客", {"顧客名": "株式会社青空商事"}, {"電話番号": "03-3333-0002"})
+    merge([wb], master, S, today=TODAY)
+    assert _by_name(master)["株式会社青空商事"]["phone"] == "03-1111-2222"
+    row = sheet_rows(master, "競合")[0]
+    assert {row["候補1 入力者"], row["候補2 入力者"]} == {"管理者", "佐藤"}
+
+
+# --- rejected and deleted rows ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "worker-process"])
+def test_invalid_rows_are_rejected_into_an_error_workbook_and_the_rest_merges(
+        tmp_path: Path, master: Path, background: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if background:  # large files get their error workbook from a worker process; make this one "large"
+        import xlcrm.merge
+
+        monkeypatch.setattr(xlcrm.merge, "BACKGROUND_ANNOTATE_ROWS", 0)
+    a = book(tmp_path / "a.xlsx", {
+        "customers": [customer("株式会社青空商事"), customer("緑山工業株式会社", phone="312345678")],
+        "activities": [activity("株式会社青空商事", "初回訪問"), activity("緑山工業株式会社", "見積提出")],
+    })
+    report = merge([a], master, S, today=TODAY)
+    assert list(_by_name(master)) == ["株式会社青空商事"]
+    assert _counts(report, "a.xlsx") == {"rows_read": 2, "new": 1, "updated": 0, "unchanged": 0, "linked": 0,
+                                         "rejected": 1}
+    # The activity of the rejected customer cannot be attached: rejected too, with its own message.
+    assert _counts(report, "a.xlsx", "activities")["rejected"] == 1
+    f = report.files[0]
+    assert f.status == "errors" and f.error_workbook
+    err = Path(f.error_workbook)
+    assert err.exists() and err.parent.parent.name == "errors"
+    findings = sheet_rows(err, "エラー一覧")
+    cells = {(r["シート"], r["セル"]) for r in findings}
+    phone_letter = chr(ord("A") + S.entity("customers").keys.index("phone"))
+    assert ("顧客", f"{phone_letter}3") in cells  # the phone cell of row 3
+    assert any(r["シート"] == "活動履歴" and "顧客の行にエラー" in r["メッセージ"] for r in findings)
+    log = {r["シート"]: r for r in sheet_rows(master, "取込ログ")}
+    assert log["顧客"]["却下"] == 1 and log["顧客"]["エラーブック"] == str(err)
+
+
+def test_strict_rejects_the_whole_file(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事"),
+                                                 customer("緑山工業株式会社", phone="312345678")]})
+    ok = book(tmp_path / "ok.xlsx", {"customers": [customer("白浜物産株式会社")]}, owner="鈴木")
+    report = merge([a, ok], master, S, strict=True, today=TODAY)
+    assert list(_by_name(master)) == ["白浜物産株式会社"]
+    assert _counts(report, "a.xlsx")["rejected"] == 2
+    assert next(f for f in report.files if f.file.endswith("a.xlsx")).status == "rejected"
+
+
+def test_unknown_id_is_rejected_not_invented(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事", customer_id="C-000042")]})
+    report = merge([a], master, S, today=TODAY)
+    assert records(master) == {}
+    assert _counts(report, "a.xlsx")["rejected"] == 1
+    assert "C-000042" in json.dumps(report.to_json(), ensure_ascii=False) or report.files[0].error_workbook
+
+
+def test_row_deleted_from_a_workbook_is_listed_not_deleted(tmp_path: Path, master: Path) -> None:
+    wb = _seed(tmp_path, master)
+    assert delete_rows(wb, "顧客", {"顧客名": "緑山工業株式会社"}) == 1
+    report = merge([wb], master, S, today=TODAY)
+    assert report.deletions_new == 1
+    assert "緑山工業株式会社" in _by_name(master)  # still there
+    listed = sheet_rows(master, "削除候補")
+    assert [(r["ID"], r["名称"], r["入力者"]) for r in listed] == [("C-000002", "緑山工業株式会社", "佐藤")]
+    # Merging again does not list it twice; deciding 削除 marks it deleted (kept in the database).
+    merge([wb], master, S, today=TODAY)
+    assert len(sheet_rows(master, "削除候補")) == 1
+    edit_cells(master, "削除候補", {"ID": "C-000002"}, {"判断": "削除"})
+    rep = resolve(master, S)
+    assert rep.deleted == 1
+    assert "緑山工業株式会社" not in _by_name(master)
+    assert records(master, active_only=False)["C-000002"]["_state"] == "deleted"
+    assert sheet_rows(master, "削除候補") == []
+    assert "C-000002" not in {r["顧客ID"] for r in sheet_rows(master, "顧客")}
+
+
+def test_keep_decision_closes_the_deletion_question(tmp_path: Path, master: Path) -> None:
+    wb = _seed(tmp_path, master)
+    delete_rows(wb, "活動履歴", {"内容": "初回訪問"})
+    merge([wb], master, S, today=TODAY)
+    listed = sheet_rows(master, "削除候補")
+    assert [r["シート"] for r in listed] == ["活動履歴"]
+    edit_cells(master, "削除候補", {"番号": listed[0]["番号"]}, {"判断": "残す"})
+    rep = resolve(master, S)
+    assert rep.kept == 1 and len(records(master, "activities")) == 1
+    assert sheet_rows(master, "削除候補") == []
+
+
+# --- safety -------------------------------------------------------------------------------------------
+
+def test_refuses_while_the_master_is_open_in_excel(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事")]})
+    merge([a], master, S, today=TODAY)
+    before = master.read_bytes()
+    (master.parent / "~$master.xlsx").write_bytes(b"owner")
+    with pytest.raises(LockedError, match="open in Excel"):
+        merge([a], master, S, today=TODAY)
+    assert master.read_bytes() == before
+    # The CLI says it in one line with exit code 2.
+    from xlcrm.cli import _register, app
+
+    _register()
+    result = CliRunner().invoke(app, ["merge", str(a), "--master", str(master)])
+    assert result.exit_code != 0
+
+
+def test_refuses_while_another_merge_holds_the_lock(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事")]})
+    lock = master.parent / ".master.xlsx.lock"
+    import socket
+
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": "merge",
+                                "started": "2024-06-01T10:00:00"}))
+    with pytest.raises(LockedError, match="another xlcrm command"):
+        merge([a], master, S, today=TODAY)
+    assert not master.exists()
+    # A lock left by a process that no longer exists is stale and taken over.
+    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))
+    merge([a], master, S, today=TODAY)
+    assert master.exists() and not lock.exists()
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事"),
+                                                 customer("緑山工業株式会社", phone="312345678")]})
+    report = merge([a], master, S, dry_run=True, today=TODAY)
+    assert report.records_created == {"customers": 1}
+    assert sorted(p.name for p in master.parent.iterdir()) == []
+    merge([a], master, S, today=TODAY)
+    before = dump(master)
+    b = book(tmp_path / "b.xlsx", {"customers": [customer("白浜物産株式会社")]})
+    stat = master.stat().st_mtime_ns
+    merge([b], master, S, dry_run=True, today=TODAY)
+    assert dump(master) == before and master.stat().st_mtime_ns == stat
+
+
+def test_backups_keep_the_last_ten(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事")]})
+    for _ in range(12):
+        merge([a], master, S, today=TODAY)
+    backups = sorted((master.parent / "backups").iterdir())
+    assert len([p for p in backups if p.suffix == ".db"]) == 10
+    assert len([p for p in backups if p.suffix == ".xlsx"]) == 10
+    conn = sqlite3.connect([p for p in backups if p.suffix == ".db"][-1])
+    assert conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] == 1
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions as non-root")
+def test_read_only_folder_refuses_and_leaves_the_master(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事")]})
+    merge([a], master, S, today=TODAY)
+    before = (master.read_bytes(), dump(master))
+    b = book(tmp_path / "b.xlsx", {"customers": [customer("白浜物産株式会社")]})
+    os.chmod(master.parent, 0o555)
+    try:
+        with pytest.raises(XlcrmError):
+            merge([b], master, S, today=TODAY)
+    finally:
+        os.chmod(master.parent, 0o755)
+    assert (master.read_bytes(), dump(master)) == before
+
+
+def test_export_master_rebuilds_a_lost_workbook(tmp_path: Path, master: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事")],
+                                   "activities": [activity("株式会社青空商事", "初回訪問")]})
+    merge([a], master, S, today=TODAY)
+    master.unlink()
+    from xlcrm.masterbook import export_master
+
+    export_master(master, S)
+    wb = read_workbook(master, S)
+    assert list(wb.sheets["customers"].frame["customer_id"]) == ["C-000001"]
+    assert list(wb.sheets["activities"].frame["customer"]) == ["C-000001"]
+    again = merge([a], master, S, today=TODAY)
+    assert again.history_rows == 0
+
+
+def test_stale_master_workbook_is_not_read_for_edits(tmp_path: Path, master: Path) -> None:
+    """A crash after the commit leaves an older workbook: its content must not undo newer changes."""
+    wb = _seed(tmp_path, master)
+    old = master.read_bytes()
+    edit_cells(wb, "顧客", {"顧客名": "株式会社青空商事"}, {"電話番号": "03-1111-9999"})
+    merge([wb], master, S, today=TODAY)
+    master.write_bytes(old)  # as if the new workbook never replaced the old one
+    report = merge([wb], master, S, today=TODAY)
+    assert _by_name(master)["株式会社青空商事"]["phone"] == "03-1111-9999"
+    assert any("older than master.db" in w for w in report.warnings)
+    assert read_workbook(master, S).meta.workbook_id.endswith(":" + db.get_meta(connect(master),
+                                                                                 "master_generation"))

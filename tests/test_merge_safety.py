@@ -1,0 +1,91 @@
+"""Killing a merge at any moment leaves the old or the new master, never a broken one.
+
+A real process is killed (SIGKILL, no clean-up code runs) at several moments of a real merge; after
+each kill the database must pass SQLite's integrity check and hold either nothing or the complete
+result, the workbook must be readable, and finishing the merge afterwards must give exactly the master
+an uninterrupted merge gives.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from merge_fixtures import dump
+
+from xlcrm.merge import merge
+from xlcrm.reader import read_workbook
+from xlcrm.schema import DEFAULT_SCHEMA as S
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from make_data import make_team
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    folder = tmp_path_factory.mktemp("team")
+    make_team(folder, 2, 1500, 4000)
+    return folder
+
+
+def _customers(db_file: Path) -> int | None:
+    if not db_file.exists():
+        return None
+    conn = sqlite3.connect(db_file)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        has = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'customers'").fetchone()
+        return conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] if has else 0
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
+def test_kill_at_any_moment_leaves_old_or_new_master(team: Path, tmp_path: Path) -> None:
+    ref = tmp_path / "ref" / "master.xlsx"
+    ref.parent.mkdir()
+    t0 = time.perf_counter()
+    merge([team], ref, S)
+    full = time.perf_counter() - t0
+    expected = dump(ref)
+    n_final = len(expected["customers"])
+    assert n_final > 1000
+
+    work = tmp_path / "work" / "master.xlsx"
+    work.parent.mkdir()
+    code = textwrap.dedent(f"""
+        from pathlib import Path
+        from xlcrm.merge import merge
+        from xlcrm.schema import DEFAULT_SCHEMA
+        merge([Path({str(team)!r})], Path({str(work)!r}), DEFAULT_SCHEMA)
+    """)
+    # Kill points spread over the whole run, including late ones (writing the workbook, committing).
+    for fraction in (0.15, 0.4, 0.6, 0.75, 0.85, 0.95):
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path)
+        time.sleep(full * fraction + 0.3)  # + interpreter start-up
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        n = _customers(work.with_suffix(".db"))
+        print(f"killed at {fraction}: db customers {n}, workbook {work.exists()}")
+        assert n in (None, 0, n_final), f"killed at {fraction}: {n} customers is neither old nor new"
+        if work.exists():
+            wb = read_workbook(work, S)  # never a broken workbook
+            assert len(wb.sheets["customers"].frame) in (0, n_final)
+        assert not any(p.suffix == ".xlsx" and p.name.startswith(".") for p in work.parent.iterdir())
+        if n == n_final:
+            break
+    merge([team], work, S)  # finishing (or re-running) the merge after the kills
+    assert dump(work) == expected
+    assert len(read_workbook(work, S).sheets["customers"].frame) == n_final

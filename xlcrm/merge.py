@@ -1,0 +1,1111 @@
+"""Merge the team's workbooks into the master: identity, duplicates, three-way field merge, history.
+
+The master's system of record is the SQLite database beside ``master.xlsx`` (see :mod:`xlcrm.db`); a
+merge is one transaction, after which the workbook is regenerated from the database
+(:mod:`xlcrm.masterbook`).  What a merge does, and why:
+
+**Identity.**  A row with an xlcrm ID updates that record (a record merged into another forwards to
+its survivor).  A row without an ID is recognised, in this order, as the record it created last time
+(``origins``: the same content from the same workbook), as an existing activity/deal/contact/TODO by
+the entity's natural key (so re-merging an activity never duplicates it), or as a customer the master
+or another input already has: :mod:`xlcrm.match` decides; a *certain* match links the row to that
+customer, a *probable* one creates a new customer and queues the pair on 重複候補 for a person.
+Otherwise a new ID.  Contacts, activities, deals and TODOs follow their customer's resolved ID.
+
+**Three-way field merge.**  Every workbook has a *base*: what ``distribute`` handed it, or what it
+held when it was last merged.  A field counts as changed by that person only where the row differs
+from its base.  Without a base (a legacy spreadsheet, the first time) the row is compared with the
+master: a value fills an empty field, a different value for a filled field is a conflict.  All
+proposals for a field are collected over every input first and judged against the master as it was
+*before* this merge, so the result does not depend on the order of the inputs: one proposal (or
+several agreeing) is applied; disagreeing proposals, or a proposal against a master value that
+changed since the base, become a 競合 and the master keeps its value until a person decides.  The
+admin's own edits in ``master.xlsx`` are one more input whose base is the database (what was written).
+
+**Nothing is lost.**  Every input row ends in exactly one of new / updated / unchanged / linked /
+rejected, counted per file and sheet (取込ログ).  ``updated`` means the row changed the master or
+raised a conflict.  Invalid rows are rejected into an annotated error workbook per file while the
+valid rows still merge (``strict`` rejects the whole file).  A row that disappeared from a workbook
+(in its base, missing now) is listed on 削除候補, never deleted.  Merging the same inputs again
+changes nothing: after a merge each workbook's base is what it sent, so nothing differs any more.
+
+**Speed.**  Per row the work is dict look-ups and tuple comparisons; values are converted to their
+stored form column by column (unique values once) and written with ``executemany``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+from xlcrm import db
+from xlcrm.errors import XlcrmError
+from xlcrm.schema import OWNER_DEFAULTED, Entity, Lang, Schema
+
+#: The five outcomes of an input row; they add up to the rows read.
+OUTCOMES = ("new", "updated", "unchanged", "linked", "rejected")
+#: Source key of the master workbook itself when the admin edited it.
+MASTER_SOURCE = "master"
+
+#: progress(stage, done, total): the CLI turns it into a rich progress bar.
+Progress = Callable[[str, int, int], None]
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+@dataclass
+class SheetCounts:
+    rows_read: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    linked: int = 0
+    rejected: int = 0
+    #: Informational: fields of this sheet's rows that went to 競合 (those rows count as updated).
+    conflicts: int = 0
+
+    def add(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+    @property
+    def accounted(self) -> int:
+        return self.new + self.updated + self.unchanged + self.linked + self.rejected
+
+
+@dataclass
+class FileReport:
+    file: str
+    owner: str
+    #: ok / errors (some rows rejected) / rejected (--strict) / unreadable
+    status: str
+    sheets: dict[str, SheetCounts] = field(default_factory=dict)
+    error_workbook: str | None = None
+    message: str = ""
+
+    def total(self, outcome: str) -> int:
+        return sum(getattr(c, outcome) for c in self.sheets.values())
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["counts"] = {k: self.total(k) for k in ("rows_read", *OUTCOMES)}
+        return d
+
+
+@dataclass
+class MergeReport:
+    master: str
+    dry_run: bool
+    run_id: int | None = None
+    files: list[FileReport] = field(default_factory=list)
+    history_rows: int = 0
+    records_created: dict[str, int] = field(default_factory=dict)
+    duplicates_new: int = 0
+    duplicates_pending: int = 0
+    conflicts_new: int = 0
+    conflicts_pending: int = 0
+    deletions_new: int = 0
+    deletions_pending: int = 0
+    decisions_applied: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    #: Wall seconds per stage (validate, master_workbook_read, merge, error_workbooks, search_index,
+    #: write_master): where the time goes, for the benchmark and for an admin wondering.
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["files"] = [f.to_json() for f in self.files]
+        return d
+
+
+# --- stored form of the inputs ----------------------------------------------------------------------
+
+_TEXT_TYPES = frozenset({"text", "name", "kana", "phone", "postal", "email", "url", "corporate_number",
+                         "choice", "ref", "id"})
+
+
+def _column_values(col: Any, values: list[Any]) -> list[Any]:
+    """Normalised frame values -> stored form, converting each distinct value once."""
+    if col.type in _TEXT_TYPES:
+        return [v if type(v) is str and v else (None if v is None or v != v or v == "" else db.to_db(col, v))
+                for v in values]
+    cache: dict[Any, Any] = {}
+    out = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            hit = cache.get(v, cache)
+        except TypeError:  # an unhashable value: convert it on its own
+            out.append(db.to_db(col, v))
+            continue
+        if hit is cache:
+            hit = cache[v] = db.to_db(col, v)
+        out.append(hit)
+    return out
+
+
+def _fingerprint(entity_key: str, values: Sequence[Any], positions: Sequence[int]) -> str:
+    """Content hash of a row's present fields: the same row from the same workbook, recognised."""
+    text = repr((entity_key, tuple(values[i] for i in positions)))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+
+@dataclass
+class Source:
+    """One input workbook after validation, with what merge needs to know about it."""
+
+    path: Path
+    result: Any  # validate.ValidationResult
+    key: str  # workbook id, or a file key for legacy workbooks without one
+    who: str
+    at: str  # when the file was saved (ISO), shown with its competing values on 競合
+    lang: Lang
+    strict_rejected: bool = False
+    is_master: bool = False
+    report: FileReport | None = None
+    #: The master workbook's base: the active records as written, per entity (taken before decisions).
+    written: dict[str, dict[str, tuple[Any, ...]]] | None = None
+    #: Rows rejected during the merge for reasons only the master knows (the error workbook is redone).
+    late_findings: bool = False
+    rows: int = 0
+    sheets: dict[str, _SheetRows] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class _SheetRows:
+    """One sheet of one input in the stored form, column by column (no DataFrames kept around)."""
+
+    rows: list[int]  # Excel row numbers
+    cols: list[list[Any]]  # per entity column (``entity.keys`` order), stored form
+    present: list[int]  # positions of the columns the sheet has (not id, not system): what it may change
+    blank_raw: dict[int, list[bool]]  # columns validate filled with a default: was the cell blank?
+    cust_rows: list[Any] | None  # the referenced customer's row in the same workbook
+
+
+def compact(result: Any, schema: Schema) -> dict[str, _SheetRows]:
+    """Turn a validation result's frames into :class:`_SheetRows` and drop the frames.
+
+    Done file by file right after validation, so the merge never holds every file's raw and
+    normalised DataFrames at once (the peak memory of a 400,000-row merge).
+    """
+    out: dict[str, _SheetRows] = {}
+    for entity in schema:
+        frame = result.frames[entity.key]
+        sheet = result.workbook.sheets[entity.key]
+        keys = entity.keys
+        idc = entity.id_column.key
+        present = [i for i, k in enumerate(keys) if k in sheet.letters and not entity.columns[i].system
+                   and k != idc]
+        cols = [_column_values(entity.columns[i], frame[keys[i]].tolist()) for i in range(len(keys))]
+        defaulted = {i for i, c in enumerate(entity.columns) if c.default is not None}
+        owner_key = OWNER_DEFAULTED.get(entity.key)
+        if owner_key in keys:
+            defaulted.add(keys.index(owner_key))
+        raw = sheet.frame
+        blank_raw = {i: raw[keys[i]].isna().tolist() for i in defaulted if keys[i] in raw.columns}
+        cust_rows = frame["_customer_row"].tolist() if "_customer_row" in frame else None
+        out[entity.key] = _SheetRows([int(r) for r in frame.index], cols, present, blank_raw, cust_rows)
+        result.frames[entity.key] = frame.iloc[0:0]
+        sheet.frame = raw.iloc[0:0]
+    return out
+
+
+def source_key(path: Path, workbook_id: str) -> str:
+    """A workbook's identity across merges: its id, or for a legacy file its folder and file name."""
+    if workbook_id:
+        return workbook_id
+    return f"file:{path.parent.name}/{path.name}"
+
+
+# --- the merge pass ---------------------------------------------------------------------------------
+
+@dataclass
+class _Proposal:
+    value: Any
+    contested: bool
+    source: Source
+    row: int
+
+
+class Merger:
+    """One merge run over an open transaction: call :meth:`run` with the validated sources."""
+
+    def __init__(self, conn: sqlite3.Connection, schema: Schema, *, run_id: int, now: dt.datetime,
+                 today: dt.date, lang: Lang = "ja", progress: Progress | None = None) -> None:
+        self.conn = conn
+        self.schema = schema
+        self.run_id = run_id
+        self.at = now.isoformat(timespec="seconds")
+        self.today = today.isoformat()
+        self.lang = lang
+        self.progress = progress
+        self.history: list[tuple[Any, ...]] = []
+        self.history_rows = 0
+        self.created: dict[str, int] = {}
+        self.duplicates_new = 0
+        self.conflicts_new = 0
+        self.deletions_new = 0
+        self.warnings: list[str] = []
+        #: (source index, customers row) -> resolved customer id, for the children's references.
+        self.customer_of_row: dict[tuple[int, int], str] = {}
+        self._matcher: Any = None
+        self._pending_conflicts = db.pending_conflict_ids(conn)
+
+    # -- helpers --
+
+    def _flush_history(self) -> None:
+        if self.history:
+            db.add_history(self.conn, self.history)
+            self.history_rows += len(self.history)
+            self.history.clear()
+
+    def _hist(self, entity: Entity, rid: str, fld: str | None, old: Any, new: Any, src: Source | None,
+              how: str) -> None:
+        self.history.append((self.run_id, self.at, entity.key, rid, fld, old, new,
+                             src.name if src else None, src.who if src else None, how))
+
+    def _matcher_index(self, recs: dict[str, tuple[Any, ...]], states: dict[str, tuple[str, str | None]],
+                       entity: Entity) -> Any:
+        """The duplicate index over every active customer, built only when a row needs it."""
+        if self._matcher is None:
+            from xlcrm.match import MatchIndex
+
+            index = MatchIndex(self.schema, self.lang)
+            keys = entity.keys
+            index.add_many((rid, dict(zip(keys, vals, strict=True))) for rid, vals in recs.items()
+                           if rid not in states)
+            self._matcher = index
+        return self._matcher
+
+    # -- the run --
+
+    def run(self, sources: Sequence[Source]) -> None:
+        for entity in self.schema:
+            self._entity_pass(entity, sources)
+            self._flush_history()
+            self._matcher = None  # only customers are matched; free the index before the big sheets
+
+    def _entity_pass(self, entity: Entity, sources: Sequence[Source]) -> None:
+        conn, ekey = self.conn, entity.key
+        keys = entity.keys
+        ncols = len(keys)
+        idc = entity.id_column.key
+        pos = {k: i for i, k in enumerate(keys)}
+        ref = entity.ref_column
+        ref_i = pos[ref.key] if ref is not None else None
+        updated_i = pos.get("updated_at")
+
+        same = Equivalence(entity)
+        recs = db.load_records(conn, entity)  # the master before this merge
+        states = db.load_states(conn, entity)
+        cust_states = states if ekey == "customers" else db.load_states(conn, self.schema.entity("customers"))
+        known_customers: set[str] | None = None
+        if ref is not None:
+            known_customers = db.record_ids(conn, self.schema.entity("customers")) \
+                if ekey != "customers" else None
+        created: dict[str, list[Any]] = {}
+        created_src: dict[str, str] = {}
+        next_no = db.first_free_number(conn, entity)
+        natural = entity.natural_key
+        nat_pos = [pos[k] for k in natural] if natural else []
+        natidx: dict[tuple[Any, ...], str] = {}
+        if nat_pos:
+            for rid, vals in recs.items():
+                if rid not in states:
+                    natidx.setdefault(tuple(vals[i] for i in nat_pos), rid)
+        proposals: dict[tuple[str, int], list[_Proposal]] = {}
+        is_customers = ekey == "customers"
+
+        def survivor(rid: str, st: dict[str, tuple[str, str | None]]) -> tuple[str, str]:
+            """Follow merged records to the one that absorbed them; returns (id, state)."""
+            seen = set()
+            while rid in st and st[rid][0] == "merged" and st[rid][1] and rid not in seen:
+                seen.add(rid)
+                rid = st[rid][1]  # type: ignore[assignment]
+            return rid, st[rid][0] if rid in st else "active"
+
+        total_rows = sum(len(s.sheets[ekey].rows) for s in sources)
+        done = 0
+        for si, src in enumerate(sources):
+            res = src.result
+            data = src.sheets[ekey]
+            report = src.report
+            assert report is not None
+            counts = report.sheets.setdefault(ekey, SheetCounts())
+            n = len(data.rows)
+            counts.rows_read += n
+            present = data.present
+            cols = data.cols
+            blank_raw = data.blank_raw
+            cust_rows = data.cust_rows
+            rows_idx = data.rows
+            errors = res.error_rows.get(ekey, set())
+            base = (src.written or {}).get(ekey, {}) if src.is_master else db.load_base(conn, entity, src.key)
+            origins = self._origins.get(src.key, {}) if not src.is_master else {}
+            new_origins: list[tuple[str, str, str]] = []
+            seen: set[str] = set()
+            base_rows: dict[str, tuple[Any, ...]] = {}
+            unidentified_rejects = False
+            pick = itemgetter(*present) if present else (lambda _row: ())
+            for j, (row, tup) in enumerate(zip(rows_idx, zip(*cols, strict=True), strict=True)):
+                vals = list(tup)
+                given_id = vals[pos[idc]]
+                if src.strict_rejected or row in errors:
+                    counts.add("rejected")
+                    if given_id:
+                        seen.add(given_id)
+                    else:
+                        unidentified_rejects = True
+                    continue
+                # The customer this row belongs to (children).
+                if ref_i is not None and not is_customers:
+                    crow = cust_rows[j] if cust_rows is not None else None
+                    cid = None
+                    if crow is not None and crow == crow:
+                        cid = self.customer_of_row.get((si, int(crow)))
+                        if cid is None and not vals[ref_i]:
+                            self._reject(src, entity, row, ref.key, vals[ref_i], "ref.rejected_customer")
+                            counts.add("rejected")
+                            unidentified_rejects = unidentified_rejects or not given_id
+                            if given_id:
+                                seen.add(given_id)
+                            continue
+                    if cid is None and vals[ref_i]:
+                        cid, cstate = survivor(vals[ref_i], cust_states)
+                        if cid not in (known_customers or ()) or cstate != "active":
+                            self._reject(src, entity, row, ref.key, vals[ref_i], "ref.unknown_master")
+                            counts.add("rejected")
+                            unidentified_rejects = unidentified_rejects or not given_id
+                            if given_id:
+                                seen.add(given_id)
+                            continue
+                    vals[ref_i] = cid
+                if updated_i is not None:
+                    vals[updated_i] = None
+                # Which record is this row?
+                target: str | None = None
+                how = "new"
+                base_key: str | None = None
+                fp = None
+                if given_id:
+                    if given_id not in recs and given_id not in created:
+                        self._reject(src, entity, row, idc, given_id, "id.unknown")
+                        counts.add("rejected")
+                        continue
+                    target, state = survivor(given_id, states)
+                    if state != "active":
+                        self._reject(src, entity, row, idc, given_id, "id.deleted")
+                        counts.add("rejected")
+                        seen.add(given_id)
+                        continue
+                    how, base_key = "id", given_id
+                else:
+                    fp = _fingerprint(ekey, vals, present)
+                    hit = origins.get((ekey, fp))
+                    if hit is not None and (hit in recs or hit in created):
+                        t, state = survivor(hit, states)
+                        if state == "active":
+                            target, how = t, "origin"
+                    if target is None and nat_pos:
+                        nk = tuple(vals[i] for i in nat_pos)
+                        if all(v is not None for k, v in zip(natural, nk, strict=True)
+                               if ref is None or k != ref.key):
+                            hit = natidx.get(nk)
+                            if hit is not None:
+                                target, how = hit, "natural"
+                    matches: list[Any] = []
+                    if target is None and is_customers:
+                        index = self._matcher_index(recs, states, entity)
+                        matches = index.find(dict(zip(keys, vals, strict=True)))
+                        certain = [m for m in matches if m.kind == "certain"]
+                        if certain:
+                            best = certain[0]
+                            target, how = best.other_id, "link"
+                            self._hist(entity, target, None, None, "; ".join(best.evidence), src, "link")
+                    if target is None:
+                        # A new record.
+                        rid = db.format_id(entity, next_no)
+                        next_no += 1
+                        vals[pos[idc]] = rid
+                        if updated_i is not None:
+                            vals[updated_i] = self.today
+                        created[rid] = vals
+                        created_src[rid] = src.name
+                        self._hist(entity, rid, None, None, None, src, "new")
+                        if nat_pos:
+                            natidx.setdefault(tuple(vals[i] for i in nat_pos), rid)
+                        if is_customers:
+                            index = self._matcher_index(recs, states, entity)
+                            for m in matches:
+                                if m.kind == "probable" and db.add_duplicate(
+                                        conn, ekey, rid, m.other_id, score=m.score, kind=m.kind,
+                                        evidence=m.evidence, run_id=self.run_id):
+                                    self.duplicates_new += 1
+                            index.add(rid, dict(zip(keys, vals, strict=True)))
+                            self.customer_of_row[(si, row)] = rid
+                        new_origins.append((ekey, fp, rid))
+                        base_rows[rid] = tuple(vals)
+                        seen.add(rid)
+                        counts.add("new")
+                        continue
+                    base_key = target
+                    new_origins.append((ekey, fp, target))
+                assert target is not None and base_key is not None
+                if is_customers:
+                    self.customer_of_row[(si, row)] = target
+                seen.add(base_key)
+                # Field proposals against the master before this merge (or this run's new record).
+                master_vals = created.get(target) or recs[target]
+                b = base.get(base_key)
+                proposes = False
+                blanks = blank_raw
+                # Fast path (most rows of a re-merge): nothing differs from the base.
+                if b is None or pick(vals) != pick(b):
+                    for i in present:
+                        v = vals[i]
+                        m = master_vals[i]
+                        if b is not None:
+                            bv = b[i]
+                            if v in (bv, m):
+                                continue
+                            contested = m != bv
+                        else:
+                            if v is None or v == m or (i in blanks and blanks[i][j]):
+                                continue
+                            contested = m is not None
+                        if contested and same(i, v, m):
+                            continue  # only spelled differently ((株) / 株式会社, e-mail case): no conflict
+                        proposals.setdefault((target, i), []).append(_Proposal(v, contested, src, row))
+                        proposes = True
+                row_vals = list(vals)
+                row_vals[pos[idc]] = base_key
+                base_rows[base_key] = tuple(row_vals)
+                outcome = "linked" if how == "link" else "updated" if proposes else "unchanged"
+                counts.add(outcome)
+            done += n
+            # The rows are in the master now: free them.
+            src.sheets[ekey] = _SheetRows([], [[] for _ in range(ncols)], present, {}, None)
+            del cols
+            if self.progress:
+                self.progress(f"{entity.label(self.lang)}", done, total_rows)
+            if not src.strict_rejected:
+                if not src.is_master:
+                    old = base
+                    changed = [r for k, r in base_rows.items() if old.get(k) != r]
+                    gone = self._deletions(entity, src, si, seen, has_unidentified=unidentified_rejects,
+                                           base=base)
+                    db.save_base(conn, entity, src.key, changed, drop=gone)
+                    db.save_origins(conn, src.key, new_origins, self.run_id)
+                else:
+                    self._deletions(entity, src, si, seen, has_unidentified=unidentified_rejects, base=base)
+
+        # New records, then the judged proposals.
+        if created:
+            db.insert_records_from(conn, entity, ((tuple(v), created_src[rid]) for rid, v in created.items()),
+                                   run_id=self.run_id)
+            self.created[ekey] = len(created)
+        db.set_first_free_number(conn, entity, next_no)
+        self._judge(entity, recs, created, proposals, updated_i, same)
+
+    def _judge(self, entity: Entity, recs: dict[str, tuple[Any, ...]], created: dict[str, list[Any]],
+               proposals: dict[tuple[str, int], list[_Proposal]], updated_i: int | None,
+               same: Equivalence) -> None:
+        """Apply agreeing proposals; turn disagreeing or contested ones into conflicts."""
+        keys = entity.keys
+        changes: list[tuple[str, str, Any]] = []
+        touched: set[str] = set()
+        conflict_values: list[tuple[int, Any, str, str, str, int]] = []
+        for (rid, i), props in sorted(proposals.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            fld = keys[i]
+            current = created[rid][i] if rid in created else recs[rid][i]
+            distinct = {same.key(i, p.value) for p in props}
+            pending = self._pending_conflicts.get((entity.key, rid, fld))
+            if len(distinct) == 1 and not any(p.contested for p in props) and pending is None:
+                p = props[0]
+                if rid in created:
+                    created[rid][i] = p.value  # already inserted: update below like any other
+                changes.append((rid, fld, p.value))
+                touched.add(rid)
+                self._hist(entity, rid, fld, current, p.value, p.source, "edit")
+                continue
+            if pending is None:
+                pending = db.add_conflict(self.conn, entity.key, rid, fld, current, run_id=self.run_id)
+                self._pending_conflicts[(entity.key, rid, fld)] = pending
+                self.conflicts_new += 1
+            for p in props:
+                conflict_values.append((pending, p.value, p.source.who, p.source.name, p.source.at, self.run_id))
+                counts = p.source.report.sheets[entity.key] if p.source.report else None
+                if counts is not None:
+                    counts.conflicts += 1
+        if changes:
+            db.update_fields(self.conn, entity, changes, run_id=self.run_id)
+        if updated_i is not None and touched:
+            db.update_fields(self.conn, entity, ((rid, keys[updated_i], self.today) for rid in touched),
+                             run_id=self.run_id)
+        if conflict_values:
+            db.add_conflict_values(self.conn, conflict_values)
+
+    def _deletions(self, entity: Entity, src: Source, si: int, seen: set[str], *, has_unidentified: bool,
+                   base: dict[str, tuple[Any, ...]] | None = None) -> list[str]:
+        """Records in the workbook's base that no row of it names any more: listed, never deleted."""
+        if base is None:
+            base = db.load_base(self.conn, entity, src.key) if not src.is_master else {}
+        returned = [k for k in seen if k in base]
+        if returned:
+            db.withdraw_deletions(self.conn, entity.key, src.key, returned)
+        if has_unidentified:
+            # A rejected row without an ID may be one of the base's records: do not call it deleted.
+            return []
+        gone = [k for k in base if k not in seen]
+        for rid in gone:
+            if db.add_deletion(self.conn, entity.key, rid, src.key, src.name, src.who, self.run_id):
+                self.deletions_new += 1
+        return gone
+
+    def _reject(self, src: Source, entity: Entity, row: int, key: str, value: Any, code: str) -> None:
+        """A row only the master can judge (an unknown ID): rejected with a finding of its own."""
+        add_finding(src.result, entity, row, key, value, code)
+        if not code.startswith("ref.rejected"):
+            src.late_findings = True
+
+    @property
+    def _origins(self) -> dict[str, dict[tuple[str, str], str]]:
+        cache = self.__dict__.setdefault("_origin_cache", {})
+        return cache
+
+    def load_origins(self, sources: Iterable[Source]) -> None:
+        for s in sources:
+            if not s.is_master and s.key not in self._origins:
+                self._origins[s.key] = db.load_origins(self.conn, s.key)
+
+
+def add_finding(result: Any, entity: Entity, row: int, key: str, value: Any, code: str) -> None:
+    """Add an error finding (validate's format) for a row merge must reject, so it shows in the error
+    workbook with its message like any validation error."""
+    from xlcrm.validate import ERROR, Finding
+
+    sheet = result.workbook.sheets[entity.key]
+    col = entity.column(key)
+    lang = result.workbook.lang
+    cell = sheet.cell(key, row) if key in sheet.letters else ""
+    result.findings.append(Finding(str(result.path), sheet.sheet_name, cell, row, col.label(lang), key, entity.key,
+                                   value, code, ERROR, merge_message(code, lang, value=value)))
+    result.error_rows.setdefault(entity.key, set()).add(row)
+
+
+def cascade_rejections(result: Any, schema: Schema) -> None:
+    """Rows whose customer is a rejected row of the same workbook (and has no ID) cannot be attached.
+
+    Decided right after validation, from the workbook alone, so the error workbook can be written
+    while the merge runs.
+    """
+    bad = result.error_rows.get("customers", set())
+    if not bad:
+        return
+    for entity in schema:
+        ref = entity.ref_column
+        if entity.key == "customers" or ref is None:
+            continue
+        frame = result.frames[entity.key]
+        if "_customer_row" not in frame or frame.empty:
+            continue
+        errors = result.error_rows.setdefault(entity.key, set())
+        for row, crow, cid in zip(frame.index, frame["_customer_row"], frame[ref.key], strict=True):
+            if crow is None or crow != crow or int(crow) not in bad or int(row) in errors:
+                continue
+            if cid is None or cid != cid:
+                raw = result.workbook.sheets[entity.key].frame
+                value = raw.at[row, ref.key] if ref.key in raw.columns else None
+                add_finding(result, entity, int(row), ref.key, value, "ref.rejected_customer")
+
+
+class Equivalence:
+    """Values of a column that differ only in spelling: ``(株)青空`` / ``株式会社青空``, e-mail case,
+    phone hyphens, width and kana.  A value that is the same in substance as the master's is not a
+    conflict (a legacy import would otherwise ask about every legal-form spelling); a deliberate
+    respelling in a workbook with a base is still applied when nobody else changed the field.
+    """
+
+    def __init__(self, entity: Entity) -> None:
+        from xlcrm import normalize as nz
+
+        def fold_email(v: Any) -> str:
+            return str(v).casefold()
+
+        fns: list[Callable[[Any], Any] | None] = []
+        for c in entity.columns:
+            if entity.key == "customers" and c.key == "name":
+                fns.append(nz.company_key)
+            elif c.type == "email":
+                fns.append(fold_email)
+            elif c.type == "phone":
+                fns.append(nz.phone_digits)
+            elif c.type in ("name", "kana", "text", "url"):
+                fns.append(nz.fold_search)
+            else:
+                fns.append(None)
+        self.fns = fns
+
+    def key(self, i: int, v: Any) -> Any:
+        fn = self.fns[i]
+        if v is None or fn is None:
+            return (type(v).__name__, v)
+        k = fn(v)
+        return ("~", k) if k else (type(v).__name__, v)
+
+    def __call__(self, i: int, a: Any, b: Any) -> bool:
+        if a is None or b is None:
+            return a is b
+        return self.key(i, a) == self.key(i, b)
+
+
+_MERGE_MESSAGES: dict[str, tuple[str, str]] = {
+    "id.unknown": ("ID {value} はマスタにありません。新しい行ならIDを空欄にしてください。",
+                   "ID {value} is not in the master; leave the ID blank for a new row."),
+    "id.deleted": ("ID {value} はマスタで削除済みです。この行を削除するか管理者に確認してください。",
+                   "ID {value} was deleted in the master; remove the row or ask the admin."),
+    "ref.unknown_master": ("顧客 {value} はマスタにありません（統合・削除された可能性があります）。"
+                           "最新のブックを管理者から受け取ってください。",
+                           "Customer {value} is not in the master (merged or deleted?); ask the admin "
+                           "for a fresh workbook."),
+    "ref.rejected_customer": ("この行の顧客の行にエラーがあるため取り込めません。顧客の行を直してください。",
+                              "This row's customer row has errors, so it was not merged; fix that row."),
+}
+
+
+def merge_message(code: str, lang: Lang, **kw: Any) -> str:
+    ja, en = _MERGE_MESSAGES[code]
+    return (ja if lang == "ja" else en).format(**kw)
+
+
+# --- the command --------------------------------------------------------------------------------------
+
+def _file_time(path: Path) -> str:
+    try:
+        return dt.datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds")
+    except OSError:
+        return ""
+
+
+def _sort_key(path: Path) -> tuple[str, str]:
+    return (path.name, str(path.resolve()))
+
+
+def master_lang(schema: Schema) -> Lang:
+    lang = str(schema.settings.get("master_lang", "ja")) if schema.settings else "ja"
+    return "en" if lang == "en" else "ja"
+
+
+def collect_inputs(inputs: Sequence[str | Path], master: Path) -> list[Path]:
+    """Expand folders, drop the master itself, its backups and error workbooks; a stable order."""
+    from xlcrm.validate import expand_inputs
+
+    master_r = master.resolve()
+    skip_dirs = {(master.parent / "backups").resolve(), (master.parent / ERRORS_DIR).resolve()}
+    out: list[Path] = []
+    for p in expand_inputs(inputs):
+        r = p.resolve()
+        if r == master_r or any(d == r.parent or d in r.parents for d in skip_dirs):
+            continue
+        if p.name.startswith("~$"):
+            continue
+        out.append(p)
+    seen: set[Path] = set()
+    unique = []
+    for p in sorted(out, key=_sort_key):
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+#: Folder beside the master for the annotated copies of files with rejected rows.
+ERRORS_DIR = "errors"
+
+
+def merge(inputs: Sequence[str | Path], master: str | Path, schema: Schema, *, dry_run: bool = False,
+          strict: bool = False, today: dt.date | None = None, progress: Progress | None = None,
+          now: dt.datetime | None = None) -> MergeReport:
+    """Merge team workbooks (files or folders) into ``master``; see the module docstring."""
+    master = Path(master)
+    paths = collect_inputs(inputs, master)
+    if not paths:
+        raise XlcrmError("no team workbooks to merge; give .xlsx files or folders holding them")
+    report, _ = run(paths, master, schema, command="merge", dry_run=dry_run, strict=strict, today=today,
+                    progress=progress, now=now)
+    return report
+
+
+def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dry_run: bool = False,
+        strict: bool = False, today: dt.date | None = None, progress: Progress | None = None,
+        now: dt.datetime | None = None) -> tuple[MergeReport, Any]:
+    """One locked, backed-up, all-or-nothing run: decisions, the admin's edits, then ``paths``.
+
+    ``xlcrm resolve`` is this with no team workbooks.  Returns the merge report and the decisions'
+    :class:`xlcrm.resolve.ResolveReport` (None when the workbook held none).
+    """
+    from xlcrm import backup, lock, masterbook
+    from xlcrm.resolve import apply_decisions
+
+    started = time.perf_counter()
+    if master.suffix.lower() != ".xlsx":
+        raise XlcrmError("the master must be an .xlsx path (its database sits beside it as .db)",
+                         path=str(master))
+    now = now or dt.datetime.now().replace(microsecond=0)
+    today = today or now.date()
+    lang = master_lang(schema)
+    report = MergeReport(master=str(master), dry_run=dry_run)
+    decided = None
+    db_path = db.db_path_for(master)
+
+    ctx = lock.master_lock(master, command) if not dry_run else _nullcontext()
+    with ctx:
+        if not dry_run:
+            lock.refuse_if_open_in_excel(master)
+        clock = _Clock(report.timings)
+        workers = _Workers(None if dry_run else master.parent / ERRORS_DIR / now.strftime("%Y%m%d-%H%M%S"))
+        try:
+            sources = _validate_sources(paths, schema, strict=strict, today=today, progress=progress,
+                                        report=report, workers=workers)
+        except BaseException:
+            workers.close()
+            raise
+        clock.lap("validate")
+        if dry_run:
+            conn = _dry_run_connection(db_path)
+        else:
+            conn = db.connect(db_path, create=True)
+            if db_path.exists() and db_path.stat().st_size > 0:
+                backup.take_backup(master, conn)
+            elif master.exists():
+                backup.take_backup(master, None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                db.create_tables(conn, schema)
+                run_id = db.start_run(conn, f"{command} --dry-run" if dry_run else command,
+                                      [str(p) for p in paths], now.isoformat(timespec="seconds"))
+                report.run_id = run_id
+                history_before = db.history_count(conn)
+                clock.lap("backup")
+                state = masterbook.read_master_state(master, conn, schema, today=today)
+                clock.lap("master_workbook_read")
+                report.warnings.extend(state.warnings)
+                # What the workbook showed, before decisions change the database: the admin's base.
+                written = ({e.key: db.load_records(conn, e, active_only=True) for e in schema}
+                           if state.edits is not None else None)
+                if state.decisions:
+                    decided = apply_decisions(conn, schema, state.decisions, run_id=run_id, now=now, lang=lang)
+                    report.decisions_applied = decided.applied
+                    report.warnings.extend(decided.warnings)
+                if state.edits is not None:
+                    who = _admin_name(lang)
+                    fr = FileReport(str(master), who, state.edits.status)
+                    sources.insert(0, Source(master, state.edits, MASTER_SOURCE, who, _file_time(master),
+                                             lang, is_master=True, report=fr, written=written,
+                                             sheets=compact(state.edits, schema)))
+                    report.files.insert(0, fr)
+                merger = Merger(conn, schema, run_id=run_id, now=now, today=today, lang=lang,
+                                progress=progress)
+                merger.load_origins(sources)
+                for s in sources:
+                    if not s.is_master:
+                        db.register_workbook(conn, s.key, kind=_workbook_kind(conn, s.key), owner=s.who,
+                                             lang=s.lang, created=s.result.workbook.meta.created or None,
+                                             path=str(s.path), run_id=run_id)
+                        db.mark_workbook_merged(conn, s.key, run_id)
+                merger.run(sources)
+                clock.lap("merge")
+                report.records_created = dict(merger.created)
+                report.duplicates_new = merger.duplicates_new
+                report.conflicts_new = merger.conflicts_new
+                report.deletions_new = merger.deletions_new
+                report.warnings.extend(merger.warnings)
+                workers.finish(sources, report)
+                clock.lap("error_workbooks")
+                _import_log(conn, sources, report, run_id)
+                _search_index(conn, schema)
+                clock.lap("search_index")
+                report.duplicates_pending = len(db.duplicates(conn))
+                report.conflicts_pending = len(db.conflicts(conn))
+                report.deletions_pending = len(db.deletions(conn))
+                report.history_rows = db.history_count(conn) - history_before
+                db.finish_run(conn, run_id, dt.datetime.now().isoformat(timespec="seconds"))
+                if dry_run:
+                    conn.execute("ROLLBACK")
+                else:
+                    masterbook.write_and_commit(conn, master, schema, lang=lang, progress=progress)
+                    clock.lap("write_master")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+            workers.close()
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report, decided
+
+
+class _Clock:
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.into[name] = round(self.into.get(name, 0.0) + now - self.t, 3)
+        self.t = now
+
+
+def _admin_name(lang: Lang) -> str:
+    return "管理者" if lang == "ja" else "admin"
+
+
+def _workbook_kind(conn: sqlite3.Connection, key: str) -> str:
+    """A workbook distribute made keeps its kind; anything else is a source the team brought."""
+    return db.workbook_kind(conn, key) or "source"
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _dry_run_connection(db_path: Path) -> sqlite3.Connection:
+    """A private copy of the master database (or an empty one): a dry run never touches the real file."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    if db_path.exists():
+        src = db.connect(db_path)
+        try:
+            src.backup(conn)
+        finally:
+            src.close()
+    return conn
+
+
+def _validate_job(path: Path, schema: Schema, today: dt.date) -> tuple[Any, Any]:
+    """Validate one workbook and reduce it to what merge needs: (result without frames, sheets).
+
+    Runs in a worker process for large inputs; returns ``(None, message)`` for an unreadable file.
+    """
+    from xlcrm.errors import UnreadableWorkbook
+    from xlcrm.validate import validate_workbook
+
+    try:
+        result = validate_workbook(path, schema, today=today)
+    except UnreadableWorkbook as exc:
+        return None, str(exc)
+    cascade_rejections(result, schema)
+    return result, compact(result, schema)
+
+
+def _validate_sources(paths: Sequence[Path], schema: Schema, *, strict: bool, today: dt.date,
+                      progress: Progress | None, report: MergeReport,
+                      workers: _Workers | None = None) -> list[Source]:
+    """Validate every input (in worker processes when they are large) and make them merge sources."""
+    outcomes: list[tuple[Any, Any]] = []
+    futures = None
+    if workers is not None and workers.parallel(paths):
+        futures = workers.map_validate(paths, schema, today)
+    for n, path in enumerate(paths):
+        if progress:
+            progress("validate", n, len(paths))
+        if futures is not None:
+            try:
+                outcomes.append(futures[n].result())
+                continue
+            except Exception:  # a broken worker: validate here instead
+                futures = None
+        outcomes.append(_validate_job(path, schema, today))
+
+    sources: list[Source] = []
+    keys: dict[str, int] = {}
+    for path, (result, extra) in zip(paths, outcomes, strict=True):
+        if result is None:
+            report.files.append(FileReport(str(path), "", "unreadable", message=extra))
+            continue
+        meta = result.workbook.meta
+        key = source_key(path, meta.workbook_id)
+        if key in keys:
+            # Two copies of one workbook (or two legacy files with the same folder and name).
+            keys[key] += 1
+            report.warnings.append(f"{path}: same workbook id as another input ({key}); merged as a "
+                                   "separate copy — its rows are compared with the master, not a base")
+            key = f"{key}#{keys[key]}"
+        keys[key] = keys.get(key, 1)
+        who = meta.owner or path.stem
+        strict_rejected = strict and not result.ok
+        fr = FileReport(str(path), who, "rejected" if strict_rejected else result.status)
+        if strict_rejected:
+            fr.message = ("--strict: the whole file was rejected because of its errors"
+                          if meta.lang == "en" else "--strict: エラーがあるためファイル全体を取り込みませんでした")
+        report.files.append(fr)
+        sheets: dict[str, _SheetRows] = extra
+        src = Source(path, result, key, who, _file_time(path), meta.lang, strict_rejected, False, fr,
+                     rows=sum(len(d.rows) for d in sheets.values()), sheets=sheets)
+        sources.append(src)
+        if workers is not None and workers.annotate and (strict_rejected or any(result.error_rows.values())):
+            workers.submit_annotate(src)
+    if progress:
+        progress("validate", len(paths), len(paths))
+    return sources
+
+
+#: Inputs at least this large (bytes, all files together) are validated in worker processes.
+PARALLEL_BYTES = 2_000_000
+#: Above this many rows in a file with errors its error workbook is written by a worker process while
+#: the merge runs: annotating a large workbook (openpyxl load + save) takes seconds per file.
+BACKGROUND_ANNOTATE_ROWS = 5_000
+
+
+def _annotate_job(result: Any, out: Path) -> str:
+    from xlcrm.validate import annotate
+
+    return str(annotate(result, out))
+
+
+def _slim(result: Any) -> Any:
+    """What annotate needs (path, language, findings) without the sheets, to send to a worker."""
+    from xlcrm.reader import TeamWorkbook
+    from xlcrm.validate import ValidationResult
+
+    wb = result.workbook
+    return ValidationResult(TeamWorkbook(wb.path, wb.meta, {}), result.schema, {}, list(result.findings), {})
+
+
+class _Workers:
+    """Worker processes (2 at most: the target is a small office PC) for validation and error workbooks.
+
+    Validation of large inputs is spread over them; each input's error workbook (validate's annotated
+    copy, an openpyxl load + save taking seconds for a large file) is written by them while the main
+    process merges.  Small inputs are handled inline: a process costs more than it saves there.
+    """
+
+    def __init__(self, out_dir: Path | None, background_rows: int | None = None) -> None:
+        self.out_dir = out_dir
+        self.annotate = out_dir is not None
+        self.background_rows = BACKGROUND_ANNOTATE_ROWS if background_rows is None else background_rows
+        self.pool: Any = None
+        self.jobs: dict[int, tuple[Source, Any]] = {}
+
+    def _pool(self) -> Any:
+        if self.pool is None:
+            import concurrent.futures
+            import multiprocessing
+            import sys
+
+            # fork on Linux: no re-import of __main__ (which may be a script or stdin); the children
+            # never touch the database connection they inherit.
+            ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            self.pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=max(1, min(2, os.cpu_count() or 1)), mp_context=ctx)
+        return self.pool
+
+    def parallel(self, paths: Sequence[Path]) -> bool:
+        if len(paths) < 2:
+            return False
+        try:
+            return sum(p.stat().st_size for p in paths) >= PARALLEL_BYTES
+        except OSError:
+            return False
+
+    def map_validate(self, paths: Sequence[Path], schema: Schema, today: dt.date) -> list[Any] | None:
+        try:
+            pool = self._pool()
+            return [pool.submit(_validate_job, p, schema, today) for p in paths]
+        except Exception:
+            return None
+
+    def out(self, src: Source) -> Path:
+        assert self.out_dir is not None
+        return self.out_dir / f"{src.path.stem}.errors.xlsx"
+
+    def submit_annotate(self, src: Source) -> None:
+        if src.rows < self.background_rows:
+            return  # small: written inline at the end, cheaper than a process
+        try:
+            self.jobs[id(src)] = (src, self._pool().submit(_annotate_job, _slim(src.result), self.out(src)))
+        except Exception:  # no worker processes here: the file is annotated inline at the end
+            self.jobs.pop(id(src), None)
+
+    def finish(self, sources: Sequence[Source], report: MergeReport) -> None:
+        """Wait for the error workbooks (writing the small ones and re-writing late ones here)."""
+        from xlcrm.validate import annotate
+
+        try:
+            for s in sources:
+                fr = s.report
+                if fr is None or s.is_master or fr.total("rejected") == 0:
+                    continue
+                if fr.status == "ok":
+                    fr.status = "errors"
+                if not self.annotate:
+                    continue
+                job = self.jobs.get(id(s))
+                try:
+                    done = False
+                    if job is not None:
+                        try:
+                            job[1].result()  # wait; a late finding means writing it again below
+                            done = True
+                        except (XlcrmError, OSError):
+                            raise
+                        except Exception:  # a broken worker: write it here instead
+                            done = False
+                    if not done or s.late_findings:
+                        annotate(s.result, self.out(s))
+                except (XlcrmError, OSError) as exc:
+                    report.warnings.append(f"{s.path}: could not write the error workbook ({exc})")
+                    continue
+                fr.error_workbook = str(self.out(s))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def _import_log(conn: sqlite3.Connection, sources: Sequence[Source], report: MergeReport,
+                run_id: int) -> None:
+    rows: list[tuple[Any, ...]] = [(run_id, f.file, "", f.status, 0, 0, 0, 0, 0, 0, 0, None, f.message)
+                                   for f in report.files if f.status == "unreadable"]
+    for s in sources:
+        fr = s.report
+        if fr is None:
+            continue
+        for ekey, c in fr.sheets.items():
+            rows.append((run_id, fr.file, ekey, fr.status, c.rows_read, c.new, c.updated, c.unchanged, c.linked,
+                         c.rejected, c.conflicts, fr.error_workbook, fr.message))
+    db.add_import_log(conn, rows)
+
+
+def _search_index(conn: sqlite3.Connection, schema: Schema) -> None:
+    try:
+        from xlcrm.search import build_index
+    except ImportError:  # pragma: no cover - search ships with xlcrm; tolerate a partial checkout
+        return
+    build_index(conn, schema)
+
