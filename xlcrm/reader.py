@@ -18,6 +18,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -144,11 +145,16 @@ def _parse(path: Path, data: bytes, archive: zipfile.ZipFile, schema: Schema, ma
         meta = WorkbookMeta(lang="ja" if ja_hits * 2 >= len(found) else "en")
 
     sheet_paths = _sheet_xml_paths(archive)
-    sheets: dict[str, SheetData] = {}
-    for entity in schema:
-        name = found[entity.key]
-        sheets[entity.key] = _read_sheet(book, name, entity, path, max_rows, archive,
-                                         sheet_paths.get(name))
+    # The formula scan inflates each sheet's XML again; zlib releases the GIL, so it runs on the
+    # second core while calamine (which holds the GIL) parses the sheets.  Each scan gets its own
+    # ZipFile over the same bytes: a ZipFile is not safe to share between threads.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        scans = {e.key: pool.submit(_formulas_in, data, sheet_paths.get(found[e.key])) for e in schema}
+        sheets: dict[str, SheetData] = {}
+        for entity in schema:
+            sheets[entity.key] = _read_sheet(book, found[entity.key], entity, path, max_rows)
+        for key, scan in scans.items():
+            sheets[key].formulas = scan.result()
     return TeamWorkbook(path, meta, sheets, warnings)
 
 
@@ -276,6 +282,10 @@ def _sheet_xml_paths(archive: zipfile.ZipFile) -> dict[str, str]:
     return out
 
 
+def _formulas_in(data: bytes, member: str | None) -> dict[str, str]:
+    return _formulas(zipfile.ZipFile(io.BytesIO(data)), member)
+
+
 def _formulas(archive: zipfile.ZipFile, member: str | None) -> dict[str, str]:
     """Cells that hold a formula. One byte scan; parse only when the sheet has any formula at all."""
     if not member:
@@ -299,7 +309,7 @@ def _formulas(archive: zipfile.ZipFile, member: str | None) -> dict[str, str]:
 
 
 def _read_sheet(book: python_calamine.CalamineWorkbook, name: str, entity: Entity, path: Path,
-                max_rows: int, archive: zipfile.ZipFile, member: str | None) -> SheetData:
+                max_rows: int) -> SheetData:
     sheet = book.get_sheet_by_name(name)
     # calamine's `end` is the last used (row, col), 0-based; total_height is one short of the row count.
     last_row = sheet.end[0] + 1 if sheet.end else 0
@@ -359,8 +369,7 @@ def _read_sheet(book: python_calamine.CalamineWorkbook, name: str, entity: Entit
     frame = pd.DataFrame({key: kept[:, j] for key, j in positions.items()},
                          index=pd.Index(index, name="row", dtype="int64"), dtype=object)
     letters = {key: column_letter(start_col + j) for key, j in positions.items()}
-    formulas = _formulas(archive, member)
-    return SheetData(entity, name, frame, letters, header_row, extra, formulas)
+    return SheetData(entity, name, frame, letters, header_row, extra)
 
 
 def _find_header(rows: list[list[Any]], lookup: Mapping[str, str]) -> int | None:

@@ -279,6 +279,8 @@ class _SheetCtx:
     lang: Lang
     findings: list[Finding]
     error_rows: set[int]
+    #: Per-workbook work shared between sheets (customer look-ups, company keys).
+    shared: dict[str, Any] = field(default_factory=dict)
 
     def add(self, col: Column | None, row: int, value: Any, rule: str, severity: str, text: str,
             cell: str | None = None) -> None:
@@ -509,6 +511,53 @@ def _resolve_refs(ctx: _SheetCtx, df: pd.DataFrame, schema: Schema,
     lang = ctx.lang
     cust_entity = schema.entity("customers")
     id_key = cust_entity.id_column.key
+    if "customer_index" not in ctx.shared:
+        ctx.shared["customer_index"] = _customer_index(customers, id_key, ctx.shared)
+    by_id, by_name, id_of_row, closest = ctx.shared["customer_index"]
+    hints_left = [50]
+    id_parse = _id_parser(cust_entity.id_prefix)
+    sheet = ctx.wb.sheets["customers"].sheet_name
+
+    # Resolved once per distinct reference: a 300k-row activity sheet names ~100k customers.
+    def resolve(value: str) -> tuple[int | None, str | None, str]:
+        hits = by_name.get(value, [])
+        if len(hits) == 1:  # the common case first: a name typed or picked from the dropdown
+            return hits[0], None, ""
+        as_id, problem = id_parse(value)
+        if as_id is not None and problem is None:
+            target = by_id.get(as_id)
+            if target is None:
+                return None, "ref.unknown", message("ref.unknown", lang, value=value, sheet=sheet, hint="")
+            return target, None, ""
+        if len(hits) > 1:
+            return None, "ref.ambiguous", message("ref.ambiguous", lang, value=value, count=len(hits),
+                                                  rows=", ".join(f"{sheet}!{r}" for r in hits[:5]))
+        # A "did you mean" costs a scan of every name; a sheet with hundreds of unknown references
+        # has a bigger problem than spelling, so only the first few get one.
+        hints_left[0] -= 1
+        close = closest(value) if hints_left[0] >= 0 else None
+        hint = _hint("did_you_mean", lang, close) if close else ""
+        return None, "ref.unknown", message("ref.unknown", lang, value=value, sheet=sheet, hint=hint)
+
+    values = df[ref.key]
+    present = values.notna()
+    resolved = {v: resolve(v) for v in pd.unique(values[present].to_numpy())}
+    targets = {v: r[0] for v, r in resolved.items()}
+    bad = {v for v, r in resolved.items() if r[1] is not None}
+    if bad:
+        for row, value in values[values.isin(bad)].items():
+            _target, rule, text = resolved[value]
+            ctx.add(ref, int(row), value, rule, ERROR, text)  # type: ignore[arg-type]
+    rows = [targets.get(v) if v is not None else None for v in values]
+    ids = [id_of_row.get(t) if t is not None else None for t in rows]
+    df = df.copy()
+    df[ref.key] = pd.Series(ids, index=df.index, dtype=object)
+    df["_customer_row"] = pd.Series(rows, index=df.index, dtype=object)
+    return df
+
+
+def _customer_index(customers: pd.DataFrame | None, id_key: str, shared: dict[str, Any]) -> tuple[
+        dict[str, int], dict[str, list[int]], dict[int, Any], _NameHints]:
     by_id: dict[str, int] = {}
     by_name: dict[str, list[int]] = {}
     id_of_row: dict[int, Any] = {}
@@ -519,56 +568,36 @@ def _resolve_refs(ctx: _SheetCtx, df: pd.DataFrame, schema: Schema,
                 by_id[cid] = int(row)
             if name:
                 by_name.setdefault(name, []).append(int(row))
-    names = list(by_name)
-    id_parse = _id_parser(cust_entity.id_prefix)
-    sheet = ctx.wb.sheets["customers"].sheet_name
-    ids: list[Any] = []
-    rows: list[Any] = []
-    # Resolve each distinct reference once (a 300k-row activity sheet names ~100k customers).
-    resolved: dict[str, tuple[int | None, str | None, str]] = {}  # value -> (row, rule, message)
-
-    def resolve(value: str) -> tuple[int | None, str | None, str]:
-        as_id, problem = id_parse(value)
-        if as_id is not None and problem is None:
-            target = by_id.get(as_id)
-            if target is None:
-                return None, "ref.unknown", message("ref.unknown", lang, value=value, sheet=sheet, hint="")
-            return target, None, ""
-        hits = by_name.get(value, [])
-        if len(hits) == 1:
-            return hits[0], None, ""
-        if len(hits) > 1:
-            return None, "ref.ambiguous", message("ref.ambiguous", lang, value=value, count=len(hits),
-                                                  rows=", ".join(f"{sheet}!{r}" for r in hits[:5]))
-        close = _closest(value, names)
-        hint = _hint("did_you_mean", lang, close) if close else ""
-        return None, "ref.unknown", message("ref.unknown", lang, value=value, sheet=sheet, hint=hint)
-
-    for row, value in zip(df.index, df[ref.key], strict=True):
-        if value is None:
-            ids.append(None)
-            rows.append(None)
-            continue
-        hit = resolved.get(value)
-        if hit is None:
-            hit = resolved[value] = resolve(value)
-        target, rule, text = hit
-        if rule is not None:
-            ctx.add(ref, int(row), value, rule, ERROR, text)
-        rows.append(target)
-        ids.append(id_of_row.get(target) if target is not None else None)
-    df = df.copy()
-    df[ref.key] = pd.Series(ids, index=df.index, dtype=object)
-    df["_customer_row"] = pd.Series(rows, index=df.index, dtype=object)
-    return df
+    return by_id, by_name, id_of_row, _NameHints(by_name, shared)
 
 
-def _closest(value: str, names: list[str]) -> str | None:
-    """The customer name a mistyped reference most likely meant (rapidfuzz: C speed on 100k names)."""
-    from rapidfuzz import fuzz, process
+class _NameHints:
+    """The customer name a mistyped reference most likely meant.
 
-    hit = process.extractOne(value, names, scorer=fuzz.WRatio, score_cutoff=75)
-    return hit[0] if hit else None
+    Names are compared by company key (no 株式会社/㈱, width or spaces), so the commonest slip, a name
+    typed without its legal form, is a dict look-up; rapidfuzz (C speed) handles real typos.
+    """
+
+    def __init__(self, names: Iterable[str], shared: dict[str, Any]) -> None:
+        self.names = names
+        self.shared = shared  # company keys the duplicate check already computed
+        self.by_key: dict[str, str] | None = None  # built on the first unknown reference only
+
+    def __call__(self, value: str) -> str | None:
+        from rapidfuzz import fuzz, process
+
+        if self.by_key is None:
+            self.by_key = {}
+            known: dict[Any, str] = self.shared.get("company_keys", {})
+            for name in self.names:
+                key = known.get(name)
+                self.by_key.setdefault(key if key is not None else nz.company_key(name), name)
+            self.keys = list(self.by_key)
+        key = nz.company_key(value)
+        if key in self.by_key:
+            return self.by_key[key]
+        hit = process.extractOne(key, self.keys, scorer=fuzz.ratio, score_cutoff=70)
+        return self.by_key[hit[0]] if hit else None
 
 
 def _duplicates_in_workbook(ctx: _SheetCtx, df: pd.DataFrame) -> None:
@@ -588,19 +617,24 @@ def _duplicates_in_workbook(ctx: _SheetCtx, df: pd.DataFrame) -> None:
     kinds = df["kind"] if "kind" in df else pd.Series("corporate", index=df.index)
     for key, fn in keys:
         col = entity.column(key)
-        first: dict[str, int] = {}
-        for row, v, kind in zip(df.index, df[key], kinds, strict=True):
-            if v is None or (key == "name" and kind != "corporate"):
-                continue
-            k = fn(v)
-            if not k:
-                continue
-            if k in first:
-                other = ctx.sd.cell(key, first[k]) if key in ctx.sd.letters else str(first[k])
-                ctx.add(col, int(row), v, "duplicate", WARNING,
-                        message("duplicate", ctx.lang, label=col.label(ctx.lang), other=other))
-            else:
-                first[k] = int(row)
+        values = df[key]
+        usable = values.notna() & ((kinds == "corporate") if key == "name" else True)
+        values = values[usable]
+        if values.empty:
+            continue
+        folded = {v: fn(v) for v in pd.unique(values.to_numpy())}
+        if key == "name":
+            ctx.shared["company_keys"] = folded
+        k = pd.Series([folded[v] for v in values], index=values.index, dtype=object)
+        k = k[k != ""]
+        later = k.duplicated(keep="first")
+        if not later.any():
+            continue
+        first_row = {fk: int(r) for r, fk in k[~later].items()}
+        for row, fk in k[later].items():
+            other = ctx.sd.cell(key, first_row[fk]) if key in ctx.sd.letters else str(first_row[fk])
+            ctx.add(col, int(row), df.at[row, key], "duplicate", WARNING,
+                    message("duplicate", ctx.lang, label=col.label(ctx.lang), other=other))
 
 
 # --- entry points ---------------------------------------------------------------------------------
@@ -614,9 +648,10 @@ def validate_workbook(source: str | Path | TeamWorkbook, schema: Schema, *, toda
     findings: list[Finding] = []
     frames: dict[str, pd.DataFrame] = {}
     error_rows: dict[str, set[int]] = {}
+    shared: dict[str, Any] = {}
     for entity in schema:
         sd = wb.sheets[entity.key]
-        ctx = _SheetCtx(wb, sd, lang, findings, error_rows.setdefault(entity.key, set()))
+        ctx = _SheetCtx(wb, sd, lang, findings, error_rows.setdefault(entity.key, set()), shared)
         for addr, text, close in sd.extra_headers:
             hint = _hint("rename_header", lang, close) if close else ""
             findings.append(Finding(str(wb.path), sd.sheet_name, addr, sd.header_row, text, "", entity.key,
