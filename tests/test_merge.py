@@ -318,18 +318,21 @@ def test_invalid_rows_are_rejected_into_an_error_workbook_and_the_rest_merges(
         import xlcrm.merge
 
         monkeypatch.setattr(xlcrm.merge, "BACKGROUND_ANNOTATE_ROWS", 0)
+        monkeypatch.setattr(xlcrm.merge, "PARALLEL_BYTES", 0)  # and validated there too
     a = book(tmp_path / "a.xlsx", {
         "customers": [customer("株式会社青空商事"), customer("緑山工業株式会社", phone="312345678")],
         "activities": [activity("株式会社青空商事", "初回訪問"), activity("緑山工業株式会社", "見積提出")],
     })
-    report = merge([a], master, S, today=TODAY)
-    assert list(_by_name(master)) == ["株式会社青空商事"]
+    other = book(tmp_path / "b.xlsx", {"customers": [customer("白浜物産株式会社")]}, owner="鈴木")
+    report = merge([a, other], master, S, today=TODAY)
+    assert sorted(_by_name(master)) == ["株式会社青空商事", "白浜物産株式会社"]
     assert _counts(report, "a.xlsx") == {"rows_read": 2, "new": 1, "updated": 0, "unchanged": 0, "linked": 0,
                                          "rejected": 1}
     # The activity of the rejected customer cannot be attached: rejected too, with its own message.
     assert _counts(report, "a.xlsx", "activities")["rejected"] == 1
     f = report.files[0]
     assert f.status == "errors" and f.error_workbook
+    assert report.files[1].status == "ok" and report.files[1].error_workbook is None
     err = Path(f.error_workbook)
     assert err.exists() and err.parent.parent.name == "errors"
     findings = sheet_rows(err, "エラー一覧")
@@ -337,7 +340,7 @@ def test_invalid_rows_are_rejected_into_an_error_workbook_and_the_rest_merges(
     phone_letter = chr(ord("A") + S.entity("customers").keys.index("phone"))
     assert ("顧客", f"{phone_letter}3") in cells  # the phone cell of row 3
     assert any(r["シート"] == "活動履歴" and "顧客の行にエラー" in r["メッセージ"] for r in findings)
-    log = {r["シート"]: r for r in sheet_rows(master, "取込ログ")}
+    log = {r["シート"]: r for r in sheet_rows(master, "取込ログ") if r["ファイル"].endswith("a.xlsx")}
     assert log["顧客"]["却下"] == 1 and log["顧客"]["エラーブック"] == str(err)
 
 
@@ -492,3 +495,16 @@ def test_stale_master_workbook_is_not_read_for_edits(tmp_path: Path, master: Pat
     assert any("older than master.db" in w for w in report.warnings)
     assert read_workbook(master, S).meta.workbook_id.endswith(":" + db.get_meta(connect(master),
                                                                                  "master_generation"))
+
+
+def test_master_workbook_opens_in_libreoffice(tmp_path: Path, master: Path) -> None:
+    """Protected entity sheets, review sheets with dropdowns: a workbook office suites accept."""
+    from helpers import libreoffice_convert
+
+    wb = _seed(tmp_path, master)
+    edit_cells(wb, "顧客", {"顧客名": "株式会社青空商事"}, {"電話番号": "03-1111-9999"})
+    legacy = book(tmp_path / "suzuki.xlsx", {"customers": [
+        customer("株式会社青空商事", email="info@aozora.co.jp", phone="03-5555-6666")]}, owner="鈴木")
+    merge([wb, legacy], master, S, today=TODAY)
+    pdf = libreoffice_convert(master, tmp_path / "pdf")
+    assert pdf.stat().st_size > 1000

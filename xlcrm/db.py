@@ -15,7 +15,23 @@ with an underscore:
 - ``_source``: the file the record came from first; ``_created_run`` / ``_updated_run``: merge runs.
 
 Values are stored canonically: TEXT for text, ISO ``YYYY-MM-DD`` for dates, INTEGER for ints, REAL
-for decimals, canonical keys for choices.
+for decimals, canonical keys for choices (:func:`to_db` / :func:`from_db`).
+
+Bookkeeping tables of merge and distribute (also created by :func:`create_tables`):
+
+- ``runs``: one row per merge / resolve run; ``history``: the change history (変更履歴), append-only,
+  ``how`` one of new / edit / link / merge / decision / delete.
+- ``bases_<entity>``: per workbook id (``_workbook``) and record, the values that workbook was handed
+  by distribute or last sent to a merge: the base of the three-way merge.  Typed like the entity
+  table, so a base row compares with a record as plain tuples.
+- ``workbooks``: every workbook id seen (distributed, or a team's own), owner and language.
+- ``origins``: (workbook, entity, content fingerprint) -> record, so a row without an ID merged again
+  from the same workbook is recognised.
+- ``duplicates`` (重複候補), ``conflicts`` + ``conflict_values`` (競合), ``deletions`` (削除候補): the
+  review queues with their ``status`` ('pending' until decided) — values are JSON text there, since
+  one column holds values of any field.
+- ``import_log`` (取込ログ): per run, input file and sheet, the row outcome counts.
+- ``meta``: schema version, ``next_id:<entity>`` counters, the master workbook's generation and stat.
 """
 
 from __future__ import annotations
@@ -571,6 +587,13 @@ def pending_conflict_ids(conn: sqlite3.Connection) -> dict[tuple[str, str, str],
     """(entity, record id, field) -> conflict id, for conflicts still waiting for a decision."""
     return {(e, r, f): cid for cid, e, r, f in conn.execute(
         "SELECT conflict_id, entity, record_id, field FROM conflicts WHERE status = 'pending'")}
+
+
+def pending_conflict_offers(conn: sqlite3.Connection) -> set[tuple[int, str, str]]:
+    """(conflict id, value as JSON text, who) already offered on a pending conflict."""
+    return {(cid, v, who) for cid, v, who in conn.execute(
+        "SELECT v.conflict_id, v.value, v.who FROM conflict_values v JOIN conflicts c "
+        "ON c.conflict_id = v.conflict_id WHERE c.status = 'pending'")}
 
 
 def add_conflict(conn: sqlite3.Connection, entity: str, record_id: str, field: str, master_value: Any,

@@ -234,7 +234,7 @@ def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = Non
     Edits typed into the old workbook and not merged yet are not carried over: run ``xlcrm resolve``
     or a merge first when there are any.
     """
-    from xlcrm import lock
+    from xlcrm import backup, lock
     from xlcrm.merge import master_lang
 
     master = Path(master)
@@ -243,6 +243,8 @@ def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = Non
         lock.refuse_if_open_in_excel(master)
         conn = db.connect(db.db_path_for(master))
         try:
+            if master.exists():
+                backup.take_backup(master, None)  # the workbook being replaced may hold unmerged edits
             conn.execute("BEGIN IMMEDIATE")
             try:
                 db.create_tables(conn, schema)

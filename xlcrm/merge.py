@@ -266,8 +266,13 @@ class Merger:
         self.customer_of_row: dict[tuple[int, int], str] = {}
         self._matcher: Any = None
         self._pending_conflicts = db.pending_conflict_ids(conn)
+        self._offered = db.pending_conflict_offers(conn)
 
     # -- helpers --
+
+    def _offered_before(self, ekey: str, rid: str, fld: str, value: Any, src: Source) -> bool:
+        cid = self._pending_conflicts.get((ekey, rid, fld))
+        return cid is not None and (cid, db.encode_value(value), src.who) in self._offered
 
     def _flush_history(self) -> None:
         if self.history:
@@ -472,7 +477,10 @@ class Merger:
                 seen.add(base_key)
                 # Field proposals against the master before this merge (or this run's new record).
                 master_vals = created.get(target) or recs[target]
-                b = base.get(base_key)
+                # The same record twice in one workbook (validate warns): the later row is compared
+                # with the master only, and the base keeps the first row.
+                repeat = base_key in base_rows
+                b = None if repeat else base.get(base_key)
                 proposes = False
                 blanks = blank_raw
                 # Fast path (most rows of a re-merge): nothing differs from the base.
@@ -489,13 +497,16 @@ class Merger:
                             if v is None or v == m or (i in blanks and blanks[i][j]):
                                 continue
                             contested = m is not None
-                        if contested and same(i, v, m):
-                            continue  # only spelled differently ((株) / 株式会社, e-mail case): no conflict
+                        if contested and (same(i, v, m) or self._offered_before(ekey, target, keys[i], v, src)):
+                            # Only spelled differently ((株) / 株式会社, e-mail case), or this person's value
+                            # already waits on 競合: nothing new.
+                            continue
                         proposals.setdefault((target, i), []).append(_Proposal(v, contested, src, row))
                         proposes = True
-                row_vals = list(vals)
-                row_vals[pos[idc]] = base_key
-                base_rows[base_key] = tuple(row_vals)
+                if not repeat:
+                    row_vals = list(vals)
+                    row_vals[pos[idc]] = base_key
+                    base_rows[base_key] = tuple(row_vals)
                 outcome = "linked" if how == "link" else "updated" if proposes else "unchanged"
                 counts.add(outcome)
             done += n

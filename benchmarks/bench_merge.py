@@ -1,0 +1,201 @@
+"""Merge benchmark: a team of workbooks into an empty master, then again with 5% of rows edited.
+
+    python benchmarks/bench_merge.py                      # 10 files, 100,000 customers, 300,000 activities
+    python benchmarks/bench_merge.py --customers 20000 --activities 60000 --files 4
+    python benchmarks/bench_merge.py --skip-naive --workdir /tmp/bench
+
+Every measured step runs in a fresh Python process, so wall seconds include start-up and imports and
+peak RSS is that process's own high-water mark (VmHWM; worker processes that write error workbooks are
+reported separately).  Steps:
+
+1. ``naive``: the script a user would write — ``pandas.read_excel(engine="openpyxl")`` of every file's
+   顧客 and 活動履歴 sheets, ``concat``, ``drop_duplicates`` on the e-mail, ``to_excel`` with openpyxl.
+2. ``first merge``: ``xlcrm.merge`` of the team into an empty master (validation, IDs, duplicate
+   detection, history, error workbooks, search index, master.xlsx with review sheets).
+3. ``distribute`` (shown for information), then 5% of the customer and activity rows of every
+   distributed workbook are edited (not timed) and
+4. ``re-merge``: merging those workbooks back (three-way against their bases).
+
+The data comes from ``benchmarks/make_data.py`` (cached in the work folder).  Prints a Markdown table
+and, with ``--json``, writes every figure to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+_PEAK = textwrap.dedent("""
+    import json, resource, sys
+    def _peak():
+        out = {}
+        try:
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM"):
+                    out["peak_rss_mb"] = int(line.split()[1]) / 1024
+        except OSError:
+            out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["workers_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        return out
+""")
+
+NAIVE = _PEAK + textwrap.dedent("""
+    import pandas as pd
+    from pathlib import Path
+    files = sorted(Path(sys.argv[1]).glob("*.xlsx"))
+    customers, activities = [], []
+    for f in files:
+        sheets = pd.read_excel(f, sheet_name=None, engine="openpyxl")
+        names = list(sheets)
+        customers.append(sheets[names[0]])
+        activities.append(sheets[names[2]])
+    cust = pd.concat(customers, ignore_index=True)
+    email = [c for c in cust.columns if "メール" in str(c) or "mail" in str(c).lower()][0]
+    cust = cust.drop_duplicates(subset=[email])
+    acts = pd.concat(activities, ignore_index=True)
+    with pd.ExcelWriter(sys.argv[2], engine="openpyxl") as w:
+        cust.to_excel(w, sheet_name="customers", index=False)
+        acts.to_excel(w, sheet_name="activities", index=False)
+    print(json.dumps({"customers": len(cust), "activities": len(acts), **_peak()}))
+""")
+
+MERGE = _PEAK + textwrap.dedent("""
+    from pathlib import Path
+    from xlcrm.merge import merge
+    from xlcrm.schema import DEFAULT_SCHEMA
+    r = merge([Path(sys.argv[1])], Path(sys.argv[2]), DEFAULT_SCHEMA)
+    files = [f.to_json()["counts"] for f in r.files]
+    totals = {k: sum(f[k] for f in files) for k in files[0]} if files else {}
+    print(json.dumps({"timings": r.timings, "totals": totals, "records_created": r.records_created,
+                      "history_rows": r.history_rows, "duplicates_new": r.duplicates_new,
+                      "conflicts_new": r.conflicts_new, "deletions_new": r.deletions_new,
+                      "warnings": r.warnings[:5], **_peak()}, ensure_ascii=False))
+""")
+
+DISTRIBUTE = _PEAK + textwrap.dedent("""
+    from pathlib import Path
+    from xlcrm.distribute import distribute
+    from xlcrm.schema import DEFAULT_SCHEMA
+    paths = distribute(Path(sys.argv[1]), Path(sys.argv[2]), DEFAULT_SCHEMA)
+    print(json.dumps({"workbooks": len(paths), **_peak()}))
+""")
+
+
+def run_step(code: str, *args: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"step failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["wall_s"] = round(wall, 1)
+    return out
+
+
+def edit_workbooks(folder: Path, fraction: float, seed: int = 5) -> dict[str, int]:
+    """Edit ``fraction`` of the customer and activity rows of each workbook, as its owner would."""
+    import pandas as pd
+
+    from xlcrm.schema import DEFAULT_SCHEMA as S
+    from xlcrm.template import write_team_workbook
+    from xlcrm.validate import validate_workbook
+
+    rng = random.Random(seed)
+    edited = {"customers": 0, "activities": 0}
+    statuses = [c.key for c in S.entity("customers").column("status").choices]
+    for path in sorted(folder.glob("*.xlsx")):
+        res = validate_workbook(path, S)
+        meta = res.workbook.meta
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for e in S:
+            frame = res.frames[e.key][e.keys]
+            recs = [{k: (None if v is None or (isinstance(v, float) and pd.isna(v)) else v)
+                     for k, v in zip(e.keys, r, strict=True)} for r in frame.itertuples(index=False)]
+            if e.key in edited:
+                for rec in rng.sample(recs, int(len(recs) * fraction)):
+                    if e.key == "customers":
+                        rec["status"] = rng.choice([s for s in statuses if s != rec.get("status")])
+                        rec["notes"] = f"{rec.get('notes') or ''} 再訪問予定".strip()
+                    else:
+                        rec["response"] = f"{rec.get('response') or ''} 折り返し済み".strip()
+                    edited[e.key] += 1
+            rows[e.key] = recs
+        write_team_workbook(path, S, owner=meta.owner, lang=meta.lang, rows=rows, workbook_id=meta.workbook_id)
+    return edited
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--activities", type=int, default=300_000)
+    ap.add_argument("--files", type=int, default=10)
+    ap.add_argument("--workdir", type=Path, default=Path("bench_merge_work"))
+    ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--edit", type=float, default=0.05, help="fraction of rows edited before the re-merge")
+    ap.add_argument("--json", type=Path, help="write all figures here")
+    args = ap.parse_args(argv)
+
+    work: Path = args.workdir
+    team = work / f"team-{args.files}-{args.customers}-{args.activities}"
+    if not team.exists():
+        sys.path.insert(0, str(HERE))
+        from make_data import make_team
+
+        t0 = time.perf_counter()
+        make_team(team, args.files, args.customers, args.activities)
+        print(f"data: {team} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    results: dict[str, Any] = {"files": args.files, "customers": args.customers, "activities": args.activities,
+                               "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    out = work / "run"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    if not args.skip_naive:
+        print("naive pandas + openpyxl ...", file=sys.stderr)
+        results["naive"] = run_step(NAIVE, str(team), str(out / "naive.xlsx"))
+    master = out / "master" / "master.xlsx"
+    master.parent.mkdir()
+    print("first merge ...", file=sys.stderr)
+    results["first_merge"] = run_step(MERGE, str(team), str(master))
+    print("distribute ...", file=sys.stderr)
+    results["distribute"] = run_step(DISTRIBUTE, str(master), str(out / "dist"))
+    results["edited_rows"] = edit_workbooks(out / "dist", args.edit)
+    print("re-merge ...", file=sys.stderr)
+    results["re_merge"] = run_step(MERGE, str(out / "dist"), str(master))
+
+    naive = results.get("naive", {}).get("wall_s")
+    print(f"\n{args.files} files, {args.customers:,} customers, {args.activities:,} activities, "
+          f"{os.cpu_count()} CPUs\n")
+    print("| step | wall s | peak RSS MB | vs naive |")
+    print("|---|---:|---:|---:|")
+    for key, label in (("naive", "naive pandas+openpyxl"), ("first_merge", "first merge (empty master)"),
+                       ("distribute", "distribute"), ("re_merge", f"re-merge, {args.edit:.0%} edited")):
+        r = results.get(key)
+        if not r:
+            continue
+        ratio = f"{naive / r['wall_s']:.2f}x" if naive and key != "naive" else ""
+        print(f"| {label} | {r['wall_s']} | {r['peak_rss_mb']:.0f} | {ratio} |")
+    for key in ("first_merge", "re_merge"):
+        print(f"\n{key} stages (s): {results[key]['timings']}")
+        print(f"{key} rows: {results[key]['totals']}  created: {results[key]['records_created']}  "
+              f"history rows: {results[key]['history_rows']}  conflicts: {results[key]['conflicts_new']}  "
+              f"error-workbook workers peak RSS MB: {results[key]['workers_peak_rss_mb']:.0f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
