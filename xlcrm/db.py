@@ -114,6 +114,21 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("COMMIT")
 
 
+@contextmanager
+def rollback_on_error(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Undo whatever is still open when the body fails.
+
+    For work that commits by itself once the master workbook is on disk (merge, distribute,
+    handover, export-master): the database must not move ahead of a workbook that failed to write.
+    """
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def create_tables(conn: sqlite3.Connection, schema: Schema) -> None:
     """Create missing tables and add columns an admin added to the schema since the last run.
 

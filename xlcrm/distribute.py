@@ -60,7 +60,7 @@ def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owner
         conn = db.connect(db.db_path_for(master))
         try:
             conn.execute("BEGIN IMMEDIATE")
-            try:
+            with db.rollback_on_error(conn):
                 db.create_tables(conn, schema)
                 state = masterbook.read_master_state(master, conn, schema, edits=False)
                 if state.decisions:
@@ -73,10 +73,6 @@ def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owner
                 paths = _write_all(conn, schema, out, owners=owners, lang=lang, now=now,
                                    writer=write_team_workbook)
                 conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         finally:
             conn.close()
     return paths

@@ -80,7 +80,7 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
         try:
             backup.take_backup(master, conn)
             conn.execute("BEGIN IMMEDIATE")
-            try:
+            with db.rollback_on_error(conn):
                 picked = _pick_customers(conn, schema, src, customers)
                 run_id = db.start_run(conn, HOW, [src, dst, *picked], at)
                 changes = _reassign(conn, schema, picked, src, dst, run_id=run_id, today=now.date())
@@ -92,10 +92,6 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
                     book = write_handover_book(conn, schema, picked, src, dst, Path(out), lang=lang,
                                                password=password, at=now)
                 rewritten, notes = _commit(conn, master, schema, rewrite_master)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         finally:
             conn.close()
     return HandoverResult(picked, changes, run_id, book, rewritten, notes)

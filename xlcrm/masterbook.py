@@ -246,13 +246,9 @@ def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = Non
             if master.exists():
                 backup.take_backup(master, None)  # the workbook being replaced may hold unmerged edits
             conn.execute("BEGIN IMMEDIATE")
-            try:
+            with db.rollback_on_error(conn):
                 db.create_tables(conn, schema)
                 write_and_commit(conn, master, schema, lang=lang)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         finally:
             conn.close()
     return master

@@ -808,7 +808,7 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                 backup.take_backup(master, None)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            try:
+            with db.rollback_on_error(conn):
                 db.create_tables(conn, schema)
                 run_id = db.start_run(conn, f"{command} --dry-run" if dry_run else command,
                                       [str(p) for p in paths], now.isoformat(timespec="seconds"))
@@ -863,10 +863,6 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                 else:
                     masterbook.write_and_commit(conn, master, schema, lang=lang, progress=progress)
                     clock.lap("write_master")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         finally:
             conn.close()
             workers.close()
