@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
@@ -296,30 +297,36 @@ class _SheetCtx:
 
 
 def _normalise_column(ctx: _SheetCtx, col: Column, raw: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Parse unique values once; return (normalised values, mask of cells that failed to parse)."""
+    """Parse each distinct value once; return (normalised values, mask of cells that failed to parse).
+
+    ``pd.factorize`` hashes the column once in C and gives every cell the code of its distinct value,
+    so spreading the parsed values back over 300k rows is array indexing, not a Python loop.
+    """
     parse = _parser(col, ctx.sd.entity)
-    present = raw.notna()
-    vals = raw[present]
-    parsed: dict[Any, tuple[Any, Any]] = {}
-    for v in pd.unique(vals.to_numpy()):
+    raw_values = raw.to_numpy()
+    codes, uniques = pd.factorize(raw_values, use_na_sentinel=True)
+    n = len(uniques)
+    values = np.empty(n + 1, dtype=object)  # the extra last slot is what code -1 (blank) picks
+    bad = np.zeros(n + 1, dtype=bool)
+    problems: list[Any] = [None] * n
+    for i, v in enumerate(uniques):
         try:
-            parsed[v] = parse(v)
+            value, problem = parse(v)
         except Exception:  # a parser bug must not hide the cell: report it as invalid instead
-            parsed[v] = (None, nz.Problem("invalid"))
-    out = pd.Series([parsed[v][0] for v in vals], index=vals.index, dtype=object)
-    result = _nones(raw.index)
-    result.loc[out.index] = out
-    bad_values = {v for v, (_, p) in parsed.items() if p is not None}
-    invalid = pd.Series(False, index=raw.index)
-    if bad_values:
-        mask = vals.isin(bad_values)
-        invalid.loc[vals.index[mask]] = True
-        for row, v in vals[mask].items():
-            problem = parsed[v][1]
-            ctx.add(col, int(row), v, problem.code, ERROR, message(
-                problem.code, ctx.lang, label=col.label(ctx.lang), value=_display(v),
-                suggestion=problem.suggestion or "", example=f"{ctx.sd.entity.id_prefix}-000001"))
-    return result, invalid
+            value, problem = None, nz.Problem("invalid")
+        values[i] = value
+        if problem is not None:
+            problems[i] = problem
+            bad[i] = True
+    result = pd.Series(values[codes], index=raw.index, dtype=object)
+    invalid_mask = bad[codes]
+    for pos in np.flatnonzero(invalid_mask):
+        v = raw_values[pos]
+        problem = problems[codes[pos]]
+        ctx.add(col, int(raw.index[pos]), v, problem.code, ERROR, message(
+            problem.code, ctx.lang, label=col.label(ctx.lang), value=_display(v),
+            suggestion=problem.suggestion or "", example=f"{ctx.sd.entity.id_prefix}-000001"))
+    return result, pd.Series(invalid_mask, index=raw.index)
 
 
 def _nones(index: pd.Index) -> pd.Series:
@@ -562,17 +569,23 @@ def _resolve_refs(ctx: _SheetCtx, df: pd.DataFrame, schema: Schema,
         hint = _hint("did_you_mean", lang, close) if close else ""
         return None, "ref.unknown", message("ref.unknown", lang, value=value, sheet=sheet, hint=hint)
 
-    values = df[ref.key]
-    present = values.notna()
-    resolved = {v: resolve(v) for v in pd.unique(values[present].to_numpy())}
-    targets = {v: r[0] for v, r in resolved.items()}
-    bad = {v for v, r in resolved.items() if r[1] is not None}
-    if bad:
-        for row, value in values[values.isin(bad)].items():
-            _target, rule, text = resolved[value]
-            ctx.add(ref, int(row), value, rule, ERROR, text)  # type: ignore[arg-type]
-    rows = [targets.get(v) if v is not None else None for v in values]
-    ids = [id_of_row.get(t) if t is not None else None for t in rows]
+    values = df[ref.key].to_numpy()
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    targets = np.empty(len(uniques) + 1, dtype=object)  # last slot: blank references (code -1)
+    ids_of = np.empty(len(uniques) + 1, dtype=object)
+    failures: dict[int, tuple[str, str]] = {}
+    for i, v in enumerate(uniques):
+        target, rule, text = resolve(v)
+        targets[i] = target
+        ids_of[i] = id_of_row.get(target) if target is not None else None
+        if rule is not None:
+            failures[i] = (rule, text)
+    if failures:
+        for pos in np.flatnonzero(np.isin(codes, list(failures))):
+            rule, text = failures[codes[pos]]
+            ctx.add(ref, int(df.index[pos]), values[pos], rule, ERROR, text)
+    rows = targets[codes]
+    ids = ids_of[codes]
     df = df.copy()
     df[ref.key] = pd.Series(ids, index=df.index, dtype=object)
     df["_customer_row"] = pd.Series(rows, index=df.index, dtype=object)
