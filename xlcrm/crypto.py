@@ -96,3 +96,36 @@ def protect_file(path: str | Path, password: str) -> None:
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_file_password(path: str | Path, password: str | None) -> bool:
+    """Is ``path`` encrypted?  Refuses (one line) when it is and the password is missing or wrong.
+
+    Checks the key only (no decryption), so a command that will not read the workbook can still
+    refuse before it changes anything: rewriting an encrypted master without its password would
+    either drop the protection or change the password behind the owner's back.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise UnreadableWorkbook(f"cannot be read ({exc.strerror})", path=str(p)) from None
+    if not is_encrypted(data):
+        return False
+    if not password:
+        raise UnreadableWorkbook(f"the workbook is password-protected; give --password or set "
+                                 f"{PASSWORD_ENV}", path=str(p))
+    import msoffcrypto
+    from msoffcrypto.exceptions import InvalidKeyError
+
+    try:
+        msoffcrypto.OfficeFile(io.BytesIO(data)).load_key(password=password, verify_password=True)
+    except InvalidKeyError:
+        raise UnreadableWorkbook(f"wrong password for this workbook; check --password / {PASSWORD_ENV}",
+                                 path=str(p)) from None
+    except Exception as exc:  # msoffcrypto raises several unrelated types for damaged containers
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UnreadableWorkbook(f"cannot decrypt this workbook ({first})", path=str(p)) from None
+    return True

@@ -6,6 +6,10 @@ what the person changed counts as a change (three-way merge, see :mod:`xlcrm.mer
 person's older workbooks are kept for the last :data:`KEEP_WORKBOOKS` distributions, so a workbook
 someone kept using instead of the fresh one still merges three-way.
 
+With ``password`` (the master's, see :mod:`xlcrm.masterbook`) the encrypted master is read and every
+workbook handed out is encrypted with the same password (sealed before it replaces the file, so no
+plain copy appears); the next merge opens them with it.  Without one they are plain workbooks.
+
 Refuses while ``master.xlsx`` holds decisions or edits not yet taken in (``xlcrm resolve`` first):
 handing out data that is about to change would only create conflicts.
 """
@@ -48,7 +52,8 @@ def _rows(entity: Entity, records: Sequence[tuple[Any, ...]]) -> list[dict[str, 
 
 
 def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owners: Sequence[str] | None = None,
-               lang: Lang | None = None, now: dt.datetime | None = None) -> list[Path]:
+               lang: Lang | None = None, now: dt.datetime | None = None,
+               password: str | None = None) -> list[Path]:
     """Write one workbook per 担当営業 into ``out_dir``; returns the paths written."""
     from xlcrm import lock, masterbook
     from xlcrm.template import write_team_workbook
@@ -57,12 +62,13 @@ def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owner
     out = Path(out_dir)
     now = now or dt.datetime.now().replace(microsecond=0)
     with lock.master_lock(master, "distribute"):
+        masterbook.check_master_password(master, password)
         conn = db.connect(db.db_path_for(master))
         try:
             conn.execute("BEGIN IMMEDIATE")
             with db.rollback_on_error(conn):
                 db.create_tables(conn, schema)
-                state = masterbook.read_master_state(master, conn, schema, edits=False)
+                state = masterbook.read_master_state(master, conn, schema, edits=False, password=password)
                 if state.decisions:
                     raise XlcrmError(f"{master.name} holds decisions not applied yet; run `xlcrm resolve "
                                      f"--master {master}` first", path=str(master))
@@ -71,11 +77,28 @@ def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owner
                                      f"run `xlcrm resolve --master {master}` first", path=str(master))
                 out.mkdir(parents=True, exist_ok=True)
                 paths = _write_all(conn, schema, out, owners=owners, lang=lang, now=now,
-                                   writer=write_team_workbook)
+                                   writer=_sealed(write_team_workbook, password))
                 conn.execute("COMMIT")
         finally:
             conn.close()
     return paths
+
+
+def _sealed(writer: Any, password: str | None) -> Any:
+    """``writer`` as is, or writing into a temp file that is encrypted before it replaces the target."""
+    if not password:
+        return writer
+
+    def write(path: Path, *args: Any, **kw: Any) -> Path:
+        from xlcrm.crypto import protect_file
+        from xlcrm.writer import atomic_write
+
+        with atomic_write(path) as tmp:
+            writer(tmp, *args, **kw)
+            protect_file(tmp, password)
+        return path
+
+    return write
 
 
 def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | None, lang: Lang | None,

@@ -9,7 +9,9 @@ complaint with how it was answered.
 The master workbook is rewritten in the same transaction when it is exactly as xlcrm wrote it; when
 someone has edited it since (decisions or record edits not merged yet) it is left alone — rewriting
 it would throw those edits away — and the next merge brings it up to date (the three-way merge sees
-担当営業 unchanged in the workbook and keeps the new owner).
+担当営業 unchanged in the workbook and keeps the new owner).  An encrypted master is read and rewritten
+with ``password`` (the same one that seals the handover book); without it handover refuses up front.
+A plain master stays plain: ``--password`` alone only seals the handover book.
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
     now = now or dt.datetime.now().replace(microsecond=0)
     at = now.isoformat(timespec="seconds")
     with lock.master_lock(master, "handover"):
+        master_pw = None
+        if rewrite_master:
+            from xlcrm.masterbook import check_master_password
+
+            # An encrypted master is rewritten with its password; a plain one stays plain.
+            master_pw = password if check_master_password(master, password) else None
         conn = db.connect(db.db_path_for(master))
         try:
             backup.take_backup(master, conn)
@@ -91,7 +99,7 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
                 if out is not None:
                     book = write_handover_book(conn, schema, picked, src, dst, Path(out), lang=lang,
                                                password=password, at=now)
-                rewritten, notes = _commit(conn, master, schema, rewrite_master)
+                rewritten, notes = _commit(conn, master, schema, rewrite_master, master_pw)
         finally:
             conn.close()
     return HandoverResult(picked, changes, run_id, book, rewritten, notes)
@@ -157,7 +165,8 @@ def _todo_open(r: dict[str, Any]) -> bool:
     return r.get("status") != "done"
 
 
-def _commit(conn: sqlite3.Connection, master: Path, schema: Schema, rewrite: bool) -> tuple[bool, list[str]]:
+def _commit(conn: sqlite3.Connection, master: Path, schema: Schema, rewrite: bool,
+            password: str | None = None) -> tuple[bool, list[str]]:
     """Commit; rewrite master.xlsx in the same step when that loses nothing (see the module docstring)."""
     notes: list[str] = []
     if rewrite and master.exists():
@@ -167,9 +176,9 @@ def _commit(conn: sqlite3.Connection, master: Path, schema: Schema, rewrite: boo
         except ImportError:  # pragma: no cover - merge not installed in a stripped build
             masterbook = None  # type: ignore[assignment]
         if masterbook is not None:
-            state = masterbook.read_master_state(master, conn, schema, edits=False)
+            state = masterbook.read_master_state(master, conn, schema, edits=False, password=password)
             if state.decisions is None and not state.warnings:
-                masterbook.write_and_commit(conn, master, schema, lang=master_lang(schema))
+                masterbook.write_and_commit(conn, master, schema, lang=master_lang(schema), password=password)
                 return True, notes
             notes.append(f"{master.name} has changes not merged yet, so it was not rewritten; it shows the new "
                          "担当営業 after the next `xlcrm merge` (or `xlcrm export-master` once those changes "

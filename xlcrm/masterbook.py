@@ -2,7 +2,17 @@
 
 ``master.xlsx`` is a view of ``master.db``, regenerated after every merge (temp file, then
 ``os.replace``), with the five entity sheets (protected against accidental edits) and the review
-sheets 重複候補, 競合, 削除候補 (each with an unlocked decision column), 変更履歴 and 取込ログ.
+sheets 重複候補, 競合, 削除候補 (each with an unlocked decision column), 変更履歴 and 取込ログ, plus
+提供記録 (the third-party provision record of :mod:`xlcrm.export`) once there is one.
+
+**Passwords.** With ``password`` the workbook is encrypted with Excel's own encryption inside the
+atomic write (plain into the temp file, sealed, then ``os.replace``), so no plain copy ever sits under
+the master's name.  Every read of it (decisions, the admin's edits) decrypts first.  A command that
+rewrites an encrypted master refuses without the right password: writing it plain would drop the
+protection, writing it with another password would lock the owner out.  The database's meta
+``master_encrypted`` remembers the choice, so ``export-master`` of a lost encrypted workbook asks for
+the password too; removing the password in Excel (and saving) is how protection is turned off.
+``master.db`` itself is not encrypted: protect it with the file system (or disk encryption).
 
 Two things flow back from it:
 
@@ -30,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlcrm import db
+from xlcrm import crypto, db
 from xlcrm.errors import LockedError, XlcrmError
 from xlcrm.schema import META_SHEET, Column, Entity, Lang, Schema
 from xlcrm.writer import (
@@ -54,6 +64,7 @@ SHEETS: dict[str, tuple[str, str]] = {
     "deletions": ("削除候補", "Deleted rows"),
     "history": ("変更履歴", "Change history"),
     "import_log": ("取込ログ", "Import log"),
+    "provisions": ("提供記録", "Third-party provision"),
 }
 
 #: Decision words accepted in either language (case-folded) -> action.
@@ -194,19 +205,38 @@ def write_master(conn: sqlite3.Connection, path: Path, schema: Schema, *, lang: 
     _deletions_sheet(wb, conn, schema, lang, names)
     _history_sheet(wb, conn, schema, lang)
     _import_log_sheet(wb, conn, schema, lang)
+    _provisions_sheet(wb, conn, schema, lang)
     add_meta_sheet(wb, schema, owner=admin_name(lang), lang=lang, workbook_id=wb_id)
     close_workbook(wb)
 
 
+def check_master_password(master: Path, password: str | None, conn: sqlite3.Connection | None = None) -> bool:
+    """Refuse (one line) before any work when the master is encrypted and the password is missing/wrong.
+
+    Returns whether the master workbook is (or, when it is missing, was last written) encrypted.
+    """
+    master = Path(master)
+    if master.exists():
+        return crypto.check_file_password(master, password)
+    if conn is not None and db.get_meta(conn, "master_encrypted") == "1" and not password:
+        raise XlcrmError(f"{master.name} was written encrypted; give --password (or set "
+                         f"{crypto.PASSWORD_ENV}) to write it again", path=str(master))
+    return False
+
+
 def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, lang: Lang,
-                     progress: Callable[[str, int, int], None] | None = None) -> None:
+                     progress: Callable[[str, int, int], None] | None = None,
+                     password: str | None = None) -> None:
     """Bump the generation, write the workbook to a temp file, COMMIT, then replace ``master``.
 
     The commit happens before the replace: if the process dies in between, the database is new and
     the workbook old; the generation check then refuses to read stale edits from it and the next
     command rewrites it.  If writing fails, the transaction is rolled back by the caller and both
-    files stay as they were.
+    files stay as they were.  With ``password`` the temp file is encrypted before the replace.
     """
+    if not password:
+        check_master_password(master, None, conn)  # never silently drop an encrypted master's protection
+    db.set_meta(conn, "master_encrypted", "1" if password else "0")
     generation = int(db.get_meta(conn, "master_generation", "0") or 0) + 1
     db.set_meta(conn, "master_generation", str(generation))
     wb_id = workbook_id(conn, generation)
@@ -215,6 +245,8 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
     try:
         with atomic_write(master) as tmp:
             write_master(conn, tmp, schema, lang=lang, wb_id=wb_id)
+            if password:
+                crypto.protect_file(tmp, password)
             conn.execute("COMMIT")
     except LockedError as exc:
         if not conn.in_transaction:
@@ -228,7 +260,8 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
     conn.execute("COMMIT")
 
 
-def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = None) -> Path:
+def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = None,
+                  password: str | None = None) -> Path:
     """Rebuild ``master.xlsx`` from ``master.db`` (a lost or damaged workbook, or after other changes).
 
     Edits typed into the old workbook and not merged yet are not carried over: run ``xlcrm resolve``
@@ -241,6 +274,7 @@ def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = Non
     lang = lang or master_lang(schema)
     with lock.master_lock(master, "export-master"):
         lock.refuse_if_open_in_excel(master)
+        check_master_password(master, password)
         conn = db.connect(db.db_path_for(master))
         try:
             if master.exists():
@@ -248,7 +282,7 @@ def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = Non
             conn.execute("BEGIN IMMEDIATE")
             with db.rollback_on_error(conn):
                 db.create_tables(conn, schema)
-                write_and_commit(conn, master, schema, lang=lang)
+                write_and_commit(conn, master, schema, lang=lang, password=password)
         finally:
             conn.close()
     return master
@@ -442,6 +476,20 @@ def _import_log_sheet(wb: XlcrmWorkbook, conn: sqlite3.Connection, schema: Schem
     _protect(ws)
 
 
+def _provisions_sheet(wb: XlcrmWorkbook, conn: sqlite3.Connection, schema: Schema, lang: Lang) -> None:
+    """提供記録, read-only like the other logs; only once an export recorded a provision."""
+    from xlcrm.export import provision_sheet
+
+    name, headers, rows = provision_sheet(conn, schema, lang)
+    if not rows:
+        return
+    widths = (8, 17, 20, 24, 12, 40, 8, 20, 40, 30, 12)
+    columns = [TableColumn(h, widths[i] if i < len(widths) else 14) for i, h in enumerate(headers)]
+    ws = wb.add_worksheet(name)
+    write_table(wb, ws, "tbl_provisions", columns, rows)
+    _protect(ws)
+
+
 # --- reading back -----------------------------------------------------------------------------------
 
 @dataclass
@@ -467,11 +515,14 @@ class MasterState:
     warnings: list[str] = field(default_factory=list)
 
 
-def _book(master: Path) -> Any:
+def _book(master: Path, password: str | None = None) -> Any:
+    import io
+
     import python_calamine
 
+    data = crypto.read_workbook_bytes(master, password)  # one line when the password is missing/wrong
     try:
-        return python_calamine.CalamineWorkbook.from_path(str(master))
+        return python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
     except Exception as exc:
         raise XlcrmError(f"cannot read the master workbook ({str(exc).splitlines()[0][:120]}); restore it "
                          "from backups/ or rebuild it with `xlcrm export-master`", path=str(master)) from None
@@ -519,9 +570,9 @@ def _word(v: Any) -> str:
     return str(v).strip().casefold() if v is not None else ""
 
 
-def read_decisions(master: Path, book: Any | None = None) -> Decisions:
+def read_decisions(master: Path, book: Any | None = None, *, password: str | None = None) -> Decisions:
     """The decision columns of 重複候補, 競合 and 削除候補, by pair / conflict / deletion number."""
-    book = book or _book(master)
+    book = book or _book(master, password)
     out = Decisions()
     found = _sheet_rows(book, SHEETS["duplicates"])
     if found and found[1]:
@@ -589,7 +640,8 @@ def has_unread_changes(master: Path, conn: sqlite3.Connection) -> bool:
 
 
 def read_master_state(master: Path, conn: sqlite3.Connection, schema: Schema, *,
-                      today: dt.date | None = None, edits: bool = True) -> MasterState:
+                      today: dt.date | None = None, edits: bool = True,
+                      password: str | None = None) -> MasterState:
     """Decisions and edits from ``master.xlsx``, if it changed since xlcrm wrote it."""
     state = MasterState()
     master = Path(master)
@@ -602,7 +654,7 @@ def read_master_state(master: Path, conn: sqlite3.Connection, schema: Schema, *,
         return state
     if stored is not None and stored == current:
         return state  # untouched since written: nothing to read
-    book = _book(master)
+    book = _book(master, password)
     meta = read_meta(book)
     parsed = parse_workbook_id(meta.get("workbook_id", ""))
     known = db.get_meta(conn, "master_uuid")
@@ -622,7 +674,7 @@ def read_master_state(master: Path, conn: sqlite3.Connection, schema: Schema, *,
         return state
     from xlcrm.validate import validate_workbook
 
-    result = validate_workbook(master, schema, today=today)
+    result = validate_workbook(master, schema, today=today, password=password)
     bad = sum(len(v) for v in result.error_rows.values())
     if bad:
         first = next((f for f in result.findings if f.severity == "error"), None)

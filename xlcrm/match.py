@@ -465,6 +465,45 @@ def _part_of(a: str, a_parts: tuple[str, ...], b: str, b_parts: tuple[str, ...])
     return None
 
 
+def _address_similarity(a: str, b: str) -> float:
+    s = _ratio(a, b)
+    if " " in a and " " in b:
+        # Latin addresses: words reordered or a locality left out (token set, a little discounted)
+        s = max(s, fuzz.token_set_ratio(a, b) / 100 * 0.95)
+    return s
+
+
+def _may_match(q: CustomerKeys, o: CustomerKeys) -> bool:
+    """False when :func:`_decide` must say no match whatever the names: nothing beyond the name agrees.
+
+    Most candidates of a lookup come from a shared surname, postal code or name start and share no
+    key at all; proving that here costs a few comparisons instead of the full :func:`_compare` (most of
+    the time of a lookup).  It mirrors exactly the codes in ``_SUPPORT``: certain needs an identifying
+    key, probable needs ``support``, and every identifying key is support.
+    """
+    if q.corporate_number and q.corporate_number == o.corporate_number:
+        return True
+    if q.email and q.email == o.email:
+        return True
+    if q.postal and q.postal == o.postal:
+        return True
+    for p in q.phones:
+        if p in o.phones:
+            return True
+    if q.birthday and o.birthday and (q.birthday == o.birthday or _one_typo(q.birthday, o.birthday)):
+        return True
+    if q.address and o.address:
+        a, b = q.address, o.address
+        if a == b or ((a.startswith(b) or b.startswith(a)) and _DIGITS.search(min(a, b, key=len))):
+            return True
+        # score_cutoff lets rapidfuzz give up early (length difference alone); a score it does return is
+        # the exact one, and the cut-offs sit a little below the 0.8 that _compare tests, so this agrees.
+        if Indel.normalized_similarity(a, b, score_cutoff=0.79) >= 0.8:
+            return True
+        return " " in a and " " in b and fuzz.token_set_ratio(a, b, score_cutoff=83) / 100 * 0.95 >= 0.8
+    return False
+
+
 @dataclass(slots=True)
 class _Pair:
     weight: float
@@ -577,10 +616,7 @@ def _compare(q: CustomerKeys, o: CustomerKeys) -> _Pair:
             ev("address_building", W_ADDR_HIGH, q.shown.get("address", a))
             same_place = True
         else:
-            s = _ratio(a, b)
-            if " " in a and " " in b:
-                # Latin addresses: words reordered or a locality left out (token set, a little discounted)
-                s = max(s, fuzz.token_set_ratio(a, b) / 100 * 0.95)
+            s = _address_similarity(a, b)
             if s >= 0.9:
                 ev("address_similar", W_ADDR_HIGH, s)
             elif s >= 0.8:
@@ -659,6 +695,9 @@ _POSITIVE_ORDER = ("corporate_number", "email", "phone", "company_name", "compan
                    "address_similar", "postal_code", "birthday", "birthday_similar")
 
 
+_ORDER = {c: i for i, c in enumerate(_POSITIVE_ORDER)}
+
+
 def compare(a: Mapping[str, Any] | CustomerKeys, b: Mapping[str, Any] | CustomerKeys, *,
             lang: str = "ja", other_id: str = "") -> Match | None:
     """Compare two records directly (no index): the match of ``b`` for ``a``, or None."""
@@ -672,7 +711,7 @@ def _match(q: CustomerKeys, o: CustomerKeys, other_id: str, li: int) -> Match | 
     kind = _decide(pair)
     if kind is None:
         return None
-    order = {c: i for i, c in enumerate(_POSITIVE_ORDER)}
+    order = _ORDER
     items = sorted(zip(pair.codes, pair.args, strict=True), key=lambda ca: order.get(ca[0], len(order)))
     evidence = tuple(_TEXTS[c][li].format(*a) for c, a in items)
     return Match(other_id, kind, _score(pair.weight), evidence, tuple(c for c, _ in items))
@@ -702,19 +741,29 @@ class MatchIndex:
     def __contains__(self, record_id: object) -> bool:
         return record_id in self._keys
 
-    def _fold(self, record: Mapping[str, Any]) -> CustomerKeys:
+    def keys_for(self, record: Mapping[str, Any]) -> CustomerKeys:
+        """Fold ``record`` once, for :meth:`find_keys` and then :meth:`add_keys` (merge looks a row up and
+        then indexes it: folding is a good part of a lookup's cost, and the keys do not change)."""
         if self._all_columns:
             return customer_keys(record)
         return customer_keys({k: v for k, v in record.items() if k in self._columns})
 
     def add(self, record_id: str, record: Mapping[str, Any]) -> None:
         """Index (or re-index, after an update) one customer."""
+        self.add_keys(record_id, self.keys_for(record))
+
+    def add_keys(self, record_id: str, keys: CustomerKeys) -> None:
+        """:meth:`add` with keys already folded by :meth:`keys_for`."""
         if record_id in self._keys:
             self.remove(record_id)
-        keys = self._fold(record)
         self._keys[record_id] = keys
+        blocks = self._blocks
         for b in _blocks(keys):
-            self._blocks.setdefault(b, set()).add(record_id)
+            ids = blocks.get(b)
+            if ids is None:
+                blocks[b] = {record_id}
+            else:
+                ids.add(record_id)
 
     def add_many(self, records: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         """Bulk :meth:`add` (a whole master): the cyclic GC is paused, since it would rescan the growing
@@ -723,7 +772,7 @@ class MatchIndex:
         gc.disable()
         try:
             for record_id, record in records:
-                self.add(record_id, record)
+                self.add_keys(record_id, self.keys_for(record))
         finally:
             if enabled:
                 gc.enable()
@@ -751,12 +800,20 @@ class MatchIndex:
 
     def find(self, record: Mapping[str, Any], *, exclude: str | None = None) -> list[Match]:
         """Known customers that may be ``record``: certain ones first, then by score (best first)."""
-        q = self._fold(record)
+        return self.find_keys(self.keys_for(record), exclude=exclude)
+
+    def find_keys(self, q: CustomerKeys, *, exclude: str | None = None) -> list[Match]:
+        """:meth:`find` with keys already folded by :meth:`keys_for`."""
         out: list[Match] = []
+        known = self._keys
+        li = self._lang
         for other_id in self.candidates(q):
             if other_id == exclude:
                 continue
-            m = _match(q, self._keys[other_id], other_id, self._lang)
+            o = known[other_id]
+            if not _may_match(q, o):
+                continue
+            m = _match(q, o, other_id, li)
             if m is not None:
                 out.append(m)
         out.sort(key=lambda m: (m.kind != "certain", -m.score, m.other_id))

@@ -752,20 +752,23 @@ ERRORS_DIR = "errors"
 
 def merge(inputs: Sequence[str | Path], master: str | Path, schema: Schema, *, dry_run: bool = False,
           strict: bool = False, today: dt.date | None = None, progress: Progress | None = None,
-          now: dt.datetime | None = None) -> MergeReport:
-    """Merge team workbooks (files or folders) into ``master``; see the module docstring."""
+          now: dt.datetime | None = None, password: str | None = None) -> MergeReport:
+    """Merge team workbooks (files or folders) into ``master``; see the module docstring.
+
+    ``password`` encrypts master.xlsx (and opens it, and any encrypted team workbook, to read it).
+    """
     master = Path(master)
     paths = collect_inputs(inputs, master)
     if not paths:
         raise XlcrmError("no team workbooks to merge; give .xlsx files or folders holding them")
     report, _ = run(paths, master, schema, command="merge", dry_run=dry_run, strict=strict, today=today,
-                    progress=progress, now=now)
+                    progress=progress, now=now, password=password)
     return report
 
 
 def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dry_run: bool = False,
         strict: bool = False, today: dt.date | None = None, progress: Progress | None = None,
-        now: dt.datetime | None = None) -> tuple[MergeReport, Any]:
+        now: dt.datetime | None = None, password: str | None = None) -> tuple[MergeReport, Any]:
     """One locked, backed-up, all-or-nothing run: decisions, the admin's edits, then ``paths``.
 
     ``xlcrm resolve`` is this with no team workbooks.  Returns the merge report and the decisions'
@@ -789,11 +792,13 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
     with ctx:
         if not dry_run:
             lock.refuse_if_open_in_excel(master)
+        masterbook.check_master_password(master, password)  # before any work: one line, nothing changed
         clock = _Clock(report.timings)
-        workers = _Workers(None if dry_run else master.parent / ERRORS_DIR / now.strftime("%Y%m%d-%H%M%S"))
+        workers = _Workers(None if dry_run else master.parent / ERRORS_DIR / now.strftime("%Y%m%d-%H%M%S"),
+                           password=password)
         try:
             sources = _validate_sources(paths, schema, strict=strict, today=today, progress=progress,
-                                        report=report, workers=workers)
+                                        report=report, workers=workers, password=password)
         except BaseException:
             workers.close()
             raise
@@ -815,7 +820,7 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                 report.run_id = run_id
                 history_before = db.history_count(conn)
                 clock.lap("backup")
-                state = masterbook.read_master_state(master, conn, schema, today=today)
+                state = masterbook.read_master_state(master, conn, schema, today=today, password=password)
                 clock.lap("master_workbook_read")
                 report.warnings.extend(state.warnings)
                 # What the workbook showed, before decisions change the database: the admin's base.
@@ -861,7 +866,8 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                 if dry_run:
                     conn.execute("ROLLBACK")
                 else:
-                    masterbook.write_and_commit(conn, master, schema, lang=lang, progress=progress)
+                    masterbook.write_and_commit(conn, master, schema, lang=lang, progress=progress,
+                                                password=password)
                     clock.lap("write_master")
         finally:
             conn.close()
@@ -911,7 +917,7 @@ def _dry_run_connection(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _validate_job(path: Path, schema: Schema, today: dt.date) -> tuple[Any, Any]:
+def _validate_job(path: Path, schema: Schema, today: dt.date, password: str | None = None) -> tuple[Any, Any]:
     """Validate one workbook and reduce it to what merge needs: (result without frames, sheets).
 
     Runs in a worker process for large inputs; returns ``(None, message)`` for an unreadable file.
@@ -920,7 +926,7 @@ def _validate_job(path: Path, schema: Schema, today: dt.date) -> tuple[Any, Any]
     from xlcrm.validate import validate_workbook
 
     try:
-        result = validate_workbook(path, schema, today=today)
+        result = validate_workbook(path, schema, today=today, password=password)
     except UnreadableWorkbook as exc:
         return None, str(exc)
     cascade_rejections(result, schema)
@@ -929,12 +935,12 @@ def _validate_job(path: Path, schema: Schema, today: dt.date) -> tuple[Any, Any]
 
 def _validate_sources(paths: Sequence[Path], schema: Schema, *, strict: bool, today: dt.date,
                       progress: Progress | None, report: MergeReport,
-                      workers: _Workers | None = None) -> list[Source]:
+                      workers: _Workers | None = None, password: str | None = None) -> list[Source]:
     """Validate every input (in worker processes when they are large) and make them merge sources."""
     outcomes: list[tuple[Any, Any]] = []
     futures = None
     if workers is not None and workers.parallel(paths):
-        futures = workers.map_validate(paths, schema, today)
+        futures = workers.map_validate(paths, schema, today, password)
     for n, path in enumerate(paths):
         if progress:
             progress("validate", n, len(paths))
@@ -944,7 +950,7 @@ def _validate_sources(paths: Sequence[Path], schema: Schema, *, strict: bool, to
                 continue
             except Exception:  # a broken worker: validate here instead
                 futures = None
-        outcomes.append(_validate_job(path, schema, today))
+        outcomes.append(_validate_job(path, schema, today, password))
 
     sources: list[Source] = []
     keys: dict[str, int] = {}
@@ -986,10 +992,38 @@ PARALLEL_BYTES = 2_000_000
 BACKGROUND_ANNOTATE_ROWS = 5_000
 
 
-def _annotate_job(result: Any, out: Path) -> str:
-    from xlcrm.validate import annotate
+def _annotate_job(result: Any, out: Path, password: str | None = None) -> str:
+    return str(annotate_source(result, out, password))
 
-    return str(annotate(result, out))
+
+def annotate_source(result: Any, out: Path, password: str | None = None) -> Path:
+    """The error workbook of one input; an encrypted input gets an encrypted error workbook.
+
+    validate's ``annotate`` edits a copy of the file with openpyxl, which cannot open an encrypted
+    workbook: the input is decrypted into a temp file beside ``out`` (removed afterwards), annotated,
+    and the result sealed with the same password before it replaces ``out`` — it holds the same
+    personal data as the input.
+    """
+    import dataclasses
+
+    from xlcrm import crypto
+    from xlcrm.validate import annotate
+    from xlcrm.writer import atomic_write
+
+    src = Path(result.path)
+    if not crypto.is_encrypted(src.read_bytes()):
+        return annotate(result, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plain = out.with_name(f".{out.stem}.{os.getpid()}.plain.xlsx")  # openpyxl goes by the suffix
+    try:
+        plain.write_bytes(crypto.read_workbook_bytes(src, password))
+        copy = dataclasses.replace(result, workbook=dataclasses.replace(result.workbook, path=plain))
+        with atomic_write(out) as tmp:
+            annotate(copy, tmp)
+            crypto.protect_file(tmp, password or "")
+    finally:
+        plain.unlink(missing_ok=True)
+    return out
 
 
 def _slim(result: Any) -> Any:
@@ -1009,8 +1043,10 @@ class _Workers:
     process merges.  Small inputs are handled inline: a process costs more than it saves there.
     """
 
-    def __init__(self, out_dir: Path | None, background_rows: int | None = None) -> None:
+    def __init__(self, out_dir: Path | None, background_rows: int | None = None,
+                 password: str | None = None) -> None:
         self.out_dir = out_dir
+        self.password = password
         self.annotate = out_dir is not None
         self.background_rows = BACKGROUND_ANNOTATE_ROWS if background_rows is None else background_rows
         self.pool: Any = None
@@ -1037,10 +1073,11 @@ class _Workers:
         except OSError:
             return False
 
-    def map_validate(self, paths: Sequence[Path], schema: Schema, today: dt.date) -> list[Any] | None:
+    def map_validate(self, paths: Sequence[Path], schema: Schema, today: dt.date,
+                     password: str | None = None) -> list[Any] | None:
         try:
             pool = self._pool()
-            return [pool.submit(_validate_job, p, schema, today) for p in paths]
+            return [pool.submit(_validate_job, p, schema, today, password) for p in paths]
         except Exception:
             return None
 
@@ -1052,14 +1089,13 @@ class _Workers:
         if src.rows < self.background_rows:
             return  # small: written inline at the end, cheaper than a process
         try:
-            self.jobs[id(src)] = (src, self._pool().submit(_annotate_job, _slim(src.result), self.out(src)))
+            self.jobs[id(src)] = (src, self._pool().submit(_annotate_job, _slim(src.result), self.out(src),
+                                                                self.password))
         except Exception:  # no worker processes here: the file is annotated inline at the end
             self.jobs.pop(id(src), None)
 
     def finish(self, sources: Sequence[Source], report: MergeReport) -> None:
         """Wait for the error workbooks (writing the small ones and re-writing late ones here)."""
-        from xlcrm.validate import annotate
-
         try:
             for s in sources:
                 fr = s.report
@@ -1081,7 +1117,7 @@ class _Workers:
                         except Exception:  # a broken worker: write it here instead
                             done = False
                     if not done or s.late_findings:
-                        annotate(s.result, self.out(s))
+                        annotate_source(s.result, self.out(s), self.password)
                 except (XlcrmError, OSError) as exc:
                     report.warnings.append(f"{s.path}: could not write the error workbook ({exc})")
                     continue

@@ -255,18 +255,20 @@ def apply_decisions(conn: sqlite3.Connection, schema: Schema, decisions: Any, *,
     return rep
 
 
-def resolve(master: str | Path, schema: Schema, *, now: dt.datetime | None = None) -> ResolveReport:
+def resolve(master: str | Path, schema: Schema, *, now: dt.datetime | None = None,
+            password: str | None = None) -> ResolveReport:
     """Apply the review sheets' decisions now (a merge does this first anyway) and rewrite the workbook.
 
     The admin's record edits in the workbook are taken in too (the workbook is rewritten, so leaving
-    them out would lose them): this is a merge with no team workbooks.
+    them out would lose them): this is a merge with no team workbooks.  ``password`` opens an
+    encrypted master.xlsx and seals the rewritten one.
     """
     from xlcrm.merge import run
 
     master = Path(master)
     if not master.exists():
         raise XlcrmError("no master workbook here; run `xlcrm merge` first", path=str(master))
-    merged, decided = run([], master, schema, command="resolve", now=now)
+    merged, decided = run([], master, schema, command="resolve", now=now, password=password)
     report = decided or ResolveReport()
     report.master = str(master)
     report.warnings = list(merged.warnings)

@@ -28,6 +28,10 @@ MasterOpt = Annotated[Path, typer.Option("--master", "-m", help="The master work
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="xlcrm.toml (default: ./xlcrm.toml "
                                                 "if present).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON for scripts.")]
+PasswordOpt = Annotated[str | None, typer.Option(
+    "--password", envvar="XLCRM_PASSWORD", show_envvar=True,
+    help="Encrypt master.xlsx with this password (Excel's own encryption) and open it and encrypted team "
+         "workbooks with it. master.db is not encrypted.")]
 
 
 def _schema(config: Path | None) -> Any:
@@ -70,6 +74,7 @@ def merge(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     today: Annotated[str | None, typer.Option(help="Reference date YYYY-MM-DD (default: today).")] = None,
+    password: PasswordOpt = None,
 ) -> None:
     """Merge the team's workbooks into the master (created if missing): IDs, duplicates, conflicts, history."""
     from xlcrm.merge import merge as run_merge
@@ -78,7 +83,7 @@ def merge(
     ref_day = date.fromisoformat(today) if today else None
     with _progress(not as_json) as progress:
         report = run_merge(inputs, master, schema, dry_run=dry_run, strict=strict, today=ref_day,
-                           progress=progress)
+                           progress=progress, password=password or None)
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
         return
@@ -112,13 +117,18 @@ def distribute(
     lang: Annotated[str | None, typer.Option("--lang", help="ja or en for every workbook (default: each "
                                              "person's last language, else ja).")] = None,
     config: ConfigOpt = None,
+    password: Annotated[str | None, typer.Option(
+        "--password", envvar="XLCRM_PASSWORD", show_envvar=True,
+        help="Open an encrypted master.xlsx and encrypt every workbook written with this password "
+             "(without it they are plain).")] = None,
 ) -> None:
     """Write a fresh workbook for each salesperson from the master, ready to edit."""
     from xlcrm.distribute import distribute as run
 
     if lang not in (None, "ja", "en"):
         raise typer.BadParameter("use ja or en", param_hint="--lang")
-    paths = run(master, out_dir, _schema(config), owners=owner, lang=lang)  # type: ignore[arg-type]
+    paths = run(master, out_dir, _schema(config), owners=owner, lang=lang,  # type: ignore[arg-type]
+                password=password or None)
     for p in paths:
         out.print(f"[green]wrote[/] {p}")
     out.print(f"{len(paths)} workbook(s) in {out_dir}")
@@ -129,11 +139,12 @@ def resolve(
     master: MasterOpt,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
+    password: PasswordOpt = None,
 ) -> None:
     """Apply the decisions typed into 重複候補 / 競合 / 削除候補 (and edits in master.xlsx) now."""
     from xlcrm.resolve import resolve as run
 
-    report = run(master, _schema(config))
+    report = run(master, _schema(config), password=password or None)
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
         return
@@ -151,11 +162,12 @@ def export_master(
     config: ConfigOpt = None,
     lang: Annotated[str | None, typer.Option("--lang", help="ja or en (default: the schema's master_lang, "
                                              "else ja).")] = None,
+    password: PasswordOpt = None,
 ) -> None:
     """Rebuild master.xlsx from master.db (a lost or damaged workbook)."""
     from xlcrm.masterbook import export_master as run
 
     if lang not in (None, "ja", "en"):
         raise typer.BadParameter("use ja or en", param_hint="--lang")
-    path = run(master, _schema(config), lang=lang)  # type: ignore[arg-type]
+    path = run(master, _schema(config), lang=lang, password=password or None)  # type: ignore[arg-type]
     out.print(f"[green]wrote[/] {path}")
