@@ -319,3 +319,29 @@ def test_find_never_returns_exclude_and_is_ordered(recs: list[dict[str, Any]], p
     assert all(isinstance(m, Match) and m.other_id in ids for m in found)
     keys = [(m.kind != "certain", -m.score) for m in found]
     assert keys == sorted(keys)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recs=st.lists(records, min_size=1, max_size=8), query=records)
+def test_find_keys_skips_only_pairs_that_cannot_match(recs: list[dict[str, Any]], query: dict[str, Any]) -> None:
+    """find_keys settles most candidates without the full comparison; it must agree with compare() on each."""
+    index = MatchIndex(DEFAULT_SCHEMA, lang="en")
+    index.add_many((f"C-{i}", r) for i, r in enumerate(recs))
+    keys = index.keys_for(query)
+    expected = [m for i, r in enumerate(recs) if f"C-{i}" in index.candidates(keys)
+                and (m := compare(keys, r, lang="en", other_id=f"C-{i}")) is not None]
+    expected.sort(key=lambda m: (m.kind != "certain", -m.score, m.other_id))
+    assert index.find_keys(keys) == expected == index.find(query)
+
+
+def test_keys_api_indexes_like_add() -> None:
+    near = corporate(phone=None, postal_code=None, address="千代田区丸の内1-2-3 丸の内ビル5階")  # similar address only
+    twin = person(phone=None, postal_code=None, address=None, birthday="1980-04-10")
+    by_keys, by_record = MatchIndex(DEFAULT_SCHEMA), MatchIndex(DEFAULT_SCHEMA)
+    for i, rec in enumerate((near, twin)):
+        by_keys.add_keys(f"C-{i}", by_keys.keys_for(rec))
+        by_record.add(f"C-{i}", rec)
+    for q in (corporate(phone=None, postal_code=None), person(phone=None, postal_code=None, address=None,
+                                                            birthday="1980-04-01")):
+        found = by_keys.find_keys(by_keys.keys_for(q))
+        assert found == by_record.find(q) and [m.kind for m in found] == ["probable"]

@@ -28,7 +28,10 @@ it differently.  Positive evidence comes first, what argues against after it.
 
 Speed: :func:`customer_keys` folds a record once; :class:`MatchIndex` keeps blocking dictionaries
 (法人番号, e-mail, phone digits, company key, フリガナ, name parts, postal code, address, birthday), so a
-lookup scores a few dozen candidates instead of the whole master.
+lookup scores a few dozen candidates instead of the whole master, and only the candidates sharing
+something beyond the name get the full comparison.  A caller that looks a record up and then indexes it
+(merge) folds it once: ``keys = index.keys_for(record)``, ``index.find_keys(keys)``,
+``index.add_keys(record_id, keys)``.
 """
 
 from __future__ import annotations
@@ -285,6 +288,8 @@ def _blocks(k: CustomerKeys) -> list[tuple[str, str]]:
 #: Blocks this large say little (a common surname, a big postal district): skipped when looking up.
 _WEAK_BLOCK_LIMIT = 200
 _STRONG = frozenset({"c", "e", "p"})
+#: Blocks whose shared key is itself support (see ``_SUPPORT``): a pair sharing one needs the full comparison.
+_SUPPORT_BLOCKS = frozenset({"c", "e", "p", "z", "a", "b"})
 
 
 # --- comparison -----------------------------------------------------------------------------------
@@ -473,35 +478,28 @@ def _address_similarity(a: str, b: str) -> float:
     return s
 
 
-def _may_match(q: CustomerKeys, o: CustomerKeys) -> bool:
-    """False when :func:`_decide` must say no match whatever the names: nothing beyond the name agrees.
+def _near_place_or_day(q: CustomerKeys, o: CustomerKeys) -> bool:
+    """Support from what is not a blocking key: a birthday one keystroke off, an address that extends
+    the other or is similar.
 
-    Most candidates of a lookup come from a shared surname, postal code or name start and share no
-    key at all; proving that here costs a few comparisons instead of the full :func:`_compare` (most of
-    the time of a lookup).  It mirrors exactly the codes in ``_SUPPORT``: certain needs an identifying
-    key, probable needs ``support``, and every identifying key is support.
+    For a pair that shares no 法人番号, e-mail, phone, postal code, address or birthday this is exactly
+    "some code of ``_SUPPORT`` will be found", without which :func:`_decide` says no match (certain needs
+    an identifying key, probable needs support), so :meth:`MatchIndex.find_keys` skips the full
+    comparison when it is False.
     """
-    if q.corporate_number and q.corporate_number == o.corporate_number:
+    qb, ob = q.birthday, o.birthday
+    if qb and ob and _one_typo(qb, ob):
         return True
-    if q.email and q.email == o.email:
+    a, b = q.address, o.address
+    if not a or not b:
+        return False
+    if (a.startswith(b) or b.startswith(a)) and _DIGITS.search(min(a, b, key=len)):
         return True
-    if q.postal and q.postal == o.postal:
+    # score_cutoff lets rapidfuzz give up early (length difference alone); a score it does return is
+    # the exact one, and the cut-offs sit a little below the 0.8 that _compare tests, so this agrees.
+    if Indel.normalized_similarity(a, b, score_cutoff=0.79) >= 0.8:
         return True
-    for p in q.phones:
-        if p in o.phones:
-            return True
-    if q.birthday and o.birthday and (q.birthday == o.birthday or _one_typo(q.birthday, o.birthday)):
-        return True
-    if q.address and o.address:
-        a, b = q.address, o.address
-        if a == b or ((a.startswith(b) or b.startswith(a)) and _DIGITS.search(min(a, b, key=len))):
-            return True
-        # score_cutoff lets rapidfuzz give up early (length difference alone); a score it does return is
-        # the exact one, and the cut-offs sit a little below the 0.8 that _compare tests, so this agrees.
-        if Indel.normalized_similarity(a, b, score_cutoff=0.79) >= 0.8:
-            return True
-        return " " in a and " " in b and fuzz.token_set_ratio(a, b, score_cutoff=83) / 100 * 0.95 >= 0.8
-    return False
+    return " " in a and " " in b and fuzz.token_set_ratio(a, b, score_cutoff=83) / 100 * 0.95 >= 0.8
 
 
 @dataclass(slots=True)
@@ -555,7 +553,7 @@ def _compare(q: CustomerKeys, o: CustomerKeys) -> _Pair:
         ev("email", W_EMAIL, q.email)
     shared_phone = next((p for p in q.phones if p in o.phones), None)
     if shared_phone is not None:
-        ev("phone", W_PHONE, _shown_code(normalize.phone, q.shown.get(shared_phone, shared_phone)))
+        ev("phone", W_PHONE, q.shown.get(shared_phone, shared_phone))  # formatted by _match, if shown
 
     # name and reading
     name_sim = _ratio(q.name, o.name)
@@ -627,7 +625,7 @@ def _compare(q: CustomerKeys, o: CustomerKeys) -> _Pair:
                 w += W_ADDR_LOW
     if q.postal and o.postal:
         if q.postal == o.postal:
-            ev("postal_code", W_POSTAL, _shown_code(normalize.postal, q.shown.get("postal_code", q.postal)))
+            ev("postal_code", W_POSTAL, q.shown.get("postal_code", q.postal))
         else:
             w += W_POSTAL_DIFF
     same_day = False
@@ -696,6 +694,8 @@ _POSITIVE_ORDER = ("corporate_number", "email", "phone", "company_name", "compan
 
 
 _ORDER = {c: i for i, c in enumerate(_POSITIVE_ORDER)}
+#: Evidence whose value is parsed into its canonical spelling only when shown (most pairs compared are not).
+_SHOWN_PARSERS = {"phone": normalize.phone, "postal_code": normalize.postal}
 
 
 def compare(a: Mapping[str, Any] | CustomerKeys, b: Mapping[str, Any] | CustomerKeys, *,
@@ -713,7 +713,8 @@ def _match(q: CustomerKeys, o: CustomerKeys, other_id: str, li: int) -> Match | 
         return None
     order = _ORDER
     items = sorted(zip(pair.codes, pair.args, strict=True), key=lambda ca: order.get(ca[0], len(order)))
-    evidence = tuple(_TEXTS[c][li].format(*a) for c, a in items)
+    evidence = tuple(_TEXTS[c][li].format(*(_shown_code(_SHOWN_PARSERS[c], a[0]),) if c in _SHOWN_PARSERS else a)
+                     for c, a in items)
     return Match(other_id, kind, _score(pair.weight), evidence, tuple(c for c, _ in items))
 
 
@@ -803,15 +804,36 @@ class MatchIndex:
         return self.find_keys(self.keys_for(record), exclude=exclude)
 
     def find_keys(self, q: CustomerKeys, *, exclude: str | None = None) -> list[Match]:
-        """:meth:`find` with keys already folded by :meth:`keys_for`."""
-        out: list[Match] = []
+        """:meth:`find` with keys already folded by :meth:`keys_for`.
+
+        Most candidates (a shared surname, name start or reading) share nothing beyond the name and can
+        never match: the ones sharing a key that is support are collected with set operations, and only
+        the rest get the cheap :func:`_near_place_or_day` test before the full comparison.
+        """
+        blocks = self._blocks
+        candidates: set[str] = set()
+        supported: set[str] = set()
+        big: list[set[str]] = []  # support blocks too large to add candidates, still support for others
+        for b in _blocks(q):
+            ids = blocks.get(b)
+            if not ids:
+                continue
+            tag = b[0]
+            if tag in _STRONG or len(ids) <= _WEAK_BLOCK_LIMIT:
+                candidates |= ids
+                if tag in _SUPPORT_BLOCKS:
+                    supported |= ids
+            elif tag in _SUPPORT_BLOCKS:
+                big.append(ids)
+        if exclude is not None:
+            candidates.discard(exclude)
         known = self._keys
         li = self._lang
-        for other_id in self.candidates(q):
-            if other_id == exclude:
-                continue
+        out: list[Match] = []
+        for other_id in candidates:
             o = known[other_id]
-            if not _may_match(q, o):
+            if not (other_id in supported or _near_place_or_day(q, o)
+                    or (big and any(other_id in ids for ids in big))):
                 continue
             m = _match(q, o, other_id, li)
             if m is not None:

@@ -435,9 +435,11 @@ class Merger:
                             if hit is not None:
                                 target, how = hit, "natural"
                     matches: list[Any] = []
+                    match_keys: Any = None  # folded once, for the lookup and then for indexing a new row
                     if target is None and is_customers:
                         index = self._matcher_index(recs, states, entity)
-                        matches = index.find(dict(zip(keys, vals, strict=True)))
+                        match_keys = index.keys_for(dict(zip(keys, vals, strict=True)))
+                        matches = index.find_keys(match_keys)
                         certain = [m for m in matches if m.kind == "certain"]
                         if certain:
                             best = certain[0]
@@ -462,7 +464,10 @@ class Merger:
                                         conn, ekey, rid, m.other_id, score=m.score, kind=m.kind,
                                         evidence=m.evidence, run_id=self.run_id):
                                     self.duplicates_new += 1
-                            index.add(rid, dict(zip(keys, vals, strict=True)))
+                            if match_keys is not None:  # the ID and 更新日 just set are not match keys
+                                index.add_keys(rid, match_keys)
+                            else:
+                                index.add(rid, dict(zip(keys, vals, strict=True)))
                             self.customer_of_row[(si, row)] = rid
                         new_origins.append((ekey, fp, rid))
                         base_rows[rid] = tuple(vals)

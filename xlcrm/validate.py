@@ -769,7 +769,20 @@ def _save(book: Any, out: Path) -> Path:
 
 
 def annotate(result: ValidationResult, out: str | Path) -> Path:
-    """A copy with bad cells coloured, a comment on each and a linked list of findings."""
+    """A copy with bad cells coloured, a comment on each and a linked list of findings.
+
+    The package is patched in place when its structure allows (see :mod:`xlcrm.annotate`: seconds
+    faster per 10,000 rows); anything it does not handle goes through openpyxl instead.
+    """
+    from xlcrm.annotate import FastPathUnsupported, annotate_fast
+
+    try:
+        return annotate_fast(result, out)
+    except FastPathUnsupported:
+        return _annotate_openpyxl(result, out)
+
+
+def _annotate_openpyxl(result: ValidationResult, out: str | Path) -> Path:
     from openpyxl.comments import Comment
     from openpyxl.styles import Font, PatternFill
 
@@ -812,6 +825,9 @@ def annotate(result: ValidationResult, out: str | Path) -> Path:
     for letter, width in zip("ABCDEF", (8, 12, 8, 16, 24, 90), strict=True):
         ws.column_dimensions[letter].width = width
     ws.freeze_panes = "A2"
+    # Only the list is selected: two selected tabs open "grouped", and typing would edit both sheets.
+    for sheet in book.worksheets:
+        sheet.sheet_view.tabSelected = sheet is ws
     book.active = 0
     return _save(book, out)
 
