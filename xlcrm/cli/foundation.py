@@ -9,29 +9,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from xlcrm.cli import app
-
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="xlcrm.toml with custom columns "
-                                                "and switched-off columns (default: ./xlcrm.toml if present).")]
-LangOpt = Annotated[str, typer.Option("--lang", help="Workbook language: ja or en.")]
-
-
-def _lang(value: str) -> str:
-    if value not in ("ja", "en"):
-        raise typer.BadParameter("use ja or en", param_hint="--lang")
-    return value
-
-
-def load(config: Path | None):
-    from xlcrm.schema import load_schema
-
-    return load_schema(config)
+from xlcrm.cli.common import ConfigOpt, LangOpt, err, out
+from xlcrm.cli.common import check_lang as _lang
+from xlcrm.cli.common import load_config as load
 
 
 @app.command()

@@ -15,18 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from xlcrm.cli import app
+from xlcrm.cli.common import ConfigOpt, MasterOpt, err, out
+from xlcrm.cli.common import load_config as _schema
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
-
-MasterOpt = Annotated[Path, typer.Option("--master", "-m", help="The master workbook (master.xlsx); its "
-                                         "database master.db sits beside it.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="xlcrm.toml (default: ./xlcrm.toml "
-                                                "if present).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON for scripts.")]
 PasswordOpt = Annotated[str | None, typer.Option(
     "--password", envvar="XLCRM_PASSWORD", show_envvar=True,
@@ -34,10 +28,6 @@ PasswordOpt = Annotated[str | None, typer.Option(
          "workbooks with it. master.db is not encrypted.")]
 
 
-def _schema(config: Path | None) -> Any:
-    from xlcrm.schema import load_schema
-
-    return load_schema(config)
 
 
 @contextmanager

@@ -12,17 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from xlcrm.cli import app
+from xlcrm.cli.common import ConfigOpt, LangOpt, MasterOpt, err
+from xlcrm.cli.common import check_lang as _lang
+from xlcrm.cli.common import load_config as _schema
 
-err = Console(stderr=True, soft_wrap=True)
-
-MasterOpt = Annotated[Path, typer.Option("--master", "-m", help="The master workbook (master.xlsx); its "
-                                         "database master.db sits beside it.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="xlcrm.toml (default: ./xlcrm.toml "
-                                                "if present).")]
-LangOpt = Annotated[str, typer.Option("--lang", help="Workbook language: ja or en.")]
 PasswordOpt = Annotated[str | None, typer.Option(
     "--password", envvar="XLCRM_PASSWORD", show_envvar=True,
     help="Encrypt the output with this password (Excel's own encryption).")]
@@ -35,16 +30,8 @@ PurposeOpt = Annotated[str | None, typer.Option("--purpose", help="What the reci
 WhoOpt = Annotated[str | None, typer.Option("--who", help="Your name for the records (default: login name).")]
 
 
-def _lang(value: str) -> str:
-    if value not in ("ja", "en"):
-        raise typer.BadParameter("use ja or en", param_hint="--lang")
-    return value
 
 
-def _schema(config: Path | None):  # type: ignore[no-untyped-def]
-    from xlcrm.schema import load_schema
-
-    return load_schema(config)
 
 
 def _date(value: str | None) -> dt.date | None:

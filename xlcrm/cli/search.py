@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from xlcrm.cli import app
+from xlcrm.cli.common import ConfigOpt, LangOpt, MasterOpt
+from xlcrm.cli.common import check_lang as _lang
 
 if TYPE_CHECKING:
     import sqlite3
@@ -24,12 +26,7 @@ if TYPE_CHECKING:
     from xlcrm.schema import Lang, Schema
     from xlcrm.search import SearchHit
 
-MasterOpt = Annotated[Path, typer.Option("--master", "-m", help="The master workbook (master.xlsx); its "
-                                         "database master.db sits beside it.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
-LangOpt = Annotated[str, typer.Option("--lang", help="Language of labels and explanations: ja or en.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="xlcrm.toml (default: ./xlcrm.toml "
-                                                "if present).")]
 
 _HEAD = {
     "ja": {"n": "#", "contact": "担当者", "last": "最終接触", "why": "一致理由", "none": "該当する顧客はありません",
@@ -46,10 +43,6 @@ _HEAD = {
 }
 
 
-def _lang(value: str) -> Lang:
-    if value not in ("ja", "en"):
-        raise typer.BadParameter("use ja or en", param_hint="--lang")
-    return value  # type: ignore[return-value]
 
 
 def _fail(exc: Exception) -> typer.Exit:
