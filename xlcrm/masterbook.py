@@ -574,25 +574,11 @@ def read_decisions(master: Path, book: Any | None = None, *, password: str | Non
     """The decision columns of 重複候補, 競合 and 削除候補, by pair / conflict / deletion number."""
     book = book or _book(master, password)
     out = Decisions()
-    found = _sheet_rows(book, SHEETS["duplicates"])
-    if found and found[1]:
-        name, rows = found
-        idx = _header_index(rows[0], "decision", "pair")
-        if "decision" in idx and "pair" in idx:
-            for r, row in enumerate(rows[1:], start=2):
-                word = _word(row[idx["decision"]]) if idx["decision"] < len(row) else ""
-                pair = _int(row[idx["pair"]]) if idx["pair"] < len(row) else None
-                if not word or pair is None:
-                    continue
-                action = DUPLICATE_DECISIONS.get(word)
-                if action is None:
-                    out.warnings.append(f"{master.name} {name}!A{r}: {row[idx['decision']]!r} is not one of "
-                                        "統合 / 別 / 保留 (Merge / Different / Later); left pending")
-                elif action != "later":
-                    out.duplicates[pair] = action
+    _word_decisions(master, book, "duplicates", "pair", DUPLICATE_DECISIONS,
+                    "統合 / 別 / 保留 (Merge / Different / Later)", out.duplicates, out.warnings)
     found = _sheet_rows(book, SHEETS["conflicts"])
     if found and found[1]:
-        name, rows = found
+        _name, rows = found
         idx = _header_index(rows[0], "choose", "value", "conflict")
         if "conflict" in idx:
             for row in rows[1:]:
@@ -608,23 +594,32 @@ def read_decisions(master: Path, book: Any | None = None, *, password: str | Non
                 if choice is not None and _word(choice) in {_word(x) for x in LATER} and value is None:
                     continue
                 out.conflicts[cid] = (choice, value)
-    found = _sheet_rows(book, SHEETS["deletions"])
-    if found and found[1]:
-        name, rows = found
-        idx = _header_index(rows[0], "decision", "deletion")
-        if "decision" in idx and "deletion" in idx:
-            for r, row in enumerate(rows[1:], start=2):
-                word = _word(row[idx["decision"]]) if idx["decision"] < len(row) else ""
-                did = _int(row[idx["deletion"]]) if idx["deletion"] < len(row) else None
-                if not word or did is None:
-                    continue
-                action = DELETION_DECISIONS.get(word)
-                if action is None:
-                    out.warnings.append(f"{master.name} {name}!A{r}: {row[idx['decision']]!r} is not one of "
-                                        "削除 / 残す / 保留 (Delete / Keep / Later); left pending")
-                elif action != "later":
-                    out.deletions[did] = action
+    _word_decisions(master, book, "deletions", "deletion", DELETION_DECISIONS,
+                    "削除 / 残す / 保留 (Delete / Keep / Later)", out.deletions, out.warnings)
     return out
+
+
+def _word_decisions(master: Path, book: Any, sheet: str, key: str, words: dict[str, str], allowed: str,
+                    into: dict[int, str], warnings: list[str]) -> None:
+    """A review sheet whose decision column takes one of a few words (重複候補, 削除候補)."""
+    found = _sheet_rows(book, SHEETS[sheet])
+    if not (found and found[1]):
+        return
+    name, rows = found
+    idx = _header_index(rows[0], "decision", key)
+    if "decision" not in idx or key not in idx:
+        return
+    for r, row in enumerate(rows[1:], start=2):
+        word = _word(row[idx["decision"]]) if idx["decision"] < len(row) else ""
+        number = _int(row[idx[key]]) if idx[key] < len(row) else None
+        if not word or number is None:
+            continue
+        action = words.get(word)
+        if action is None:
+            warnings.append(f"{master.name} {name}!A{r}: {row[idx['decision']]!r} is not one of {allowed}; "
+                            "left pending")
+        elif action != "later":
+            into[number] = action
 
 
 def has_unread_changes(master: Path, conn: sqlite3.Connection) -> bool:
