@@ -533,16 +533,15 @@ def _vml_xml(cells: dict[str, list[Finding]], block: int) -> bytes:
 
 
 def _summary_xml(result: ValidationResult, styles: _Styles) -> bytes:
-    from xlcrm.validate import _FILL, ERROR, WARNING, _display
+    from xlcrm.marks import FILLS, severity_label, summary_headings
+    from xlcrm.validate import _display
     from xlcrm.writer import looks_like_formula
 
     lang = result.workbook.lang
-    heads = (("重要度", "シート", "セル", "列", "値", "メッセージ") if lang == "ja"
-             else ("Severity", "Sheet", "Cell", "Column", "Value", "Message"))
-    sev_label = {ERROR: "エラー" if lang == "ja" else "Error", WARNING: "警告" if lang == "ja" else "Warning"}
+    heads = summary_headings(lang)
     bold = styles.plain_xf(font_id=styles.font(b"<b/>", (b"b",)))
     link = styles.plain_xf(font_id=styles.font(b'<u/><color rgb="FF0563C1"/>', (b"u", b"color")))
-    sev_xf = {k: styles.plain_xf(fill_id=styles.fill_id(v)) for k, v in _FILL.items()}
+    sev_xf = {k: styles.plain_xf(fill_id=styles.fill_id(v)) for k, v in FILLS.items()}
     quoted = styles.plain_xf(quote=True)
 
     def cell(ref: str, text: str, xf: int | None = None) -> str:
@@ -557,7 +556,7 @@ def _summary_xml(result: ValidationResult, styles: _Styles) -> bytes:
             + "</row>"]
     links = []
     for r, f in enumerate(result.findings, 2):
-        rows.append(f'<row r="{r}">' + cell(f"A{r}", sev_label[f.severity], sev_xf[f.severity])
+        rows.append(f'<row r="{r}">' + cell(f"A{r}", severity_label(f.severity, lang), sev_xf[f.severity])
                     + cell(f"B{r}", f.sheet) + cell(f"C{r}", f.cell, link if f.cell else None)
                     + cell(f"D{r}", f.column) + cell(f"E{r}", _display(f.value)) + cell(f"F{r}", f.message)
                     + "</row>")
@@ -643,7 +642,7 @@ def annotate_fast(result: ValidationResult, out: str | Path) -> Path:
 
 
 def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
-    from xlcrm.validate import _FILL, _SUMMARY_SHEET, ERROR
+    from xlcrm.marks import ERROR, FILLS, SUMMARY_SHEET
     from xlcrm.writer import atomic_write
 
     out = Path(out)
@@ -689,7 +688,7 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
                 sheets[el.get("name") or ""] = _Sheet(el.get("name") or "", part)
                 sheet_parts.append(part)
         lang = result.workbook.lang
-        title = _SUMMARY_SHEET[lang]
+        title = SUMMARY_SHEET[lang]
         if title in {el.get("name") for el in sheets_el}:
             raise FastPathUnsupported(f"the workbook already has a {title} sheet")
 
@@ -718,7 +717,7 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
             targets: dict[str, int] = {}
             for ref, fs in sh.cells.items():
                 sev = ERROR if any(f.severity == ERROR for f in fs) else "warning"
-                targets[ref] = styles.with_fill(current[ref] or 0, _FILL[sev])
+                targets[ref] = styles.with_fill(current[ref] or 0, FILLS[sev])
             comments_part = _unique_name(lower_names, "xl/comments{}.xml")
             vml_part = _unique_name(lower_names, "xl/drawings/vmlDrawing{}.vml")
             block += 1

@@ -28,6 +28,7 @@ from pandera.errors import SchemaErrors
 
 from xlcrm import normalize as nz
 from xlcrm.errors import UnreadableWorkbook, XlcrmError
+from xlcrm.marks import ERROR, FILLS, SUMMARY_SHEET, WARNING, severity_label, summary_headings
 from xlcrm.reader import SheetData, TeamWorkbook, read_workbook
 from xlcrm.schema import (
     OWNER_DEFAULTED,
@@ -40,9 +41,6 @@ from xlcrm.schema import (
     RequiredWhen,
     Schema,
 )
-
-ERROR = "error"
-WARNING = "warning"
 
 # --- messages -------------------------------------------------------------------------------------
 # One entry per rule/problem code: (Japanese, English). Placeholders: label, value, suggestion, ...
@@ -737,8 +735,8 @@ def validate_paths(inputs: Sequence[str | Path], schema: Schema, *, today: date 
 
 # --- annotated and fixed copies -------------------------------------------------------------------
 
-_FILL = {ERROR: "FFC7CE", WARNING: "FFEB9C"}
-_SUMMARY_SHEET = {"ja": "エラー一覧", "en": "Errors"}
+_FILL = FILLS
+_SUMMARY_SHEET = SUMMARY_SHEET
 _FIXES_SHEET = {"ja": "修正一覧", "en": "Fixes"}
 
 
@@ -806,14 +804,11 @@ def _annotate_openpyxl(result: ValidationResult, out: str | Path) -> Path:
     if title in book.sheetnames:
         del book[title]
     ws = book.create_sheet(title, 0)
-    heads = (("重要度", "シート", "セル", "列", "値", "メッセージ") if lang == "ja"
-             else ("Severity", "Sheet", "Cell", "Column", "Value", "Message"))
-    ws.append(list(heads))
+    ws.append(list(summary_headings(lang)))
     for c in ws[1]:
         c.font = Font(bold=True)
-    sev_label = {ERROR: "エラー" if lang == "ja" else "Error", WARNING: "警告" if lang == "ja" else "Warning"}
     for f in result.findings:
-        ws.append([sev_label[f.severity], f.sheet, f.cell, f.column])
+        ws.append([severity_label(f.severity, lang), f.sheet, f.cell, f.column])
         r = ws.max_row
         _put_text(ws.cell(r, 5), _display(f.value))
         _put_text(ws.cell(r, 6), f.message)

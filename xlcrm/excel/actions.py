@@ -33,12 +33,13 @@ from xlcrm.excel.adapter import (
     column_index,
     sheet_ref,
 )
+from xlcrm.marks import SUMMARY_SHEET, severity_label, summary_headings
 from xlcrm.schema import LANGS, META_SHEET, Entity, Lang, Schema, fold_header
 
 #: Sheets written by the add-in, per language.
 SEARCH_SHEET = {"ja": "検索結果", "en": "Search results"}
 HISTORY_SHEET = {"ja": "顧客履歴", "en": "Customer history"}
-ERRORS_SHEET = {"ja": "エラー一覧", "en": "Errors"}
+ERRORS_SHEET = SUMMARY_SHEET
 #: Rows scanned for a header (a title row or two above it is common), as in the reader.
 HEADER_SCAN_ROWS = 10
 #: Where the view sheets keep what they were built from (so 最新化 can rebuild them): cell B1.
@@ -62,8 +63,6 @@ _W: dict[str, dict[str, str]] = {
         "no_master": "マスタの場所が設定されていません。管理者に `xlcrm addin install --master マスタのパス` "
         "の実行を依頼してください。",
         "master_missing": "マスタが見つかりません: {path}。ネットワークドライブに接続されているか確認してください。",
-        "severity": "重要度", "sheet": "シート", "cell": "セル", "column": "列", "value": "値",
-        "message": "メッセージ", "error": "エラー", "warning": "警告",
         "valid_ok": "入力チェック: 問題は見つかりませんでした。",
         "valid_bad": "入力チェック: エラー {e} 件、警告 {w} 件。色の付いたセルと「{sheet}」シートを確認してください。",
         "no_activities": "活動履歴シートが見つかりません。標準のブックで使ってください。",
@@ -93,8 +92,6 @@ _W: dict[str, dict[str, str]] = {
         "not_merged": "\"{name}\" is not in the master yet, so it has no history (it will after the next merge).",
         "no_master": "The master's location is not set. Ask the admin to run `xlcrm addin install --master PATH`.",
         "master_missing": "Master not found: {path}. Check that the network drive is connected.",
-        "severity": "Severity", "sheet": "Sheet", "cell": "Cell", "column": "Column", "value": "Value",
-        "message": "Message", "error": "Error", "warning": "Warning",
         "valid_ok": "Validate: no problems found.",
         "valid_bad": "Validate: {e} errors, {w} warnings. See the coloured cells and the {sheet} sheet.",
         "no_activities": "No Activities sheet found; use the standard workbook.",
@@ -529,12 +526,13 @@ def snapshot(book: WorkbookAdapter, path: Path, *, skip: Iterable[str] = ()) -> 
     return path
 
 
-def _previous_marks(book: WorkbookAdapter, sheet: str, lang_words: Iterable[Mapping[str, str]]) -> list[tuple[str, str]]:
+def _previous_marks(book: WorkbookAdapter, sheet: str) -> list[tuple[str, str]]:
     """(sheet, cell) pairs listed on an earlier エラー一覧, so their colour and note can be removed."""
     if sheet not in book.sheet_names():
         return []
-    sheet_heads = {fold_header(w["sheet"]) for w in lang_words}
-    cell_heads = {fold_header(w["cell"]) for w in lang_words}
+    # Either language's headings: a team may switch a workbook's language between two checks.
+    sheet_heads = {fold_header(summary_headings(lg)[1]) for lg in LANGS}
+    cell_heads = {fold_header(summary_headings(lg)[2]) for lg in LANGS}
     rows = book.read_sheet(sheet)
     for i, row in enumerate(rows[:HEADER_SCAN_ROWS]):
         heads = [fold_header(v) if isinstance(v, str) else "" for v in row]
@@ -575,7 +573,7 @@ def validate_action(book: WorkbookAdapter, ctx: Context) -> str | None:
         except UnreadableWorkbook as exc:
             raise XlcrmError(str(exc).replace(str(copy), book.name)) from None
     names = set(book.sheet_names())
-    for s, c in _previous_marks(book, sheet, _W.values()):
+    for s, c in _previous_marks(book, sheet):
         pos = _split_cell(c)
         if pos and s in names and s not in views:
             book.fill(s, *pos, None)
@@ -597,8 +595,8 @@ def validate_action(book: WorkbookAdapter, ctx: Context) -> str | None:
         if sheet in names:
             _write_view(book, sheet, [[w["valid_ok"]]], [], [], [60])
         return w["valid_ok"]
-    header = [w["severity"], w["sheet"], w["cell"], w["column"], w["value"], w["message"]]
-    body = [[w["error"] if f.severity == "error" else w["warning"], f.sheet, f.cell, f.column,
+    header = list(summary_headings(lang))
+    body = [[severity_label(f.severity, lang), f.sheet, f.cell, f.column,
              _shown(f.value), f.message] for f in result.findings]
     message = w["valid_bad"].format(e=errors, w=warnings, sheet=sheet)
     header_row = _write_view(book, sheet, [[message]], header, body, [8, 12, 8, 16, 24, 70])

@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from xlcrm.marks import ERROR, FILLS, WARNING
+
 #: Fills used by the actions (RGB hex): header, error, warning, overdue TODO, workbook-only row.
 HEADER_FILL = "DDEBF7"
-ERROR_FILL = "FFC7CE"
-WARNING_FILL = "FFEB9C"
+ERROR_FILL = FILLS[ERROR]
+WARNING_FILL = FILLS[WARNING]
 OVERDUE_FILL = "F8CBAD"
 LOCAL_FILL = "E2EFDA"
 DATE_FORMAT = "yyyy/mm/dd"
