@@ -44,6 +44,12 @@ def encrypt_bytes(plain: bytes, password: str) -> bytes:
     return out.getvalue()
 
 
+def _require_password(password: str | None, path: str | Path) -> None:
+    if not password:
+        raise UnreadableWorkbook(f"the workbook is password-protected; give --password or set "
+                                 f"{PASSWORD_ENV}", path=str(path))
+
+
 def decrypt_bytes(data: bytes, password: str | None, *, path: str | Path) -> bytes:
     """Plain .xlsx bytes from ``data``; passes unencrypted workbooks through unchanged.
 
@@ -51,9 +57,7 @@ def decrypt_bytes(data: bytes, password: str | None, *, path: str | Path) -> byt
     """
     if not is_encrypted(data):
         return data
-    if not password:
-        raise UnreadableWorkbook(f"the workbook is password-protected; give --password or set "
-                                 f"{PASSWORD_ENV}", path=str(path))
+    _require_password(password, path)
     import msoffcrypto
     from msoffcrypto.exceptions import InvalidKeyError
 
@@ -114,9 +118,7 @@ def check_file_password(path: str | Path, password: str | None) -> bool:
         raise UnreadableWorkbook(f"cannot be read ({exc.strerror})", path=str(p)) from None
     if not is_encrypted(data):
         return False
-    if not password:
-        raise UnreadableWorkbook(f"the workbook is password-protected; give --password or set "
-                                 f"{PASSWORD_ENV}", path=str(p))
+    _require_password(password, p)
     import msoffcrypto
     from msoffcrypto.exceptions import InvalidKeyError
 
