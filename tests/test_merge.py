@@ -457,6 +457,34 @@ def test_backups_keep_the_last_ten(tmp_path: Path, master: Path) -> None:
     assert conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] == 1
 
 
+def test_backup_is_the_database_before_the_merge(tmp_path: Path, master: Path) -> None:
+    # The copy is made by a thread while the merge already writes inside its transaction.
+    merge([book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事")]})], master, S, today=TODAY)
+    merge([book(tmp_path / "b.xlsx", {"customers": [customer("有限会社川辺工務店", phone="045-111-2222",
+                                                             email="info@kawabe.example.jp")]})],
+          master, S, today=TODAY)
+    newest = sorted((master.parent / "backups").glob("*.db"))[-1]
+    old = sqlite3.connect(newest)
+    try:
+        assert old.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert [r[0] for r in old.execute("SELECT name FROM customers")] == ["株式会社青空商事"]
+    finally:
+        old.close()
+    assert sorted(r["name"] for r in records(master).values()) == ["有限会社川辺工務店", "株式会社青空商事"]
+    assert not list((master.parent / "backups").glob(".*.part"))
+
+
+def test_merge_refuses_when_no_backup_can_be_written(tmp_path: Path, master: Path) -> None:
+    merge([book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事")]})], master, S, today=TODAY)
+    before = dump(master)
+    shutil.rmtree(master.parent / "backups", ignore_errors=True)
+    (master.parent / "backups").write_text("not a folder")  # the backups folder cannot be created
+    b = book(tmp_path / "b.xlsx", {"customers": [customer("有限会社川辺工務店", phone="045-111-2222")]})
+    with pytest.raises(XlcrmError, match="backups folder"):
+        merge([b], master, S, today=TODAY)
+    assert dump(master) == before
+
+
 @contextmanager
 def read_only_folder(folder: Path) -> Iterator[None]:
     """Make ``folder`` refuse new files for real: chmod as a user; as root (CI), whom permission bits do

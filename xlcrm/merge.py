@@ -35,12 +35,13 @@ stored form column by column (unique values once) and written with ``executemany
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -156,8 +157,31 @@ def _column_values(col: Any, values: list[Any]) -> list[Any]:
 
 def _fingerprint(entity_key: str, values: Sequence[Any], positions: Sequence[int]) -> str:
     """Content hash of a row's present fields: the same row from the same workbook, recognised."""
-    text = repr((entity_key, tuple(values[i] for i in positions)))
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
+    return _fingerprinter(entity_key, positions)(values)
+
+
+def _fingerprinter(entity_key: str, positions: Sequence[int]) -> Callable[[Sequence[Any]], str]:
+    """:func:`_fingerprint` for one sheet, with the column picking prepared once (400,000 rows a merge).
+
+    The text hashed must never change: fingerprints are stored in ``origins`` and a legacy workbook's
+    rows are recognised by them at the next merge.
+    """
+    blake2b = hashlib.blake2b
+    if len(positions) >= 2:
+        pick = itemgetter(*positions)
+    elif positions:
+        only = positions[0]
+
+        def pick(values: Sequence[Any]) -> tuple[Any, ...]:
+            return (values[only],)
+    else:
+        def pick(values: Sequence[Any]) -> tuple[Any, ...]:
+            return ()
+
+    def fingerprint(values: Sequence[Any]) -> str:
+        return blake2b(repr((entity_key, pick(values))).encode("utf-8"), digest_size=12).hexdigest()
+
+    return fingerprint
 
 
 # --- inputs -----------------------------------------------------------------------------------------
@@ -285,7 +309,7 @@ class Merger:
         self.history.append((self.run_id, self.at, entity.key, rid, fld, old, new,
                              src.name if src else None, src.who if src else None, how))
 
-    def _matcher_index(self, recs: dict[str, tuple[Any, ...]], states: dict[str, tuple[str, str | None]],
+    def _matcher_index(self, recs: Mapping[str, tuple[Any, ...]], states: dict[str, tuple[str, str | None]],
                        entity: Entity) -> Any:
         """The duplicate index over every active customer, built only when a row needs it."""
         if self._matcher is None:
@@ -300,24 +324,27 @@ class Merger:
 
     # -- the run --
 
-    def run(self, sources: Sequence[Source]) -> None:
+    def run(self, sources: _Inputs | Sequence[Source]) -> None:
         for entity in self.schema:
             self._entity_pass(entity, sources)
             self._flush_history()
             self._matcher = None  # only customers are matched; free the index before the big sheets
 
-    def _entity_pass(self, entity: Entity, sources: Sequence[Source]) -> None:
+    def _entity_pass(self, entity: Entity, sources: _Inputs | Sequence[Source]) -> None:
         conn, ekey = self.conn, entity.key
         keys = entity.keys
         ncols = len(keys)
         idc = entity.id_column.key
         pos = {k: i for i, k in enumerate(keys)}
+        idc_i = pos[idc]
+        run_id, at = self.run_id, self.at
+        hist = self.history.append
         ref = entity.ref_column
         ref_i = pos[ref.key] if ref is not None else None
         updated_i = pos.get("updated_at")
 
         same = Equivalence(entity)
-        recs = db.load_records(conn, entity)  # the master before this merge
+        recs = db.LazyRecords(conn, entity)  # the master before this merge
         states = db.load_states(conn, entity)
         cust_states = states if ekey == "customers" else db.load_states(conn, self.schema.entity("customers"))
         known_customers: set[str] | None = None
@@ -329,11 +356,21 @@ class Merger:
         next_no = db.first_free_number(conn, entity)
         natural = entity.natural_key
         nat_pos = [pos[k] for k in natural] if natural else []
-        natidx: dict[tuple[Any, ...], str] = {}
-        if nat_pos:
-            for rid, vals in recs.items():
-                if rid not in states:
-                    natidx.setdefault(tuple(vals[i] for i in nat_pos), rid)
+        # Natural-key fields that must be filled for the key to count (the customer is set above).
+        nat_need = [pos[k] for k in natural if ref is None or k != ref.key] if natural else []
+        nat_need_pick = (itemgetter(*nat_need, *nat_need)  # doubled: a tuple even for one field
+                         if nat_need else (lambda _values: ()))
+        natidx: dict[tuple[Any, ...], str] | None = None  # built when a row without an ID needs it
+
+        def natural_index() -> dict[tuple[Any, ...], str]:
+            """Natural key -> record: the master's active records, then this run's new ones."""
+            nonlocal natidx
+            if natidx is None:
+                natidx = {}
+                for rid, vals in (*recs.items(), *created.items()):
+                    if rid not in states:
+                        natidx.setdefault(tuple(vals[i] for i in nat_pos), rid)
+            return natidx
         proposals: dict[tuple[str, int], list[_Proposal]] = {}
         is_customers = ekey == "customers"
 
@@ -345,9 +382,11 @@ class Merger:
                 rid = st[rid][1]  # type: ignore[assignment]
             return rid, st[rid][0] if rid in st else "active"
 
-        total_rows = sum(len(s.sheets[ekey].rows) for s in sources)
         done = 0
         for si, src in enumerate(sources):
+            # Rows known so far (validation of later inputs may still be running during the first pass).
+            known = sources.ready if isinstance(sources, _Inputs) else sources
+            total_rows = done + sum(len(s.sheets[ekey].rows) for s in known[si:])
             res = src.result
             data = src.sheets[ekey]
             report = src.report
@@ -368,9 +407,11 @@ class Merger:
             base_rows: dict[str, tuple[Any, ...]] = {}
             unidentified_rejects = False
             pick = itemgetter(*present) if present else (lambda _row: ())
+            fingerprint = _fingerprinter(ekey, present)
+            src_name, src_who = src.name, src.who
             for j, (row, tup) in enumerate(zip(rows_idx, zip(*cols, strict=True), strict=True)):
                 vals = list(tup)
-                given_id = vals[pos[idc]]
+                given_id = vals[idc_i]
                 if src.strict_rejected or row in errors:
                     counts.add("rejected")
                     if given_id:
@@ -421,19 +462,16 @@ class Merger:
                         continue
                     how, base_key = "id", given_id
                 else:
-                    fp = _fingerprint(ekey, vals, present)
+                    fp = fingerprint(vals)
                     hit = origins.get((ekey, fp))
                     if hit is not None and (hit in recs or hit in created):
                         t, state = survivor(hit, states)
                         if state == "active":
                             target, how = t, "origin"
-                    if target is None and nat_pos:
-                        nk = tuple(vals[i] for i in nat_pos)
-                        if all(v is not None for k, v in zip(natural, nk, strict=True)
-                               if ref is None or k != ref.key):
-                            hit = natidx.get(nk)
-                            if hit is not None:
-                                target, how = hit, "natural"
+                    if target is None and nat_pos and None not in nat_need_pick(vals):
+                        hit = natural_index().get(tuple(vals[i] for i in nat_pos))
+                        if hit is not None:
+                            target, how = hit, "natural"
                     matches: list[Any] = []
                     match_keys: Any = None  # folded once, for the lookup and then for indexing a new row
                     if target is None and is_customers:
@@ -449,13 +487,13 @@ class Merger:
                         # A new record.
                         rid = db.format_id(entity, next_no)
                         next_no += 1
-                        vals[pos[idc]] = rid
+                        vals[idc_i] = rid
                         if updated_i is not None:
                             vals[updated_i] = self.today
                         created[rid] = vals
-                        created_src[rid] = src.name
-                        self._hist(entity, rid, None, None, None, src, "new")
-                        if nat_pos:
+                        created_src[rid] = src_name
+                        hist((run_id, at, ekey, rid, None, None, None, src_name, src_who, "new"))
+                        if natidx is not None:  # else built later, from the master and ``created``
                             natidx.setdefault(tuple(vals[i] for i in nat_pos), rid)
                         if is_customers:
                             index = self._matcher_index(recs, states, entity)
@@ -481,7 +519,6 @@ class Merger:
                     self.customer_of_row[(si, row)] = target
                 seen.add(base_key)
                 # Field proposals against the master before this merge (or this run's new record).
-                master_vals = created.get(target) or recs[target]
                 # The same record twice in one workbook (validate warns): the later row is compared
                 # with the master only, and the base keeps the first row.
                 repeat = base_key in base_rows
@@ -490,6 +527,7 @@ class Merger:
                 blanks = blank_raw
                 # Fast path (most rows of a re-merge): nothing differs from the base.
                 if b is None or pick(vals) != pick(b):
+                    master_vals = created.get(target) or recs[target]
                     for i in present:
                         v = vals[i]
                         m = master_vals[i]
@@ -510,7 +548,7 @@ class Merger:
                         proposes = True
                 if not repeat:
                     row_vals = list(vals)
-                    row_vals[pos[idc]] = base_key
+                    row_vals[idc_i] = base_key
                     base_rows[base_key] = tuple(row_vals)
                 outcome = "linked" if how == "link" else "updated" if proposes else "unchanged"
                 counts.add(outcome)
@@ -539,7 +577,7 @@ class Merger:
         db.set_first_free_number(conn, entity, next_no)
         self._judge(entity, recs, created, proposals, updated_i, same)
 
-    def _judge(self, entity: Entity, recs: dict[str, tuple[Any, ...]], created: dict[str, list[Any]],
+    def _judge(self, entity: Entity, recs: Mapping[str, tuple[Any, ...]], created: dict[str, list[Any]],
                proposals: dict[tuple[str, int], list[_Proposal]], updated_i: int | None,
                same: Equivalence) -> None:
         """Apply agreeing proposals; turn disagreeing or contested ones into conflicts."""
@@ -802,20 +840,26 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
         workers = _Workers(None if dry_run else master.parent / ERRORS_DIR / now.strftime("%Y%m%d-%H%M%S"),
                            password=password)
         try:
-            sources = _validate_sources(paths, schema, strict=strict, today=today, progress=progress,
-                                        report=report, workers=workers, password=password)
+            # Validation starts here, in the workers, and goes on while the merge below runs.
+            sources = _Inputs(paths, schema, strict=strict, today=today, progress=progress,
+                              report=report, workers=workers, password=password)
         except BaseException:
             workers.close()
             raise
-        clock.lap("validate")
-        if dry_run:
-            conn = _dry_run_connection(db_path)
-        else:
-            conn = db.connect(db_path, create=True)
-            if db_path.exists() and db_path.stat().st_size > 0:
-                backup.take_backup(master, conn)
-            elif master.exists():
-                backup.take_backup(master, None)
+        backup_job: backup.BackupJob | None = None
+        try:
+            if dry_run:
+                conn = _dry_run_connection(db_path)
+            else:
+                conn = db.connect(db_path, create=True)
+                if db_path.exists() and db_path.stat().st_size > 0:
+                    # Copied by a thread while the merge runs; waited for before the commit.
+                    backup_job = backup.start_backup(master, db_path)
+                elif master.exists():
+                    backup.take_backup(master, None)
+        except BaseException:
+            workers.close()
+            raise
         try:
             conn.execute("BEGIN IMMEDIATE")
             with db.rollback_on_error(conn):
@@ -838,29 +882,35 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                 if state.edits is not None:
                     who = _admin_name(lang)
                     fr = FileReport(str(master), who, state.edits.status)
-                    sources.insert(0, Source(master, state.edits, MASTER_SOURCE, who, _file_time(master),
+                    sources.insert_first(Source(master, state.edits, MASTER_SOURCE, who, _file_time(master),
                                              lang, is_master=True, report=fr, written=written,
                                              sheets=compact(state.edits, schema)))
                     report.files.insert(0, fr)
                 merger = Merger(conn, schema, run_id=run_id, now=now, today=today, lang=lang,
                                 progress=progress)
-                merger.load_origins(sources)
-                for s in sources:
+
+                def ready(s: Source) -> None:
                     if not s.is_master:
+                        merger.load_origins([s])
                         db.register_workbook(conn, s.key, kind=_workbook_kind(conn, s.key), owner=s.who,
                                              lang=s.lang, created=s.result.workbook.meta.created or None,
                                              path=str(s.path), run_id=run_id)
                         db.mark_workbook_merged(conn, s.key, run_id)
+
+                for s in sources.ready:
+                    ready(s)
+                sources.on_ready = ready
                 merger.run(sources)
                 clock.lap("merge")
+                report.timings["validate_wait"] = round(sources.wait_s, 3)
                 report.records_created = dict(merger.created)
                 report.duplicates_new = merger.duplicates_new
                 report.conflicts_new = merger.conflicts_new
                 report.deletions_new = merger.deletions_new
                 report.warnings.extend(merger.warnings)
-                workers.finish(sources, report)
+                workers.finish(sources.all(), report)
                 clock.lap("error_workbooks")
-                _import_log(conn, sources, report, run_id)
+                _import_log(conn, sources.all(), report, run_id)
                 _search_index(conn, schema)
                 clock.lap("search_index")
                 report.duplicates_pending = len(db.duplicates(conn))
@@ -868,6 +918,9 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                 report.deletions_pending = len(db.deletions(conn))
                 report.history_rows = db.history_count(conn) - history_before
                 db.finish_run(conn, run_id, dt.datetime.now().isoformat(timespec="seconds"))
+                if backup_job is not None:
+                    backup_job.wait()  # the copy of the old database is complete before anything changes
+                    clock.lap("backup_wait")
                 if dry_run:
                     conn.execute("ROLLBACK")
                 else:
@@ -877,6 +930,9 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
         finally:
             conn.close()
             workers.close()
+            if backup_job is not None:
+                with contextlib.suppress(Exception):  # already waited for, or the merge failed anyway
+                    backup_job.wait()
     report.seconds = round(time.perf_counter() - started, 3)
     return report, decided
 
@@ -938,33 +994,95 @@ def _validate_job(path: Path, schema: Schema, today: dt.date, password: str | No
     return result, compact(result, schema)
 
 
-def _validate_sources(paths: Sequence[Path], schema: Schema, *, strict: bool, today: dt.date,
-                      progress: Progress | None, report: MergeReport,
-                      workers: _Workers | None = None, password: str | None = None) -> list[Source]:
-    """Validate every input (in worker processes when they are large) and make them merge sources."""
-    outcomes: list[tuple[Any, Any]] = []
-    futures = None
-    if workers is not None and workers.parallel(paths):
-        futures = workers.map_validate(paths, schema, today, password)
-    for n, path in enumerate(paths):
-        if progress:
-            progress("validate", n, len(paths))
-        if futures is not None:
-            try:
-                outcomes.append(futures[n].result())
-                continue
-            except Exception:  # a broken worker: validate here instead
-                futures = None
-        outcomes.append(_validate_job(path, schema, today, password))
+class _Inputs:
+    """The validated inputs, made into merge sources in input order as the merge reaches them.
 
-    sources: list[Source] = []
-    keys: dict[str, int] = {}
-    for path, (result, extra) in zip(paths, outcomes, strict=True):
+    Validation of large inputs runs in the worker processes; iterating this waits only for the next
+    file, so the merge of the first files' customers runs while later files are still validated and
+    both cores of a small office PC stay busy (a 400,000-row merge is CPU-bound: validating first and
+    merging after left one core idle for most of the run).  After the first full pass it is a plain
+    list.  ``on_ready`` is called once per source, in order, before the merge sees it.
+    """
+
+    def __init__(self, paths: Sequence[Path], schema: Schema, *, strict: bool, today: dt.date,
+                 progress: Progress | None, report: MergeReport, workers: _Workers | None = None,
+                 password: str | None = None) -> None:
+        self.paths = list(paths)
+        self.schema, self.strict, self.today, self.password = schema, strict, today, password
+        self.progress, self.report, self.workers = progress, report, workers
+        self.ready: list[Source] = []
+        self.on_ready: Callable[[Source], None] | None = None
+        self.wait_s = 0.0  # time the merge spent waiting for validation
+        self._done = 0
+        self._keys: dict[str, int] = {}
+        self._futures: list[Any] | None = None
+        if workers is not None and workers.parallel(self.paths):
+            self._futures = workers.map_validate(self.paths, schema, today, password)
+        if progress:
+            progress("validate", 0, len(self.paths))
+
+    def insert_first(self, src: Source) -> None:
+        """The master workbook's own edits: merged before every team workbook."""
+        self.ready.insert(0, src)
+
+    @property
+    def complete(self) -> bool:
+        return self._done == len(self.paths)
+
+    def __iter__(self) -> Iterator[Source]:
+        i = 0
+        while True:
+            while i >= len(self.ready) and not self.complete:
+                self._advance()
+            if i >= len(self.ready):
+                return
+            yield self.ready[i]
+            i += 1
+
+    def __len__(self) -> int:
+        """Sources made so far (all of them once :attr:`complete`)."""
+        return len(self.ready)
+
+    def all(self) -> list[Source]:
+        """Every source, waiting for validation to finish."""
+        while not self.complete:
+            self._advance()
+        return self.ready
+
+    def _advance(self) -> None:
+        n = self._done
+        path = self.paths[n]
+        started = time.perf_counter()
+        outcome: tuple[Any, Any] | None = None
+        if self._futures is not None:
+            try:
+                outcome = self._futures[n].result()
+            except Exception:  # a broken worker: validate here instead
+                self._futures = None
+        if outcome is None:
+            outcome = _validate_job(path, self.schema, self.today, self.password)
+        self.wait_s += time.perf_counter() - started
+        self._done += 1
+        if self.progress:
+            self.progress("validate", self._done, len(self.paths))
+        src = self._source(path, *outcome)
+        if src is None:
+            return
+        self.ready.append(src)
+        if self.on_ready is not None:
+            self.on_ready(src)
+        workers = self.workers
+        if workers is not None and workers.annotate and (src.strict_rejected or any(src.result.error_rows.values())):
+            workers.submit_annotate(src)
+
+    def _source(self, path: Path, result: Any, extra: Any) -> Source | None:
+        report = self.report
         if result is None:
             report.files.append(FileReport(str(path), "", "unreadable", message=extra))
-            continue
+            return None
         meta = result.workbook.meta
         key = source_key(path, meta.workbook_id)
+        keys = self._keys
         if key in keys:
             # Two copies of one workbook (or two legacy files with the same folder and name).
             keys[key] += 1
@@ -973,21 +1091,15 @@ def _validate_sources(paths: Sequence[Path], schema: Schema, *, strict: bool, to
             key = f"{key}#{keys[key]}"
         keys[key] = keys.get(key, 1)
         who = meta.owner or path.stem
-        strict_rejected = strict and not result.ok
+        strict_rejected = self.strict and not result.ok
         fr = FileReport(str(path), who, "rejected" if strict_rejected else result.status)
         if strict_rejected:
             fr.message = ("--strict: the whole file was rejected because of its errors"
                           if meta.lang == "en" else "--strict: エラーがあるためファイル全体を取り込みませんでした")
         report.files.append(fr)
         sheets: dict[str, _SheetRows] = extra
-        src = Source(path, result, key, who, _file_time(path), meta.lang, strict_rejected, False, fr,
-                     rows=sum(len(d.rows) for d in sheets.values()), sheets=sheets)
-        sources.append(src)
-        if workers is not None and workers.annotate and (strict_rejected or any(result.error_rows.values())):
-            workers.submit_annotate(src)
-    if progress:
-        progress("validate", len(paths), len(paths))
-    return sources
+        return Source(path, result, key, who, _file_time(path), meta.lang, strict_rejected, False, fr,
+                      rows=sum(len(d.rows) for d in sheets.values()), sheets=sheets)
 
 
 #: Inputs at least this large (bytes, all files together) are validated in worker processes.
