@@ -162,7 +162,13 @@ def _stat(path: Path) -> str:
 # --- writing ----------------------------------------------------------------------------------------
 
 class _LazyRows:
-    """Rows of one entity as dicts, produced while XlsxWriter consumes them (no 400k dicts at once)."""
+    """Rows of one entity as value lists in ``entity.keys`` order, read while the writer consumes them.
+
+    ``values_in_entity_order`` tells :func:`xlcrm.writer.write_entity_table` to take them as they are
+    (no dict per record; 400k records).  ISO date text becomes ``date`` (an odd text stays as it is).
+    """
+
+    values_in_entity_order = True
 
     def __init__(self, conn: sqlite3.Connection, entity: Entity, count: int) -> None:
         self.conn, self.entity, self.count = conn, entity, count
@@ -170,23 +176,33 @@ class _LazyRows:
     def __len__(self) -> int:
         return self.count
 
-    def __getitem__(self, i: int) -> dict[str, Any]:  # pragma: no cover - Sequence protocol only
+    def __getitem__(self, i: int) -> list[Any]:  # pragma: no cover - Sequence protocol only
         raise TypeError("rows are streamed; iterate instead")
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        keys = self.entity.keys
+    def __iter__(self) -> Iterator[list[Any] | tuple[Any, ...]]:
         dates = [i for i, c in enumerate(self.entity.columns) if c.type == "date"]
+        records = db.iter_records(self.conn, self.entity)
+        if not dates:
+            yield from records
+            return
+        days: dict[str, Any] = {}  # the same few thousand days recur on every sheet
+        get = days.get
         fromiso = dt.date.fromisoformat
-        for r in db.iter_records(self.conn, self.entity):
+        for r in records:
             vals = list(r)
             for i in dates:
                 v = vals[i]
                 if v is not None:
-                    try:  # noqa: SIM105 - hot loop; an odd text stays as it is
-                        vals[i] = fromiso(v)
-                    except (TypeError, ValueError):
-                        pass
-            yield dict(zip(keys, vals, strict=True))
+                    day = get(v)
+                    if day is None:
+                        try:
+                            day = fromiso(v)
+                        except (TypeError, ValueError):
+                            day = v
+                        if isinstance(v, str):
+                            days[v] = day
+                    vals[i] = day
+            yield vals
 
 
 def write_master(conn: sqlite3.Connection, path: Path, schema: Schema, *, lang: Lang, wb_id: str,

@@ -5,9 +5,14 @@ several times faster than openpyxl on large outputs, its XML is close to what Ex
 repair prompts), and given a fixed ``created`` time its output is byte-for-byte reproducible, which lets
 a test compare the committed templates with what the generator produces now.  ``constant_memory`` mode
 was measured and not taken: XlsxWriter refuses ``add_table`` there (every entity sheet is a table), it
-was no faster (8.9 s vs 9.2 s for 100,000 customers) and writes inline strings unlike Excel.  Normal
-mode writes 100,000 customers in about 9-10 s with ~220 MB for the cells on a 2-core machine
-(``benchmarks/bench_writer.py``); almost all of that time is XlsxWriter's own XML serialisation.
+was no faster (8.9 s vs 9.2 s for 100,000 customers) and writes inline strings unlike Excel.
+
+XlsxWriter's own per-cell path (a namedtuple per cell until ``close()``, then generic XML helpers) made
+the master workbook (3.8 million cells) a 22 s write.  :func:`write_table` therefore renders table
+rows straight into ``<sheetData>`` XML and XlsxWriter still writes everything else; the result is
+byte-for-byte what XlsxWriter writes cell by cell (:mod:`xlcrm.sheetxml`, tested member by member
+against ``XlcrmWorkbook(fast_tables=False)``).  Figures: ``benchmarks/bench_writer.py`` and the
+writer section of ``benchmarks/README.md`` (master 4-6 s instead of 21-23 s, half the memory).
 
 What this module adds on top of XlsxWriter:
 
@@ -22,7 +27,7 @@ What this module adds on top of XlsxWriter:
   values round-trip unchanged through read -> merge -> write; see :func:`safe_text` and
   :func:`looks_like_formula`.
 * :func:`atomic_write`: a temp file in the target's directory, fsync, ``os.replace``.
-* :func:`write_table`: one Excel table per sheet with typed cells, written fast.
+* :func:`write_table`: one Excel table per sheet with typed cells, rendered as XML (above).
 """
 
 from __future__ import annotations
@@ -32,20 +37,31 @@ import datetime as dt
 import math
 import numbers
 import os
+import re
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, get_args
 
-from xlsxwriter.exceptions import FileCreateError, FileSizeError
+import xlsxwriter
+from xlsxwriter.exceptions import FileCreateError, FileSizeError, OverlappingRange
 from xlsxwriter.format import Format
-from xlsxwriter.utility import quote_sheetname, xl_col_to_name, xl_rowcol_to_cell
+from xlsxwriter.utility import (
+    _datetime_to_excel_datetime,
+    _utf16_len,
+    quote_sheetname,
+    xl_col_to_name,
+    xl_range,
+    xl_rowcol_to_cell,
+)
 from xlsxwriter.workbook import Workbook
-from xlsxwriter.worksheet import Worksheet
+from xlsxwriter.worksheet import Worksheet, convert_range_args
 
+from xlcrm import sheetxml
 from xlcrm.errors import LockedError, XlcrmError
 from xlcrm.schema import Column, Entity, ImeMode, Lang
 
@@ -55,6 +71,10 @@ MAX_ROWS = 1_048_576
 MAX_TEXT = 32_767
 
 IME_MODES: frozenset[str] = frozenset(get_args(ImeMode))
+
+#: The XlsxWriter versions whose internals xlcrm.sheetxml was checked against (byte for byte, in the
+#: tests); with any other version tables are written cell by cell through XlsxWriter alone.
+FAST_XLSXWRITER = xlsxwriter.__version__.startswith("3.3.")
 
 #: Default look of every entity table; the header cells are also formatted explicitly (below) because
 #: LibreOffice does not render table styles and staff may open the workbook there.
@@ -156,6 +176,55 @@ class XlcrmWorksheet(Worksheet):
         # and merges.  xlcrm writes one table per sheet at A1 and merges nothing; at 100,000 rows x 21
         # columns that map would cost more memory than the cells themselves.
         self.table_cells = _NoCellMap()
+        #: Rows write_table() rendered as XML (see xlcrm.sheetxml); None while there are none.
+        self._region: sheetxml.Region | None = None
+        self._fast_tables = False
+
+    def _write_sheet_data(self) -> None:
+        if self._region is None:
+            super()._write_sheet_data()
+        else:
+            sheetxml.write_sheet_data(self)
+
+    @convert_range_args
+    def add_table(self, first_row: int, first_col: int, last_row: int, last_col: int,  # type: ignore[override]
+                  options: dict[str, Any] | None = None) -> int:
+        """XlsxWriter's add_table without its per-cell loop over the whole range.
+
+        That loop only records cells in ``table_cells`` (forgotten here, see ``__init__``) and checks
+        merged ranges, which is done here by rectangle; at 100,000 rows x 21 columns it took a second.
+        Tables with data, formulas or a total row, which write into the range, go the original way.
+        """
+        opts = options or {}
+        columns = opts.get("columns") or []
+        if first_row > last_row:
+            first_row, last_row = last_row, first_row
+        if first_col > last_col:
+            first_col, last_col = last_col, first_col
+        if (not self._fast_tables or last_row - first_row < 2 or "data" in opts or opts.get("total_row")
+                or any(c and (c.get("formula") or c.get("total_function") or c.get("total_string"))
+                       for c in columns)):
+            return super().add_table(first_row, first_col, last_row, last_col, options)
+        if self._check_dimensions(last_row, last_col, True, True):
+            return -1
+        cell_range = xl_range(first_row, first_col, last_row, last_col)
+        inside = sorted(key for key in self.merged_cells
+                        if first_row <= key[0] <= last_row and first_col <= key[1] <= last_col)
+        if inside:
+            raise OverlappingRange(f"Table range '{cell_range}' overlaps previous merge range "
+                                   f"'{self.merged_cells[inside[0]]}'.")
+        before = len(self.tables)
+        result = super().add_table(first_row, first_col, first_row + 1, last_col, options)
+        if result != 0 or len(self.tables) != before + 1:
+            return result
+        table = self.tables[-1]
+        table["range"] = cell_range
+        table["a_range"] = cell_range  # no total row on this path
+        if "autofilter" in table:
+            table["autofilter"] = cell_range
+            for col in range(first_col, last_col + 1):
+                self.filter_cells[(first_row, col)] = ("table", cell_range)
+        return 0
 
     def data_validation(  # type: ignore[override]
         self,
@@ -261,9 +330,18 @@ class XlcrmWorkbook(Workbook):
     worksheet_class = XlcrmWorksheet
 
     def __init__(self, target: str | os.PathLike[str] | IO[bytes], *, created: dt.datetime | None = None,
-                 title: str = "", author: str = "", comments: str = "") -> None:
+                 title: str = "", author: str = "", comments: str = "", fast_tables: bool = True) -> None:
         super().__init__(os.fspath(target) if isinstance(target, os.PathLike) else target,
                          dict(WORKBOOK_OPTIONS))
+        #: False writes tables cell by cell through XlsxWriter alone: the reference the fast path is
+        #: compared with in the tests.  The fast path relies on XlsxWriter 3.3's internals.
+        self.fast_tables = fast_tables and FAST_XLSXWRITER
+        # Formats whose style index is fixed at creation (the default format); the others get theirs
+        # in the order close() meets them, see xlcrm.sheetxml.
+        self._fixed_xf = {id(f) for f in self.formats if f.xf_index is not None}
+        self._xf_guessed = False
+        self._deflate_pool: ThreadPoolExecutor | None = None
+        self._sst_splice: tuple[int, sheetxml.Stream] | None = None
         self.created = created or dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
         if self.created.tzinfo is not None:
             self.created = self.created.astimezone(dt.UTC).replace(tzinfo=None)
@@ -280,7 +358,94 @@ class XlcrmWorkbook(Workbook):
     def add_worksheet(self, name: str | None = None, worksheet_class: Any = None) -> XlcrmWorksheet:
         ws = super().add_worksheet(name, worksheet_class or XlcrmWorksheet)
         assert isinstance(ws, XlcrmWorksheet)
+        ws._fast_tables = self.fast_tables
         return ws
+
+    def _get_packager(self) -> Any:
+        # Also without fast tables: FastPackager's shared strings never pass text through as rich XML.
+        return sheetxml.FastPackager() if FAST_XLSXWRITER else super()._get_packager()
+
+    def _deflater(self) -> ThreadPoolExecutor | None:
+        """The one worker thread that deflates rendered rows while the next ones are rendered.
+
+        None when this workbook is packaged by XlsxWriter itself (reference mode, ZIP64, in memory).
+        """
+        if not self.fast_tables or self.allow_zip64 or self.in_memory:
+            return None
+        if self._deflate_pool is None:
+            self._deflate_pool = ThreadPoolExecutor(1, thread_name_prefix="xlcrm-deflate")
+        return self._deflate_pool
+
+    def _store_workbook(self) -> None:
+        # XlsxWriter 3.3's Workbook._store_workbook, but the zip container is written by
+        # sheetxml.write_package, which joins the pieces the worker deflated in advance.
+        pool = self._deflater()
+        if pool is None:
+            super()._store_workbook()
+            return
+        out = open(self.filename, "wb") if isinstance(self.filename, str) else self.filename  # noqa: SIM115
+        xml_files: list[tuple[Any, str, bool]] = []
+        try:
+            packager = self._get_packager()
+            if not self.worksheets():
+                self.add_worksheet()
+            if self.worksheet_meta.activesheet == 0:
+                self.worksheets_objs[0].selected = 1
+                self.worksheets_objs[0].hidden = 0
+            for sheet in self.worksheets():
+                if sheet.index == self.worksheet_meta.activesheet:
+                    sheet.active = 1
+            if self.vba_project:
+                for sheet in self.worksheets():
+                    if sheet.vba_codename is None:
+                        sheet.set_vba_name()
+            self._prepare_sst_string_data()
+            self._prepare_vml()
+            self._prepare_defined_names()
+            self._prepare_drawings()
+            self._add_chart_data()
+            self._prepare_tables()
+            self._prepare_metadata()
+            packager._add_workbook(self)
+            packager._set_tmpdir(self.tmpdir)
+            packager._set_in_memory(self.in_memory)
+            xml_files = packager._create_package()
+            splices: dict[str, tuple[int, sheetxml.Stream]] = {}
+            number = 0
+            for sheet in self.worksheets():
+                if not sheet.is_chartsheet:
+                    number += 1
+                    if getattr(sheet, "_splice", None) is not None:
+                        splices[f"xl/worksheets/sheet{number}.xml"] = sheet._splice
+            if self._sst_splice is not None:
+                splices["xl/sharedStrings.xml"] = self._sst_splice
+            sheetxml.write_package(out, xml_files, splices)
+        finally:
+            if out is not self.filename:
+                out.close()
+            for os_filename, _name, _binary in xml_files:
+                if isinstance(os_filename, str):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os_filename)
+            pool.shutdown()
+            self._deflate_pool = None
+
+    def _prepare_sst_string_data(self) -> None:
+        # XlsxWriter sorts the strings by index; they were inserted in index order, so the dict's own
+        # order is already it (1.2 million strings in the master: a sort with a Python key function).
+        table = self.str_table
+        strings = list(table.string_table) if self.fast_tables else []
+        if not strings or table.string_table[strings[-1]] != len(strings) - 1:
+            super()._prepare_sst_string_data()
+            return
+        table.string_array = strings
+        table.string_table = {}
+
+    def _prepare_tables(self) -> None:
+        # The last step before the parts are written: settle the rendered table rows first.
+        if self._xf_guessed:
+            sheetxml.finalize(self, self._fixed_xf)
+        super()._prepare_tables()
 
     def fmt(self, **props: Any) -> Format:
         """A cell format with these XlsxWriter properties, shared by every caller that asks for it."""
@@ -486,13 +651,17 @@ def write_table(
         col_formats.append(cells)
         ws.set_column(c, c, column_width(col), column_fmt)
 
-    n = _write_rows(ws, columns, col_formats, rows)
-
-    last_data = max(n, 1)  # an Excel table needs at least one (possibly empty) data row
     header_fmt = wb.fmt(bold=True, font_color="#FFFFFF", bg_color=HEADER_FILL, valign="vcenter",
                         border=1, border_color="#FFFFFF")
     system_header_fmt = wb.fmt(bold=True, font_color=SYSTEM_HEADER_FONT, bg_color=SYSTEM_HEADER_FILL,
                                valign="vcenter", border=1, border_color="#FFFFFF")
+    if _fast_path(ws, ncols):
+        header = {c: system_header_fmt if col.system else header_fmt for c, col in enumerate(columns)}
+        n = _write_rows_fast(wb, ws, columns, col_formats, rows, header)
+    else:
+        n = _write_rows(ws, columns, col_formats, rows)
+
+    last_data = max(n, 1)  # an Excel table needs at least one (possibly empty) data row
     table_columns = []
     for col, cells in zip(columns, col_formats, strict=True):
         spec: dict[str, Any] = {"header": col.header,
@@ -515,9 +684,263 @@ def write_table(
     return n
 
 
+def _fast_path(ws: XlcrmWorksheet, ncols: int) -> bool:
+    # The rendered rows need a sheet of their own: one table, default row height, normal mode.
+    return (getattr(ws, "_fast_tables", False) and ws._region is None and not ws.constant_memory
+            and ncols <= ws.xls_colmax and sheetxml.plain_rows(ws))
+
+
+# Kinds of rendered cells: the format each uses and the end of its opening tag.
+_PLAIN, _QUOTED, _NUMBER, _DATE, _BOOL = range(5)
+_TAILS = (' t="s"><v>', ' t="s"><v>', "><v>", "><v>", ' t="b"><v>')
+_HALF_TEXT = MAX_TEXT // 2
+_TAIL_CACHE = 4096
+_CELL_COLS = re.compile(r'<c r="([A-Z]+)')
+
+
+def _write_rows_fast(wb: XlcrmWorkbook, ws: XlcrmWorksheet, columns: Sequence[TableColumn],
+                     formats: Sequence[_CellFormats], rows: Iterable[Sequence[Any]],
+                     header: dict[int, Format | None]) -> int:
+    """The rows as ``<row>`` XML text, the way XlsxWriter would write the same ``_write_*`` calls.
+
+    What each value becomes is exactly :func:`_write_rows` (the per-cell reference); only the
+    bookkeeping differs: strings go straight into the workbook's shared-string table, and the XML
+    of every 16-row block is rendered at once.  See :mod:`xlcrm.sheetxml` for how close() uses it.
+    """
+    ncols = len(columns)
+    sheetxml.prewalk(wb, ws, header)
+    wb._xf_guessed = True
+    region = sheetxml.Region()
+    style = region.style
+    pool = wb._deflater()
+    kind_formats: list[list[Format | None]] = [
+        [f.plain for f in formats], [f.quoted for f in formats], [f.number for f in formats],
+        [f.date for f in formats], [f.plain for f in formats]]
+    mids: list[list[str | None]] = [[None] * ncols for _ in range(5)]
+
+    def first(kind: int, c: int) -> str:
+        # First cell of this kind in column c: settle its format (and so its style index).
+        fmt = kind_formats[kind][c]
+        if fmt is None and kind == _DATE:
+            fmt = ws.default_date_format  # Worksheet._write_datetime
+        if fmt is None:
+            info = ws.col_info.get(c)
+            fmt = info.column_format if info is not None else None
+            region.none_cols[c] = fmt
+            if fmt is not None and kind == _NUMBER:
+                region.ambiguous[c] = fmt
+        mid = mids[kind][c] = '"' + style(fmt) + _TAILS[kind]
+        return mid
+
+    m_plain, m_quoted, m_number, m_date = mids[:4]
+    sst = ws.str_table.string_table
+    sst_get = sst.get
+    refs = [f'<c r="{xl_col_to_name(c)}' for c in range(ncols)]
+    labels = [col.labels for col in columns]
+    date_1904, no_tz = ws.date_1904, ws.remove_timezone
+    day_text: dict[dt.date, str] = {}
+    day_get = day_text.get
+    suspect = _SUSPECT_START
+    isinf = math.isinf
+    date_t, datetime_t = dt.date, dt.datetime
+    # Per column, the end of a cell's XML after its reference, by value (strings and dates): columns
+    # with few distinct values (choices, owners, dates) skip the label, formula and shared-string
+    # lookups.  A column still filling its cache at row 2,048 holds mostly distinct values; it stops.
+    tails: list[dict[Any, str]] = [{} for _ in range(ncols)]
+    caps = [_TAIL_CACHE] * ncols
+    # Cells written one by one before the table: those the table writes over are replaced.
+    earlier = {r for r, cells in ws.table.items() if cells and r >= 1}
+
+    def edge(block: int, lo: int, hi: int) -> tuple[int, int]:
+        # Other cells in the first or last block share its span (at least the header row, row 0).
+        for rr in range(block * 16, block * 16 + 16):
+            cols = list(ws.table.get(rr) or ()) + list(ws.comments.get(rr) or ())
+            if rr == 0:
+                cols += list(header)
+            if cols:
+                lo, hi = min(lo, *cols), max(hi, *cols)
+        return lo, hi
+
+    def render(block: int, lo: int, hi: int, rendered: list[tuple[str, str]], is_edge: bool) -> str:
+        if region.first_row < 0:
+            region.first_row, region.first_col, region.last_col = int(rendered[0][0]) - 1, lo, hi
+        else:
+            region.first_col, region.last_col = min(region.first_col, lo), max(region.last_col, hi)
+        if is_edge:
+            span_lo, span_hi = edge(block, lo, hi)
+            span = f"{span_lo + 1}:{span_hi + 1}"
+            region.edges[block] = (span, lo, hi)
+        else:
+            span = f"{lo + 1}:{hi + 1}"
+        head = f'" spans="{span}">'
+        return "".join([f'<row r="{rs}{head}{body}</row>' for rs, body in rendered])
+
+    nstr = 0
+    block_rows: list[tuple[str, str]] = []
+    block = blo = bhi = -1
+    pending: list[str] = []
+    r = last_r = 0
+    try:
+        for r, values in enumerate(rows, start=1):
+            if r >= MAX_ROWS:
+                raise XlcrmError(f"sheet {ws.name}: more than {MAX_ROWS - 1:,} rows do not fit in one Excel "
+                                 "sheet; split the data")
+            if len(values) != ncols:
+                raise ValueError(f"{ws.name} row {r + 1}: {len(values)} values for {ncols} columns")
+            parts: list[str] = []
+            ap = parts.append
+            rs = str(r + 1)
+            lo, hi = ncols, -1
+            for c, v in enumerate(values):
+                if v is None:
+                    continue
+                t = type(v)
+                if t is str:
+                    tail = tails[c].get(v)
+                    if tail is None:
+                        if not v:
+                            continue
+                        key = v
+                        lab = labels[c]
+                        if lab is not None:
+                            v = lab.get(v, v)
+                        if v[0] in suspect and looks_like_formula(v):
+                            mid = m_quoted[c] or first(_QUOTED, c)
+                        else:
+                            mid = m_plain[c] or first(_PLAIN, c)
+                        idx = sst_get(v)
+                        if idx is None:
+                            if len(v) > _HALF_TEXT and _utf16_len(v) > MAX_TEXT:
+                                _too_long(ws, r, c)
+                            idx = sst[v] = len(sst)
+                        tail = f"{mid}{idx}</v></c>"
+                        if caps[c]:
+                            tails[c][key] = tail
+                            caps[c] -= 1
+                    nstr += 1
+                    ap(f"{refs[c]}{rs}{tail}")
+                elif t is int or t is float:
+                    if v != v:  # NaN: blank
+                        continue
+                    if isinf(v):
+                        raise XlcrmError(f"sheet {ws.name} cell {xl_rowcol_to_cell(r, c)}: infinite number "
+                                         "cannot be stored in Excel")
+                    ap(f"{refs[c]}{rs}{m_number[c] or first(_NUMBER, c)}{v:.16G}</v></c>")
+                elif t is date_t:
+                    tail = tails[c].get(v)
+                    if tail is None:
+                        day = day_get(v)
+                        if day is None:
+                            day = day_text[v] = f"{_datetime_to_excel_datetime(v, date_1904, no_tz):.16G}"
+                        tail = f"{m_date[c] or first(_DATE, c)}{day}</v></c>"
+                        if caps[c]:
+                            tails[c][v] = tail
+                            caps[c] -= 1
+                    ap(f"{refs[c]}{rs}{tail}")
+                elif t is datetime_t:
+                    ap(f"{refs[c]}{rs}{m_date[c] or first(_DATE, c)}"
+                       f"{_datetime_to_excel_datetime(v, date_1904, no_tz):.16G}</v></c>")
+                else:
+                    other = _other_value(ws, r, c, v, labels[c])
+                    if other is None:
+                        continue
+                    kind, value = other
+                    mid = mids[kind][c] or first(kind, c)
+                    if kind in (_PLAIN, _QUOTED):
+                        idx = sst_get(value)
+                        if idx is None:
+                            if len(value) > _HALF_TEXT and _utf16_len(value) > MAX_TEXT:
+                                _too_long(ws, r, c)
+                            idx = sst[value] = len(sst)
+                        nstr += 1
+                        value = idx
+                    elif kind == _DATE:
+                        value = f"{_datetime_to_excel_datetime(value, date_1904, no_tz):.16G}"
+                    elif kind == _NUMBER:
+                        value = f"{value:.16G}"
+                    ap(f"{refs[c]}{rs}{mid}{value}</v></c>")
+                if c < lo:
+                    lo = c
+                hi = c
+            if r == 2048:
+                for c in range(ncols):
+                    if len(tails[c]) > 1024:
+                        tails[c], caps[c] = {}, 0
+            if hi < 0:
+                continue
+            if earlier and r in earlier:
+                cells = ws.table[r]
+                for letters in _CELL_COLS.findall("".join(parts)):
+                    cells.pop(_col_number(letters), None)
+            b = r >> 4
+            if b != block:
+                if block_rows:
+                    pending.append(render(block, blo, bhi, block_rows, not region.edges))
+                    block_rows = []
+                    if len(pending) >= sheetxml.BLOCKS_PER_CHUNK:
+                        region.add_chunk("".join(pending), pool)
+                        pending = []
+                block, blo, bhi = b, lo, hi
+            else:
+                if lo < blo:
+                    blo = lo
+                if hi > bhi:
+                    bhi = hi
+            block_rows.append((rs, "".join(parts)))
+            last_r = r
+        if block_rows:
+            pending.append(render(block, blo, bhi, block_rows, True))
+            region.add_chunk("".join(pending), pool)
+    finally:
+        ws.str_table.count += nstr
+        ws.str_table.unique_count = len(sst)
+    if region.first_row >= 0:
+        region.last_row = last_r
+        ws._check_dimensions(region.first_row, region.first_col)
+        ws._check_dimensions(region.last_row, region.last_col)
+        ws._region = region
+    return r
+
+
+def _col_number(letters: str) -> int:
+    n = 0
+    for ch in letters:
+        n = n * 26 + ord(ch) - 64
+    return n - 1
+
+
+def _other_value(ws: XlcrmWorksheet, r: int, c: int, v: Any,
+                 labels: Mapping[str, str] | None) -> tuple[int, Any] | None:
+    # _write_other's decisions for the rendered rows: (kind, value) or None for a blank.
+    try:
+        if v != v:
+            return None
+    except (TypeError, ValueError):  # pandas.NA refuses to be a bool: a missing value
+        return None
+    if isinstance(v, str):
+        text = labels.get(str(v), str(v)) if labels else str(v)
+        if not text:
+            return None
+        return (_QUOTED if looks_like_formula(text) else _PLAIN), text
+    if isinstance(v, bool):
+        return _BOOL, 1 if v else 0
+    if isinstance(v, dt.date | dt.datetime):
+        return _DATE, v
+    if isinstance(v, Decimal | numbers.Real):
+        num = float(v)
+        if math.isinf(num):
+            raise XlcrmError(f"sheet {ws.name} cell {xl_rowcol_to_cell(r, c)}: infinite number cannot "
+                             "be stored in Excel")
+        return _NUMBER, num
+    text = safe_text(v)
+    if not text:
+        return None
+    return (_QUOTED if looks_like_formula(text) else _PLAIN), text
+
+
 def _write_rows(ws: XlcrmWorksheet, columns: Sequence[TableColumn], formats: Sequence[_CellFormats],
                 rows: Iterable[Sequence[Any]]) -> int:
-    # The hot loop (100,000 rows x 20+ columns): exact-type dispatch, the undecorated XlsxWriter
+    # The per-cell path (and the reference the rendered rows are tested against): the hot loop (100,000 rows x 20+ columns): exact-type dispatch, the undecorated XlsxWriter
     # methods (public ones re-parse "A1" arguments on every call) and per-column lookups hoisted out.
     write_string = ws._write_string
     write_number = ws._write_number
@@ -642,11 +1065,17 @@ def write_entity_table(
     validation_rows: int = 0,
     locked: bool = True,
 ) -> int:
-    """One entity sheet: the table ``entity.table_name(lang)`` with labels in ``lang``; returns rows."""
+    """One entity sheet: the table ``entity.table_name(lang)`` with labels in ``lang``; returns rows.
+
+    ``rows`` are row dicts keyed by column key, or (for a large source such as the master database)
+    an iterable with a true ``values_in_entity_order`` attribute yielding value sequences in
+    ``entity.keys`` order, which skips building a dict per row.
+    """
     columns = entity_columns(entity, lang, validations)
     if not locked:
         columns = [replace(col, locked=False) for col in columns]
-    return write_table(wb, ws, entity.table_name(lang), columns, entity_rows(entity, rows),
+    values = rows if getattr(rows, "values_in_entity_order", False) else entity_rows(entity, rows)
+    return write_table(wb, ws, entity.table_name(lang), columns, values,  # type: ignore[arg-type]
                        validation_rows=validation_rows)
 
 
