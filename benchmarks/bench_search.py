@@ -1,6 +1,7 @@
 """Search benchmark: index build, per-query latency and `xlcrm search` cold start on 100,000 customers.
 
     /tmp/venv/bin/python benchmarks/bench_search.py [--customers 100000] [--dir DIR] [--repeat 5]
+    /tmp/venv/bin/python benchmarks/bench_search.py --index-only [--db MASTER.db] [--share 0.05]
 
 Builds a master database the way merge stores it (canonical values, one row per record, bookkeeping
 columns) with direct inserts of generated Japanese data from :mod:`xlcrm.fakedata`'s vocabularies:
@@ -8,6 +9,11 @@ columns) with direct inserts of generated Japanese data from :mod:`xlcrm.fakedat
 activities per customer.  Then measures:
 
 - ``build_index`` seconds (target < 10 s);
+- the index after a merge (``--index-only`` runs just this part, on a copy of ``--db`` if given, e.g.
+  the merge benchmark's master.db): a full build into an empty index (the first merge), a full
+  rebuild over a current one, and ``update_index`` after a re-merge that edited ``--share`` of the
+  customers (and contacts) the way the merge benchmark does (status + 備考 + 更新日), and after edits
+  of indexed names, phones and readings; each ``--repeat`` times, best / median / max;
 - per-query latency over a mix of query kinds, each run ``--repeat`` times on a warm connection,
   opening a fresh connection per query as the ribbon does (target < 50 ms);
 - wall time of ``xlcrm search --master M QUERY --json`` as a subprocess, from process start to the
@@ -44,7 +50,7 @@ from xlcrm.fakedata import (
     corporate_number,
 )
 from xlcrm.schema import DEFAULT_SCHEMA
-from xlcrm.search import build_index, search
+from xlcrm.search import FTS_TABLE, ROWS_TABLE, VOCAB_TABLE, build_index, search, update_index
 
 S = DEFAULT_SCHEMA
 OWNERS = ("佐藤 花子", "鈴木 一郎", "高橋 健", "田中 美咲", "伊藤 大輔", "渡辺 直樹", "山本 陽子", "中村 誠")
@@ -258,12 +264,102 @@ def bench_imports() -> None:
     print(f"  heavy modules loaded by `import xlcrm.search, xlcrm.history`: {res.stdout.strip()}")
 
 
+def _spread(values: list[float]) -> str:
+    return (f"best {min(values):5.2f} s  median {statistics.median(values):5.2f} s  max {max(values):5.2f} s  "
+            f"(n={len(values)})")
+
+
+def _edit_run(conn: Any, share: float, rng: random.Random, kind: str) -> tuple[int, int]:
+    """One merge-like run in an open transaction: ``share`` of the active customers and contacts edited.
+
+    ``remerge``: as the merge benchmark's re-merge (status and 備考 changed, 更新日 stamped); ``indexed``:
+    names, phone numbers and readings changed (every edit rewrites index values).
+    """
+    run_id = db.start_run(conn, "bench-search", [], "2026-01-01T00:00:00")
+    cust, cont = S.entity("customers"), S.entity("contacts")
+    ids = [r[0] for r in conn.execute("SELECT customer_id FROM customers WHERE _state = 'active'")]
+    picked = rng.sample(ids, int(len(ids) * share))
+    changes: list[tuple[str, str, Any]] = []
+    for i, cid in enumerate(picked):
+        if kind == "remerge":
+            changes += [(cid, "status", rng.choice(("prospect", "negotiating", "active", "dormant"))),
+                        (cid, "notes", f"再訪問予定 {i}"), (cid, "updated_at", "2026-01-01")]
+        else:
+            field, value = [("name", f"株式会社ベンチ{i}"), ("phone", f"03-9{i % 1000:03d}-{i % 10000:04d}"),
+                            ("kana", f"べんち{i}"), ("notes", f"メモ {i}")][i % 4]
+            changes += [(cid, field, value), (cid, "updated_at", "2026-01-01")]
+    db.update_fields(conn, cust, changes, run_id=run_id)
+    pids = [r[0] for r in conn.execute("SELECT contact_id FROM contacts WHERE _state = 'active'")]
+    ppicked = rng.sample(pids, int(len(pids) * share))
+    field = "notes" if kind == "remerge" else "name"
+    db.update_fields(conn, cont, [(pid, field, f"担当替え {i}") for i, pid in enumerate(ppicked)], run_id=run_id)
+    return run_id, len(picked) + len(ppicked)
+
+
+def bench_index(source: Path, directory: Path, repeat: int, share: float) -> None:
+    """The search-index stage of a merge, on a copy of ``source`` (never written)."""
+    work = directory / "index-bench.db"
+    src = db.connect(source)
+    dst = db.connect(work, create=True)
+    src.backup(dst)
+    src.close()
+    conn = dst
+    n_cust = conn.execute("SELECT count(*) FROM customers WHERE _state = 'active'").fetchone()[0]
+    n_cont = conn.execute("SELECT count(*) FROM contacts WHERE _state = 'active'").fetchone()[0]
+    print(f"\nsearch index after a merge: {source} copied to {work}; {n_cust:,} active customers, "
+          f"{n_cont:,} contacts; load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    def timed(step: Any) -> tuple[float, float]:
+        conn.execute("BEGIN IMMEDIATE")
+        t0 = time.perf_counter()
+        step()
+        t1 = time.perf_counter()
+        conn.execute("COMMIT")
+        return t1 - t0, time.perf_counter() - t0
+
+    def drop() -> None:
+        with db.transaction(conn):
+            for table in (VOCAB_TABLE, FTS_TABLE, ROWS_TABLE):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+    results: dict[str, list[tuple[float, float]]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    rng = random.Random(11)
+    for _ in range(repeat):
+        drop()
+        results.setdefault("full build, empty index (first merge)", []).append(timed(lambda: build_index(conn, S)))
+        results.setdefault("full rebuild over a current index", []).append(timed(lambda: build_index(conn, S)))
+        for kind, what in (("remerge", "as the merge benchmark (status, 備考, 更新日)"),
+                           ("indexed", "in names, phones, readings")):
+            label = f"update_index after a run that edited {share:.0%} {what}"
+            conn.execute("BEGIN IMMEDIATE")
+            run_id, edited = _edit_run(conn, share, rng, kind)
+            t0 = time.perf_counter()
+            written = update_index(conn, S, run_id)
+            t1 = time.perf_counter()
+            conn.execute("COMMIT")  # includes writing the edited records themselves
+            results.setdefault(label, []).append((t1 - t0, time.perf_counter() - t0))
+            sizes[label] = (edited, written)
+    for label, runs in results.items():
+        extra = f" ({sizes[label][0]:,} records, {sizes[label][1]:,} index rows written)" if label in sizes else ""
+        print(f"  {label}{extra}")
+        print(f"    in the transaction   {_spread([r[0] for r in runs])}")
+        print(f"    with its COMMIT      {_spread([r[1] for r in runs])}")
+    conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('integrity-check')")
+    conn.close()
+    work.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--customers", type=int, default=100_000)
     ap.add_argument("--dir", type=Path, default=None, help="keep the master here (default: a temp dir)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--reuse", action="store_true", help="reuse the master already in --dir")
+    ap.add_argument("--index-only", action="store_true", help="only the index build / update figures")
+    ap.add_argument("--db", type=Path, default=None,
+                    help="with --index-only: measure on a copy of this master.db (default: the generated one)")
+    ap.add_argument("--share", type=float, default=0.05, help="share of records a re-merge edited")
     args = ap.parse_args(argv)
     tmp = None
     directory = args.dir
@@ -275,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs")
     t0 = time.perf_counter()
     master = directory / "master.xlsx"
+    if args.index_only and args.db is not None:
+        bench_index(args.db, directory, args.repeat, args.share)
+        if tmp is not None:
+            tmp.cleanup()
+        return 0
     if not (args.reuse and db.db_path_for(master).exists()):
         master = write_master(directory, args.customers)
         print(f"generate + insert: {time.perf_counter() - t0:.1f} s")
@@ -286,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     conn.close()
     print(f"build_index: {n:,} rows in {build:.2f} s (target < 10 s); "
           f"db now {db.db_path_for(master).stat().st_size / 1e6:.0f} MB")
+    if args.index_only:
+        bench_index(db.db_path_for(master), directory, args.repeat, args.share)
+        if tmp is not None:
+            tmp.cleanup()
+        return 0
     bench_queries(master, args.repeat)
     bench_cli(master, args.repeat)
     print("\nimport time (python -X importtime)")

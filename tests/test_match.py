@@ -5,6 +5,7 @@ data is measured in benchmarks/bench_dedupe.py."""
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
 from typing import Any
 
 import pytest
@@ -345,3 +346,332 @@ def test_keys_api_indexes_like_add() -> None:
                                                             birthday="1980-04-01")):
         found = by_keys.find_keys(by_keys.keys_for(q))
         assert found == by_record.find(q) and [m.kind for m in found] == ["probable"]
+
+
+# --- the fast paths: same keys, same matches as the plain folds and the full comparison ----------------
+# keys_for folds each value once and skips work a stored value does not need; find_keys tests candidates
+# in bulk and settles most pairs before the full comparison.  Each shortcut must change nothing: these
+# tests hold them against the definitions they shortcut (normalize's folds, _near_place_or_day,
+# _compare/_decide over every candidate) on awkward spellings and on a generated team of customers.
+
+NASTY = (" 　\t\n\u00a0\u200b\x00.,・、。&()（）-－ー‐—~〜+81０１２3456789abckloptyLTDİß株有同会社式限法人団組合ャ山田"
+         "やまだヤマダｶﾞｶﾀ゛゜\u3099㈱㈲é\u0301_²Ⅻ")
+FORMS = ["株式会社", "(株)", "（株）", "㈱", " ( 有 ) ", "有限会社", "合同会社", "co., ltd.", "Inc.", "K.K.", "kabushiki gaisha"]
+nasty_text = st.lists(st.sampled_from(FORMS) | st.text(alphabet=NASTY, max_size=4), max_size=5).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(value=nasty_text | st.none() | st.integers() | st.floats() | st.booleans() | st.dates())
+def test_folds_of_text_equal_the_plain_folds(value: Any) -> None:
+    assert normalize.stored_text(value) == normalize.text(value)
+    t = normalize.text(value)
+    if t is None or not isinstance(value, str):
+        return
+    assert normalize.code_of_text(t) == normalize.code(value)
+    assert normalize.kana_of_text(t) == normalize.kana_text(value)
+    assert normalize.phone_digits_of_text(t) == normalize.phone_digits(value)
+    assert normalize.company_key_of_text(t) == normalize.company_key(value)
+
+
+SAME_KEYS = [
+    ("legal form: ㈱, (株), （株）, 前株 / 後株, spaced",
+     [{"name": n} for n in ("㈱山田製作所", "(株)山田製作所", "（株）山田製作所", "株式会社 山田製作所", "山田製作所株式会社",
+                            "山田製作所 ㈱")], ("name", "form")),
+    ("full width and half width", [{"name": "ＡＢＣ商事株式会社", "kana": "ｴｰﾋﾞｰｼｰｼｮｳｼﾞ"},
+                                    {"name": "ABC商事株式会社", "kana": "エービーシーショウジ"}], ("name", "kana")),
+    ("hiragana and katakana readings", [{"kind": "individual", "name": "山田 太郎", "kana": k}
+                                        for k in ("やまだ たろう", "ヤマダ タロウ", "ﾔﾏﾀﾞ ﾀﾛｳ")], ("kana", "kana_parts")),
+    ("phone hyphens, brackets, width, ー", [{"phone": p} for p in ("03-1234-5678", "0312345678", "03(1234)5678",
+                                                                   "０３（１２３４）５６７８", "03ー1234ー5678",
+                                                                   "+81 3 1234 5678")], ("phones",)),
+    ("e-mail case and spaces", [{"email": e} for e in ("info@yamada.co.jp", "Info@YAMADA.co.jp", " INFO@yamada.CO.JP ")],
+     ("email",)),
+    ("blank is missing", [{"name": "株式会社山田製作所", **blank} for blank in (
+        {}, {"kana": None, "phone": "", "email": "  ", "address": "　", "birthday": None, "corporate_number": ""})],
+     ("kana", "phones", "email", "address", "birthday", "corporate_number", "blocks")),
+    ("法人番号 as a number", [{"corporate_number": n} for n in (CORP_A, int(CORP_A), "７０００-０１２０-５０００２")],
+     ("corporate_number",)),
+    ("dates as dates, text, 和暦", [{"kind": "individual", "birthday": d} for d in
+                                     (date(1980, 4, 1), datetime(1980, 4, 1), "1980-04-01", "1980/4/1", "S55.4.1",
+                                      "昭和55年4月1日")], ("birthday",)),
+    ("address written five ways", [{"address": a, "prefecture": "東京都"} for a in (
+        "千代田区丸の内1-2-3", "東京都千代田区丸の内1丁目2番3号", "千代田区丸の内１－２－３", "千代田区丸の内一丁目2-3",
+        "千代田区 丸の内 1の2の3")], ("prefecture", "address")),
+]
+
+
+@pytest.mark.parametrize(("why", "records", "fields"), SAME_KEYS, ids=[c[0] for c in SAME_KEYS])
+def test_spellings_fold_to_the_same_keys(why: str, records: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
+    keys = [customer_keys(r) for r in records]
+    for field in fields:
+        assert len({repr(getattr(k, field)) for k in keys}) == 1, (why, field, [getattr(k, field) for k in keys])
+
+
+def _plain_keys(record: dict[str, Any]) -> tuple[Any, ...]:
+    """customer_keys' fields the plain way: every key from its own normalize fold of the raw value."""
+    from xlcrm.match import _FORM, _FORM_CANONICAL, _ITAIJI, _KANA_ONLY, _MID_FORM
+
+    kind = normalize.text(record.get("kind"))
+    kind = {"法人": "corporate", "個人": "individual"}.get(kind or "", kind)
+    raw_name = normalize.text(record.get("name")) or ""
+    raw_kana = normalize.kana_text(record.get("kana")) or ""
+    if not raw_kana and raw_name:
+        folded = normalize.kana_text(_FORM.sub("", raw_name)) or ""
+        if _KANA_ONLY.match(folded):
+            raw_kana = folded
+    if kind == "individual":
+        parts = tuple(p.casefold().translate(_ITAIJI) for p in raw_name.split())
+        kana_parts = tuple(raw_kana.casefold().split())
+        name, kana = "".join(parts), "".join(kana_parts)
+        parts, kana_parts = (parts if len(parts) > 1 else ()), (kana_parts if len(kana_parts) > 1 else ())
+    else:
+        key = normalize.company_key(raw_name)
+        name = _MID_FORM.sub("", key.translate(_ITAIJI)) or key
+        kana, parts, kana_parts = normalize.company_key(raw_kana), (), ()
+    phones: list[str] = []
+    shown: dict[str, str] = {}
+    for c in ("phone", "fax"):
+        digits = normalize.phone_digits(record.get(c))
+        if len(digits) >= 9 and digits not in phones:
+            phones.append(digits)
+            shown[digits] = normalize.text(record.get(c)) or digits
+    number, problem = normalize.corporate_number(record.get("corporate_number"))
+    email = normalize.text(record.get("email"))
+    email = email.casefold() if email and "@" in email else None
+    if email and email.rsplit("@", 1)[1] in ("example.com", "example.jp", "example.co.jp", "example.org",
+                                              "example.net", "test.com", "none.com", "xxx.com", "xxx.co.jp"):
+        email = None
+    day = record.get("birthday")
+    day = day if isinstance(day, date) and not isinstance(day, datetime) else \
+        day.date() if isinstance(day, datetime) else normalize.parse_date(day)[0]
+    for c, value in (("name", raw_name), ("kana", raw_kana), ("address", normalize.text(record.get("address"))),
+                     ("postal_code", normalize.text(record.get("postal_code")))):
+        if value:
+            shown[c] = value
+    form = ""
+    if kind != "individual" and (m := _FORM.search(raw_name)) is not None:
+        form = _FORM_CANONICAL.get(m.group(), m.group())
+    pref, address = address_key(record.get("address"), record.get("prefecture"))
+    return (kind, number if problem is None else None, email, tuple(phones), name, parts, kana, kana_parts,
+            normalize.phone_digits(record.get("postal_code")), pref, address, day.isoformat() if day else None,
+            shown, form)
+
+
+ODD_RECORDS = [
+    {"kind": "corporate", "name": 12345, "kana": 0, "phone": 312345678, "fax": 3.5, "postal_code": 1000005,
+     "email": 42, "address": 7, "prefecture": True, "birthday": 29000, "corporate_number": 7.000012050002e12},
+    {"kind": "法人", "name": "　株式会社　山田\u200b製作所　", "kana": "ｶﾌﾞｼｷｶﾞｲｼｬ ﾔﾏﾀﾞ", "phone": "tel: 03-1234-5678",
+     "email": "mailto:a@b.jp", "address": "東京都千代田区丸の内一丁目２番地３号 ビル", "birthday": "2024-02-30"},
+    {"kind": "個人", "name": "髙橋　一郎", "kana": "たかはし いちろう", "phone": "090ー1111ー2222", "birthday": "19800401"},
+    {"kind": " individual ", "name": "Smith  John", "address": "12  Main St  Springfield", "postal_code": "〒100-0005"},
+    {"kind": "corporate", "name": "有限会社スズキホケン", "fax": "+81-3-1234-5678", "email": "x@EXAMPLE.COM"},
+    {"name": "(株)ミライ", "kana": "ミライ-", "birthday": date(1999, 1, 1), "corporate_number": "T7000012050002"},
+    {},
+]
+
+
+@pytest.mark.parametrize("record", ODD_RECORDS + [r for _, records, _ in SAME_KEYS for r in records])
+def test_keys_equal_the_plain_folds(record: dict[str, Any]) -> None:
+    """Values the stored form never has (numbers, stray spaces, old variants) fold as the plain way does."""
+    k = customer_keys(record)
+    assert tuple(k)[:14] == _plain_keys(record)
+    index = MatchIndex(DEFAULT_SCHEMA)
+    values = [record.get(c) for c in DEFAULT_SCHEMA.entity("customers").keys]
+    assert index.keys_for_values(values) == index.keys_for(record) == k
+    from xlcrm.match import _blocks
+
+    # the blocking keys customer_keys keeps are the ones the fields give
+    assert list(_blocks(k)) == list(_blocks(k._replace(blocks=())))
+
+
+def _team(n: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
+    """Customers as a team types them: companies and people, a third typed again with another spelling
+    (legal form, width, hiragana, phone without hyphens, e-mail case, 丁目 or a building, a typo in the
+    birthday), branches sharing the head office's phone, family members sharing an address."""
+    import random
+
+    from xlcrm.fakedata import (
+        COMPANY_BUSINESSES,
+        COMPANY_STEMS,
+        GIVEN_NAMES,
+        LEGAL_FORM_SPELLINGS,
+        PLACES,
+        SURNAMES,
+        corporate_number,
+        to_fullwidth,
+        to_hiragana,
+    )
+
+    rng = random.Random(seed)
+    out: list[tuple[str, dict[str, Any]]] = []
+
+    def place() -> tuple[str, str, str]:
+        pref, city, postals, _area, towns = rng.choice(PLACES)
+        return pref, f"{city}{rng.choice(towns)}", f"{rng.choice(postals)}-{rng.randrange(10000):04d}"
+
+    def respell(rec: dict[str, Any]) -> dict[str, Any]:
+        r = dict(rec)
+        for field, change in (
+                ("name", lambda s: s.replace("株式会社", rng.choice(LEGAL_FORM_SPELLINGS["kabushiki"]))
+                 if "株式会社" in s and rng.random() < 0.5 else
+                 ("株式会社" + s.replace("株式会社", "") if s.endswith("株式会社") else s.replace(" ", "　"))),
+                ("kana", lambda s: to_hiragana(s) if rng.random() < 0.5 else s.replace(" ", "")),
+                ("phone", lambda s: rng.choice([s.replace("-", ""), to_fullwidth(s), s.replace("-", "ー"), None])),
+                ("email", lambda s: rng.choice([s.upper(), s.capitalize(), None])),
+                ("address", lambda s: rng.choice([s.replace("-", "丁目", 1).replace("-", "番", 1) + "号",
+                                                  s + rng.choice([" 第一ビル", "センタービル3F"]), s[:-2], to_fullwidth(s)])),
+                ("postal_code", lambda s: rng.choice([s.replace("-", ""), "〒" + s, None])),
+                ("birthday", lambda s: rng.choice([s[:-1] + str((int(s[-1]) + 1) % 10), s[:5] + s[6] + s[5] + s[7:],
+                                                   s.replace("-", "/"), None])),
+                ("corporate_number", lambda s: rng.choice([None, f"{(int(s[0]) + 1) % 10}{s[1:]}", s]))):
+            if r.get(field) and rng.random() < 0.4:
+                r[field] = change(r[field])
+        return r
+
+    for _ in range(n):
+        pref, town, postal = place()
+        address = f"{town}{rng.randint(1, 4)}-{rng.randint(1, 9)}-{rng.randint(1, 9)}"
+        if rng.random() < 0.6:
+            stem, bus = rng.choice(COMPANY_STEMS + SURNAMES), rng.choice(COMPANY_BUSINESSES)
+            name = f"株式会社{stem[0]}{bus[0]}" if rng.random() < 0.6 else f"{stem[0]}{bus[0]}株式会社"
+            rec: dict[str, Any] = {
+                "kind": "corporate", "name": name, "kana": f"{stem[1]}{bus[1]}",
+                "corporate_number": corporate_number(f"{rng.randrange(10 ** 12):012d}") if rng.random() < 0.5 else None,
+                "phone": f"0{rng.randint(3, 9)}-{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}",
+                "email": f"info@{stem[2]}-{bus[2]}.co.jp" if rng.random() < 0.6 else None}
+        else:
+            sur, giv = rng.choice(SURNAMES), rng.choice(GIVEN_NAMES)
+            rec = {"kind": "individual", "name": f"{sur[0]} {giv[0]}", "kana": f"{sur[1]} {giv[1]}",
+                   "phone": f"090-{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}",
+                   "email": f"{giv[2]}.{sur[2]}{rng.randrange(99)}@mail.jp" if rng.random() < 0.5 else None,
+                   "birthday": f"{rng.randint(1940, 2000)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"}
+        rec.update(prefecture=pref, address=address, postal_code=postal)
+        out.append((f"C-{len(out):05d}", rec))
+        if rng.random() < 0.3:
+            out.append((f"C-{len(out):05d}", respell(rec)))
+        if rec["kind"] == "corporate" and rng.random() < 0.05:  # a branch: head office phone, own address
+            out.append((f"C-{len(out):05d}", dict(rec, name=rec["name"] + rng.choice(["渋谷店", " 大阪支店"]),
+                                                   address=f"{place()[1]}1-1-1", corporate_number=None)))
+        if rec["kind"] == "individual" and rng.random() < 0.08:  # family: same address and landline
+            giv = rng.choice(GIVEN_NAMES)
+            out.append((f"C-{len(out):05d}", dict(rec, name=rec["name"].split()[0] + " " + giv[0],
+                                                   kana=rec["kana"].split()[0] + " " + giv[1], email=None)))
+    rng.shuffle(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def team() -> list[tuple[str, dict[str, Any]]]:
+    return _team(1500, seed=7)
+
+
+def test_find_agrees_with_comparing_every_candidate(team: list[tuple[str, dict[str, Any]]]) -> None:
+    """On a generated team: find() returns exactly what the full comparison of every candidate gives."""
+    from xlcrm.match import _compare, _decide
+
+    index = MatchIndex(DEFAULT_SCHEMA)
+    index.add_many(team)
+    records = dict(team)
+    kinds = {"certain": 0, "probable": 0}
+    for rid, rec in team:
+        keys = index.keys_for(rec)
+        expected = []
+        for other in index.candidates(keys) - {rid}:
+            kind = _decide(_compare(keys, customer_keys(records[other])))
+            if kind is not None:
+                m = compare(keys, records[other], other_id=other)
+                assert m is not None and m.kind == kind
+                expected.append(m)
+        expected.sort(key=lambda m: (m.kind != "certain", -m.score, m.other_id))
+        assert index.find(rec, exclude=rid) == expected
+        for m in expected:
+            kinds[m.kind] += 1
+    assert kinds["certain"] > 100 and kinds["probable"] > 10  # the set exercises both
+
+
+def test_generated_keys_equal_the_plain_folds(team: list[tuple[str, dict[str, Any]]]) -> None:
+    for _, rec in team:
+        assert tuple(customer_keys(rec))[:14] == _plain_keys(rec)
+
+
+def test_index_by_values_equals_index_by_records(team: list[tuple[str, dict[str, Any]]]) -> None:
+    schema = build_schema({"sheets": {"customers": {"disable": ["fax"]}}})
+    for s in (DEFAULT_SCHEMA, schema):
+        cols = s.entity("customers").keys
+        by_values, by_records = MatchIndex(s), MatchIndex(s)
+        by_values.add_many((rid, [rec.get(c) for c in cols]) for rid, rec in team[:600])
+        by_records.add_many(team[:600])
+        for _, rec in team[:600]:
+            values = [rec.get(c) for c in cols]
+            assert by_values.keys_for_values(values) == by_records.keys_for(rec)
+            assert by_values.find_keys(by_values.keys_for_values(values)) == by_records.find(rec)
+
+
+def test_remove_and_re_add_restore_the_index(team: list[tuple[str, dict[str, Any]]]) -> None:
+    index = MatchIndex(DEFAULT_SCHEMA)
+    index.add_many(team[:400])
+    before = [index.find(rec, exclude=rid) for rid, rec in team[:400]]
+    for rid, _ in team[:400:3]:
+        index.remove(rid)
+    assert len(index) == 400 - len(team[:400:3])
+    for rid, rec in team[:400:3]:
+        index.add(rid, rec)
+    assert [index.find(rec, exclude=rid) for rid, rec in team[:400]] == before
+
+
+def test_near_test_in_bulk_equals_the_pairwise_test() -> None:
+    """_near_ids (one rapidfuzz call per test over all candidates) against _near_place_or_day pair by pair:
+    addresses extending each other (with and without a digit), one character off, Latin words reordered;
+    birthdays one digit off, two neighbouring digits swapped (across a hyphen too), two digits off."""
+    import random
+
+    from xlcrm.match import _near_ids, _near_place_or_day
+
+    rng = random.Random(3)
+    bases = ["千代田区丸の内1-2-3", "大阪市北区梅田2-4-9サンビル", "札幌市中央区北一条", "12 main st springfield nsw",
+             "flat 4 27 king street sydney", "港区芝1-1-1-101"]
+
+    def address_like(a: str) -> str | None:
+        i = rng.randrange(len(a))
+        return rng.choice([a, a + "ビル5f", a + " tower", a[:i], a[i:], a[:i] + "x" + a[i + 1:], a[:i] + a[i + 1:],
+                           " ".join(reversed(a.split())), "x" + a, rng.choice(bases), ""])
+
+    def day_like(d: str) -> str | None:
+        x = d.replace("-", "")
+        i = rng.randrange(7)
+        y = rng.choice([x, x[:i] + str((int(x[i]) + 1) % 10) + x[i + 1:], x[:i] + x[i + 1] + x[i] + x[i + 2:],
+                        x[:i] + "99" + x[i + 2:], "19000101"])
+        return rng.choice([f"{y[:4]}-{y[4:6]}-{y[6:]}", None])
+
+    base = customer_keys(person())
+    hits = 0
+    for _ in range(400):
+        q = base._replace(address=rng.choice(bases), birthday=rng.choice([None, "1980-04-10", "1975-12-31"]))
+        others = {f"C-{i}": base._replace(address=address_like(q.address) or "",
+                                          birthday=day_like(q.birthday or "1980-04-10"))
+                  for i in range(rng.randrange(1, 30))}
+        cand = {i: o.address for i, o in others.items()}
+        days = {i: o.birthday for i, o in others.items() if o.birthday}
+        big = [dict.fromkeys(rng.sample(sorted(others), 1), "")] if rng.random() < 0.2 else []
+        expected = {i for i, o in others.items() if _near_place_or_day(q, o) or any(i in b for b in big)}
+        assert set(_near_ids(q, cand, days, big)) == expected
+        hits += len(expected)
+    assert hits > 1000
+
+
+def test_pairs_settled_early_cannot_match(team: list[tuple[str, dict[str, Any]]]) -> None:
+    """_hopeless settles a pair without the full comparison only when that comparison finds no match."""
+    from xlcrm.match import _compare, _decide, _hopeless
+
+    keys = [customer_keys(rec) for _, rec in team]
+    index = MatchIndex(DEFAULT_SCHEMA)
+    index.add_many(team)
+    ids = {rid: i for i, (rid, _) in enumerate(team)}
+    settled = 0
+    for i, q in enumerate(keys):
+        for other in index.candidates(q):
+            o = keys[ids[other]]
+            if _hopeless(q, o):
+                settled += 1
+                assert _decide(_compare(q, o)) is None, (team[i], team[ids[other]])
+    assert settled > 1000

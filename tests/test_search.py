@@ -6,27 +6,37 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from fixtures_master import CONTACTS, CUSTOMERS, build_master
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from xlcrm import db
 from xlcrm.cli import _register, app
 from xlcrm.errors import XlcrmError
+from xlcrm.normalize import fold_search, phone_digits
+from xlcrm.resolve import combine_customers
 from xlcrm.schema import DEFAULT_SCHEMA, Schema, build_schema
 from xlcrm.search import (
     COMPANY_KEY,
     FTS_TABLE,
     ROWS_TABLE,
+    VOCAB_TABLE,
     SearchHit,
+    _company_fold,
+    _digits_many,
+    _fold_column,
+    _fold_many,
     build_index,
     index_is_current,
     indexed_columns,
     search,
     trigram_available,
+    update_index,
 )
 
 S = DEFAULT_SCHEMA
@@ -350,3 +360,381 @@ def test_cli_search_subprocess(master: Path) -> None:
                           "--master", str(master), "ヤマダ", "--json"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert {h["customer_id"] for h in json.loads(res.stdout)} >= {"C-000001", "C-000002"}
+
+
+# --- batch folding: the index build folds whole columns, equal to value-by-value --------------------
+
+# Characters where folding is subtle: the batch separators and their full-width forms, kana of every
+# width, voiced marks, hyphen look-alikes, ー around digits, whitespace of every kind, the invisible
+# characters text() drops, combining marks (some compose, U+0338 with < = >), case oddities.
+_TRICKY = ("|`^~｜｀＾～<=>+81０１２３-‐－−ー 　\t\n\xa0\x00\x1b\x7f\u200b\ufeff\u0301\u0308\u0338\u3099\u309a"
+           "ｶﾞﾊﾟｰｧあぁゔゝゞアヴヵ山田製作所㈱(株)株式会社ßİﬁΣσς①ǰAaZz09.,@_")
+_text = st.text(alphabet=st.sampled_from(_TRICKY), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_text, max_size=8))
+def test_batch_folding_equals_fold_search(values: list[str]) -> None:
+    assert _fold_many(values) == [fold_search(v) for v in values]
+    assert _digits_many(values) == [phone_digits(v) for v in values]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), _text, st.integers(-10**6, 10**12), st.floats(allow_nan=True)), max_size=8))
+def test_fold_column_equals_value_by_value(values: list[object]) -> None:
+    def one(fn: object, v: object) -> str | None:
+        return None if v is None else (fn(v) or None)  # type: ignore[operator]
+
+    assert _fold_column(values, "fold") == [one(fold_search, v) for v in values]
+    assert _fold_column(values, "digits") == [one(phone_digits, v) for v in values]
+    assert _fold_column(values, "company") == [one(_company_fold, v) for v in values]
+
+
+def test_batch_folding_on_realistic_values() -> None:
+    values = ["株式会社 山田製作所", "ﾔﾏﾀﾞ ｾｲｻｸｼｮ", "やまだ　たろう", "03ー1234ー5678", "ＩＮＦＯ@Example.CO.JP",
+              "千代田区丸の内1-2-3 丸の内ビル5F", "スーパー", "", "＋８１ ３-1234-5678", "a|b"]
+    assert _fold_many(values) == [fold_search(v) for v in values]
+    assert _digits_many(values) == [phone_digits(v) for v in values]
+
+
+# --- incremental update: the same index as a full rebuild ------------------------------------------
+
+_QUERIES = ("山田", "ヤマダ", "やまだせいさくしょ", "03-1234", "0312345678", "商事", "たなか", "タカハシ", "木村",
+            "C-000001", "C-000007", "P-000003", "abc", "製作", "ｽｽﾞｷ", "不動産", "新規", "ﾐﾄﾞﾘ", "090", "花子様",
+            "山田製作書", "info@")
+
+
+def index_state(conn: sqlite3.Connection) -> dict[str, object]:
+    """What "the same index" means: its rows (rowids aside), FTS5 statistics, and the row count."""
+    conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('integrity-check')")  # raises when corrupt
+    cols = ", ".join(f'"{c.key}"' for c in indexed_columns(S))
+    rows = sorted((tuple(r) for r in conn.execute(
+        f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE}")), key=repr)
+    vocab = sorted(tuple(r) for r in conn.execute(f"SELECT term, doc, cnt FROM {VOCAB_TABLE}"))
+    count = conn.execute("SELECT value FROM meta WHERE key = 'search_index_rows'").fetchone()[0]
+    return {"rows": rows, "vocab": vocab, "count": int(count)}
+
+
+def results(conn: sqlite3.Connection, queries: Iterable[str]) -> dict[str, list[dict[str, object]]]:
+    return {q: [h.to_dict() for h in search(conn, S, q, limit=50)] for q in queries}
+
+
+def assert_same_as_rebuild(conn: sqlite3.Connection, queries: Iterable[str] = _QUERIES) -> None:
+    """Copy the database, rebuild the copy's index from scratch, compare index and search results."""
+    assert not conn.in_transaction
+    ref = sqlite3.connect(":memory:", isolation_level=None)
+    ref.row_factory = sqlite3.Row
+    try:
+        conn.backup(ref)
+        assert index_is_current(conn, S)
+        build_index(ref, S)
+        got, want = index_state(conn), index_state(ref)
+        assert got["count"] == len(got["rows"])  # type: ignore[arg-type]
+        assert got == want
+        queries = list(dict.fromkeys(queries))
+        assert results(conn, queries) == results(ref, queries)
+    finally:
+        ref.close()
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """A writable copy of the fixture master (index built, no run yet)."""
+    c = db.connect(db.db_path_for(build_master(tmp_path)))
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def full_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts full builds, so a test can tell the incremental path from the fallback."""
+    import xlcrm.search as search_mod
+
+    calls: list[int] = []
+    real = search_mod.build_index
+
+    def counting(conn: sqlite3.Connection, schema: Schema) -> int:
+        calls.append(1)
+        return real(conn, schema)
+
+    monkeypatch.setattr(search_mod, "build_index", counting)
+    return calls
+
+
+def _run(conn: sqlite3.Connection, work: Callable[[int], None]) -> int:
+    """One merge-like run: changes and the index update in one transaction."""
+    with db.transaction(conn):
+        run_id = db.start_run(conn, "test", [], "2024-06-01T10:00:00")
+        work(run_id)
+        n = update_index(conn, S, run_id)
+    return n
+
+
+def test_update_index_follows_edits_merges_moves_and_deletions(fresh: sqlite3.Connection,
+                                                               full_builds: list[int]) -> None:
+    conn = fresh
+    cust, cont = S.entity("customers"), S.entity("contacts")
+
+    def edits(run_id: int) -> None:
+        db.update_fields(conn, cust, [("C-000002", "name", "株式会社ヤマダ新商事"), ("C-000002", "kana", "やまだしんしょうじ"),
+                                      ("C-000005", "phone", "052-000-1111"), ("C-000006", "owner", "佐藤 花子")],
+                         run_id=run_id)
+        db.update_fields(conn, cont, [("P-000002", "name", "伊藤 新"), ("P-000005", "customer", "C-000006")],
+                         run_id=run_id)
+        db.insert_records(conn, cust, [tuple({"customer_id": "C-000011", "kind": "corporate", "name": "新規物産株式会社",
+                                              "kana": "シンキブッサン", "phone": "03-7777-8888"}.get(k) for k in cust.keys)],
+                          run_id=run_id, source="t.xlsx")
+        db.insert_records(conn, cont, [tuple({"contact_id": "P-000006", "customer": "C-000011", "name": "新規 次郎",
+                                              "mobile": "090-7777-6666"}.get(k) for k in cont.keys)],
+                          run_id=run_id, source="t.xlsx")
+
+    # C-000002, C-000005, P-000002, P-000005 rewritten; C-000011, P-000006 added; C-000006 untouched (its
+    # 担当営業 is not indexed, so its index row did not change).
+    assert _run(conn, edits) == 6
+    assert_same_as_rebuild(conn, [*_QUERIES, "ヤマダシン", "新規物産", "ﾀﾅｶ", "伊藤"])
+    assert top(conn, "やまだしんしょうじ").customer_id == "C-000002"
+    assert (top(conn, "田中 一郎").customer_id, top(conn, "田中 一郎").contact_id) == ("C-000006", "P-000005")
+
+    # A duplicate merged by decision: C-000001 absorbs C-000002; C-000002's contact moves along.
+    _run(conn, lambda run_id: combine_customers(conn, S, "C-000001", "C-000002", run_id=run_id,
+                                                at="2024-06-01T10:00:00", who="管理者", how="decision"))
+    assert_same_as_rebuild(conn, [*_QUERIES, "ヤマダシン", "伊藤"])
+    assert (top(conn, "伊藤 新").customer_id, top(conn, "伊藤 新").contact_id) == ("C-000001", "P-000002")
+
+    # The survivor itself merged into the new customer: contacts still pointing at C-000007 (merged
+    # into C-000001 long ago) follow the chain to C-000011.
+    _run(conn, lambda run_id: combine_customers(conn, S, "C-000011", "C-000001", run_id=run_id,
+                                                at="2024-06-01T10:00:00", who="管理者", how="decision"))
+    assert_same_as_rebuild(conn)
+    assert top(conn, "木村 健太").customer_id in {"C-000001", "C-000011"}
+
+    # A customer deleted after review takes its contacts out; restored, it brings them back.
+    _run(conn, lambda run_id: db.set_state(conn, cust, "C-000006", "deleted", run_id=run_id))
+    assert search(conn, S, "田中 一郎") == [] and search(conn, S, "サクラフドウサン") == []
+    assert_same_as_rebuild(conn)
+    _run(conn, lambda run_id: db.set_state(conn, cust, "C-000006", "active", run_id=run_id))
+    assert top(conn, "田中 一郎").contact_id == "P-000005"
+    assert_same_as_rebuild(conn)
+    assert full_builds == []  # every step above took the incremental path
+
+
+def test_update_index_with_nothing_changed_writes_nothing(fresh: sqlite3.Connection, full_builds: list[int]) -> None:
+    before = index_state(fresh)
+    assert _run(fresh, lambda run_id: None) == 0
+    assert index_state(fresh) == before and full_builds == []
+
+
+def test_update_index_rolls_back_with_the_callers_transaction(fresh: sqlite3.Connection) -> None:
+    before = index_state(fresh)
+    with pytest.raises(RuntimeError), db.transaction(fresh):
+        run_id = db.start_run(fresh, "test", [], "2024-06-01T10:00:00")
+        db.update_fields(fresh, S.entity("customers"), [("C-000005", "name", "株式会社ロールバック")], run_id=run_id)
+        update_index(fresh, S, run_id)
+        assert top(fresh, "ロールバック").customer_id == "C-000005"
+        raise RuntimeError("merge failed")
+    assert index_state(fresh) == before
+    assert search(fresh, S, "ロールバック") == []
+
+
+def test_update_index_falls_back_to_a_full_build(fresh: sqlite3.Connection, full_builds: list[int],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    cust = S.entity("customers")
+
+    def edit(run_id: int) -> None:
+        db.update_fields(fresh, cust, [("C-000003", "name", "ABCトレード合同会社")], run_id=run_id)
+
+    # Index missing.
+    fresh.execute(f"DROP TABLE {VOCAB_TABLE}")
+    fresh.execute(f"DROP TABLE {FTS_TABLE}")
+    fresh.execute(f"DROP TABLE {ROWS_TABLE}")
+    _run(fresh, edit)
+    assert len(full_builds) == 1
+    # Built by an xlcrm before update_index: no record of the run it has seen.
+    fresh.execute("DELETE FROM meta WHERE key = 'search_index_run'")
+    _run(fresh, edit)
+    assert len(full_builds) == 2
+    # A run that changed too much of the master.
+    monkeypatch.setattr("xlcrm.search.FULL_BUILD_SHARE", 0.0)
+    _run(fresh, edit)
+    assert len(full_builds) == 3
+    assert top(fresh, "ABCトレード").customer_id == "C-000003"
+    assert_same_as_rebuild(fresh)
+
+
+def test_run_not_followed_by_an_update_is_caught_up_by_the_next(fresh: sqlite3.Connection,
+                                                                full_builds: list[int]) -> None:
+    # A command that changes records without updating the index (e.g. a handover): the next update
+    # looks at every record stamped since the index was last brought up to date, not only its own run.
+    with db.transaction(fresh):
+        run_id = db.start_run(fresh, "handover", [], "2024-06-01T10:00:00")
+        db.update_fields(fresh, S.entity("customers"), [("C-000010", "name", "Acme Nippon K.K.")], run_id=run_id)
+    _run(fresh, lambda run_id: None)
+    assert top(fresh, "acme nippon").customer_id == "C-000010"
+    assert_same_as_rebuild(fresh, [*_QUERIES, "acme"])
+    assert full_builds == []
+
+
+# Random sequences of runs: every change the merge, resolve and handover code can make to customers
+# and contacts, in any order; after each run the index must equal a rebuild.
+_NAMES = ["株式会社山田製作所", "やまだ商事", "ﾔﾏﾀﾞ ﾀﾛｳ", "ABC商事(株)", "さくら不動産", "鈴木 一郎", "山田 花子", None]
+_PHONES = ["03-1234-5678", "０３（１２３４）５６７９", "+81 3-1234-0000", "090-1111-2222", None]
+_OPS = st.one_of(
+    st.tuples(st.just("edit"), st.integers(0, 99), st.sampled_from(["name", "kana", "phone", "notes", "owner"]),
+              st.sampled_from(_NAMES + _PHONES)),
+    st.tuples(st.just("new_customer"), st.sampled_from(_NAMES), st.sampled_from(_PHONES)),
+    st.tuples(st.just("new_contact"), st.integers(0, 99), st.sampled_from(_NAMES), st.sampled_from(_PHONES)),
+    st.tuples(st.just("edit_contact"), st.integers(0, 99), st.sampled_from(["name", "kana", "mobile", "notes"]),
+              st.sampled_from(_NAMES + _PHONES)),
+    st.tuples(st.just("move_contact"), st.integers(0, 99), st.integers(0, 99)),
+    st.tuples(st.just("merge"), st.integers(0, 99), st.integers(0, 99)),
+    st.tuples(st.just("delete"), st.integers(0, 99)),
+    st.tuples(st.just("restore"), st.integers(0, 99)),
+    st.tuples(st.just("delete_contact"), st.integers(0, 99)),
+)
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return db.db_path_for(build_master(tmp_path_factory.mktemp("template")))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(_OPS, min_size=1, max_size=6), min_size=1, max_size=4))
+def test_update_index_equals_rebuild_after_random_runs(template_db: Path, runs: list[list[tuple]]) -> None:
+    src = sqlite3.connect(template_db)
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    src.backup(conn)
+    src.close()
+    cust, cont = S.entity("customers"), S.entity("contacts")
+    counter = iter(range(100, 10_000))
+
+    def ids(table: str, key: str, active: bool = False) -> list[str]:
+        where = " WHERE _state = 'active'" if active else ""
+        return [r[0] for r in conn.execute(f'SELECT "{key}" FROM "{table}"{where} ORDER BY "{key}"')]
+
+    def apply(op: tuple, run_id: int) -> None:
+        kind = op[0]
+        customers, contacts = ids("customers", "customer_id"), ids("contacts", "contact_id")
+        live = ids("customers", "customer_id", active=True)
+        if kind == "edit":
+            db.update_fields(conn, cust, [(customers[op[1] % len(customers)], op[2], op[3])], run_id=run_id)
+        elif kind == "new_customer":
+            row = {"customer_id": f"C-{next(counter):06d}", "kind": "corporate", "name": op[1], "phone": op[2]}
+            db.insert_records(conn, cust, [tuple(row.get(k) for k in cust.keys)], run_id=run_id, source="x")
+        elif kind == "new_contact":
+            row = {"contact_id": f"P-{next(counter):06d}", "customer": customers[op[1] % len(customers)],
+                   "name": op[2], "phone": op[3]}
+            db.insert_records(conn, cont, [tuple(row.get(k) for k in cont.keys)], run_id=run_id, source="x")
+        elif kind == "edit_contact":
+            db.update_fields(conn, cont, [(contacts[op[1] % len(contacts)], op[2], op[3])], run_id=run_id)
+        elif kind == "move_contact":
+            db.update_fields(conn, cont, [(contacts[op[1] % len(contacts)], "customer",
+                                           customers[op[2] % len(customers)])], run_id=run_id)
+        elif kind == "merge" and len(live) > 1:
+            combine_customers(conn, S, live[op[1] % len(live)], live[op[2] % len(live)], run_id=run_id,
+                              at="2024-06-01T10:00:00", who="管理者")
+        elif kind == "delete":
+            db.set_state(conn, cust, customers[op[1] % len(customers)], "deleted", run_id=run_id)
+        elif kind == "restore":
+            db.set_state(conn, cust, customers[op[1] % len(customers)], "active", run_id=run_id)
+        elif kind == "delete_contact":
+            db.set_state(conn, cont, contacts[op[1] % len(contacts)], "deleted", run_id=run_id)
+
+    try:
+        for ops in runs:
+            def work(run_id: int, ops: list[tuple] = ops) -> None:
+                for op in ops:
+                    apply(op, run_id)
+
+            _run(conn, work)
+            assert_same_as_rebuild(conn, [*_QUERIES, *(n for n in _NAMES if n), "1234", "ﾀﾛｳ"])
+    finally:
+        conn.close()
+
+
+# --- the same with real merges of team workbooks -----------------------------------------------------
+
+def test_index_after_a_sequence_of_real_merges_equals_a_rebuild(tmp_path: Path, full_builds: list[int],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from merge_fixtures import TODAY, book, customer, delete_rows, edit_cells, sheet_rows
+
+    import xlcrm.merge as merge_mod
+    from xlcrm.distribute import distribute
+    from xlcrm.merge import merge
+    from xlcrm.resolve import resolve
+
+    def incremental(conn: sqlite3.Connection, schema: Schema, *rest: object) -> None:
+        update_index(conn, schema, conn.execute("SELECT MAX(run_id) FROM runs").fetchone()[0])
+
+    # What merge does once it calls update_index (harmless if it already does).
+    monkeypatch.setattr(merge_mod, "_search_index", incremental, raising=False)
+    master = tmp_path / "m" / "master.xlsx"
+    master.parent.mkdir()
+
+    def check(*queries: str) -> sqlite3.Connection:
+        conn = db.connect(db.db_path_for(master))
+        assert_same_as_rebuild(conn, [*_QUERIES, *queries])
+        return conn
+
+    a = book(tmp_path / "team" / "a.xlsx", {
+        "customers": [customer("株式会社青空商事", kana="アオゾラショウジ", phone="03-1111-2222"),
+                      customer("緑山工業株式会社", kana="ミドリヤマコウギョウ", phone="045-222-3333"),
+                      customer("株式会社山田製作所", kana="ヤマダセイサクショ", prefecture="東京都",
+                               address="千代田区丸の内1-2-3", phone="03-1234-5678")],
+        "contacts": [{"customer": "株式会社青空商事", "name": "高橋 一郎", "kana": "タカハシ イチロウ"},
+                     {"customer": "緑山工業株式会社", "name": "木村 健太", "mobile": "090-1111-2222"}]}, owner="佐藤")
+    b = book(tmp_path / "team" / "b.xlsx", {
+        "customers": [customer("(株)山田製作所", kana="ヤマダセイサクショ", prefecture="東京都",
+                               address="千代田区丸の内1-2-3", phone="03-9999-0000")],
+        "contacts": [{"customer": "(株)山田製作所", "name": "伊藤 美咲", "kana": "イトウ ミサキ"}]}, owner="鈴木")
+    merge([a, b], master, S, today=TODAY)  # first merge: the index is built
+    assert len(full_builds) == 1
+    check("青空", "ミドリヤマ", "伊藤")
+    ids = {r["顧客名"]: r["顧客ID"] for r in sheet_rows(master, "顧客")}
+
+    # 佐藤 edits name, phone and フリガナ and moves a contact; 高橋 brings new customers and a contact.
+    wb = distribute(master, tmp_path / "out", S)[0]
+    edit_cells(wb, "顧客", {"顧客名": "株式会社青空商事"},
+               {"顧客名": "株式会社青空ホールディングス", "電話番号": "03-1111-3333", "フリガナ": "アオゾラホールディングス"})
+    edit_cells(wb, "担当者", {"氏名": "木村 健太"}, {"顧客": ids["株式会社青空商事"]})
+    c = book(tmp_path / "team" / "c.xlsx", {  # known customers (same name and phone: linked) and a new one
+        "customers": [customer("白浜物産株式会社", kana="シラハマブッサン", phone="06-3333-4444"),
+                      customer("株式会社山田製作所", phone="03-1234-5678"), customer("緑山工業株式会社", phone="045-222-3333")],
+        "contacts": [{"customer": "株式会社山田製作所", "name": "田中 花子", "mobile": "080-5555-6666"},
+                     {"customer": "白浜物産株式会社", "name": "森 誠"},
+                     {"customer": "緑山工業株式会社", "name": "佐々木 恵", "kana": "ササキ メグミ"}]}, owner="高橋")
+    report = merge([wb, c], master, S, today=TODAY)
+    assert next(f for f in report.files if Path(f.file).name == "c.xlsx").sheets["contacts"].new == 3
+    conn = check("アオゾラホールディングス", "0311113333", "白浜", "田中", "森", "ササキ")
+    try:
+        assert top(conn, "木村").customer_id == ids["株式会社青空商事"]
+        assert top(conn, "あおぞらほーるでぃんぐす").customer_id == ids["株式会社青空商事"]
+        assert search(conn, S, "アオゾラショウジ") == []
+        assert top(conn, "ササキ").customer_id == ids["緑山工業株式会社"]
+    finally:
+        conn.close()
+
+    # The probable duplicate, merged by decision: the younger ID leaves, its contact follows.
+    pair = sheet_rows(master, "重複候補")[0]
+    edit_cells(master, "重複候補", {"候補番号": pair["候補番号"]}, {"判断": "統合"})
+    assert resolve(master, S).merged == 1
+    conn = check("伊藤 美咲", "0399990000")
+    try:
+        hit = top(conn, "伊藤 美咲")
+        assert hit.customer_id == min(pair["ID (A)"], pair["ID (B)"])
+        assert len({h.customer_id for h in search(conn, S, "山田製作所")}) == 1
+    finally:
+        conn.close()
+
+    # A customer deleted from 佐藤's workbook, confirmed 削除: it and its contact leave the index.
+    delete_rows(wb, "顧客", {"顧客名": "緑山工業株式会社"})
+    merge([wb, c], master, S, today=TODAY)
+    edit_cells(master, "削除候補", {"ID": ids["緑山工業株式会社"]}, {"判断": "削除"})
+    assert resolve(master, S).deleted == 1
+    conn = check("ミドリヤマ", "緑山", "ササキ")
+    try:
+        assert search(conn, S, "ミドリヤマコウギョウ") == [] and search(conn, S, "ササキメグミ") == []
+    finally:
+        conn.close()
+    assert len(full_builds) == 1  # every merge after the first updated the index in place

@@ -83,7 +83,7 @@ def db_path_for(master: Path) -> Path:
 
 
 #: Page cache per connection (KiB); memory is only taken as pages are used.
-CACHE_KIB = 256 * 1024
+CACHE_KIB = 64 * 1024
 
 
 def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
@@ -98,8 +98,9 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
         # A rollback journal, not WAL: the database stays one file to back up and copy.
         conn.execute("PRAGMA journal_mode = DELETE")
         conn.execute("PRAGMA synchronous = FULL")
-        # A merge writes ~1.6M rows (records, history, bases, origins) in one transaction: with
-        # SQLite's default 2 MB page cache the B-trees spill to disk mid-transaction.
+        # A first merge writes ~1.6M rows (records, history, bases, origins) in one transaction; a
+        # larger page cache than SQLite's 2 MB keeps the indexes' pages in memory.  (Measured on the
+        # 400,000-row benchmark: 64 MB and 512 MB gave the same merge time, 571 vs 934 MB peak RSS.)
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         conn.execute("PRAGMA temp_store = MEMORY")
     except sqlite3.DatabaseError as exc:

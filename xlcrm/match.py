@@ -26,26 +26,32 @@ because one merge writes one report in the master's language; :attr:`Match.codes
 evidence as stable codes (in the same order) for history rows, tests and a caller that wants to word
 it differently.  Positive evidence comes first, what argues against after it.
 
-Speed: :func:`customer_keys` folds a record once; :class:`MatchIndex` keeps blocking dictionaries
-(法人番号, e-mail, phone digits, company key, フリガナ, name parts, postal code, address, birthday), so a
-lookup scores a few dozen candidates instead of the whole master, and only the candidates sharing
-something beyond the name get the full comparison.  A caller that looks a record up and then indexes it
-(merge) folds it once: ``keys = index.keys_for(record)``, ``index.find_keys(keys)``,
-``index.add_keys(record_id, keys)``.
+Speed: merge folds every customer row it cannot identify by ID, looks it up and indexes it, so that
+loop is what the module is built for (figures in benchmarks/README.md).  :func:`customer_keys` (and
+:meth:`MatchIndex.keys_for_values`, which takes a row as merge holds it) passes each value through
+text() once - a value already in the stored form costs a few checks - and derives every key from that.
+:class:`MatchIndex` keeps blocking dictionaries (法人番号, e-mail, phone digits, company key, フリガナ, name
+parts, postal code, address, birthday) whose entries carry each record's address key: the candidates
+of a lookup that share only a name (most of them) are tested for a near address or birthday with one
+rapidfuzz call per test, without touching their keys; the few that pass and those sharing a key that
+is evidence itself are compared, and :func:`_hopeless` settles most of those from the cheap evidence
+before the full comparison.  A caller that looks a record up and then indexes it (merge) folds it
+once: ``keys = index.keys_for_values(row)``, ``index.find_keys(keys)``, ``index.add_keys(record_id, keys)``.
 """
 
 from __future__ import annotations
 
 import gc
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from math import exp
-from typing import Any, Literal
+from operator import itemgetter
+from typing import Any, Literal, NamedTuple
 
-from rapidfuzz import fuzz
-from rapidfuzz.distance import Indel
+from rapidfuzz import fuzz, process
+from rapidfuzz.distance import Hamming, Indel, Prefix
 
 from xlcrm import normalize
 from xlcrm.schema import PREFECTURES_JA, Schema
@@ -100,6 +106,10 @@ _BLOCK_MARK = re.compile(r"丁目|番地の?|番|の(?=[0-9])")
 _GO = re.compile(r"(?<=[0-9])号")
 _DASHES = re.compile(r"-{2,}")
 _DIGITS = re.compile(r"[0-9]+")
+_hamming = Hamming.distance
+_indel_similarity = Indel.normalized_similarity
+_prefix_similarity = Prefix.similarity
+_extract = process.extract
 #: Placeholders typed when the real value is unknown; never an identity.
 _JUNK_EMAIL_DOMAINS = frozenset({"example.com", "example.jp", "example.co.jp", "example.org", "example.net",
                                  "test.com", "none.com", "xxx.com", "xxx.co.jp"})
@@ -128,27 +138,61 @@ def address_key(address: Any, prefecture: Any = None) -> tuple[str | None, str]:
     trailing 号 become hyphens.  Building names stay: comparison treats a key that extends the other
     (建物名 added or dropped) as the same address.
     """
-    pref = normalize.text(prefecture)
-    s = normalize.code(address)
-    if s is None:
-        return pref, ""
-    # Japanese addresses are written with or without spaces; Latin ones need them between words.
-    s = (" ".join(s.split()) if s.isascii() else "".join(s.split())).casefold()
+    pref, key, _ = _address(address, prefecture)
+    return pref, key
+
+
+def _address(address: Any, prefecture: Any) -> tuple[str | None, str, str | None]:
+    """:func:`address_key` plus the address's text() (shown in evidence), from one text() pass."""
+    pref = normalize.stored_text(prefecture)
+    shown = normalize.stored_text(address)
+    if shown is None:
+        return pref, "", None
+    s = normalize.code_of_text(shown)
+    # Japanese addresses are written with or without spaces; Latin ones need them between words.  After
+    # text() the only whitespace is single ASCII spaces inside, so that is all there is to drop.
+    if not s.isascii():
+        s = s.replace(" ", "")
+    s = s.casefold()
     m = _PREF_AT_START.match(s)
     if m is not None:
         pref = pref or m.group()
         s = s[m.end():]
     if not s.isascii():
-        s = _KANJI_NUMBER.sub(lambda mm: str(_kanji_to_int(mm.group())), s)
-        s = _GO.sub("", _BLOCK_MARK.sub("-", s))
-        s = _DASHES.sub("-", s)
-        s = re.sub(r"-(?![0-9])", "", s)
-    return pref, s
+        # each substitution only when its literal text is there at all (the scans cost more than the tests)
+        if _ANY_KANJI_DIGIT.search(s):
+            s = _KANJI_NUMBER.sub(lambda mm: str(_kanji_to_int(mm.group())), s)
+        if "丁目" in s or "番" in s or "の" in s:
+            s = _BLOCK_MARK.sub("-", s)
+        if "号" in s:
+            s = _GO.sub("", s)
+        if "--" in s:
+            s = _DASHES.sub("-", s)
+        if "-" in s:
+            s = _DASH_NOT_BEFORE_DIGIT.sub("", s)
+    return pref, s, shown
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_ANY_KANJI_DIGIT = re.compile(r"[〇零一二三四五六七八九十百千]")
+_DASH_NOT_BEFORE_DIGIT = re.compile(r"-(?![0-9])")
+_ANY_ITAIJI = re.compile("[" + "".join(re.escape(chr(c)) for c in _ITAIJI) + "]")
+
+
+def _itaiji(s: str) -> str:
+    return s.translate(_ITAIJI) if _ANY_ITAIJI.search(s) else s
 
 
 def _iso(value: Any) -> str | None:
     if value is None:
         return None
+    if type(value) is str and _ISO_DATE.fullmatch(value):
+        # the stored form: parse_date would read it as that very day, or refuse an impossible one
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            return None
+        return value
     if isinstance(value, datetime):
         return value.date().isoformat()
     if isinstance(value, date):
@@ -158,12 +202,18 @@ def _iso(value: Any) -> str | None:
 
 
 def _valid_corporate_number(value: Any) -> str | None:
+    if type(value) is str and len(value) == 13 and value.isascii() and value.isdigit():
+        # the stored form: only the check digit to test (normalize.corporate_number_check_digit's sum:
+        # from the right of the 12-digit body, weights 1, 2, 1, 2 ...; ASCII "0" is 48)
+        b = value.encode("ascii")
+        total = sum(b[2::2]) + 2 * sum(b[1::2]) - 18 * 48
+        return value if 9 - total % 9 == b[0] - 48 else None
     number, problem = normalize.corporate_number(value)
     return number if problem is None else None
 
 
 def _email_key(value: Any) -> str | None:
-    s = normalize.text(value)
+    s = normalize.stored_text(value)
     if s is None or "@" not in s:
         return None
     s = s.casefold()
@@ -172,9 +222,33 @@ def _email_key(value: Any) -> str | None:
     return s
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerKeys:
-    """A customer record folded once into what duplicate detection compares and blocks on."""
+def _digits_and_text(value: Any) -> tuple[str, str | None]:
+    """``(normalize.phone_digits(value), normalize.text(value))`` from one text() pass."""
+    if value is None:
+        return "", None
+    t = normalize.stored_text(value)
+    if type(value) is str:
+        return (normalize.phone_digits_of_text(t) if t else ""), t
+    return normalize.phone_digits(value), t
+
+
+def _kana_text(value: Any) -> str | None:
+    t = normalize.stored_text(value)
+    return None if t is None else normalize.kana_of_text(t)
+
+
+def _company_key(s: str, stored: bool = False) -> str:
+    """``normalize.company_key(s)``; ``stored``: ``s`` is known to be its own text() already."""
+    return normalize.company_key_of_text(s if stored else normalize.stored_text(s) or "")
+
+
+class CustomerKeys(NamedTuple):
+    """A customer record folded once into what duplicate detection compares and blocks on.
+
+    A named tuple rather than a dataclass: an index holds one per customer, and the cyclic garbage
+    collector stops tracking a tuple of strings (and a dict of strings) once it has looked at it, while
+    it would walk 100,000 dataclass instances again on every full pass - a fifth of merge's matching time.
+    """
 
     kind: str | None
     #: Only a number with a valid check digit; a typo must never identify anybody.
@@ -197,15 +271,22 @@ class CustomerKeys:
     shown: Mapping[str, str]
     #: Legal form written in the company name (株式会社 -> "株式会社"), "" when none.
     form: str = ""
+    #: The blocking keys (:func:`_blocks`: tag and key in turn), computed once by :func:`customer_keys`
+    #: for the lookup, the indexing and a later removal.
+    blocks: tuple[str, ...] = ()
 
     @property
     def corporate(self) -> bool:
         return self.kind != "individual"
 
 
-#: The customers columns duplicate detection reads.
-_READ = frozenset({"kind", "name", "kana", "corporate_number", "email", "phone", "fax", "postal_code",
-                   "prefecture", "address", "birthday"})
+#: The customers columns duplicate detection reads, in the order :func:`_fold` takes them.
+_FOLD_COLUMNS = ("kind", "name", "kana", "corporate_number", "email", "phone", "fax", "postal_code", "prefecture",
+                 "address", "birthday")
+_READ = frozenset(_FOLD_COLUMNS)
+_KINDS = {"法人": "corporate", "個人": "individual"}
+#: Kinds as stored (choice keys) or typed, mapped without a text() pass.
+_KIND_FAST = {**_KINDS, "corporate": "corporate", "individual": "individual"}
 
 
 def customer_keys(record: Mapping[str, Any]) -> CustomerKeys:
@@ -214,17 +295,36 @@ def customer_keys(record: Mapping[str, Any]) -> CustomerKeys:
     Raw spellings are accepted too (every fold is idempotent), so a caller may pass values straight
     from a team workbook.
     """
-    kind = normalize.text(record.get("kind"))
-    kind = {"法人": "corporate", "個人": "individual"}.get(kind or "", kind)
-    raw_name = normalize.text(record.get("name")) or ""
-    raw_kana = normalize.kana_text(record.get("kana")) or ""
+    get = record.get
+    return _fold(get("kind"), get("name"), get("kana"), get("corporate_number"), get("email"), get("phone"),
+                 get("fax"), get("postal_code"), get("prefecture"), get("address"), get("birthday"))
+
+
+def _fold(kind_value: Any, name_value: Any, kana_value: Any, corporate_number: Any, email_value: Any,
+          phone: Any, fax: Any, postal_code: Any, prefecture: Any, address_value: Any,
+          birthday_value: Any) -> CustomerKeys:
+    """:func:`customer_keys` on the values of :data:`_FOLD_COLUMNS`.
+
+    Each value goes through text() once (:func:`normalize.stored_text` answers a stored value without
+    copying it) and every key built from it starts from that; so the folds are the ones their
+    ``normalize`` counterparts apply, without repeating the text() step for each key.
+    """
+    kind = _KIND_FAST.get(kind_value) if type(kind_value) is str else None
+    if kind is None:
+        kind = normalize.text(kind_value)
+        kind = _KINDS.get(kind or "", kind)
+    raw_name = normalize.stored_text(name_value) or ""
+    raw_kana = _kana_text(kana_value) or ""
     if not raw_kana and raw_name:
         # a name written in kana (スズキホケン, やまだ たろう) is its own reading
-        folded = normalize.kana_text(_FORM.sub("", raw_name)) or ""
+        folded = _kana_text(_FORM.sub("", raw_name)) or ""
         if _KANA_ONLY.match(folded):
             raw_kana = folded
+    form = ""
     if kind == "individual":
-        parts = tuple(p.casefold().translate(_ITAIJI) for p in raw_name.split())
+        # casefold and the variant table map character by character and never make or take a space,
+        # so folding before splitting gives the same parts
+        parts = tuple(_itaiji(raw_name.casefold()).split())
         name = "".join(parts)
         kana_parts = tuple(raw_kana.casefold().split())
         kana = "".join(kana_parts)
@@ -233,61 +333,89 @@ def customer_keys(record: Mapping[str, Any]) -> CustomerKeys:
         if len(kana_parts) < 2:
             kana_parts = ()
     else:
-        name = _MID_FORM.sub("", normalize.company_key(raw_name).translate(_ITAIJI)) or \
-            normalize.company_key(raw_name)
-        kana = normalize.company_key(raw_kana)
+        # a value stored_text returned as it was is its own text(), and so is kana_of_text's result then
+        key = _company_key(raw_name, raw_name is name_value)
+        folded = _itaiji(key)
+        # every legal form _MID_FORM and _FORM know has 会社 or a bracket in it
+        name = (_MID_FORM.sub("", folded) if "会社" in folded or "(" in folded else folded) or key
+        kana = _company_key(raw_kana, raw_kana is kana_value)
         parts, kana_parts = (), ()
+        if ("会社" in raw_name or "(" in raw_name) and (m := _FORM.search(raw_name)) is not None:
+            form = _FORM_CANONICAL.get(m.group(), m.group())
     phones: list[str] = []
     shown: dict[str, str] = {}
-    for key in ("phone", "fax"):
-        digits = normalize.phone_digits(record.get(key))
+    for value in (phone, fax):
+        digits, phone_text = _digits_and_text(value)
         if len(digits) >= 9 and digits not in phones:
             phones.append(digits)
-            shown[digits] = normalize.text(record.get(key)) or digits
-    prefecture, address = address_key(record.get("address"), record.get("prefecture"))
-    postal = normalize.phone_digits(record.get("postal_code"))
-    corp = _valid_corporate_number(record.get("corporate_number"))
-    email = _email_key(record.get("email"))
-    birthday = _iso(record.get("birthday"))
-    for key, value in (("name", raw_name), ("kana", raw_kana), ("address", normalize.text(record.get("address"))),
-                       ("postal_code", normalize.text(record.get("postal_code")))):
-        if value:
-            shown[key] = value
-    form = ""
-    if kind != "individual" and (m := _FORM.search(raw_name)) is not None:
-        form = _FORM_CANONICAL.get(m.group(), m.group())
-    return CustomerKeys(kind, corp, email, tuple(phones), name, parts, kana, kana_parts, postal,
-                        prefecture, address, birthday, shown, form)
+            shown[digits] = phone_text or digits
+    pref, address, address_text = _address(address_value, prefecture)
+    postal, postal_text = _digits_and_text(postal_code)
+    corp = _valid_corporate_number(corporate_number)
+    email = _email_key(email_value)
+    birthday = _iso(birthday_value)
+    if raw_name:
+        shown["name"] = raw_name
+    if raw_kana:
+        shown["kana"] = raw_kana
+    if address_text:
+        shown["address"] = address_text
+    if postal_text:
+        shown["postal_code"] = postal_text
+    phones_t = tuple(phones)
+    corporate = kind != "individual"
+    return CustomerKeys(kind, corp, email, phones_t, name, parts, kana, kana_parts, postal, pref, address, birthday,
+                        shown, form, _block_keys(corporate, corp, email, phones_t, name, parts, kana, kana_parts,
+                                                 postal, address, birthday))
 
 
-def _blocks(k: CustomerKeys) -> list[tuple[str, str]]:
-    """Blocking keys: a pair is compared only when it shares at least one of these."""
-    out: list[tuple[str, str]] = []
-    if k.corporate_number:
-        out.append(("c", k.corporate_number))
-    if k.email:
-        out.append(("e", k.email))
-    out.extend(("p", p) for p in k.phones)
-    if k.name:
-        out.append(("n", k.name))
-        if k.corporate and len(k.name) >= 4:
-            out.append(("n3", k.name[:3]))
-    out.extend(("t", p) for p in k.name_parts if len(p) >= 2)
-    if k.kana:
-        out.append(("k", k.kana))
-    out.extend(("t", p) for p in k.kana_parts if len(p) >= 2)
-    if k.postal:
-        out.append(("z", k.postal))
-    if k.address:
-        out.append(("a", k.address))
-    if k.birthday:
-        out.append(("b", k.birthday))
-    return out
+def _block_keys(corporate: bool, corp: str | None, email: str | None, phones: tuple[str, ...], name: str,
+                parts: tuple[str, ...], kana: str, kana_parts: tuple[str, ...], postal: str, address: str,
+                birthday: str | None) -> tuple[str, ...]:
+    """The blocking keys as one flat tuple, tag and key in turn (pairs would cost a tuple each, for
+    every customer in the index)."""
+    out: list[str] = []
+    if corp:
+        out += ("c", corp)
+    if email:
+        out += ("e", email)
+    for p in phones:
+        out += ("p", p)
+    if name:
+        out += ("n", name)
+        if corporate and len(name) >= 4:
+            out += ("n3", name[:3])
+    for p in parts:
+        if len(p) >= 2:
+            out += ("t", p)
+    if kana:
+        out += ("k", kana)
+    for p in kana_parts:
+        if len(p) >= 2:
+            out += ("t", p)
+    if postal:
+        out += ("z", postal)
+    if address:
+        out += ("a", address)
+    if birthday:
+        out += ("b", birthday)
+    return tuple(out)
+
+
+def _blocks(k: CustomerKeys) -> Iterator[tuple[str, str]]:
+    """Blocking keys ``(tag, key)``: a pair is compared only when it shares at least one of these."""
+    flat = k.blocks or _block_keys(k.corporate, k.corporate_number, k.email, k.phones, k.name, k.name_parts,
+                                   k.kana, k.kana_parts, k.postal, k.address, k.birthday)
+    it = iter(flat)
+    return zip(it, it, strict=True)
 
 
 #: Blocks this large say little (a common surname, a big postal district): skipped when looking up.
 _WEAK_BLOCK_LIMIT = 200
 _STRONG = frozenset({"c", "e", "p"})
+#: Every tag _blocks uses: 法人番号, e-mail, phone, name, name start, name part, reading, postal code, address,
+#: birthday.
+_TAGS = ("c", "e", "p", "n", "n3", "t", "k", "z", "a", "b")
 #: Blocks whose shared key is itself support (see ``_SUPPORT``): a pair sharing one needs the full comparison.
 _SUPPORT_BLOCKS = frozenset({"c", "e", "p", "z", "a", "b"})
 
@@ -396,10 +524,17 @@ def _one_typo(a: str, b: str) -> bool:
     x, y = a.replace("-", ""), b.replace("-", "")
     if len(x) != len(y):
         return False
-    diff = [i for i, (c, d) in enumerate(zip(x, y, strict=True)) if c != d]
-    if len(diff) == 1:
+    n = _hamming(x, y, score_cutoff=2)  # positions that differ; 3 stands for "more than 2"
+    if n == 1:
         return True
-    return len(diff) == 2 and diff[1] == diff[0] + 1 and x[diff[0]] == y[diff[1]] and x[diff[1]] == y[diff[0]]
+    if n != 2:
+        return False
+    i = 0
+    while x[i] == y[i]:
+        i += 1
+    # the first two positions that differ are neighbours, swapped (if x[i] and x[i+1] trade places,
+    # position i+1 differs too, so it is the second difference)
+    return x[i] == y[i + 1] and x[i + 1] == y[i]
 
 
 def _split_names(a: str, a_parts: tuple[str, ...], b: str, b_parts: tuple[str, ...]
@@ -485,21 +620,99 @@ def _near_place_or_day(q: CustomerKeys, o: CustomerKeys) -> bool:
     For a pair that shares no 法人番号, e-mail, phone, postal code, address or birthday this is exactly
     "some code of ``_SUPPORT`` will be found", without which :func:`_decide` says no match (certain needs
     an identifying key, probable needs support), so :meth:`MatchIndex.find_keys` skips the full
-    comparison when it is False.
+    comparison when it is False (it runs the same two tests, with the looked-up side prepared once).
     """
     qb, ob = q.birthday, o.birthday
     if qb and ob and _one_typo(qb, ob):
         return True
     a, b = q.address, o.address
-    if not a or not b:
-        return False
+    return bool(a and b and _near_address(a, b))
+
+
+def _near_address(a: str, b: str) -> bool:
+    """The address tests of :func:`_near_place_or_day` (both non-empty)."""
     if (a.startswith(b) or b.startswith(a)) and _DIGITS.search(min(a, b, key=len)):
         return True
     # score_cutoff lets rapidfuzz give up early (length difference alone); a score it does return is
     # the exact one, and the cut-offs sit a little below the 0.8 that _compare tests, so this agrees.
-    if Indel.normalized_similarity(a, b, score_cutoff=0.79) >= 0.8:
+    if _indel_similarity(a, b, score_cutoff=0.79) >= 0.8:
         return True
     return " " in a and " " in b and fuzz.token_set_ratio(a, b, score_cutoff=83) / 100 * 0.95 >= 0.8
+
+
+def _address_weight(a: str, b: str) -> tuple[str | None, float, float]:
+    """(evidence code or None, weight, similarity) of two address keys, both non-empty: the same, one
+    extending the other (建物名 added or dropped), similar, or different."""
+    if a == b:
+        return "address", W_ADDR_EXACT, 1.0
+    if (a.startswith(b) or b.startswith(a)) and _DIGITS.search(min(a, b, key=len)):
+        return "address_building", W_ADDR_HIGH, 1.0
+    s = _address_similarity(a, b)
+    if s >= 0.9:
+        return "address_similar", W_ADDR_HIGH, s
+    if s >= 0.8:
+        return "address_similar", W_ADDR_MID, s
+    return None, (W_ADDR_DIFF if s < 0.6 else W_ADDR_LOW), s
+
+
+def _hopeless(q: CustomerKeys, o: CustomerKeys) -> bool:
+    """True only when :func:`_compare` would find neither an identifying key nor the weight of a
+    重複候補, so :func:`_decide` says no match - from the cheap evidence and an upper bound of the rest.
+
+    Most pairs a lookup compares share an address, postal code or birthday and nothing else: their
+    names decide, and the plain similarity of two names (or readings) is most of what the full
+    comparison computes.  Every weight is a multiple of 0.5, so the sums are exact in any order.
+    """
+    if q.corporate_number and q.corporate_number == o.corporate_number:
+        return False
+    if q.email and q.email == o.email:
+        return False
+    if q.phones and o.phones and any(p in o.phones for p in q.phones):
+        return False
+    w = 0.0
+    if q.kind and o.kind and q.kind != o.kind:
+        w += W_KIND_DIFF
+    if q.corporate_number and o.corporate_number:  # not equal, see above
+        w += W_CORP_DIFF
+    if q.prefecture and o.prefecture and q.prefecture != o.prefecture:
+        w += W_PREF_DIFF
+    if q.postal and o.postal:
+        w += W_POSTAL if q.postal == o.postal else W_POSTAL_DIFF
+    qb, ob = q.birthday, o.birthday
+    if qb and ob:
+        w += W_BIRTHDAY if qb == ob else W_BIRTHDAY_TYPO if _one_typo(qb, ob) else W_BIRTHDAY_DIFF
+    if q.form and o.form and q.form != o.form:
+        w += W_FORM_DIFF
+    # branches and a different given name only take weight away; the name's weight is _compare's,
+    # except that a name that differs may count as a part that agrees (0) there
+    if q.name and o.name:
+        both_corporate = q.corporate and o.corporate
+        name_sim = _ratio(q.name, o.name)
+        if not both_corporate:
+            aligned = _person_parts(q.name_parts, o.name_parts)
+            if aligned is not None:
+                name_sim = max(name_sim, (aligned[0] + aligned[1]) / 2)
+        if name_sim == 1.0:
+            w += W_NAME_EXACT
+        else:
+            if q.kana and o.kana:
+                kana_sim = _ratio(q.kana, o.kana)
+                if not both_corporate:
+                    kaligned = _person_parts(q.kana_parts, o.kana_parts)
+                    if kaligned is not None:
+                        kana_sim = max(kana_sim, (kaligned[0] + kaligned[1]) / 2)
+                best = max(name_sim, kana_sim) if kana_sim >= 0.9 else (name_sim + kana_sim) / 2
+            else:
+                best = name_sim
+            if best >= 0.65:
+                w += W_NAME_HIGH if best >= 0.9 else W_NAME_MID if best >= 0.8 else W_NAME_LOW
+            else:
+                w += W_NAME_DIFF if both_corporate else max(W_NAME_PARTIAL, W_NAME_DIFF)
+    if q.address and o.address:
+        if w + W_ADDR_EXACT < PROBABLE_AT:
+            return True
+        w += _address_weight(q.address, o.address)[1]
+    return w < PROBABLE_AT
 
 
 @dataclass(slots=True)
@@ -606,23 +819,15 @@ def _compare(q: CustomerKeys, o: CustomerKeys) -> _Pair:
         ev("prefecture_differs", W_PREF_DIFF, q.prefecture, o.prefecture)
         veto = True
     if q.address and o.address:
-        a, b = q.address, o.address
-        if a == b:
-            ev("address", W_ADDR_EXACT, q.shown.get("address", a))
-            same_place = True
-        elif (a.startswith(b) or b.startswith(a)) and _DIGITS.search(min(a, b, key=len)):
-            ev("address_building", W_ADDR_HIGH, q.shown.get("address", a))
-            same_place = True
+        a = q.address
+        place, weight, s = _address_weight(a, o.address)
+        if place is None:
+            w += weight
+        elif place == "address_similar":
+            ev(place, weight, s)
         else:
-            s = _address_similarity(a, b)
-            if s >= 0.9:
-                ev("address_similar", W_ADDR_HIGH, s)
-            elif s >= 0.8:
-                ev("address_similar", W_ADDR_MID, s)
-            elif s < 0.6:
-                w += W_ADDR_DIFF
-            else:
-                w += W_ADDR_LOW
+            ev(place, weight, q.shown.get("address", a))
+            same_place = True
     if q.postal and o.postal:
         if q.postal == o.postal:
             ev("postal_code", W_POSTAL, q.shown.get("postal_code", q.postal))
@@ -707,6 +912,8 @@ def compare(a: Mapping[str, Any] | CustomerKeys, b: Mapping[str, Any] | Customer
 
 
 def _match(q: CustomerKeys, o: CustomerKeys, other_id: str, li: int) -> Match | None:
+    if _hopeless(q, o):
+        return None
     pair = _compare(q, o)
     kind = _decide(pair)
     if kind is None:
@@ -734,7 +941,21 @@ class MatchIndex:
         self._all_columns = self._columns >= _READ
         self._lang = 0 if lang == "ja" else 1
         self._keys: dict[str, CustomerKeys] = {}
-        self._blocks: dict[tuple[str, str], set[str]] = {}
+        #: tag -> blocking key -> {record id: its address key}, or just the record id while only one record
+        #: has the key (most keys: a dict per key would be a third of the index's memory).  The address
+        #: travels with the id: a lookup tests most candidates on the address alone, and fetching each
+        #: one's keys from ``_keys`` would cost more than the test (memory, not arithmetic, is what a
+        #: lookup spends its time on).
+        self._blocks: dict[str, dict[str, Any]] = {tag: {} for tag in _TAGS}
+        #: record id -> birthday, for the ones that have one
+        self._days: dict[str, str] = {}
+        # where keys_for_values finds each value _fold takes (-1: a column this schema switched off)
+        at = [entity.keys.index(c) if c in self._columns else -1 for c in _FOLD_COLUMNS]
+        self._pick: Callable[[Sequence[Any]], tuple[Any, ...]]
+        if min(at) >= 0:
+            self._pick = itemgetter(*at)
+        else:
+            self._pick = lambda values: tuple(values[i] if i >= 0 else None for i in at)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -749,6 +970,11 @@ class MatchIndex:
             return customer_keys(record)
         return customer_keys({k: v for k, v in record.items() if k in self._columns})
 
+    def keys_for_values(self, values: Sequence[Any]) -> CustomerKeys:
+        """:meth:`keys_for` of a row given as its values in the customers entity's column order
+        (``schema.entity("customers").keys``), the way merge holds rows: no dict built per row."""
+        return _fold(*self._pick(values))
+
     def add(self, record_id: str, record: Mapping[str, Any]) -> None:
         """Index (or re-index, after an update) one customer."""
         self.add_keys(record_id, self.keys_for(record))
@@ -758,22 +984,32 @@ class MatchIndex:
         if record_id in self._keys:
             self.remove(record_id)
         self._keys[record_id] = keys
+        if keys.birthday:
+            self._days[record_id] = keys.birthday
         blocks = self._blocks
-        for b in _blocks(keys):
-            ids = blocks.get(b)
+        address = keys.address
+        for tag, value in _blocks(keys):
+            by_value = blocks[tag]
+            ids = by_value.get(value)
             if ids is None:
-                blocks[b] = {record_id}
-            else:
-                ids.add(record_id)
+                by_value[value] = record_id
+            elif type(ids) is dict:
+                ids[record_id] = address
+            elif ids != record_id:  # (a name part can also be a reading part of the same record)
+                by_value[value] = {ids: self._keys[ids].address, record_id: address}
 
-    def add_many(self, records: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
-        """Bulk :meth:`add` (a whole master): the cyclic GC is paused, since it would rescan the growing
+    def add_many(self, records: Iterable[tuple[str, Mapping[str, Any] | Sequence[Any]]]) -> None:
+        """Bulk :meth:`add` (a whole master), each record a mapping or its values in the entity's column
+        order (as :meth:`keys_for_values`): the cyclic GC is paused, since it would rescan the growing
         index again and again while nothing here makes cycles."""
         enabled = gc.isenabled()
         gc.disable()
         try:
             for record_id, record in records:
-                self.add_keys(record_id, self.keys_for(record))
+                if isinstance(record, Mapping):
+                    self.add_keys(record_id, self.keys_for(record))
+                else:
+                    self.add_keys(record_id, _fold(*self._pick(record)))
         finally:
             if enabled:
                 gc.enable()
@@ -783,20 +1019,31 @@ class MatchIndex:
         keys = self._keys.pop(record_id, None)
         if keys is None:
             return
-        for b in _blocks(keys):
-            ids = self._blocks.get(b)
-            if ids is not None:
-                ids.discard(record_id)
+        self._days.pop(record_id, None)
+        for tag, value in _blocks(keys):
+            by_value = self._blocks[tag]
+            ids = by_value.get(value)
+            if ids is None:
+                continue
+            if type(ids) is not dict:
+                if ids == record_id:
+                    del by_value[value]
+            else:
+                ids.pop(record_id, None)
                 if not ids:
-                    del self._blocks[b]
+                    del by_value[value]
 
     def candidates(self, keys: CustomerKeys) -> set[str]:
         """Ids sharing at least one blocking key with ``keys`` (weak keys only when selective)."""
         out: set[str] = set()
-        for b in _blocks(keys):
-            ids = self._blocks.get(b)
-            if ids and (b[0] in _STRONG or len(ids) <= _WEAK_BLOCK_LIMIT):
-                out |= ids
+        for tag, value in _blocks(keys):
+            ids = self._blocks[tag].get(value)
+            if ids is None:
+                continue
+            if type(ids) is not dict:
+                out.add(ids)
+            elif tag in _STRONG or len(ids) <= _WEAK_BLOCK_LIMIT:
+                out.update(ids)
         return out
 
     def find(self, record: Mapping[str, Any], *, exclude: str | None = None) -> list[Match]:
@@ -807,36 +1054,97 @@ class MatchIndex:
         """:meth:`find` with keys already folded by :meth:`keys_for`.
 
         Most candidates (a shared surname, name start or reading) share nothing beyond the name and can
-        never match: the ones sharing a key that is support are collected with set operations, and only
-        the rest get the cheap :func:`_near_place_or_day` test before the full comparison.
+        never match: the ones sharing a key that is support are collected with set operations and
+        compared in full, the rest only when :func:`_near_ids` finds support.
         """
         blocks = self._blocks
-        candidates: set[str] = set()
+        cand: dict[str, str] = {}  # id -> address key
         supported: set[str] = set()
-        big: list[set[str]] = []  # support blocks too large to add candidates, still support for others
-        for b in _blocks(q):
-            ids = blocks.get(b)
-            if not ids:
+        big: list[dict[str, str]] = []  # support blocks too large to add candidates, still support for others
+        known = self._keys
+        for tag, value in _blocks(q):
+            ids = blocks[tag].get(value)
+            if ids is None:
                 continue
-            tag = b[0]
-            if tag in _STRONG or len(ids) <= _WEAK_BLOCK_LIMIT:
-                candidates |= ids
+            if type(ids) is not dict:  # one record
+                cand[ids] = known[ids].address
                 if tag in _SUPPORT_BLOCKS:
-                    supported |= ids
+                    supported.add(ids)
+            elif tag in _STRONG or len(ids) <= _WEAK_BLOCK_LIMIT:
+                cand.update(ids)
+                if tag in _SUPPORT_BLOCKS:
+                    supported.update(ids)
             elif tag in _SUPPORT_BLOCKS:
                 big.append(ids)
         if exclude is not None:
-            candidates.discard(exclude)
-        known = self._keys
+            cand.pop(exclude, None)
+            supported.discard(exclude)
+        if not cand:
+            return []
         li = self._lang
         out: list[Match] = []
-        for other_id in candidates:
-            o = known[other_id]
-            if not (other_id in supported or _near_place_or_day(q, o)
-                    or (big and any(other_id in ids for ids in big))):
-                continue
-            m = _match(q, o, other_id, li)
+        for other_id in supported:  # all in cand
+            del cand[other_id]
+            m = _match(q, known[other_id], other_id, li)
             if m is not None:
                 out.append(m)
-        out.sort(key=lambda m: (m.kind != "certain", -m.score, m.other_id))
+        if cand:
+            for other_id in _near_ids(q, cand, self._days, big):
+                m = _match(q, known[other_id], other_id, li)
+                if m is not None:
+                    out.append(m)
+        if len(out) > 1:
+            out.sort(key=_match_order)
         return out
+
+
+def _match_order(m: Match) -> tuple[bool, float, str]:
+    return m.kind != "certain", -m.score, m.other_id
+
+
+#: Up to this many candidates are tested one by one; more in one rapidfuzz call per test.
+_FEW_CANDIDATES = 4
+
+
+def _near_ids(q: CustomerKeys, cand: Mapping[str, str], days: Mapping[str, str],
+              big: list[dict[str, str]]) -> list[str]:
+    """The ids of ``cand`` (id -> address key; ``days``: id -> birthday) for which
+    :func:`_near_place_or_day` holds, or that share a support block too big to make candidates.
+
+    With more than a few candidates each test runs as one ``rapidfuzz.process.extract`` over all of them
+    (C speed; a Python loop costs more than the comparisons it makes) with a cut-off that every pair
+    passing the test passes too, and the few pairs it returns get the exact test.
+    """
+    qb = q.birthday
+    a = q.address
+    if len(cand) <= _FEW_CANDIDATES:
+        return [i for i, b in cand.items()
+                if (qb and (ob := days.get(i)) and _one_typo(qb, ob)) or (a and b and _near_address(a, b))
+                or (big and any(i in ids for ids in big))]
+    hits: set[str] = set()
+    if qb and days:
+        # ISO dates put their hyphens in the same places, so dates one keystroke apart differ in at most
+        # two positions of the ISO text too (rapidfuzz skips the None of a candidate without a birthday)
+        with_day = dict(zip(cand, map(days.get, cand), strict=True))
+        for ob, _, i in _extract(qb, with_day, scorer=_hamming, score_cutoff=2, limit=None):
+            if _one_typo(qb, ob):
+                hits.add(i)
+    if a:
+        for _, score, i in _extract(a, cand, scorer=_indel_similarity, score_cutoff=0.79, limit=None):
+            if score >= 0.8:
+                hits.add(i)
+        first_digit = _DIGITS.search(a)
+        if first_digit is not None:
+            # one address extending the other counts only when the shorter has a digit, so both share
+            # at least the text up to the first digit of this one (no digit: the test cannot pass)
+            for b, _, i in _extract(a, cand, scorer=_prefix_similarity, score_cutoff=first_digit.start() + 1,
+                                    limit=None):
+                if (a.startswith(b) or b.startswith(a)) and _DIGITS.search(min(a, b, key=len)):
+                    hits.add(i)
+        if " " in a:
+            for b, score, i in _extract(a, cand, scorer=fuzz.token_set_ratio, score_cutoff=83, limit=None):
+                if " " in b and score / 100 * 0.95 >= 0.8:
+                    hits.add(i)
+    if big:
+        hits.update(i for i in cand if i not in hits and any(i in ids for ids in big))
+    return list(hits)

@@ -34,7 +34,9 @@ __all__ = [
     "Parsed",
     "Problem",
     "code",
+    "code_of_text",
     "company_key",
+    "company_key_of_text",
     "corporate_number",
     "corporate_number_check_digit",
     "decimal",
@@ -43,12 +45,15 @@ __all__ = [
     "hira_to_kata",
     "integer",
     "kana",
+    "kana_of_text",
     "kana_text",
     "parse_date",
     "parse_text",
     "phone",
     "phone_digits",
+    "phone_digits_of_text",
     "postal",
+    "stored_text",
     "text",
     "url",
 ]
@@ -546,6 +551,120 @@ def company_key(name: Any) -> str:
             break
         s = stripped
     return _NOT_WORD.sub("", s)
+
+
+# --- the same folds for text already through text() ----------------------------------------------
+#
+# Merge folds every customer row for duplicate detection, and its values are already canonical (the
+# stored form).  These are the parsers' folds split at the text() step, so a caller that holds text()'s
+# result folds it once for several keys instead of once per key; each equals its counterpart exactly:
+# ``code(v) == code_of_text(text(v))`` whenever text(v) is not None, and so on (tests/test_match.py
+# checks that on generated text).
+
+_is_nfkc = unicodedata.is_normalized
+# One-character-class scans that tell when a translate or a regex substitution has nothing to do
+# (str.translate looks every character up in a dict, however few it changes).
+_ANY_HIRAGANA = re.compile("[\u3041-\u3096\u309d\u309e]")
+_ANY_HYPHEN = re.compile("[" + _HYPHENS + "]")
+_ANY_KANA_HYPHEN = re.compile("[-~〜" + _HYPHENS + "]")
+
+
+def stored_text(value: Any) -> str | None:
+    """:func:`text`, answered without copying when ``value`` already is its own text() (a stored value).
+
+    Printable means no control characters and no whitespace but the ASCII space (every other Unicode
+    space is a separator, not printable), so a printable NFKC string without a space at either end or two
+    in a row is what text() would return.
+    """
+    if value is None:
+        return None
+    if (type(value) is str and value.isprintable() and (value.isascii() or _is_nfkc("NFKC", value))
+            and value[:1] != " " and value[-1:] != " " and "  " not in value):
+        return value or None
+    return text(value)
+
+
+def _hira_to_kata(s: str) -> str:
+    return s.translate(_HIRA_TO_KATA) if _ANY_HIRAGANA.search(s) else s
+
+
+def _words(s: str) -> str:
+    """``_NOT_WORD.sub("", s)``: the regex's \\w is str.isalnum() or "_"."""
+    return s if s.isalnum() else _NOT_WORD.sub("", s)
+
+
+def code_of_text(s: str) -> str:
+    """:func:`code` of a string already through text()."""
+    if s.isascii():
+        return s
+    if _ANY_HYPHEN.search(s):
+        s = s.translate(_HYPHEN_TABLE)
+    if "ー" in s:
+        s = _CHOON_BETWEEN_DIGITS.sub(lambda m: "-" * len(m.group()), s)
+    return s
+
+
+def kana_of_text(s: str) -> str:
+    """:func:`kana_text` of a string already through text()."""
+    if s.isascii():
+        return s
+    s = _hira_to_kata(s)
+    if _ANY_KANA_HYPHEN.search(s):
+        s = _KANA_HYPHEN.sub(lambda m: "ー" * len(m.group()), s)
+    return s
+
+
+def phone_digits_of_text(s: str) -> str:
+    """:func:`phone_digits` of a string already through text()."""
+    if s.isascii():
+        plain = s.replace("-", "")
+        digits = plain if plain.isdigit() else _NON_DIGITS.sub("", s)  # isdigit: only 0-9 in ASCII
+    else:
+        digits = _NON_DIGITS.sub("", s)
+    if s.lstrip().startswith("+81"):
+        digits = digits[2:]
+        if not digits.startswith("0"):
+            digits = "0" + digits
+    return digits
+
+
+#: The characters a legal form can start / end with (for the cheap test before each regex below):
+#: ``_FORM_AT_START`` is a Japanese form, an abbreviation in brackets or kabushiki gaisha; what
+#: ``_FORM_AT_END`` removes ends with a Japanese form's last character, ")" or the last letter of an
+#: English one (ltd, limited, incorporated / corporation / corp, llp / inc, llc, plc / k.k., g.k., y.k.
+#: / gmbh / company / co / ...gaisha), then only spaces, dots and commas.
+_FORM_FIRST = frozenset(f[0] for f in _JA_FORMS) | {"(", "k"}
+_FORM_LAST = frozenset(f[-1] for f in _JA_FORMS) | {")"} | set("dnpckhyoa")
+
+
+def _may_end_with_form(s: str) -> bool:
+    last = s[-1:]
+    if last in _FORM_LAST:
+        return True
+    if last not in ".," and not last.isspace():  # ("" is in ".,": an empty string takes the loop)
+        return False
+    i = len(s)
+    while i and (s[i - 1] in ".," or s[i - 1].isspace()):
+        i -= 1
+    return i > 0 and s[i - 1] in _FORM_LAST
+
+
+def company_key_of_text(s: str) -> str:
+    """:func:`company_key` of a string already through text() ("" for blank).
+
+    The two legal-form regexes try every position of the name; most names cannot start or end with a
+    legal form at all, which one character tells, so the regexes only run when they might remove one.
+    """
+    if not s:
+        return ""
+    s = _hira_to_kata(s.casefold())
+    while True:
+        head = _FORM_AT_START.sub("", s) if s[:1] in _FORM_FIRST else s
+        stripped = (_FORM_AT_END.sub("", head) if _may_end_with_form(head) else head).strip(_TRIM)
+        if stripped == s or not _words(stripped):
+            break
+        s = stripped
+    return _words(s)
 
 
 # --- search folding ------------------------------------------------------------------------------
