@@ -557,3 +557,56 @@ def test_master_workbook_opens_in_libreoffice(tmp_path: Path, master: Path) -> N
     merge([wb, legacy], master, S, today=TODAY)
     pdf = libreoffice_convert(master, tmp_path / "pdf")
     assert pdf.stat().st_size > 1000
+
+
+def test_merging_while_workers_validate_gives_the_same_master(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Large inputs are validated by worker processes and merged as each one is ready (merge._Inputs):
+    # the master, the history and the report must be those of validating everything first, inline.
+    import xlcrm.merge
+
+    team = tmp_path / "team"
+    for n, owner in enumerate(("佐藤", "鈴木", "高橋")):
+        book(team / f"{n}_{owner}.xlsx", {
+            "customers": [customer(f"株式会社テスト商事{n}", email=f"info{n}@test{n}.example.jp"),
+                          customer("株式会社青空商事", phone=f"03-1111-000{n}", email="info@aozora.example.jp")],
+            "activities": [activity(f"株式会社テスト商事{n}", f"訪問 {n}"), activity("株式会社青空商事", f"電話 {n}")],
+        }, owner=owner)
+    (team / "1_broken.xlsx").write_text("not a workbook")  # unreadable, between readable ones
+    inline = tmp_path / "inline" / "master.xlsx"
+    inline.parent.mkdir()
+    first = merge([team], inline, S, today=TODAY)
+    monkeypatch.setattr(xlcrm.merge, "PARALLEL_BYTES", 0)
+    piped = tmp_path / "piped" / "master.xlsx"
+    piped.parent.mkdir()
+    second = merge([team], piped, S, today=TODAY)
+
+    assert dump(piped) == dump(inline)
+    assert [(h["entity"], h["record_id"], h["field"], h["how"]) for h in history(piped)] == \
+        [(h["entity"], h["record_id"], h["field"], h["how"]) for h in history(inline)]
+    assert [(Path(f.file).name, f.status, {k: (c.rows_read, c.new, c.linked) for k, c in f.sheets.items()})
+            for f in second.files] == \
+        [(Path(f.file).name, f.status, {k: (c.rows_read, c.new, c.linked) for k, c in f.sheets.items()})
+         for f in first.files]
+    assert [f.status for f in second.files].count("unreadable") == 1
+    assert len(records(piped)) == 4  # three own customers and 青空商事 once (same e-mail: linked)
+
+
+@pytest.mark.parametrize("eager_after", [0, 1, 100])
+def test_lazy_records_read_like_load_records(tmp_path: Path, master: Path, eager_after: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    merge([book(tmp_path / "a.xlsx", {"customers": [customer(f"株式会社テスト{n}", email=f"a{n}@t.example.jp")
+                                                    for n in range(5)]})], master, S, today=TODAY)
+    monkeypatch.setattr(db.LazyRecords, "EAGER_AFTER", eager_after)
+    conn = connect(master)
+    try:
+        entity = S.entity("customers")
+        full = db.load_records(conn, entity)
+        lazy = db.LazyRecords(conn, entity)
+        assert len(lazy) == len(full) == 5 and "C-000003" in lazy and "C-999999" not in lazy
+        assert lazy["C-000002"] == full["C-000002"] and lazy["C-000005"] == full["C-000005"]
+        with pytest.raises(KeyError):
+            lazy["C-999999"]
+        assert list(lazy) == list(full) and dict(lazy.items()) == full
+    finally:
+        conn.close()
