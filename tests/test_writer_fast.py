@@ -59,6 +59,16 @@ SPECIAL_TEXT = ["=1+1", "+81-3", "-5", "@x", "＝１", "\t=1", " =1", "\u3000=1"
 
 
 
+def assert_like_xlsxwriter(strings: list[str]) -> None:
+    reference = PlainSharedStrings()
+    reference.fh = io.StringIO()
+    for s in strings:
+        reference._write_si(s)
+    fast = io.StringIO()
+    sheetxml.write_si(fast, strings)
+    assert fast.getvalue() == reference.fh.getvalue()
+
+
 class PlainSharedStrings(SharedStrings):
     """XlsxWriter's shared-strings writer without its rich-text shortcut: the reference for xlcrm's."""
 
@@ -413,13 +423,7 @@ def test_errors_name_the_cell(tmp_path: Path) -> None:
 @given(st.lists(st.one_of(st.sampled_from([*SPECIAL_TEXT, "<r>rich</r>", "<r>", "", "\x00"]),
                           st.text(st.characters(exclude_categories=("Cs",)), max_size=8)), max_size=30))
 def test_shared_strings_match_xlsxwriter(strings: list[str]) -> None:
-    reference = PlainSharedStrings()
-    reference.fh = io.StringIO()
-    for s in strings:
-        reference._write_si(s)
-    fast = io.StringIO()
-    sheetxml.write_si(fast, strings)
-    assert fast.getvalue() == reference.fh.getvalue()
+    assert_like_xlsxwriter(strings)
 
 
 def test_shared_strings_in_batches_match_xlsxwriter() -> None:
@@ -427,13 +431,7 @@ def test_shared_strings_in_batches_match_xlsxwriter() -> None:
     rnd = random.Random(6)
     strings = [f"顧客{i}" if rnd.random() > 0.002 else rnd.choice([*SPECIAL_TEXT, "<r>x</r>"])
                for i in range(10_000)]
-    reference = PlainSharedStrings()
-    reference.fh = io.StringIO()
-    for s in strings:
-        reference._write_si(s)
-    fast = io.StringIO()
-    sheetxml.write_si(fast, strings)
-    assert fast.getvalue() == reference.fh.getvalue()
+    assert_like_xlsxwriter(strings)
 
 
 def test_text_shaped_like_rich_xml_stays_text(tmp_path: Path) -> None:

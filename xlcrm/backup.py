@@ -29,13 +29,7 @@ def backup_dir(master: Path) -> Path:
 def take_backup(master: Path, conn: sqlite3.Connection | None, *, keep: int = KEEP) -> list[Path]:
     """Copy ``master.db`` (through ``conn``) and ``master.xlsx`` into ``backups/``; prune to ``keep``."""
     master = Path(master)
-    folder = backup_dir(master)
-    try:
-        folder.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise XlcrmError(f"cannot create the backups folder {folder} ({exc.strerror}); the master's folder "
-                         "must be writable", path=str(master)) from None
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    folder, stamp = _prepare(master)
     made: list[Path] = []
     try:
         if conn is not None:
@@ -47,10 +41,25 @@ def take_backup(master: Path, conn: sqlite3.Connection | None, *, keep: int = KE
             shutil.copy2(master, target)
             made.append(target)
     except OSError as exc:
-        raise XlcrmError(f"cannot write a backup into {folder} ({exc.strerror}); free some space or check "
-                         "permissions", path=str(master)) from None
+        raise _write_error(master, folder, exc) from None
     prune(master, keep=keep)
     return made
+
+
+def _prepare(master: Path) -> tuple[Path, str]:
+    """The backups folder (created) and the time stamp naming this backup's files."""
+    folder = backup_dir(master)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise XlcrmError(f"cannot create the backups folder {folder} ({exc.strerror}); the master's folder "
+                         "must be writable", path=str(master)) from None
+    return folder, dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+
+
+def _write_error(master: Path, folder: Path, exc: OSError) -> XlcrmError:
+    return XlcrmError(f"cannot write a backup into {folder} ({exc.strerror}); free some space or check "
+                      "permissions", path=str(master))
 
 
 class BackupJob:
@@ -83,14 +92,8 @@ class BackupJob:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         master = self.master
-        folder = backup_dir(master)
         try:
-            try:
-                folder.mkdir(exist_ok=True)
-            except OSError as exc:
-                raise XlcrmError(f"cannot create the backups folder {folder} ({exc.strerror}); the master's "
-                                 "folder must be writable", path=str(master)) from None
-            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+            folder, stamp = _prepare(master)
             conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=60)
             conn.execute("BEGIN")
             conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # SHARED lock until closed
@@ -105,8 +108,7 @@ class BackupJob:
                     os.replace(part, target)
                     self.made.append(target)
             except OSError as exc:
-                raise XlcrmError(f"cannot write a backup into {folder} ({exc.strerror}); free some space or "
-                                 "check permissions", path=str(master)) from None
+                raise _write_error(master, folder, exc) from None
         except BaseException as exc:  # handed to the merge's thread by start() / wait()
             self._error = exc
         finally:

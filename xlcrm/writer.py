@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, get_args
+from typing import IO, Any, NoReturn, get_args
 
 import xlsxwriter
 from xlsxwriter.exceptions import FileCreateError, FileSizeError, OverlappingRange
@@ -782,11 +782,8 @@ def _write_rows_fast(wb: XlcrmWorkbook, ws: XlcrmWorksheet, columns: Sequence[Ta
     r = last_r = 0
     try:
         for r, values in enumerate(rows, start=1):
-            if r >= MAX_ROWS:
-                raise XlcrmError(f"sheet {ws.name}: more than {MAX_ROWS - 1:,} rows do not fit in one Excel "
-                                 "sheet; split the data")
-            if len(values) != ncols:
-                raise ValueError(f"{ws.name} row {r + 1}: {len(values)} values for {ncols} columns")
+            if r >= MAX_ROWS or len(values) != ncols:
+                _bad_row(ws, r, values, ncols)
             parts: list[str] = []
             ap = parts.append
             rs = str(r + 1)
@@ -955,11 +952,8 @@ def _write_rows(ws: XlcrmWorksheet, columns: Sequence[TableColumn], formats: Seq
     date_types = (dt.date, dt.datetime)
     r = 0
     for r, values in enumerate(rows, start=1):
-        if r >= MAX_ROWS:
-            raise XlcrmError(f"sheet {ws.name}: more than {MAX_ROWS - 1:,} rows do not fit in one Excel "
-                             "sheet; split the data")
-        if len(values) != ncols:
-            raise ValueError(f"{ws.name} row {r + 1}: {len(values)} values for {ncols} columns")
+        if r >= MAX_ROWS or len(values) != ncols:
+            _bad_row(ws, r, values, ncols)
         for c, v in enumerate(values):
             if v is None:
                 continue
@@ -1017,6 +1011,13 @@ def _write_other(ws: XlcrmWorksheet, r: int, c: int, v: Any, labels: Mapping[str
             fmt = f.quoted if looks_like_formula(text) else f.plain
             if ws._write_string(r, c, text, fmt):
                 _too_long(ws, r, c)
+
+
+def _bad_row(ws: Worksheet, r: int, values: Sequence[Any], ncols: int) -> NoReturn:
+    if r >= MAX_ROWS:
+        raise XlcrmError(f"sheet {ws.name}: more than {MAX_ROWS - 1:,} rows do not fit in one Excel "
+                         "sheet; split the data")
+    raise ValueError(f"{ws.name} row {r + 1}: {len(values)} values for {ncols} columns")
 
 
 def _too_long(ws: Worksheet, r: int, c: int) -> None:
