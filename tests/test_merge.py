@@ -610,3 +610,43 @@ def test_lazy_records_read_like_load_records(tmp_path: Path, master: Path, eager
         assert list(lazy) == list(full) and dict(lazy.items()) == full
     finally:
         conn.close()
+
+
+def test_an_edit_that_makes_two_known_customers_alike_goes_to_review(tmp_path: Path, master: Path) -> None:
+    wb = _seed(tmp_path, master)
+    # Someone retypes 緑山工業's record as 青空商事 with its phone number: the same customer twice (二重管理).
+    assert edit_cells(wb, "顧客", {"顧客名": "緑山工業株式会社"},
+                      {"顧客名": "(株)青空商事", "電話番号": "0311112222"}) == 1
+    report = merge([wb], master, S, today=TODAY)
+    assert report.duplicates_new == 1
+    assert len(records(master)) == 2  # never merged silently
+    pairs = sheet_rows(master, "重複候補")
+    assert len(pairs) == 1 and {pairs[0]["ID (A)"], pairs[0]["ID (B)"]} == {"C-000001", "C-000002"}
+    assert "電話番号" in pairs[0]["根拠"]
+    # Merging the same workbook again offers nothing new; a "別" (different) decision sticks.
+    assert merge([wb], master, S, today=TODAY).duplicates_new == 0
+    edit_cells(master, "重複候補", {"候補番号": pairs[0]["候補番号"]}, {"判断": "別"})
+    resolve(master, S)
+    assert sheet_rows(master, "重複候補") == []
+    kana = S.entity("customers").column("kana").label("ja")
+    assert edit_cells(wb, "顧客", {"顧客名": "(株)青空商事"}, {kana: "アオゾラショウジ"}) == 1  # matched again
+    assert merge([wb], master, S, today=TODAY).duplicates_new == 0
+    assert sheet_rows(master, "重複候補") == []
+    assert records(master)["C-000002"]["kana"] == "アオゾラショウジ"
+
+
+def test_edits_outside_the_matching_columns_build_no_duplicate_index(tmp_path: Path, master: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import xlcrm.match
+
+    wb = _seed(tmp_path, master)
+    built: list[int] = []
+    original = xlcrm.match.MatchIndex.add_many
+    monkeypatch.setattr(xlcrm.match.MatchIndex, "add_many",
+                        lambda self, records: (built.append(1), original(self, records))[1])
+    assert edit_cells(wb, "顧客", {"顧客名": "緑山工業株式会社"}, {"備考": "請求先は本社"}) == 1
+    assert merge([wb], master, S, today=TODAY).duplicates_new == 0
+    assert built == []  # a re-merge of status / notes edits costs no matching
+    assert edit_cells(wb, "顧客", {"顧客名": "緑山工業株式会社"}, {"電話番号": "03-5555-1234"}) == 1
+    merge([wb], master, S, today=TODAY)
+    assert built == [1]

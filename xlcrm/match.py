@@ -284,6 +284,8 @@ class CustomerKeys(NamedTuple):
 _FOLD_COLUMNS = ("kind", "name", "kana", "corporate_number", "email", "phone", "fax", "postal_code", "prefecture",
                  "address", "birthday")
 _READ = frozenset(_FOLD_COLUMNS)
+#: Public name: an edit of one of these columns may make a customer a duplicate of another.
+MATCH_COLUMNS = _READ
 _KINDS = {"法人": "corporate", "個人": "individual"}
 #: Kinds as stored (choice keys) or typed, mapped without a text() pass.
 _KIND_FAST = {**_KINDS, "corporate": "corporate", "individual": "individual"}

@@ -290,6 +290,7 @@ class Merger:
         #: (source index, customers row) -> resolved customer id, for the children's references.
         self.customer_of_row: dict[tuple[int, int], str] = {}
         self._matcher: Any = None
+        self._changes: list[tuple[str, str, Any]] = []  # the agreed edits _judge applied last
         self._pending_conflicts = db.pending_conflict_ids(conn)
         self._offered = db.pending_conflict_offers(conn)
 
@@ -584,13 +585,15 @@ class Merger:
             self.created[ekey] = len(created)
         db.set_first_free_number(conn, entity, next_no)
         self._judge(entity, recs, created, proposals, updated_i, same)
+        if is_customers:
+            self._edited_into_duplicates(entity, recs, states, created)
 
     def _judge(self, entity: Entity, recs: Mapping[str, tuple[Any, ...]], created: dict[str, list[Any]],
                proposals: dict[tuple[str, int], list[_Proposal]], updated_i: int | None,
                same: Equivalence) -> None:
         """Apply agreeing proposals; turn disagreeing or contested ones into conflicts."""
         keys = entity.keys
-        changes: list[tuple[str, str, Any]] = []
+        changes = self._changes = []
         touched: set[str] = set()
         conflict_values: list[tuple[int, Any, str, str, str, int]] = []
         for (rid, i), props in sorted(proposals.items(), key=lambda kv: (kv[0][0], kv[0][1])):
@@ -622,6 +625,35 @@ class Merger:
                              run_id=self.run_id)
         if conflict_values:
             db.add_conflict_values(self.conn, conflict_values)
+
+    def _edited_into_duplicates(self, entity: Entity, recs: Mapping[str, tuple[Any, ...]],
+                                states: dict[str, tuple[str, str | None]], created: dict[str, list[Any]]) -> None:
+        """Existing customers whose edits (applied just now) make them look like another customer.
+
+        Rows without an ID are matched when they arrive; an edit of a known record (a new e-mail, a
+        corrected phone) can make two records of the master the same customer too.  Such pairs go to
+        重複候補 for a person, never merged silently; a pair already decided (別) is not offered again.
+        The duplicate index is only built when an edit touched a column matching reads.
+        """
+        from xlcrm.match import MATCH_COLUMNS
+
+        pos = {k: i for i, k in enumerate(entity.keys)}
+        matched = {rid for rid, fld, _value in self._changes
+                   if fld in MATCH_COLUMNS and rid not in created and rid not in states}
+        edited = {rid: list(recs[rid]) for rid in matched}
+        for rid, fld, value in self._changes:
+            if rid in edited:
+                edited[rid][pos[fld]] = value
+        if not edited:
+            return
+        index = self._matcher_index(recs, states, entity)
+        for rid in sorted(edited):
+            match_keys = index.keys_for_values(edited[rid])
+            index.add_keys(rid, match_keys)  # its new values, for the next edited record too
+            for m in index.find_keys(match_keys, exclude=rid):
+                if db.add_duplicate(self.conn, entity.key, rid, m.other_id, score=m.score, kind=m.kind,
+                                    evidence=m.evidence, run_id=self.run_id):
+                    self.duplicates_new += 1
 
     def _deletions(self, entity: Entity, src: Source, si: int, seen: set[str], *, has_unidentified: bool,
                    base: dict[str, tuple[Any, ...]] | None = None) -> list[str]:
