@@ -90,30 +90,25 @@ class BackupJob:
         return self
 
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
         master = self.master
         try:
             folder, stamp = _prepare(master)
-            conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=60)
-            conn.execute("BEGIN")
-            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # SHARED lock until closed
-            self._locked.set()
-            try:
-                for source, target in ((self.db_path, folder / f"{master.stem}-{stamp}.db"),
-                                       (master, folder / f"{master.stem}-{stamp}{master.suffix}")):
-                    if source is master and not master.exists():
-                        continue
-                    part = target.with_name(f".{target.name}.part")
-                    shutil.copyfile(source, part)
-                    os.replace(part, target)
-                    self.made.append(target)
-            except OSError as exc:
-                raise _write_error(master, folder, exc) from None
+            with db.read_locked(self.db_path):  # SHARED lock until the copies are done
+                self._locked.set()
+                try:
+                    for source, target in ((self.db_path, folder / f"{master.stem}-{stamp}.db"),
+                                           (master, folder / f"{master.stem}-{stamp}{master.suffix}")):
+                        if source is master and not master.exists():
+                            continue
+                        part = target.with_name(f".{target.name}.part")
+                        shutil.copyfile(source, part)
+                        os.replace(part, target)
+                        self.made.append(target)
+                except OSError as exc:
+                    raise _write_error(master, folder, exc) from None
         except BaseException as exc:  # handed to the merge's thread by start() / wait()
             self._error = exc
         finally:
-            if conn is not None:
-                conn.close()
             self._locked.set()
 
     def wait(self) -> list[Path]:

@@ -2,8 +2,11 @@
 
 The master's system of record is one SQLite file beside the master workbook (``master.db`` for
 ``master.xlsx``): one file to back up, transactions that make a merge all-or-nothing, and an FTS5
-index for search.  Every other module goes through the functions here, so that a server database
-could later take SQLite's place for a firm that outgrows one file.
+index for search.  Every other module goes through the functions here (reads as well as writes;
+they only open and close transactions themselves), so that a server database could later take
+SQLite's place for a firm that outgrows one file.  The one exception is :mod:`xlcrm.search`: its FTS5
+index is SQLite-specific storage of its own, so the index and the queries that build and rank it stay
+there, the part a server backend would replace alongside this module.
 
 Layout (derived from the schema, never hand-written): one table per entity named by the entity key,
 one column per schema column key, the id column as primary key, plus bookkeeping columns that start
@@ -32,6 +35,8 @@ Bookkeeping tables of merge and distribute (also created by :func:`create_tables
   one column holds values of any field.
 - ``import_log`` (取込ログ): per run, input file and sheet, the row outcome counts.
 - ``meta``: schema version, ``next_id:<entity>`` counters, the master workbook's generation and stat.
+
+Created on first use only: ``provisions`` (提供記録, the third-party provision record export writes).
 """
 
 from __future__ import annotations
@@ -169,6 +174,20 @@ def _create_entity_table(conn: sqlite3.Connection, entity: Entity) -> None:
     ref = entity.ref_column
     if ref is not None:
         conn.execute(f'CREATE INDEX IF NOT EXISTS "{entity.key}_{ref.key}" ON "{entity.key}"("{ref.key}")')
+
+
+def table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether a table (or view) is there: readers of a database from an older xlcrm must not fail on
+    a table that a later command creates."""
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?",
+                       (name,)).fetchone()
+    return row is not None
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    """The columns ``table`` really has (empty when it does not exist): the schema may name a column
+    an older database does not carry yet."""
+    return {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
 def format_id(entity: Entity, number: int) -> str:
@@ -475,6 +494,68 @@ def record(conn: sqlite3.Connection, entity: Entity, record_id: str) -> dict[str
     return None if row is None else dict(zip([*entity.keys, "_state", "_merged_into"], row, strict=True))
 
 
+def records_with_state(conn: sqlite3.Connection, entity: Entity) -> Iterator[dict[str, Any]]:
+    """Every record in any state, as :func:`record` returns one (with ``_state`` and ``_merged_into``):
+    for rules that must see merged and deleted records too, such as a DM refusal once given."""
+    keys = [*entity.keys, "_state", "_merged_into"]
+    sel = ", ".join(f'"{k}"' for k in keys)
+    for r in conn.execute(f'SELECT {sel} FROM "{entity.key}"'):
+        yield dict(zip(keys, r, strict=True))
+
+
+def record_row(conn: sqlite3.Connection, entity: Entity, record_id: str) -> sqlite3.Row | None:
+    """One record with every stored column (also columns the schema has since switched off, and the
+    bookkeeping ones), as the connection's row type: for a reader that shows whatever is there."""
+    return conn.execute(f'SELECT * FROM "{entity.key}" WHERE "{entity.id_column.key}" = ?',
+                        (record_id,)).fetchone()
+
+
+def record_state(conn: sqlite3.Connection, entity: Entity, record_id: str) -> str | None:
+    """``_state`` of one record (active / merged / deleted); None when the id is unknown."""
+    idk = entity.id_column.key
+    row = conn.execute(f'SELECT "{idk}", _state FROM "{entity.key}" WHERE "{idk}" = ?', (record_id,)).fetchone()
+    return None if row is None else row[1]
+
+
+def parent_id(conn: sqlite3.Connection, entity: Entity, record_id: str) -> str | None:
+    """The customer a contact / activity / deal / TODO points to; None for an unknown id, a blank
+    reference or an entity without one."""
+    ref = entity.ref_column
+    if ref is None:
+        return None
+    row = conn.execute(f'SELECT "{ref.key}" FROM "{entity.key}" WHERE "{entity.id_column.key}" = ?',
+                       (record_id,)).fetchone()
+    return None if row is None or not row[0] else row[0]
+
+
+def attached_records(conn: sqlite3.Connection, entity: Entity, customer_ids: Sequence[str]) -> list[sqlite3.Row]:
+    """Active ``entity`` rows pointing to any of ``customer_ids``, in id order, as the connection's row
+    type; only the schema's columns the table really has (an older database may lack new ones)."""
+    ref = entity.ref_column
+    if ref is None:
+        return []
+    have = table_columns(conn, entity.key)
+    if not have:
+        return []
+    keys = ", ".join(f'"{k}"' for k in entity.keys if k in have)
+    marks = ", ".join("?" * len(customer_ids))
+    return conn.execute(f'SELECT {keys} FROM "{entity.key}" WHERE "{ref.key}" IN ({marks}) AND {ACTIVE} '
+                        f'ORDER BY "{entity.id_column.key}"', list(customer_ids)).fetchall()
+
+
+def customer_name_rows(conn: sqlite3.Connection, customers: Entity) -> list[sqlite3.Row]:
+    """Active customers' (id, ``name``, ``kana``, ``owner``) in id order: what a typed name is matched
+    against and a choice between several is listed with."""
+    cid = customers.id_column.key
+    return conn.execute(f'SELECT "{cid}", name, kana, owner FROM customers WHERE {ACTIVE} '
+                        f'ORDER BY "{cid}"').fetchall()
+
+
+def active_customer_names(conn: sqlite3.Connection) -> list[str]:
+    """Every active customer's ``name``, e.g. to tell whether a name typed in Excel is in the master."""
+    return [r[0] for r in conn.execute(f"SELECT name FROM customers WHERE {ACTIVE}").fetchall()]
+
+
 def iter_records(conn: sqlite3.Connection, entity: Entity, *, active_only: bool = True,
                  where: str = "", params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
     """Rows in id order, values in ``entity.keys`` order; ``where`` is an extra SQL condition built
@@ -527,6 +608,28 @@ def history_rows(conn: sqlite3.Connection, limit: int | None = None) -> list[tup
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return conn.execute(sql).fetchall()
+
+
+#: Record ids per history query: well below SQLite's limit on bound parameters.
+_HISTORY_CHUNK = 500
+
+
+def history_of(conn: sqlite3.Connection, entity: str, record_ids: Iterable[str]) -> Iterator[sqlite3.Row]:
+    """History rows of these records of ``entity`` (all ``history`` columns, as the connection's row
+    type), oldest first within each chunk of :data:`_HISTORY_CHUNK` ids."""
+    rids = list(record_ids)
+    for i in range(0, len(rids), _HISTORY_CHUNK):
+        chunk = rids[i:i + _HISTORY_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        yield from conn.execute("SELECT history_id, run_id, at, entity, record_id, field, old, new, "
+                                "source_file, who, how FROM history WHERE entity = ? AND record_id IN "
+                                f"({marks}) ORDER BY history_id", [entity, *chunk])
+
+
+def last_changes(conn: sqlite3.Connection, entity: str) -> Iterator[tuple[str, str | None]]:
+    """(record id, latest ``history.at``) per record of ``entity``: when anybody last changed it."""
+    yield from conn.execute("SELECT record_id, MAX(at) FROM history WHERE entity = ? GROUP BY record_id",
+                            (entity,))
 
 
 # --- workbooks and bases ------------------------------------------------------------------------------
@@ -748,6 +851,11 @@ def pending_deletion_keys(conn: sqlite3.Connection, entity: str, source: str) ->
                                        "status = 'pending'", (entity, source))}
 
 
+def pending_count(conn: sqlite3.Connection, table: str) -> int:
+    """Rows still waiting for a person in a review table (``duplicates``, ``conflicts``, ``deletions``)."""
+    return int(conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE status = ?', (PENDING,)).fetchone()[0])
+
+
 # --- import log -----------------------------------------------------------------------------------------
 
 IMPORT_LOG_COLUMNS = ("run_id", "file", "entity", "status", "rows_read", "new", "updated", "unchanged",
@@ -773,7 +881,90 @@ def run_time(conn: sqlite3.Connection, run_id: int) -> str | None:
     return None if row is None else row[0]
 
 
+def last_finished_run(conn: sqlite3.Connection) -> str | None:
+    """When the latest run that changed the master finished (ISO): merge, resolve, handover, but no
+    dry run and no failed one.  None when there is none or the run log cannot be read (a database
+    from before merge): the add-in only shows it."""
+    try:
+        row = conn.execute("SELECT MAX(finished) FROM runs WHERE finished IS NOT NULL "
+                           "AND status NOT IN ('running', 'failed', 'error', 'aborted') "
+                           "AND COALESCE(command, '') NOT LIKE '%dry-run%'").fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None or row[0] is None else str(row[0])
+
+
+# --- the third-party provision record (提供記録), written by export ------------------------------------
+
+PROVISION_TABLE = "provisions"
+
+_PROVISION_DDL = f"""
+CREATE TABLE IF NOT EXISTS {PROVISION_TABLE} (
+    provision_id INTEGER PRIMARY KEY, provided_at TEXT NOT NULL, recipient TEXT NOT NULL,
+    purpose TEXT NOT NULL, kind TEXT NOT NULL, columns TEXT NOT NULL, records INTEGER NOT NULL,
+    counts TEXT NOT NULL, record_ids TEXT NOT NULL, file TEXT, who TEXT
+)"""
+
+
+def ensure_provision_table(conn: sqlite3.Connection) -> None:
+    """Created on the first export to a third party, not by :func:`create_tables`: a master that never
+    gave data away has no provision record at all."""
+    conn.execute(_PROVISION_DDL)
+
+
+def add_provision(conn: sqlite3.Connection, *, provided_at: str, recipient: str, purpose: str, kind: str,
+                  columns: str, records: int, counts: str, record_ids: str, file: str, who: str) -> int:
+    """Append one provision record (``columns``, ``counts``, ``record_ids`` as JSON text); its number."""
+    ensure_provision_table(conn)
+    cur = conn.execute(
+        f"INSERT INTO {PROVISION_TABLE}(provided_at, recipient, purpose, kind, columns, records, counts, "
+        "record_ids, file, who) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (provided_at, recipient, purpose, kind, columns, records, counts, record_ids, file, who))
+    return int(cur.lastrowid or 0)
+
+
+def provision_rows(conn: sqlite3.Connection, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Every provision record, oldest first, the columns ``keys`` (names of the table's columns);
+    none before the first export to a third party."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (PROVISION_TABLE,)).fetchone() is None:
+        return []
+    return conn.execute(f"SELECT {', '.join(keys)} FROM {PROVISION_TABLE} ORDER BY provision_id").fetchall()
+
+
 # --- backups ----------------------------------------------------------------------------------------------
+
+@contextmanager
+def read_locked(path: Path, *, timeout: float = 60) -> Iterator[None]:
+    """Hold a read (SHARED) lock on the database at ``path`` from entry to exit.
+
+    Why: a backup copies the file byte for byte while a merge works inside its transaction; as long
+    as this lock is held the merge can only write into its own page cache, never reach the file, so
+    the copy is exactly the database as it was when the lock was taken.  Waits up to ``timeout``
+    seconds for a writer to finish first.  A connection of its own, without :func:`connect`'s
+    settings: it only reads, and only to hold the lock.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, timeout=timeout)
+    try:
+        conn.execute("BEGIN")
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # SHARED lock until closed
+        yield
+    finally:
+        conn.close()
+
+
+def memory_copy(path: Path) -> sqlite3.Connection:
+    """A private in-memory copy of the master database (an empty one when there is none yet)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    if Path(path).exists():
+        src = connect(path)
+        try:
+            src.backup(conn)
+        finally:
+            src.close()
+    return conn
+
 
 def backup_to(conn: sqlite3.Connection, target: Path) -> None:
     """A consistent copy of the database (SQLite's online backup), e.g. before a merge changes it."""

@@ -44,7 +44,7 @@ from xlcrm.writer import (
 
 # --- the provision record (提供記録) -------------------------------------------------------------------
 
-PROVISION_TABLE = "provisions"
+PROVISION_TABLE = db.PROVISION_TABLE
 #: (key, ja, en): the columns of the provision record, in sheet order.
 PROVISION_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("provision_id", "記録番号", "No."),
@@ -60,18 +60,6 @@ PROVISION_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("who", "記録者", "Recorded by"),
 )
 PROVISION_SHEET = {"ja": "提供記録", "en": "Third-party provision"}
-
-_PROVISION_DDL = f"""
-CREATE TABLE IF NOT EXISTS {PROVISION_TABLE} (
-    provision_id INTEGER PRIMARY KEY, provided_at TEXT NOT NULL, recipient TEXT NOT NULL,
-    purpose TEXT NOT NULL, kind TEXT NOT NULL, columns TEXT NOT NULL, records INTEGER NOT NULL,
-    counts TEXT NOT NULL, record_ids TEXT NOT NULL, file TEXT, who TEXT
-)"""
-
-
-def ensure_provision_table(conn: sqlite3.Connection) -> None:
-    conn.execute(_PROVISION_DDL)
-
 
 @dataclass(frozen=True)
 class ThirdParty:
@@ -90,25 +78,20 @@ class ThirdParty:
 def add_provision(conn: sqlite3.Connection, party: ThirdParty, *, kind: str, columns: Mapping[str, Sequence[str]],
                   counts: Mapping[str, int], record_ids: Mapping[str, Sequence[str]], file: str, who: str,
                   at: dt.datetime) -> int:
-    ensure_provision_table(conn)
-    cur = conn.execute(
-        f"INSERT INTO {PROVISION_TABLE}(provided_at, recipient, purpose, kind, columns, records, counts, "
-        "record_ids, file, who) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (at.isoformat(timespec="seconds"), party.recipient.strip(), party.purpose.strip(), kind,
-         json.dumps({k: list(v) for k, v in columns.items()}, ensure_ascii=False), sum(counts.values()),
-         json.dumps(dict(counts), ensure_ascii=False),
-         json.dumps({k: list(v) for k, v in record_ids.items()}, ensure_ascii=False), file, who))
-    return int(cur.lastrowid or 0)
+    return db.add_provision(
+        conn, provided_at=at.isoformat(timespec="seconds"), recipient=party.recipient.strip(),
+        purpose=party.purpose.strip(), kind=kind,
+        columns=json.dumps({k: list(v) for k, v in columns.items()}, ensure_ascii=False),
+        records=sum(counts.values()), counts=json.dumps(dict(counts), ensure_ascii=False),
+        record_ids=json.dumps({k: list(v) for k, v in record_ids.items()}, ensure_ascii=False),
+        file=file, who=who)
 
 
 def provisions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every provision record, oldest first, with the JSON columns decoded."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                    (PROVISION_TABLE,)).fetchone() is None:
-        return []
     keys = [k for k, _, _ in PROVISION_COLUMNS]
     out = []
-    for row in conn.execute(f"SELECT {', '.join(keys)} FROM {PROVISION_TABLE} ORDER BY provision_id"):
+    for row in db.provision_rows(conn, keys):
         d = dict(zip(keys, row, strict=True))
         for k in ("columns", "counts", "record_ids"):
             d[k] = json.loads(d[k])
@@ -398,11 +381,11 @@ def refusal_keys(conn: sqlite3.Connection, schema: Schema) -> set[str]:
     individual (個人): the contact of a private person is that person or their household.
     """
     refused: set[str] = set()
-    customers = {r["customer_id"]: r for r in _all_rows(conn, schema["customers"])}
+    customers = {r["customer_id"]: r for r in db.records_with_state(conn, schema["customers"])}
     for entity in (schema["customers"], schema["contacts"]):
         if not entity.has("dm_consent"):
             continue
-        rows = customers.values() if entity.key == "customers" else _all_rows(conn, entity)
+        rows = customers.values() if entity.key == "customers" else db.records_with_state(conn, entity)
         for row in rows:
             if row.get("dm_consent") != "no":
                 continue
@@ -414,13 +397,6 @@ def refusal_keys(conn: sqlite3.Connection, schema: Schema) -> set[str]:
             if entity.key == "customers" and row.get("_merged_into"):
                 refused.add(f"cust:{row['_merged_into']}")
     return refused
-
-
-def _all_rows(conn: sqlite3.Connection, entity: Entity) -> Iterable[dict[str, Any]]:
-    keys = [*entity.keys, "_state", "_merged_into"]
-    sel = ", ".join(f'"{k}"' for k in keys)
-    for r in conn.execute(f'SELECT {sel} FROM "{entity.key}"'):
-        yield dict(zip(keys, r, strict=True))
 
 
 #: Columns of the mailing list: (entity, column key) in sheet order; missing ones are skipped.

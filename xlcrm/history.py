@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
-from xlcrm.db import ACTIVE, format_id
+from xlcrm import db
+from xlcrm.db import format_id
 from xlcrm.errors import XlcrmError
 from xlcrm.normalize import company_key, fold_search
 from xlcrm.schema import CLOSED_PHASES, Entity, Lang, Schema
@@ -116,7 +117,6 @@ def resolve_customer(conn: sqlite3.Connection, schema: Schema, customer: str) ->
     if not typed:
         raise XlcrmError("no customer given: pass a customer ID (C-000001) or a name")
     cust = schema.entity("customers")
-    cid = cust.id_column.key
     m = _ID_QUERY.match(fold_search(typed))
     if m:
         found = _resolve_id(conn, schema, m.group(1).upper(), int(m.group(2)))
@@ -127,8 +127,7 @@ def resolve_customer(conn: sqlite3.Connection, schema: Schema, customer: str) ->
                              "`xlcrm search`")
 
     want, want_key = fold_search(typed), company_key(typed)
-    rows = conn.execute(f'SELECT "{cid}", name, kana, owner FROM customers WHERE {ACTIVE} '
-                        f'ORDER BY "{cid}"').fetchall()
+    rows = db.customer_name_rows(conn, cust)
     exact = [r for r in rows if fold_search(r["name"]) == want
              or (want_key and company_key(r["name"]) == want_key) or (r["kana"] and fold_search(r["kana"]) == want)]
     if len(exact) == 1:
@@ -157,25 +156,21 @@ def _resolve_id(conn: sqlite3.Connection, schema: Schema, prefix: str,
         if entity.id_prefix.upper() != prefix:
             continue
         rid = format_id(entity, number)
-        idk = entity.id_column.key
         if entity.key == "customers":
-            row = conn.execute(f'SELECT "{idk}", _state FROM customers WHERE "{idk}" = ?', (rid,)).fetchone()
-            if row is None:
+            state = db.record_state(conn, entity, rid)
+            if state is None:
                 return None
-            if row["_state"] == "merged":
+            if state == "merged":
                 survivor = survivors(conn, cid).get(rid)
                 if survivor is None:
                     raise XlcrmError(f"{rid} was merged but names no surviving record; ask the admin to "
                                      "check the master")
                 return survivor, rid
             return rid, None
-        ref = entity.ref_column
-        if ref is None:
+        parent = db.parent_id(conn, entity, rid)
+        if parent is None:
             return None
-        row = conn.execute(f'SELECT "{ref.key}" FROM "{entity.key}" WHERE "{idk}" = ?', (rid,)).fetchone()
-        if row is None or not row[0]:
-            return None
-        return survivors(conn, cid).get(row[0], row[0]), None
+        return survivors(conn, cid).get(parent, parent), None
     return None
 
 
@@ -188,7 +183,7 @@ def customer_history(conn: sqlite3.Connection, schema: Schema, customer: str, *,
     cid_value, resolved_from = resolve_customer(conn, schema, customer)
     cust = schema.entity("customers")
     cid = cust.id_column.key
-    row = conn.execute(f'SELECT * FROM customers WHERE "{cid}" = ?', (cid_value,)).fetchone()
+    row = db.record_row(conn, cust, cid_value)
     if row is None:  # a contact/deal pointing to a customer that does not exist
         raise XlcrmError(f"{customer}: refers to customer {cid_value}, which is not in the master")
     merged_ids = sorted(k for k, v in survivors(conn, cid).items() if v == cid_value)
@@ -199,7 +194,7 @@ def customer_history(conn: sqlite3.Connection, schema: Schema, customer: str, *,
     for entity in schema:
         if entity.key == "customers" or entity.ref_column is None:
             continue
-        children[entity.key] = _rows_for(conn, entity, ids)
+        children[entity.key] = db.attached_records(conn, entity, ids)
 
     timeline: list[TimelineEntry] = []
     timeline += [_activity(schema.entity("activities"), r, lang, words) for r in children.get("activities", [])]
@@ -235,18 +230,6 @@ def customer_history(conn: sqlite3.Connection, schema: Schema, customer: str, *,
         customer_id=cid_value, name=_get(row, "name"), kana=_get(row, "kana"), state=row["_state"],
         summary=summary, timeline=timeline, contacts=contacts, merged_ids=merged_ids,
         resolved_from=resolved_from, today=today.isoformat(), lang=lang)
-
-
-def _rows_for(conn: sqlite3.Connection, entity: Entity, ids: Sequence[str]) -> list[sqlite3.Row]:
-    ref = entity.ref_column
-    assert ref is not None
-    have = {r[1] for r in conn.execute(f'PRAGMA table_info("{entity.key}")')}
-    if not have:
-        return []
-    keys = ", ".join(f'"{k}"' for k in entity.keys if k in have)
-    marks = ", ".join("?" * len(ids))
-    return conn.execute(f'SELECT {keys} FROM "{entity.key}" WHERE "{ref.key}" IN ({marks}) AND {ACTIVE} '
-                        f'ORDER BY "{entity.id_column.key}"', list(ids)).fetchall()
 
 
 def _get(row: sqlite3.Row, key: str) -> Any:
@@ -336,15 +319,8 @@ def _changes(conn: sqlite3.Connection, schema: Schema, record_ids: dict[str, Ite
              words: dict[str, str]) -> list[TimelineEntry]:
     out = []
     for ekey, rids in record_ids.items():
-        rids = list(rids)
         entity = schema.entity(ekey)
-        for i in range(0, len(rids), 500):
-            chunk = rids[i:i + 500]
-            marks = ", ".join("?" * len(chunk))
-            for h in conn.execute("SELECT history_id, run_id, at, entity, record_id, field, old, new, "
-                                  "source_file, who, how FROM history WHERE entity = ? AND record_id IN "
-                                  f"({marks}) ORDER BY history_id", [ekey, *chunk]):
-                out.append(_change(entity, h, lang, words))
+        out += [_change(entity, h, lang, words) for h in db.history_of(conn, ekey, rids)]
     return out
 
 

@@ -1,9 +1,9 @@
 """The master database's current records as pandas frames, for reports, exports and handover.
 
 Why a module of its own: reports and exports read the same active rows with the same typing (dates
-as Timestamps, numbers as numbers, blanks as missing), and the few SQL statements they need beyond
-``xlcrm.db`` (history look-ups, review tables written by merge) stay here, behind small functions,
-so that ``xlcrm.db`` remains the one place that decides the layout.
+as Timestamps, numbers as numbers, blanks as missing).  The SQL behind them (records, history
+look-ups, review tables written by merge) lives in :mod:`xlcrm.db`, the one place that decides the
+layout; this module only turns its rows into frames.
 """
 
 from __future__ import annotations
@@ -50,17 +50,10 @@ def active_frames(conn: sqlite3.Connection, schema: Schema) -> dict[str, pd.Data
     return {e.key: entity_frame(conn, e) for e in schema}
 
 
-def table_exists(conn: sqlite3.Connection, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?",
-                       (name,)).fetchone()
-    return row is not None
-
-
 def last_change(conn: sqlite3.Connection, entity: str) -> dict[str, pd.Timestamp]:
     """Latest ``history.at`` per record: when anybody last changed it, whatever the field."""
     out: dict[str, pd.Timestamp] = {}
-    for rid, at in conn.execute("SELECT record_id, MAX(at) FROM history WHERE entity = ? GROUP BY record_id",
-                                (entity,)):
+    for rid, at in db.last_changes(conn, entity):
         ts = pd.to_datetime(at, errors="coerce", format="ISO8601")
         if ts is not pd.NaT and not pd.isna(ts):
             out[rid] = ts.tz_localize(None) if ts.tzinfo else ts
@@ -75,6 +68,6 @@ def pending_reviews(conn: sqlite3.Connection, kind: str) -> int | None:
     """Rows of a merge review table still waiting for a person; None when the table does not exist
     (a database from before merge created it)."""
     name = REVIEW_TABLES[kind]
-    if not table_exists(conn, name):
+    if not db.table_exists(conn, name):
         return None
-    return int(conn.execute(f'SELECT COUNT(*) FROM "{name}" WHERE status = ?', (db.PENDING,)).fetchone()[0])
+    return db.pending_count(conn, name)

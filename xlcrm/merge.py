@@ -889,7 +889,7 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
         backup_job: backup.BackupJob | None = None
         try:
             if dry_run:
-                conn = _dry_run_connection(db_path)
+                conn = db.memory_copy(db_path)  # a dry run never touches the real file
             else:
                 conn = db.connect(db_path, create=True)
                 if db_path.exists() and db_path.stat().st_size > 0:
@@ -1003,19 +1003,6 @@ class _nullcontext:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-def _dry_run_connection(db_path: Path) -> sqlite3.Connection:
-    """A private copy of the master database (or an empty one): a dry run never touches the real file."""
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    if db_path.exists():
-        src = db.connect(db_path)
-        try:
-            src.backup(conn)
-        finally:
-            src.close()
-    return conn
 
 
 def _validate_job(path: Path, schema: Schema, today: dt.date, password: str | None = None) -> tuple[Any, Any]:

@@ -296,14 +296,7 @@ def open_master(ctx: Context, lang: Lang) -> sqlite3.Connection:
 
 def last_merge(conn: sqlite3.Connection) -> str | None:
     """When the latest successful merge finished (ISO), from the master's run log."""
-    try:
-        # Every finished run that changed the master (merge, resolve, handover); dry runs do not.
-        row = conn.execute("SELECT MAX(finished) FROM runs WHERE finished IS NOT NULL "
-                           "AND status NOT IN ('running', 'failed', 'error', 'aborted') "
-                           "AND COALESCE(command, '') NOT LIKE '%dry-run%'").fetchone()
-    except sqlite3.Error:
-        return None
-    return None if row is None or row[0] is None else str(row[0])
+    return db.last_finished_run(conn)
 
 
 # --- writing view sheets ----------------------------------------------------------------------------
@@ -490,8 +483,7 @@ def _in_master(conn: sqlite3.Connection, schema: Schema, name: str) -> bool:
     from xlcrm.normalize import fold_search
 
     want = fold_search(name)
-    rows = conn.execute(f"SELECT name FROM customers WHERE {db.ACTIVE}").fetchall()
-    return any(fold_search(r[0]) == want for r in rows)
+    return any(fold_search(n) == want for n in db.active_customer_names(conn))
 
 
 # --- 入力チェック -------------------------------------------------------------------------------------
