@@ -650,3 +650,17 @@ def test_edits_outside_the_matching_columns_build_no_duplicate_index(tmp_path: P
     assert edit_cells(wb, "顧客", {"顧客名": "緑山工業株式会社"}, {"電話番号": "03-5555-1234"}) == 1
     merge([wb], master, S, today=TODAY)
     assert built == [1]
+
+
+@pytest.mark.parametrize("positions", [[], [1], [0, 2, 3]])
+def test_fingerprints_keep_their_stored_form(positions: list[int]) -> None:
+    # Stored in `origins`: a legacy workbook's rows are recognised by them at every later merge, so the
+    # prepared pickers must hash exactly the text the first version hashed.
+    import hashlib
+
+    from xlcrm.merge import _fingerprinter
+
+    row = ["株式会社青空商事", None, 12, date(2024, 5, 1), "x"]
+    old = hashlib.blake2b(repr(("customers", tuple(row[i] for i in positions))).encode("utf-8"),
+                          digest_size=12).hexdigest()
+    assert _fingerprinter("customers", positions)(row) == old

@@ -156,13 +156,9 @@ def _column_values(col: Any, values: list[Any]) -> list[Any]:
     return out
 
 
-def _fingerprint(entity_key: str, values: Sequence[Any], positions: Sequence[int]) -> str:
-    """Content hash of a row's present fields: the same row from the same workbook, recognised."""
-    return _fingerprinter(entity_key, positions)(values)
-
-
 def _fingerprinter(entity_key: str, positions: Sequence[int]) -> Callable[[Sequence[Any]], str]:
-    """:func:`_fingerprint` for one sheet, with the column picking prepared once (400,000 rows a merge).
+    """Content hash of a row's present fields (the same row from the same workbook, recognised), as a
+    function for one sheet with the column picking prepared once (400,000 rows a merge).
 
     The text hashed must never change: fingerprints are stored in ``origins`` and a legacy workbook's
     rows are recognised by them at the next merge.
