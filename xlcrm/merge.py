@@ -118,8 +118,9 @@ class MergeReport:
     decisions_applied: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    #: Wall seconds per stage (validate, master_workbook_read, merge, error_workbooks, search_index,
-    #: write_master): where the time goes, for the benchmark and for an admin wondering.
+    #: Wall seconds per stage (backup, master_workbook_read, merge -- validation runs inside it, in the
+    #: workers; validate_wait is how long the merge waited for it --, error_workbooks, search_index,
+    #: backup_wait, write_master): where the time goes, for the benchmark and for an admin wondering.
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
