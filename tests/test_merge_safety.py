@@ -51,8 +51,29 @@ def _customers(db_file: Path) -> int | None:
         conn.close()
 
 
+def _writers_left(parent: int) -> list[int]:
+    """Live processes whose parent was ``parent`` (re-parented orphans show PPid 1, so look for the
+    command line of a merge child that is still running after a short grace)."""
+    time.sleep(0.3)
+    left = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"xlcrm.snapshot" in cmd and "State:\tZ" not in status and int(entry.name) != os.getpid():
+            left.append(int(entry.name))
+    return left
+
+
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
-def test_kill_at_any_moment_leaves_old_or_new_master(team: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("forked", [False, True], ids=["in-process", "forked-writer"])
+def test_kill_at_any_moment_leaves_old_or_new_master(team: Path, tmp_path: Path, forked: bool) -> None:
+    """``forked``: the workbook is written by a child process (xlcrm.snapshot) while the parent builds
+    the search index; killing the parent must take the child along and still leave old or new."""
     ref = tmp_path / "ref" / "master.xlsx"
     ref.parent.mkdir()
     t0 = time.perf_counter()
@@ -66,6 +87,8 @@ def test_kill_at_any_moment_leaves_old_or_new_master(team: Path, tmp_path: Path)
     work.parent.mkdir()
     code = textwrap.dedent(f"""
         from pathlib import Path
+        import xlcrm.snapshot
+        xlcrm.snapshot.MIN_ROWS = 0 if {forked} else 10**12
         from xlcrm.merge import merge
         from xlcrm.schema import DEFAULT_SCHEMA
         merge([Path({str(team)!r})], Path({str(work)!r}), DEFAULT_SCHEMA)
@@ -84,8 +107,51 @@ def test_kill_at_any_moment_leaves_old_or_new_master(team: Path, tmp_path: Path)
             wb = read_workbook(work, S)  # never a broken workbook
             assert len(wb.sheets["customers"].frame) in (0, n_final)
         assert not any(p.suffix == ".xlsx" and p.name.startswith(".") for p in work.parent.iterdir())
+        if forked:
+            assert not _writers_left(proc.pid), "the forked writer outlived the killed merge"
         if n == n_final:
             break
     merge([team], work, S)  # finishing (or re-running) the merge after the kills
     assert dump(work) == expected
     assert len(read_workbook(work, S).sheets["customers"].frame) == n_final
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forked writer is Linux-only")
+def test_killing_the_merge_while_its_child_writes_takes_the_child_along(team: Path, tmp_path: Path) -> None:
+    work = tmp_path / "master.xlsx"
+    marker = tmp_path / "child.pid"
+    code = textwrap.dedent(f"""
+        import os, time
+        from pathlib import Path
+        import xlcrm.snapshot
+        from xlcrm import masterbook
+        xlcrm.snapshot.MIN_ROWS = 0
+        def slow_write(*a, **kw):
+            Path({str(marker)!r}).write_text(str(os.getpid()))
+            time.sleep(60)
+        masterbook.write_master = slow_write
+        from xlcrm.merge import merge
+        from xlcrm.schema import DEFAULT_SCHEMA
+        merge([Path({str(team)!r})], Path({str(work)!r}), DEFAULT_SCHEMA)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the merge never reached the forked write"
+    child = int(marker.read_text())
+    assert child != proc.pid
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):  # the child gets SIGKILL from the kernel when its parent dies
+        try:
+            state = Path(f"/proc/{child}/status").read_text()
+        except OSError:
+            break
+        if "State:\tZ" in state:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the forked writer outlived the killed merge")
+    assert _customers(work.with_suffix(".db")) in (None, 0)  # the old (empty) master
+    assert not work.exists()

@@ -242,14 +242,23 @@ def check_master_password(master: Path, password: str | None, conn: sqlite3.Conn
 
 def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, lang: Lang,
                      progress: Callable[[str, int, int], None] | None = None,
-                     password: str | None = None) -> None:
+                     password: str | None = None, meanwhile: Callable[[], None] | None = None,
+                     meanwhile_heavy: bool = False) -> None:
     """Bump the generation, write the workbook to a temp file, COMMIT, then replace ``master``.
 
     The commit happens before the replace: if the process dies in between, the database is new and
     the workbook old; the generation check then refuses to read stale edits from it and the next
     command rewrites it.  If writing fails, the transaction is rolled back by the caller and both
     files stay as they were.  With ``password`` the temp file is encrypted before the replace.
+
+    ``meanwhile`` is more work for the same transaction that the workbook does not show (merge's
+    search index).  When it is ``meanwhile_heavy`` (a full index build) and the master is large, it
+    runs while a forked child writes the workbook from a copy of the transaction
+    (:mod:`xlcrm.snapshot`), so the two use both cores; otherwise it runs first: the copy and the fork
+    (about 1 s for a 400 MB master) would cost more than a small job saves.
     """
+    from xlcrm import snapshot
+
     if not password:
         check_master_password(master, None, conn)  # never silently drop an encrypted master's protection
     db.set_meta(conn, "master_encrypted", "1" if password else "0")
@@ -260,9 +269,24 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
         progress("master.xlsx", 0, 1)
     try:
         with atomic_write(master) as tmp:
-            write_master(conn, tmp, schema, lang=lang, wb_id=wb_id)
-            if password:
-                crypto.protect_file(tmp, password)
+            def write(c: sqlite3.Connection) -> None:
+                write_master(c, tmp, schema, lang=lang, wb_id=wb_id)
+                if password:
+                    crypto.protect_file(tmp, password)
+
+            if meanwhile is not None and meanwhile_heavy and snapshot.available() and \
+                    sum(db.count_active(conn, e) for e in schema) >= snapshot.MIN_ROWS:
+                job = snapshot.ForkedJob(conn, write)
+                try:
+                    meanwhile()
+                except BaseException:
+                    job.kill()
+                    raise
+                job.wait()
+            else:
+                if meanwhile is not None:
+                    meanwhile()
+                write(conn)
             conn.execute("COMMIT")
     except LockedError as exc:
         if not conn.in_transaction:

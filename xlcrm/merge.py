@@ -948,22 +948,33 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                 workers.finish(sources.all(), report)
                 clock.lap("error_workbooks")
                 _import_log(conn, sources.all(), report, run_id)
-                _search_index(conn, schema, run_id)
-                clock.lap("search_index")
                 report.duplicates_pending = len(db.duplicates(conn))
                 report.conflicts_pending = len(db.conflicts(conn))
                 report.deletions_pending = len(db.deletions(conn))
                 report.history_rows = db.history_count(conn) - history_before
                 db.finish_run(conn, run_id, dt.datetime.now().isoformat(timespec="seconds"))
                 if backup_job is not None:
-                    backup_job.wait()  # the copy of the old database is complete before anything changes
+                    # The copy of the old database is complete before anything changes (and no thread
+                    # is inside SQLite when the master workbook's writer is forked).
+                    backup_job.wait()
                     clock.lap("backup_wait")
+
+                def search_index() -> None:
+                    started = time.perf_counter()
+                    _search_index(conn, schema, run_id)
+                    report.timings["search_index"] = round(time.perf_counter() - started, 3)
+
                 if dry_run:
+                    search_index()
                     conn.execute("ROLLBACK")
                 else:
+                    from xlcrm.search import full_build_due
+
+                    # A full index build (seconds) runs while a second process writes the workbook.
                     masterbook.write_and_commit(conn, master, schema, lang=lang, progress=progress,
-                                                password=password)
-                    clock.lap("write_master")
+                                                password=password, meanwhile=search_index,
+                                                meanwhile_heavy=full_build_due(conn, schema, run_id))
+                    clock.lap("index_and_master")
         finally:
             conn.close()
             workers.close()
@@ -1289,9 +1300,7 @@ def _import_log(conn: sqlite3.Connection, sources: Sequence[Source], report: Mer
 def _search_index(conn: sqlite3.Connection, schema: Schema, run_id: int) -> None:
     """Bring the add-in's search index up to date with what this run changed (a full build the first
     time, or when most of the master changed)."""
-    try:
-        from xlcrm.search import update_index
-    except ImportError:  # pragma: no cover - search ships with xlcrm; tolerate a partial checkout
-        return
+    from xlcrm.search import update_index
+
     update_index(conn, schema, run_id)
 

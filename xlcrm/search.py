@@ -496,9 +496,10 @@ def update_index(conn: sqlite3.Connection, schema: Schema, run_id: int) -> int:
     build_index it joins the caller's transaction.  Returns the index rows added, rewritten or dropped
     (after a full build: the rows indexed).
     """
-    stamp = _meta(conn, "search_index_run") if index_is_current(conn, schema) else None
-    if stamp is None or not _has_lookup_indexes(conn):
+    if full_build_due(conn, schema, run_id):
         return build_index(conn, schema)
+    stamp = _meta(conn, "search_index_run")
+    assert stamp is not None
     since = min(int(stamp) + 1, run_id)
     columns = indexed_columns(schema)
     cid = schema.entity("customers").id_column.key
@@ -511,8 +512,6 @@ def update_index(conn: sqlite3.Connection, schema: Schema, run_id: int) -> int:
         changed_contacts = [r[0] for r in conn.execute(
             f'SELECT {_q(pid)} FROM contacts WHERE _updated_run >= ?', (since,))]
     indexed = int(_meta(conn, "search_index_rows") or 0)
-    if len(changed_customers) + len(changed_contacts) > FULL_BUILD_SHARE * max(indexed, 1000):
-        return build_index(conn, schema)
     written = 0
 
     def work() -> None:
@@ -547,6 +546,19 @@ def update_index(conn: sqlite3.Connection, schema: Schema, run_id: int) -> int:
 
     _in_transaction(conn, work)
     return written
+
+
+def full_build_due(conn: sqlite3.Connection, schema: Schema, run_id: int) -> bool:
+    """Whether :func:`update_index` after run ``run_id`` rebuilds the whole index (seconds on a large
+    master: merge then builds it while a second process writes the workbook) rather than patching it."""
+    stamp = _meta(conn, "search_index_run") if index_is_current(conn, schema) else None
+    if stamp is None or not _has_lookup_indexes(conn):
+        return True
+    since = min(int(stamp) + 1, run_id)
+    changed = conn.execute("SELECT COUNT(*) FROM customers WHERE _updated_run >= ?", (since,)).fetchone()[0]
+    if _table_columns(conn, "contacts"):
+        changed += conn.execute("SELECT COUNT(*) FROM contacts WHERE _updated_run >= ?", (since,)).fetchone()[0]
+    return bool(changed > FULL_BUILD_SHARE * max(int(_meta(conn, "search_index_rows") or 0), 1000))
 
 
 def _has_lookup_indexes(conn: sqlite3.Connection) -> bool:

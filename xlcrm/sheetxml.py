@@ -50,10 +50,11 @@ from xlsxwriter.xmlwriter import XMLwriter
 
 #: Rows of 16 (XlsxWriter's span block) per stored text chunk.
 BLOCKS_PER_CHUNK = 64
-#: zlib level of the parts: zipfile's default, so files are as small as XlsxWriter's.  Measured on the
-#: master (198 MB of XML): level 6 25.9 MB in 2.2 s of CPU, level 4 28.1 MB in 1.0 s, level 1 32.9 MB
-#: in 0.6 s; the deflate worker hides it on a second core, not on a busy or single-core machine.
-DEFLATE_LEVEL = 6
+#: zlib level of the parts.  Measured on the master (198 MB of XML): level 6 (zipfile's and
+#: XlsxWriter's default) 25.9 MB in 2.2 s of CPU, level 4 28.1 MB in 1.0 s, level 1 32.9 MB in 0.6 s.
+#: 4: the deflate worker shares the second core with merge's search index build (xlcrm.snapshot), so
+#: half the CPU is worth 8% more bytes; the parts inflate to the same XML at any level.
+DEFLATE_LEVEL = 4
 
 
 @dataclass(eq=False)

@@ -1,0 +1,132 @@
+"""Work on a copy of the open merge transaction in a second process, so both cores of a small PC work.
+
+The end of a large merge is two independent, single-threaded jobs: building the search index (in the
+transaction) and writing ``master.xlsx`` (which only reads it).  They cannot share one SQLite
+connection at the same time, and a thread would share the GIL, so the workbook is written by a
+forked child from ``Connection.serialize()`` — a byte copy of the database *as this connection sees
+it*, uncommitted changes included — while the parent builds the index.  Nothing is committed before
+the child has finished: a failed write still rolls the whole merge back.
+
+Only where ``fork`` is safe and cheap (Linux); elsewhere, and for small masters, the caller runs the
+job in-process.  The child never touches the parent's connection (it opens its own in-memory one) and
+leaves with ``os._exit`` so no parent finaliser, atexit handler or buffered output runs twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import pickle
+import signal
+import sqlite3
+import sys
+from collections.abc import Callable
+
+from xlcrm.errors import XlcrmError
+
+#: Masters with fewer active records than this are written in-process: the fork and the copy of the
+#: database cost more than they save (a 100,000-customer master saves about 2 s).
+MIN_ROWS = 20_000
+
+
+def available() -> bool:
+    """Forking a process that holds threads is safe enough on Linux; macOS and Windows use spawn."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and hasattr(sqlite3.Connection, "serialize")
+
+
+class ForkedJob:
+    """``job(conn)`` run in a forked child on an in-memory copy of ``conn`` as it is now.
+
+    Call :meth:`wait` (always; it reaps the child): it returns when the child is done and re-raises
+    the child's exception — an :class:`XlcrmError` keeps its one-line message.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, job: Callable[[sqlite3.Connection], None]) -> None:
+        data = [conn.serialize()]  # in a list, so the child can drop its only reference
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(read_fd)
+            _die_with(parent)
+            _child(data, job, write_fd)
+        del data  # the parent's copy: freed before the parent goes on
+        os.close(write_fd)
+        self.pid: int | None = pid
+        self._read_fd = read_fd
+
+    def wait(self) -> None:
+        if self.pid is None:
+            return
+        try:
+            chunks = []
+            while chunk := os.read(self._read_fd, 1 << 16):
+                chunks.append(chunk)
+            _, status = os.waitpid(self.pid, 0)
+        except BaseException:  # Ctrl-C while waiting: the child's half-written file is not wanted
+            self.kill()
+            raise
+        finally:
+            os.close(self._read_fd)
+        self.pid = None
+        payload = b"".join(chunks)
+        if os.waitstatus_to_exitcode(status) == 0 and payload == b"ok":
+            return
+        error: BaseException | None = None
+        if payload.startswith(b"E"):
+            with contextlib.suppress(Exception):
+                error = pickle.loads(payload[1:])
+        if isinstance(error, BaseException):
+            raise error
+        raise XlcrmError(f"the process writing the master workbook ended unexpectedly "
+                         f"(exit status {os.waitstatus_to_exitcode(status)}); nothing was changed — run "
+                         "the command again")
+
+    def kill(self) -> None:
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        self.pid = None
+
+
+def _child(data: list[bytes], job: Callable[[sqlite3.Connection], None], write_fd: int) -> None:
+    code = 0
+    try:
+        gc.disable()  # no collection may finalise an object (a cursor) that belongs to the parent
+        conn = sqlite3.connect(":memory:")
+        conn.deserialize(data.pop())  # copied into SQLite's memory; the bytes are freed here
+        job(conn)
+        conn.close()
+        _write_all(write_fd, b"ok")
+    except BaseException as exc:  # everything goes back to the parent
+        code = 1
+        try:
+            blob = pickle.dumps(exc)
+            pickle.loads(blob)  # an exception that cannot come back becomes its text
+        except Exception:
+            blob = pickle.dumps(XlcrmError(f"{type(exc).__name__}: {exc}"))
+        with contextlib.suppress(Exception):
+            _write_all(write_fd, b"E" + blob)
+    finally:
+        os._exit(code)
+
+
+def _die_with(parent: int) -> None:
+    """A killed merge must not leave a child writing on: ask Linux for SIGKILL when the parent dies."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
