@@ -664,3 +664,55 @@ def test_fingerprints_keep_their_stored_form(positions: list[int]) -> None:
     old = hashlib.blake2b(repr(("customers", tuple(row[i] for i in positions))).encode("utf-8"),
                           digest_size=12).hexdigest()
     assert _fingerprinter("customers", positions)(row) == old
+
+
+def test_validation_worker_folds_the_match_keys_of_customers_without_an_id(tmp_path: Path) -> None:
+    """compact() (run in the validation worker) folds the duplicate keys merge would fold itself, for
+    exactly the rows merge looks up: no ID and no error."""
+    from xlcrm.match import MatchIndex
+    from xlcrm.merge import _validate_job
+
+    path = book(tmp_path / "a.xlsx", {"customers": [
+        customer("株式会社山田商事", phone="03-1234-5678", email="Info@Yamada.example"),
+        customer("鈴木工業(株)", customer_id="C-000123"),
+        customer("", phone="03-9999-0000"),  # no name: an error row
+        customer("佐藤花子", kind="individual", kana="さとう はなこ", birthday=date(1980, 2, 3)),
+    ]})
+    result, sheets = _validate_job(path, S, date(2024, 6, 1))
+    data = sheets["customers"]
+    assert data.match_keys is not None and len(data.match_keys) == len(data.rows) == 4
+    errors = result.error_rows["customers"]
+    index = MatchIndex(S)
+    for j, vals in enumerate(zip(*data.cols, strict=True)):
+        if vals[0] or data.rows[j] in errors:
+            assert data.match_keys[j] is None
+        else:
+            assert data.match_keys[j] == index.keys_for_values(vals)
+    assert sum(k is not None for k in data.match_keys) == 2
+    assert data.match_keys[0].phones == ("0312345678",)  # real folded keys, not empty shells
+
+
+def test_base_of_a_new_record_is_its_own_row_not_a_later_workbooks_edit(tmp_path: Path, master: Path) -> None:
+    """A record created from a.xlsx and filled in by b.xlsx in the same run: a.xlsx's base is a.xlsx's
+    row (the record as created), b.xlsx's base is b.xlsx's row; re-merging both changes nothing."""
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事", email="info@aozora.co.jp"),
+                                                 customer("緑山工業株式会社", phone="06-1111-2222")]})
+    b = book(tmp_path / "b.xlsx", {"customers": [customer("(株)青空商事", email="INFO@aozora.co.jp",
+                                                          phone="03-2222-3333")]}, owner="鈴木")
+    merge([a, b], master, S, today=TODAY)
+    assert records(master)["C-000001"]["phone"] == "03-2222-3333"
+    conn = sqlite3.connect(master.with_suffix(".db"))
+    try:
+        bases = {(w, cid): phone for w, cid, phone in conn.execute(
+            'SELECT _workbook, customer_id, phone FROM bases_customers')}
+        rec = conn.execute('SELECT * FROM customers WHERE customer_id = ?', ("C-000002",)).fetchone()
+        base = conn.execute('SELECT * FROM bases_customers WHERE customer_id = ?', ("C-000002",)).fetchone()
+    finally:
+        conn.close()
+    wa = next(w for w, cid in bases if cid == "C-000002")
+    wb = next(w for w in {w for w, _ in bases} if w != wa)
+    assert bases == {(wa, "C-000001"): None, (wa, "C-000002"): "06-1111-2222", (wb, "C-000001"): "03-2222-3333"}
+    assert base[1:] == rec[:len(base) - 1]  # the whole row, every column: the record as inserted
+    before, n_hist = dump(master), len(history(master))
+    merge([a, b], master, S, today=TODAY)
+    assert dump(master) == before and len(history(master)) == n_hist

@@ -692,6 +692,20 @@ def save_base(conn: sqlite3.Connection, entity: Entity, workbook: str, rows: Ite
                      ((workbook, rid) for rid in drop))
 
 
+def max_rowid(conn: sqlite3.Connection, entity: Entity) -> int:
+    return int(conn.execute(f'SELECT COALESCE(MAX(rowid), 0) FROM "{entity.key}"').fetchone()[0])
+
+
+def copy_bases_from_records(conn: sqlite3.Connection, entity: Entity, workbook: str, first_rowid: int,
+                            last_rowid: int) -> None:
+    """Save as ``workbook``'s base the records with rowids ``first_rowid..last_rowid`` as they are now
+    (records it just created: copying inside SQLite saves binding every value again)."""
+    cols = ", ".join(f'"{k}"' for k in entity.keys)
+    conn.execute(f'INSERT OR REPLACE INTO "{base_table(entity)}" ("_workbook", {cols}) '
+                 f'SELECT ?, {cols} FROM "{entity.key}" WHERE rowid BETWEEN ? AND ?',
+                 (workbook, first_rowid, last_rowid))
+
+
 # --- origins: rows without an ID, recognised again -----------------------------------------------------
 
 def load_origins(conn: sqlite3.Connection, source: str) -> dict[tuple[str, str], str]:
