@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import zipfile
+import zlib
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import openpyxl
 import pytest
+import python_calamine
 from defusedxml import ElementTree as DET
 from helpers import libreoffice_convert
 from openpyxl.comments import Comment
 
-from xlcrm.annotate import FastPathUnsupported, annotate_fast, col_index
+from xlcrm.annotate import (
+    FastPathUnsupported,
+    _existing_styles,
+    _patch_sheet,
+    _RowIndex,
+    annotate_fast,
+    col_index,
+)
+from xlcrm.sheetxml import DEFLATE_LEVEL
 from xlcrm.validate import Finding, _annotate_openpyxl, annotate, validate_workbook
 
 TODAY = date(2026, 11, 23)
@@ -239,3 +250,153 @@ def test_openpyxl_fallback_selects_only_the_list(make_book, schema, tmp_path) ->
     out = _annotate_openpyxl(validate_workbook(path, schema), tmp_path / "fallback.xlsx")
     book = openpyxl.load_workbook(out)
     assert [ws.title for ws in book.worksheets if ws.sheet_view.tabSelected] == ["エラー一覧"]
+
+
+# --- the zip container: unchanged members are copied as they are stored ------------------------------
+
+class _NoSeek:
+    """A write-only stream: zipfile then writes every member with a data descriptor (flag bit 3)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+
+    def write(self, data: bytes) -> int:
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _rezip(src: Path, dst: Path, *, stored: bool = False, streamed: bool = False,
+           other: dict[str, int] | None = None) -> Path:
+    """The same members with the same dates and attributes, stored / streamed / compressed otherwise."""
+    with zipfile.ZipFile(src) as zin, open(dst, "wb") as raw:
+        members = [(i, zin.read(i)) for i in zin.infolist()]
+        with zipfile.ZipFile(_NoSeek(raw) if streamed else raw, "w") as zout:
+            for n, (info, data) in enumerate(members):
+                target = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+                target.external_attr = info.external_attr
+                target.compress_type = zipfile.ZIP_DEFLATED
+                if stored and (n % 2 == 0 or info.filename == "xl/sharedStrings.xml"):
+                    target.compress_type = zipfile.ZIP_STORED
+                target.compress_type = (other or {}).get(info.filename, target.compress_type)
+                zout.writestr(target, data)
+    return dst
+
+
+def _source(kind: str, make_book, tmp_path: Path) -> Path:
+    path = planted(make_book)
+    dst = tmp_path / f"{kind}.xlsx"
+    if kind == "openpyxl":
+        openpyxl.load_workbook(path).save(dst)
+        return dst
+    if kind == "stored":
+        return _rezip(path, dst, stored=True)
+    if kind == "streamed":
+        return _rezip(path, dst, streamed=True)
+    return path
+
+
+def _raw(path: Path, info: zipfile.ZipInfo) -> bytes:
+    """A member's bytes as stored in the file, found through its local header (not through zipfile)."""
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        head = fh.read(30)
+        assert head[:4] == b"PK\x03\x04"
+        fh.seek(int.from_bytes(head[26:28], "little") + int.from_bytes(head[28:30], "little"), 1)
+        return fh.read(info.compress_size)
+
+
+def _calamine(path: Path) -> dict[str, list[list[Any]]]:
+    book = python_calamine.CalamineWorkbook.from_path(str(path))
+    return {name: book.get_sheet_by_name(name).to_python() for name in book.sheet_names}
+
+
+@pytest.mark.parametrize("kind", ["xlsxwriter", "openpyxl", "stored", "streamed"])
+def test_unchanged_members_are_copied_as_stored(make_book, schema, tmp_path: Path, kind: str) -> None:
+    src = _source(kind, make_book, tmp_path)
+    with zipfile.ZipFile(src) as z:
+        infos = z.infolist()
+        if kind == "stored":
+            assert {i.compress_type for i in infos} == {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
+        if kind == "streamed":
+            assert all(i.flag_bits & 0x08 for i in infos)
+        for name in z.namelist():  # the producers' row layout takes the indexed path, not the walk
+            if name.startswith("xl/worksheets/sheet"):
+                data = z.read(name)
+                assert _RowIndex(data).rows(0, len(data)), (kind, name)
+    result = validate_workbook(src, schema, today=TODAY)
+    out = annotate_fast(result, tmp_path / "fast.xlsx")
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(out) as b:
+        assert b.testzip() is None
+        got = {i.filename: i for i in b.infolist()}
+        assert b.namelist()[:len(infos)] == a.namelist()  # same order, new parts after
+        unchanged = []
+        for i in a.infolist():
+            o = got[i.filename]
+            assert (o.date_time, o.external_attr) == (i.date_time, i.external_attr), i.filename
+            assert not o.flag_bits & 0x08
+            if b.read(o) == a.read(i):
+                unchanged.append(i.filename)
+                assert (o.compress_type, o.CRC, o.compress_size, o.file_size) == \
+                    (i.compress_type, i.CRC, i.compress_size, i.file_size), i.filename
+                assert _raw(out, o) == _raw(src, i), i.filename
+            else:  # replaced: deflated at the level of every xlcrm writer
+                co = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
+                assert _raw(out, o) == co.compress(b.read(o)) + co.flush(), i.filename
+    infos_names = [i.filename for i in infos]
+    assert {"xl/theme/theme1.xml", "docProps/core.xml"} <= set(unchanged)
+    assert "xl/sharedStrings.xml" in unchanged or "xl/sharedStrings.xml" not in infos_names  # openpyxl: none
+    changed = set(infos_names) - set(unchanged)
+    assert {"xl/workbook.xml", "xl/styles.xml", "[Content_Types].xml"} <= changed
+    assert all(n.startswith(("xl/worksheets/", "xl/_rels/", "xl/workbook.xml", "xl/styles.xml", "[Content_Types]"))
+               for n in changed), changed
+    if kind == "stored":
+        assert any(got[n].compress_type == zipfile.ZIP_STORED for n in unchanged)
+    assert len(infos_names) < len(got)
+    # Both readers see the marks and the data: openpyxl as the openpyxl path writes them, calamine
+    # the same cell values as in the source plus the findings sheet first.
+    fast, slow = marks(out), marks(_annotate_openpyxl(result, tmp_path / "slow.xlsx"))
+    fast.pop("selected"), slow.pop("selected")
+    assert fast == slow
+    values, before = _calamine(out), _calamine(src)
+    title = fast["sheets"][0]
+    assert list(values) == [title, *before]
+    assert [tuple(r) for r in values.pop(title)] == fast["rows"]
+    assert values == before
+
+
+def test_members_compressed_otherwise_go_through_openpyxl(make_book, schema, tmp_path: Path) -> None:
+    path = planted(make_book)
+    result = validate_workbook(path, schema, today=TODAY)
+    bz = _rezip(path, tmp_path / "bzip2.xlsx", other={"xl/theme/theme1.xml": zipfile.ZIP_BZIP2})
+    moved = dataclasses.replace(result, workbook=dataclasses.replace(result.workbook, path=bz))
+    with pytest.raises(FastPathUnsupported, match="stored or deflated"):
+        annotate_fast(moved, tmp_path / "fast.xlsx")
+    assert not (tmp_path / "fast.xlsx").exists()
+    assert marks(annotate(moved, tmp_path / "out.xlsx"))["sheets"][0] == "エラー一覧"
+
+
+def test_rows_found_by_index_or_by_walking_give_the_same_sheet(make_book, schema, tmp_path: Path) -> None:
+    """The indexed search is a shortcut for the plain row layout; any other layout walks every row."""
+    path = make_book({"customers": [dict(CO, phone=312345678, name=f"株式会社{i}") for i in range(6)]})
+    with zipfile.ZipFile(path) as z:
+        part, data = next((n, z.read(n)) for n in z.namelist()
+                          if n.startswith("xl/worksheets/sheet") and b'<row r="7"' in z.read(n))
+    # existing cells, a cell after the row's last one, missing rows in the middle and after the end
+    targets = {"A1": 11, "B2": 12, "C4": 13, "Z3": 14, "D7": 15, "A9": 16, "B40": 17, "C40": 18}
+    quoted = re.sub(rb'<row r="(\d+)"', rb"<row r='\1'", data)
+    assert _RowIndex(data).rows(0, len(data)) and _RowIndex(quoted).rows(0, len(quoted)) is None
+    plain = _patch_sheet(data, targets, "rId9", part)
+    walked = _patch_sheet(quoted, targets, "rId9", part)
+    assert re.sub(rb"<row r='(\d+)'", rb'<row r="\1"', walked) == plain
+    assert _existing_styles(data, set(targets), part) == _existing_styles(quoted, set(targets), part)
+    cells = {c.get("r"): c.get("s") for c in DET.fromstring(plain).iter(f"{NS}c")}
+    assert {ref: cells[ref] for ref in targets} == {ref: str(xf) for ref, xf in targets.items()}
+    rows = [int(r.get("r")) for r in DET.fromstring(plain).iter(f"{NS}row")]
+    assert rows == sorted(set(rows)) and {9, 40} <= set(rows)
+    # Rows out of order (here row 2 twice) are not indexed; the walk refuses them.
+    swapped = data.replace(b'<row r="3"', b'<row r="2"', 1)
+    assert _RowIndex(swapped).rows(0, len(swapped)) is None
+    with pytest.raises(FastPathUnsupported, match="out of order"):
+        _patch_sheet(swapped, {"B5": 3}, "rId9", part)

@@ -2,12 +2,12 @@
 
 Why: ``xlcrm merge`` writes one annotated copy per team workbook, and an openpyxl load + save of a
 10,000-row workbook costs seconds of CPU only to colour ~50 cells.  Here every zip member nobody needs
-to touch is stream-copied; the worksheets holding findings are edited at byte level (only the ``s``
-style index of the affected ``<c>`` elements, plus cells inserted for blank required fields); styles,
-content types, relationships and workbook.xml are small and edited as text (re-serialising them with
-ElementTree would rename namespace prefixes and drop declarations that ``mc:Ignorable`` refers to,
-which Excel reports as a damaged file).  Small parts are *read* with defusedxml; large sheets are never
-parsed into a tree.
+to touch is copied as it is stored, still compressed (:class:`_ZipWriter`); the worksheets holding
+findings are edited at byte level (only the ``s`` style index of the affected ``<c>`` elements, plus
+cells inserted for blank required fields); styles, content types, relationships and workbook.xml are
+small and edited as text (re-serialising them with ElementTree would rename namespace prefixes and drop
+declarations that ``mc:Ignorable`` refers to, which Excel reports as a damaged file).  Small parts are
+*read* with defusedxml; large sheets are never parsed into a tree.
 
 Anything unexpected (prefixed SpreadsheetML, a sheet that already has comments, rows without ``r``
 attributes, an existing findings sheet ...) raises :class:`FastPathUnsupported`, and
@@ -21,21 +21,24 @@ sheets by position, so each is shifted by one, as are ``activeTab``/``firstSheet
 
 from __future__ import annotations
 
+import bisect
 import functools
+import operator
 import posixpath
 import re
-import shutil
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from xml.sax.saxutils import escape, quoteattr
 
 from defusedxml import ElementTree as DET
 
 from xlcrm.errors import XlcrmError
+from xlcrm.sheetxml import DEFLATE_LEVEL
 
 if TYPE_CHECKING:
     from xlcrm.validate import Finding, ValidationResult
@@ -311,7 +314,92 @@ def _clear_tab_selected(data: bytes) -> bytes:
     return data if new_head == head else new_head + data[head_end:]
 
 
-def _patch_sheet(data: bytes, cells: dict[str, int], legacy_rid: str, part: str) -> bytes:
+#: Any ``<row``, with its number when written the way Excel, XlsxWriter, openpyxl and LibreOffice write
+#: it (``r`` first, double quotes); b"" otherwise.
+_ROW_R = re.compile(rb'<row(?: r="([1-9][0-9]*)")?')
+
+#: (row number, offset, the row's <row> tag match, or None with the offset a new row goes before)
+_RowPlace = tuple[int, int, re.Match[bytes] | None]
+
+
+class _RowIndex:
+    """Where the rows of one sheet's XML are, found without a regex match per row of the sheet.
+
+    Why: walking 30,000 rows with :data:`_ROW_OPEN` and an attribute lookup each cost ~3 µs a row,
+    twice per sheet (styles, then patch), to find the few rows holding findings.  When every ``<row``
+    in the range is written ``<row r="N"`` with N strictly ascending (checked by one findall, shared
+    by both passes), a row is found by ``bytes.find`` of its exact tag start, searching on from the
+    previous one.  Otherwise :meth:`places` returns None and the caller walks the rows one by one
+    (:func:`_rows_walk`), with the same result.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._rows: tuple[int, int, list[int] | None] | None = None
+
+    def rows(self, start: int, end: int) -> list[int] | None:
+        """The row numbers in data[start:end], or None when not all written the plain way, ascending."""
+        if self._rows is not None:
+            s, e, rows = self._rows
+            # The same rows when no "<row" starts between the two starts (the <sheetData> tag).
+            if e == end and self.data.find(b"<row", min(s, start), max(s, start) + 3) < 0:
+                return rows
+        found = _ROW_R.findall(self.data, start, end)
+        rows = list(map(int, found)) if b"" not in found else None
+        if rows is not None and not all(map(operator.lt, rows, rows[1:])):
+            rows = None
+        self._rows = (start, end, rows)
+        return rows
+
+    def places(self, start: int, end: int, wanted: list[int]) -> list[_RowPlace] | None:
+        """Where each of the ``wanted`` rows (ascending) is or would go; None: walk the rows instead."""
+        rows = self.rows(start, end)
+        if rows is None:
+            return None
+        out: list[_RowPlace] = []
+        at = start
+        for r in wanted:
+            i = bisect.bisect_left(rows, r)
+            if i == len(rows):
+                out.append((r, end, None))
+                continue
+            at = self.data.find(b'<row r="%d"' % rows[i], at, end)
+            if at < 0:
+                return None
+            if rows[i] != r:
+                out.append((r, at, None))
+                continue
+            m = _ROW_OPEN.match(self.data, at, end)
+            if m is None:
+                return None
+            out.append((r, at, m))
+        return out
+
+
+def _rows_walk(data: bytes, start: int, end: int, wanted: list[int], part: str) -> Iterator[_RowPlace]:
+    """:meth:`_RowIndex.places` for any layout: every row tag parsed, order checked up to the last wanted row."""
+    pending = list(wanted)
+    last_r = 0
+    for m in _ROW_OPEN.finditer(data, start, end):
+        r_attr = _attr(m.group(1), b"r")
+        if r_attr is None:
+            raise FastPathUnsupported(f"{part}: a <row> without an r attribute")
+        r = int(r_attr)
+        if r <= last_r:
+            raise FastPathUnsupported(f"{part}: rows out of order")
+        last_r = r
+        while pending and pending[0] < r:
+            yield pending.pop(0), m.start(), None
+        if not pending:
+            return
+        if pending[0] == r:
+            yield pending.pop(0), m.start(), m
+    for r in pending:
+        yield r, end, None
+
+
+def _patch_sheet(data: bytes, cells: dict[str, int], legacy_rid: str, part: str,
+                 index: _RowIndex | None = None) -> bytes:
     """Set the style of ``cells`` (ref -> xf index), inserting missing cells/rows; add <legacyDrawing>."""
     _require_unprefixed_root(data, b"worksheet", part)
     sd = re.search(rb"<sheetData\b[^>]*?(/?)>", data)
@@ -340,25 +428,13 @@ def _patch_sheet(data: bytes, cells: dict[str, int], legacy_rid: str, part: str)
 
     pieces: list[bytes] = []
     pos = body_start
-    pending = sorted(by_row)
-    last_r = 0
-    for m in _ROW_OPEN.finditer(data, body_start, body_end):
-        r_attr = _attr(m.group(1), b"r")
-        if r_attr is None:
-            raise FastPathUnsupported(f"{part}: a <row> without an r attribute")
-        r = int(r_attr)
-        if r <= last_r:
-            raise FastPathUnsupported(f"{part}: rows out of order")
-        last_r = r
-        while pending and pending[0] < r:  # rows that do not exist yet go before the next higher one
-            pieces += [data[pos:m.start()], _new_row(pending[0], by_row[pending[0]])]
-            pos = m.start()
-            pending.pop(0)
-        if not pending:
-            break
-        if pending[0] != r:
+    wanted = sorted(by_row)
+    places = (index or _RowIndex(data)).places(body_start, body_end, wanted)
+    for r, at, m in places if places is not None else _rows_walk(data, body_start, body_end, wanted, part):
+        if m is None:  # a row that does not exist yet goes before the next higher one
+            pieces += [data[pos:at], _new_row(r, by_row[r])]
+            pos = at
             continue
-        pending.pop(0)
         if m.group(2):
             row_end = m.end()
             content = b""
@@ -374,8 +450,6 @@ def _patch_sheet(data: bytes, cells: dict[str, int], legacy_rid: str, part: str)
         pieces += [data[pos:m.start()], b"<row" + attrs + b">" + new_content + b"</row>"]
         pos = row_end
     pieces.append(data[pos:body_end])
-    for r in pending:
-        pieces.append(_new_row(r, by_row[r]))
 
     # <legacyDrawing> goes before the first element that the schema puts after it.
     stripped = tail.rstrip()
@@ -394,7 +468,7 @@ def _patch_sheet(data: bytes, cells: dict[str, int], legacy_rid: str, part: str)
         prefix = b"xlr"
     legacy = b"<legacyDrawing " + prefix + b':id="' + legacy_rid.encode() + b'"/>'
     tail = tail[:insert_at] + legacy + tail[insert_at:]
-    return _clear_tab_selected(head) + open_tag + b"".join(pieces) + close_tag + tail
+    return b"".join([_clear_tab_selected(head), open_tag, *pieces, close_tag, tail])
 
 
 def _rel_prefix(head: bytes) -> bytes | None:
@@ -447,7 +521,8 @@ def _patch_row(content: bytes, targets: dict[int, tuple[str, int]], part: str) -
     return b"".join(out)
 
 
-def _existing_styles(data: bytes, refs: set[str], part: str) -> dict[str, int | None]:
+def _existing_styles(data: bytes, refs: set[str], part: str,
+                     index: _RowIndex | None = None) -> dict[str, int | None]:
     """Current xf index of each ref (None when the cell does not exist) and, for missing cells, the
     row's or column's style, which Excel would give a value typed there."""
     out: dict[str, int | None] = dict.fromkeys(refs)
@@ -464,16 +539,11 @@ def _existing_styles(data: bytes, refs: set[str], part: str) -> dict[str, int | 
     col_styles = _col_styles(data[:sd])
     found: dict[str, int] = {}
     row_styles: dict[int, int] = {}
-    remaining = set(want)
     if end > sd:
-        for m in _ROW_OPEN.finditer(data, sd, end):
-            r_attr = _attr(m.group(1), b"r")
-            if r_attr is None:
-                raise FastPathUnsupported(f"{part}: a <row> without an r attribute")
-            r = int(r_attr)
-            if r not in remaining:
-                continue
-            remaining.discard(r)
+        places = (index or _RowIndex(data)).places(sd, end, sorted(want))
+        rows = [(r, m) for r, _, m in places if m is not None] if places is not None else _first_rows(
+            data, sd, end, set(want), part)
+        for r, m in rows:
             if _attr(m.group(1), b"customFormat") in (b"1", b"true") and _attr(m.group(1), b"s"):
                 row_styles[r] = int(_attr(m.group(1), b"s") or 0)
             if not m.group(2):
@@ -482,8 +552,6 @@ def _existing_styles(data: bytes, refs: set[str], part: str) -> dict[str, int | 
                     ref = (_attr(c.group(1), b"r") or b"").decode()
                     if ref in want[r]:
                         found[ref] = int(_attr(c.group(1), b"s") or 0)
-            if not remaining:
-                break
     for ref in refs:
         if ref in found:
             out[ref] = found[ref]
@@ -492,6 +560,23 @@ def _existing_styles(data: bytes, refs: set[str], part: str) -> dict[str, int | 
             assert m is not None
             r, c = int(m.group(2)), col_index(m.group(1))
             out[ref] = row_styles.get(r, col_styles.get(c, 0))
+    return out
+
+
+def _first_rows(data: bytes, start: int, end: int, remaining: set[int], part: str) -> list[tuple[int, re.Match[bytes]]]:
+    """The first <row> tag of each row number in ``remaining``, in sheet order, for any layout."""
+    out: list[tuple[int, re.Match[bytes]]] = []
+    for m in _ROW_OPEN.finditer(data, start, end):
+        r_attr = _attr(m.group(1), b"r")
+        if r_attr is None:
+            raise FastPathUnsupported(f"{part}: a <row> without an r attribute")
+        r = int(r_attr)
+        if r not in remaining:
+            continue
+        remaining.discard(r)
+        out.append((r, m))
+        if not remaining:
+            break
     return out
 
 
@@ -626,6 +711,96 @@ def _rel_ids(data: bytes | None, part: str) -> tuple[set[str], dict[str, tuple[s
     return ids, by_id
 
 
+# --- the zip container ----------------------------------------------------------------------------
+
+_LOCAL = struct.Struct("<IHHHHHIIIHH")  # local file header (30 bytes), then the name
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # central directory entry (46 bytes), then the name
+_END = struct.Struct("<IHHHHIIH")  # end of central directory record
+#: Flag bits a copied member may carry: 1-2 deflate options (informational), 3 sizes in a data
+#: descriptor (the central directory has them too; the copy gets none), 11 UTF-8 name (set again from
+#: the name).  Anything else (encryption, patched data ...) is refused.
+_COPYABLE_FLAGS = 0x0002 | 0x0004 | 0x0008 | 0x0800
+_VERSION = 20  # PKZIP 2.0: deflate and folders, what zipfile writes without ZIP64
+#: New parts: a regular file readable by its owner only (they hold the same personal data).
+_NEW_ATTR = 0o100600 << 16
+
+
+def _dos_date_time(date_time: tuple[int, int, int, int, int, int]) -> tuple[int, int]:
+    y, mo, d, h, mi, sec = date_time
+    return (y - 1980) << 9 | mo << 5 | d, h << 11 | mi << 5 | sec // 2
+
+
+class _ZipWriter:
+    """The annotated copy's zip container, written here so unchanged members keep their compressed bytes.
+
+    Why: zipfile has no raw copy, and going through it inflated and deflated again every member
+    nobody touched (the shared strings alone are 3.4 MB of XML in a benchmark team file): the larger
+    part of the annotation's CPU.  A copied member keeps its compressed bytes, CRC-32, sizes, method
+    (stored or deflated), date and attributes; its local header is written anew (sizes in the header,
+    no extra fields, no data descriptor).  No ZIP64: a copy that would need it raises
+    FastPathUnsupported and goes through openpyxl.
+    """
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.offset = 0
+        self.central: list[bytes] = []
+
+    def _header(self, name: str, flags: int, method: int, date_time: tuple[int, int, int, int, int, int],
+                crc: int, csize: int, size: int, system: int, attr: int) -> None:
+        if max(csize, size, self.offset) > zipfile.ZIP64_LIMIT or len(self.central) >= 0xFFFF:
+            raise FastPathUnsupported("the annotated copy would need ZIP64")
+        if name.isascii():
+            raw_name = name.encode("ascii")
+        else:
+            raw_name, flags = name.encode("utf-8"), flags | 0x800
+        dos_date, dos_time = _dos_date_time(date_time)
+        self.fh.write(_LOCAL.pack(0x04034B50, _VERSION, flags, method, dos_time, dos_date, crc, csize, size,
+                                  len(raw_name), 0) + raw_name)
+        self.central.append(_CENTRAL.pack(0x02014B50, system << 8 | _VERSION, _VERSION, flags, method, dos_time,
+                                          dos_date, crc, csize, size, len(raw_name), 0, 0, 0, 0, attr,
+                                          self.offset) + raw_name)
+        self.offset += _LOCAL.size + len(raw_name) + csize
+
+    def copy(self, info: zipfile.ZipInfo, src: BinaryIO) -> None:
+        """``info``'s member as it is stored in ``src``, located through its local header."""
+        src.seek(info.header_offset)
+        head = src.read(_LOCAL.size)
+        if len(head) != _LOCAL.size or head[:4] != b"PK\x03\x04":
+            raise FastPathUnsupported(f"{info.filename}: no local file header at the offset given")
+        _, _, local_flags, *_, name_len, extra_len = _LOCAL.unpack(head)
+        name = src.read(name_len).decode("utf-8" if local_flags & 0x800 else "cp437")
+        if name != info.orig_filename:
+            raise FastPathUnsupported(f"{info.filename}: the local header names {name!r}")
+        src.seek(extra_len, 1)
+        self._header(info.filename, info.flag_bits & 0x6, info.compress_type, info.date_time, info.CRC,
+                     info.compress_size, info.file_size, info.create_system, info.external_attr)
+        left = info.compress_size
+        while left:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                raise FastPathUnsupported(f"{info.filename}: the member is truncated")
+            self.fh.write(chunk)
+            left -= len(chunk)
+
+    def deflate(self, name: str, payload: bytes, date_time: tuple[int, int, int, int, int, int],
+                system: int = 3, attr: int = _NEW_ATTR) -> None:
+        """A new or replaced part, deflated at the level of every xlcrm writer (sheetxml.DEFLATE_LEVEL)."""
+        co = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
+        packed = co.compress(payload) + co.flush()
+        self._header(name, 0, zipfile.ZIP_DEFLATED, date_time, zlib.crc32(payload), len(packed), len(payload),
+                     system, attr)
+        self.fh.write(packed)
+
+    def close(self) -> None:
+        directory = b"".join(self.central)
+        if self.offset + len(directory) > zipfile.ZIP64_LIMIT:
+            raise FastPathUnsupported("the annotated copy would need ZIP64")
+        self.fh.write(directory)
+        self.fh.write(_END.pack(0x06054B50, 0, 0, len(self.central), len(self.central), len(directory),
+                                self.offset, 0))
+
+
 # --- entry point ----------------------------------------------------------------------------------
 
 def annotate_fast(result: ValidationResult, out: str | Path) -> Path:
@@ -659,6 +834,13 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
             raise FastPathUnsupported("duplicate or oversized zip members")
         if any(i.flag_bits & 0x1 for i in zin.infolist()):
             raise FastPathUnsupported("encrypted members")
+        # Members are copied as stored (see _ZipWriter): only what any reader inflates, and no member
+        # counted twice (overlapping members would multiply the copy, a zip bomb of another kind).
+        if any(i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or i.flag_bits & ~_COPYABLE_FLAGS
+               for i in zin.infolist()):
+            raise FastPathUnsupported("members compressed other than stored or deflated, or unusual zip flags")
+        if sum(i.compress_size for i in zin.infolist()) > Path(src).stat().st_size:
+            raise FastPathUnsupported("zip members overlap")
         wb_part = "xl/workbook.xml"
         wb_rels_part = _rels_path(wb_part)
         if wb_part not in name_set or wb_rels_part not in name_set or "[Content_Types].xml" not in name_set \
@@ -713,7 +895,8 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
             used, rel_map = _rel_ids(rels_data, rels_part)
             if any(t in (_T_COMMENTS, _T_VML) for t, _ in rel_map.values()):
                 raise FastPathUnsupported(f"{sh.part} already has comments")
-            current = _existing_styles(data, set(sh.cells), sh.part)
+            index = _RowIndex(data)
+            current = _existing_styles(data, set(sh.cells), sh.part, index)
             targets: dict[str, int] = {}
             for ref, fs in sh.cells.items():
                 sev = ERROR if any(f.severity == ERROR for f in fs) else "warning"
@@ -722,7 +905,7 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
             vml_part = _unique_name(lower_names, "xl/drawings/vmlDrawing{}.vml")
             block += 1
             rid_comments, rid_vml = _new_rid(used), _new_rid(used)
-            replaced[sh.part] = _patch_sheet(data, targets, rid_vml, sh.part)
+            replaced[sh.part] = _patch_sheet(data, targets, rid_vml, sh.part, index)
             replaced[rels_part] = _add_relationships(rels_data, [
                 (rid_comments, _T_COMMENTS, posixpath.relpath(comments_part, posixpath.dirname(sh.part))),
                 (rid_vml, _T_VML, posixpath.relpath(vml_part, posixpath.dirname(sh.part)))])
@@ -766,19 +949,15 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
                 replaced[part] = _clear_tab_selected(zin.read(part))
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zout:
+        with atomic_write(out) as tmp, open(src, "rb") as raw, open(tmp, "wb") as fh:
+            zout = _ZipWriter(fh)
             for info in zin.infolist():
-                target = zipfile.ZipInfo(info.filename, date_time=info.date_time)
-                target.compress_type = zipfile.ZIP_DEFLATED
-                target.external_attr = info.external_attr
                 if info.filename in replaced:
-                    zout.writestr(target, replaced[info.filename])
-                elif info.is_dir():
-                    zout.writestr(info, b"")
+                    zout.deflate(info.filename, replaced[info.filename], info.date_time, info.create_system,
+                                 info.external_attr)
                 else:
-                    with zin.open(info) as fin, zout.open(target, "w", force_zip64=info.file_size > 2**31) as fout:
-                        shutil.copyfileobj(fin, fout, 1024 * 1024)
+                    zout.copy(info, raw)
             for name, payload in new_parts.items():
-                zout.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), payload,
-                              compress_type=zipfile.ZIP_DEFLATED)
+                zout.deflate(name, payload, (1980, 1, 1, 0, 0, 0))
+            zout.close()
     return out
