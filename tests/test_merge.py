@@ -716,3 +716,24 @@ def test_base_of_a_new_record_is_its_own_row_not_a_later_workbooks_edit(tmp_path
     before, n_hist = dump(master), len(history(master))
     merge([a, b], master, S, today=TODAY)
     assert dump(master) == before and len(history(master)) == n_hist
+
+
+def test_history_rows_keep_the_order_things_happened_in(tmp_path: Path, master: Path) -> None:
+    """"new" rows are written in runs copied inside SQLite; links and edits stay between them in order."""
+    a = book(tmp_path / "a.xlsx", {
+        "customers": [customer("株式会社青空商事", email="info@aozora.co.jp"),
+                      customer("(株)青空商事", email="INFO@aozora.co.jp", phone="03-2222-3333"),  # a link
+                      customer("緑山工業株式会社")],
+        "activities": [activity("緑山工業株式会社", "見積の送付"), activity("株式会社青空商事", "訪問")]})
+    b = book(tmp_path / "b.xlsx", {"customers": [customer("白川物産株式会社")]}, owner="鈴木")
+    merge([a, b], master, S, today=TODAY)
+    rows = [(h["how"], h["entity"], h["record_id"], h["field"], h["source_file"], h["who"]) for h in history(master)]
+    assert rows == [
+        ("new", "customers", "C-000001", None, "a.xlsx", "佐藤"),
+        ("link", "customers", "C-000001", None, "a.xlsx", "佐藤"),
+        ("new", "customers", "C-000002", None, "a.xlsx", "佐藤"),
+        ("new", "customers", "C-000003", None, "b.xlsx", "鈴木"),
+        ("edit", "customers", "C-000001", "phone", "a.xlsx", "佐藤"),
+        ("new", "activities", "A-000001", None, "a.xlsx", "佐藤"),
+        ("new", "activities", "A-000002", None, "a.xlsx", "佐藤"),
+    ]
