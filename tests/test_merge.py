@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -579,7 +580,9 @@ def test_merging_while_workers_validate_gives_the_same_master(tmp_path: Path,
     monkeypatch.setattr(xlcrm.merge, "PARALLEL_BYTES", 0)
     piped = tmp_path / "piped" / "master.xlsx"
     piped.parent.mkdir()
+    spools = set(Path(tempfile.gettempdir()).glob("xlcrm-validated-*"))
     second = merge([team], piped, S, today=TODAY)
+    assert set(Path(tempfile.gettempdir()).glob("xlcrm-validated-*")) == spools  # workers' results removed
 
     assert dump(piped) == dump(inline)
     assert [(h["entity"], h["record_id"], h["field"], h["how"]) for h in history(piped)] == \
