@@ -4,6 +4,11 @@ Run on demand (not a test):  python benchmarks/bench_validate.py [--customers N 
 Each measurement runs in its own process so that peak RSS (ru_maxrss) belongs to it alone.  The
 baseline is what a user would write first: ``pandas.read_excel(path, sheet_name=None,
 engine="openpyxl")``, measured in the same run on the same file.
+
+``--team DIR`` instead measures the CPU time of validating every workbook of a team folder in one
+process (``time.process_time``, so the formula-scan thread counts too), split into reading and the
+checks: what `xlcrm merge`'s two validation workers spend while the merge wants the same two cores.
+Make the folder with ``python benchmarks/make_data.py --team DIR``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,44 @@ print(json.dumps({"kind": kind, "seconds": round(wall, 2),
 """
 
 
+TEAM_CHILD = r"""
+import json, sys, tempfile, time
+from datetime import date
+from pathlib import Path
+from xlcrm.reader import read_workbook
+from xlcrm.schema import DEFAULT_SCHEMA
+from xlcrm.template import write_team_workbook
+from xlcrm.validate import validate_workbook
+today = date(2026, 11, 23)
+paths = sorted(p for p in Path(sys.argv[1]).glob("*.xlsx") if not p.name.startswith("~$"))
+with tempfile.TemporaryDirectory() as tmp:  # warm up (imports, phone metadata) on another workbook
+    rows = {"customers": [{"kind": "corporate", "name": "株式会社アクメ", "phone": "03-1234-5678",
+                           "email": "info@acme.co.jp", "owner": "佐藤"}]}
+    validate_workbook(write_team_workbook(Path(tmp) / "w.xlsx", DEFAULT_SCHEMA, owner="佐藤", rows=rows),
+                      DEFAULT_SCHEMA, today=today)
+read = checks = 0.0
+rows = errors = warnings = 0
+for path in paths:
+    t0 = time.process_time()
+    wb = read_workbook(path, DEFAULT_SCHEMA)
+    t1 = time.process_time()
+    r = validate_workbook(wb, DEFAULT_SCHEMA, today=today)
+    t2 = time.process_time()
+    read, checks = read + t1 - t0, checks + t2 - t1
+    rows += sum(wb.rows_read.values())
+    errors, warnings = errors + len(r.errors), warnings + len(r.warnings)
+print(json.dumps({"files": len(paths), "rows": rows, "cpu_read_s": round(read, 2),
+                  "cpu_checks_s": round(checks, 2), "cpu_total_s": round(read + checks, 2),
+                  "errors": errors, "warnings": warnings}))
+"""
+
+
+def measure_team(directory: Path) -> dict[str, object]:
+    proc = subprocess.run([sys.executable, "-c", TEAM_CHILD, str(directory)], capture_output=True, text=True,
+                          check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def measure(kind: str, path: Path) -> dict[str, object]:
     proc = subprocess.run([sys.executable, "-c", CHILD, kind, str(path)], capture_output=True, text=True,
                           check=True)
@@ -53,7 +96,17 @@ def main() -> None:
     ap.add_argument("--activities", type=int, default=300_000)
     ap.add_argument("--file", type=Path, default=HERE / "out" / "validate_100k.xlsx")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--team", type=Path, help="CPU seconds to validate every workbook in this folder")
+    ap.add_argument("--repeat", type=int, default=3, help="--team runs (the fastest is the figure)")
     args = ap.parse_args()
+    if args.team:
+        runs = [measure_team(args.team) for _ in range(args.repeat)]
+        for r in runs:
+            print(json.dumps(r))
+        best = min(runs, key=lambda r: r["cpu_total_s"])  # type: ignore[arg-type,return-value]
+        print(f"fastest of {len(runs)}: {best['cpu_total_s']} s CPU for {best['files']} files "
+              f"(read {best['cpu_read_s']} s, checks {best['cpu_checks_s']} s)")
+        return
     if not args.file.exists():
         sys.path.insert(0, str(HERE))
         from make_data import make_large_workbook

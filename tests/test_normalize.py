@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import typing
+import unicodedata
 from datetime import date, datetime, timedelta
 
 import jaconv
@@ -867,3 +868,102 @@ def test_email_fast_path_agrees_with_email_validator(local: str, labels: list[st
         full = None
     if fast is not None:
         assert fast == full
+
+
+# --- the fast paths against the plain algorithms they shortcut -------------------------------------
+
+def _fast_jp_reference(digits: str) -> str | None:
+    """_fast_jp as first written: every type in metadata order, every format, re.sub."""
+    plan = N._jp_plan()
+    nsn, n = digits[1:], len(digits) - 1
+    lengths, general = plan.general
+    if (lengths and n not in lengths) or not general.fullmatch(nsn):
+        return None
+    if not any((not ls or n in ls) and pat.fullmatch(nsn) for ls, pat in plan.types):
+        return None
+    for lead, pattern, rule in plan.formats:
+        if (lead is None or lead.match(nsn)) and pattern.fullmatch(nsn):
+            return pattern.sub(rule, nsn)
+    return None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="0123456789", max_size=6), st.text(alphabet="0123456789", min_size=1, max_size=12))
+def test_phone_format_shortcuts_change_nothing(prefix, rest):
+    """Formats picked by length, templates instead of re.sub: the same national form as before."""
+    digits = "0" + prefix + rest
+    assert N._fast_jp(digits) == _fast_jp_reference(digits)
+
+
+def test_phone_format_shortcuts_on_every_area_code():
+    for area in range(10_000):
+        for tail in ("0000", "12345", "987654", "5555555"):
+            digits = f"0{area}{tail}"
+            assert N._fast_jp(digits) == _fast_jp_reference(digits), digits
+
+
+def test_format_lengths():
+    assert N._format_lengths(r"(\d{4})(\d)(\d{3,4})") == range(8, 10)
+    assert N._format_lengths(r"(\d{8,10})") == range(8, 11)
+    assert N._format_lengths(r"(\d{2})[1-9](\d)") is None
+    assert N._format_lengths(r"(\d+)") is None
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(alphabet="0123456789-", max_size=16).map(lambda s: "0" + s))
+def test_plain_phone_shortcut_equals_the_general_path(s):
+    assert N._plain_phone(s) == N._phone_text(s)
+    assert phone(s) == N._phone_text(s)
+
+
+_HOST_AS_FIRST_WRITTEN = r"(?:[^\W_](?:(?:[^\W_]|-)*[^\W_])?\.)+[^\W\d_]{2,}"
+_URL_AS_FIRST_WRITTEN = re.compile(r"^(?:((?i:https?))://|(?=[wW]{3}\.))(" + _HOST_AS_FIRST_WRITTEN
+                                   + r")(:[0-9]{1,5})?([/?#]\S*)?$")
+_BARE_AS_FIRST_WRITTEN = re.compile(r"^(" + _HOST_AS_FIRST_WRITTEN + r")([/?#]\S*)?$")
+_label = st.text(alphabet="ab9-_ü日١ｗ", max_size=6)
+_hosts = st.builds(lambda labels, tld: ".".join(labels) + tld, st.lists(_label, min_size=1, max_size=4),
+                   st.sampled_from(["", ".jp", ".com", ".c", ".c0m", ".co-jp", ".日本", ".x_y", "."]))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from(["", "http://", "HTTPS://", "www.", "WwW.", "ftp://"]), _hosts,
+       st.sampled_from(["", ":80", ":123456", "/", "/a b", "?q", "#f", ":", "/\n"]))
+def test_possessive_host_pattern_matches_as_the_backtracking_one(prefix, host, suffix):
+    s = prefix + host + suffix
+    for fast, plain in ((N._URL, _URL_AS_FIRST_WRITTEN), (N._BARE_HOST, _BARE_AS_FIRST_WRITTEN)):
+        m, ref = fast.match(s), plain.match(s)
+        assert (m and m.groups()) == (ref and ref.groups()), s
+
+
+@given(st.text(alphabet="0123456789", min_size=12, max_size=12))
+def test_corporate_check_digit_formula(body):
+    weights = [2 if i % 2 else 1 for i in range(12)]
+    assert corporate_number_check_digit(body) == 9 - sum(int(c) * w for c, w in zip(reversed(body), weights,
+                                                                                      strict=True)) % 9
+
+
+def _text_reference(s: str, multiline: bool) -> str | None:
+    """text() of a str as first written: drop, NFKC, then always split and join."""
+    s = unicodedata.normalize("NFKC", s.translate(N._DROP))
+    if multiline:
+        out: list[str] = []
+        for line in (" ".join(part.split()) for part in s.splitlines()):
+            if line or (out and out[-1]):
+                out.append(line)
+        while out and not out[-1]:
+            out.pop()
+        s = "\n".join(out)
+    else:
+        s = " ".join(s.split())
+    return s or None
+
+
+_SPACES = " \u3000\u00a0\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\u2028\u2029\x00\u200b\xad"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(_SPACES + "ab山ｶﾞ¨①-ー"), max_size=12) | st.text(max_size=8),
+       st.booleans())
+def test_text_keeps_already_clean_strings_as_they_are(value, multiline):
+    """The early return for one-line, single-spaced text gives what splitting and joining gives."""
+    assert text(value, multiline=multiline) == _text_reference(value, multiline)

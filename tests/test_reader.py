@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import zipfile
 from datetime import date
@@ -10,7 +11,10 @@ from pathlib import Path
 import openpyxl
 import pytest
 from helpers import libreoffice_convert
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from xlcrm import reader
 from xlcrm.errors import UnreadableWorkbook
 from xlcrm.reader import column_letter, read_workbook
 from xlcrm.schema import META_SHEET
@@ -211,3 +215,65 @@ def test_english_template_round_trip(tmp_path: Path, schema) -> None:
     wb = read_workbook(path, schema)
     assert wb.meta.lang == "en" and wb.sheets["customers"].sheet_name == "Customers"
     assert wb.sheets["customers"].frame.at[2, "kind"] == "Company"
+
+
+# --- the fast paths: each must answer exactly what the plain code it replaced answers --------------
+
+_XML_BITS = [b"<", b">", b"/", b":", b"f", b"x", b"_", b"9", b" ", b"\t", b"\n", b"\x0b", b"-", b"\xe3\x81\x82",
+             b"<f>", b"<x:f ", b"<formula1>", b"<c r=\"A1\">", b"<v>1</v>", b"xmlns:f"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(_XML_BITS), max_size=30).map(b"".join))
+def test_formula_scan_agrees_with_the_regex(raw: bytes) -> None:
+    assert reader._has_formula(raw) == (reader._FORMULA_RE.search(raw) is not None)
+
+
+@pytest.mark.parametrize("raw", [b"f" * 30_000, b"f" * 30_000 + b"<f>", b"<x:f/" + b"f" * 30_000,
+                                 b"f" * 9_998 + b"<a1:f>", b"<:f>", b"<f", b"f>", b"a:f/"])
+def test_formula_scan_on_sheets_full_of_f(raw: bytes) -> None:
+    """Past 10,000 "f" (inline text) the scan hands over to the regex; the answer is the same."""
+    assert reader._has_formula(raw) == (reader._FORMULA_RE.search(raw) is not None)
+
+
+def test_frame_keeps_rows_with_text_only_under_an_extra_header(tmp_path: Path, schema) -> None:
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for e in schema:
+        ws = book.create_sheet(e.ja)
+        ws.append([c.ja for c in e.columns] + ["好きな色"])
+    ws = book["顧客"]
+    width = len(schema.entity("customers").columns)
+    ws.append(["", "法人", "株式会社アクメ"] + [""] * (width - 3) + ["赤"])
+    ws.append([None] * (width + 1))
+    ws.append([None] * width + ["青"])  # nothing but the extra column
+    ws.append(["", "個人", 312345678.0])
+    path = tmp_path / "extra.xlsx"
+    book.save(path)
+    frame = read_workbook(path, schema).sheets["customers"].frame
+    assert list(frame.index) == [2, 4, 5]
+    assert list(frame.columns) == schema.entity("customers").keys
+    assert frame.dtypes.eq(object).all()
+    assert frame.at[2, "name"] == "株式会社アクメ" and frame.at[2, "phone"] is None
+    assert frame.loc[4].isna().all()
+    assert frame.at[5, "name"] == 312345678.0
+
+
+def test_paused_gc_nests_and_restores_the_collector() -> None:
+    assert gc.isenabled()
+    with reader.paused_gc():
+        assert not gc.isenabled()
+        with reader.paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause is still on
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), reader.paused_gc():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with reader.paused_gc():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()

@@ -316,3 +316,69 @@ def test_fuzz_truncated_and_mutated_workbooks(make_book, schema, tmp_path: Path)
         proc = run_cli("validate", str(tmp_path / f"fuzz{i}.xlsx"))
         assert proc.returncode in (0, 1, 2)
         assert "Traceback" not in proc.stdout + proc.stderr
+
+
+# --- the shortcuts: each computes what the plain code it replaced computed ------------------------
+
+def test_all_null_rows_as_pandas_finds_them() -> None:
+    import pandas as pd
+
+    from xlcrm.validate import _all_null
+
+    frame = pd.DataFrame({"a": [None, "x", None, None, None], "b": pd.array([None, None, 1.5, None, None],
+                                                                               dtype="Float64"),
+                          "c": [None, None, None, date(2024, 4, 1), None]}, index=[2, 3, 5, 8, 9])
+    assert _all_null(frame).equals(frame.isna().all(axis="columns"))
+    assert list(_all_null(frame)) == [True, False, False, False, True]
+    assert _all_null(frame.iloc[0:0]).equals(frame.iloc[0:0].isna().all(axis="columns"))
+
+
+@pytest.mark.parametrize("value", ["03-1234-5678", "+81 3-1234-5678", "０３－１２３４", " 03 1234 ", "", "内線",
+                                   312345678, 3.5, True, None])
+def test_duplicate_keys_equal_the_normalize_folds(value) -> None:
+    from xlcrm import normalize as nz
+    from xlcrm.validate import _company_key, _phone_key
+
+    assert _phone_key(value) == nz.phone_digits(value)
+    for name in (value, "㈱山田製作所", "山田製作所 Co., Ltd.", " 株式会社  ", "やまだ　商事"):
+        assert _company_key(name) == nz.company_key(name)
+
+
+def test_validation_leaves_the_garbage_collector_as_it_found_it(make_book, schema, tmp_path: Path) -> None:
+    import gc
+
+    path = make_book({"customers": [CO]})
+    assert gc.isenabled()
+    validate_workbook(path, schema, today=TODAY)
+    assert gc.isenabled()
+    bad = tmp_path / "bad.xlsx"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(UnreadableWorkbook):
+        validate_workbook(bad, schema, today=TODAY)
+    assert gc.isenabled()
+
+
+def test_a_parser_bug_is_reported_as_an_invalid_cell(make_book, schema, monkeypatch) -> None:
+    """One value crashing its parser must not hide the cell, nor stop the others being parsed."""
+    import xlcrm.validate as validate_module
+
+    real = validate_module._parser
+
+    def parser(col, entity):
+        parse = real(col, entity)
+        if col.key != "address":
+            return parse
+
+        def flaky(v):
+            if v == "壊れる住所":
+                raise RuntimeError("parser bug")
+            return parse(v)
+
+        return flaky
+
+    monkeypatch.setattr(validate_module, "_parser", parser)
+    path = make_book({"customers": [dict(CO, address="東京都千代田区１－１"), dict(CO, name="B社", address="壊れる住所")]})
+    result = validate_workbook(path, schema, today=TODAY)
+    col = letter(schema, "customers", "address")
+    assert findings_by_cell(result) == {f"顧客!{col}3": ["invalid"]}
+    assert result.frames["customers"]["address"].tolist() == ["東京都千代田区1-1", None]

@@ -1088,14 +1088,16 @@ def _validate_job(path: Path, schema: Schema, today: dt.date, password: str | No
     Runs in a worker process for large inputs; returns ``(None, message)`` for an unreadable file.
     """
     from xlcrm.errors import UnreadableWorkbook
+    from xlcrm.reader import paused_gc
     from xlcrm.validate import validate_workbook
 
-    try:
-        result = validate_workbook(path, schema, today=today, password=password)
-    except UnreadableWorkbook as exc:
-        return None, str(exc)
-    cascade_rejections(result, schema)
-    return result, compact(result, schema)
+    with paused_gc():  # compact's match keys would set off full collections too (reader.paused_gc)
+        try:
+            result = validate_workbook(path, schema, today=today, password=password)
+        except UnreadableWorkbook as exc:
+            return None, str(exc)
+        cascade_rejections(result, schema)
+        return result, compact(result, schema)
 
 
 def _validate_to_file(path: Path, schema: Schema, today: dt.date, password: str | None, out: Path) -> Path:

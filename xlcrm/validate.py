@@ -29,7 +29,7 @@ from pandera.errors import SchemaErrors
 from xlcrm import normalize as nz
 from xlcrm.errors import UnreadableWorkbook, XlcrmError
 from xlcrm.marks import ERROR, FILLS, SUMMARY_SHEET, WARNING, severity_label, summary_headings
-from xlcrm.reader import SheetData, TeamWorkbook, read_workbook
+from xlcrm.reader import SheetData, TeamWorkbook, paused_gc, read_workbook
 from xlcrm.schema import (
     OWNER_DEFAULTED,
     Column,
@@ -304,18 +304,14 @@ def _normalise_column(ctx: _SheetCtx, col: Column, raw: pd.Series) -> tuple[pd.S
     raw_values = raw.to_numpy()
     codes, uniques = pd.factorize(raw_values, use_na_sentinel=True)
     n = len(uniques)
-    values = np.empty(n + 1, dtype=object)  # the extra last slot is what code -1 (blank) picks
-    bad = np.zeros(n + 1, dtype=bool)
-    problems: list[Any] = [None] * n
-    for i, v in enumerate(uniques):
-        try:
-            value, problem = parse(v)
-        except Exception:  # a parser bug must not hide the cell: report it as invalid instead
-            value, problem = None, nz.Problem("invalid")
-        values[i] = value
-        if problem is not None:
-            problems[i] = problem
-            bad[i] = True
+    try:
+        parsed = list(map(parse, uniques))
+    except Exception:  # a parser bug must not hide the cell: report it as invalid instead
+        parsed = [_parse_or_invalid(parse, v) for v in uniques]
+    parsed.append((None, None))  # the extra last slot is what code -1 (blank) picks
+    outputs, problems = zip(*parsed, strict=True)
+    values = np.fromiter(outputs, dtype=object, count=n + 1)
+    bad = np.not_equal(np.fromiter(problems, dtype=object, count=n + 1), None)
     result = pd.Series(values[codes], index=raw.index, dtype=object)
     invalid_mask = bad[codes]
     for pos in np.flatnonzero(invalid_mask):
@@ -325,6 +321,13 @@ def _normalise_column(ctx: _SheetCtx, col: Column, raw: pd.Series) -> tuple[pd.S
             problem.code, ctx.lang, label=col.label(ctx.lang), value=_display(v),
             suggestion=problem.suggestion or "", example=f"{ctx.sd.entity.id_prefix}-000001"))
     return result, pd.Series(invalid_mask, index=raw.index)
+
+
+def _parse_or_invalid(parse: Parser, v: Any) -> tuple[Any, Any]:
+    try:
+        return parse(v)
+    except Exception:
+        return None, nz.Problem("invalid")
 
 
 def _nones(index: pd.Index) -> pd.Series:
@@ -380,6 +383,8 @@ def _validate_sheet(ctx: _SheetCtx, schema: Schema, today: date,
 
 
 def _run_pandera(ctx: _SheetCtx, df: pd.DataFrame, invalid: dict[str, pd.Series], today: date) -> None:
+    if not len(df):  # no rows, nothing to fail (an unused sheet: pandera's set-up alone costs ~4 ms)
+        return
     entity, lang = ctx.sd.entity, ctx.lang
     columns: dict[str, pa.Column] = {}
     # (column key, check number) -> (rule code, extra message fields)
@@ -406,11 +411,16 @@ def _run_pandera(ctx: _SheetCtx, df: pd.DataFrame, invalid: dict[str, pd.Series]
 
     frame_rules: dict[str, tuple[Column, str, dict[str, Any]]] = {}
     frame_checks: list[pa.Check] = []
+    typed = _typed(df, entity)
+    # pandera lets a row whose every cell is null pass a frame-wide check (ignore_na), and finds those
+    # rows with a null scan of the whole frame per check: half of its time.  The same mask, computed
+    # once here and or-ed in the same way, gives the same verdicts.
+    all_null = _all_null(typed)
 
     def add_frame(name: str, fn: Callable[[pd.DataFrame], pd.Series], target: Column, code: str,
                   **kw: Any) -> None:
         frame_rules[name] = (target, code, kw)
-        frame_checks.append(pa.Check(fn, name=name))
+        frame_checks.append(pa.Check(lambda d, f=fn: f(d) | all_null, name=name, ignore_na=False))
 
     for col in entity.columns:
         if col.required:
@@ -439,7 +449,7 @@ def _run_pandera(ctx: _SheetCtx, df: pd.DataFrame, invalid: dict[str, pd.Series]
 
     pschema = pa.DataFrameSchema(columns, checks=frame_checks, strict=False, coerce=False)
     try:
-        pschema.validate(_typed(df, entity), lazy=True)
+        pschema.validate(typed, lazy=True, inplace=True)  # (typed is ours: no defensive copy of it)
         return
     except SchemaErrors as exc:
         failures = exc.failure_cases
@@ -463,26 +473,38 @@ def _run_pandera(ctx: _SheetCtx, df: pd.DataFrame, invalid: dict[str, pd.Series]
         _report_rule(ctx, df, col, row, code, kw)
 
 
-_STRING_TYPES = frozenset({"text", "name", "kana", "email", "url", "ref", "choice", "id", "phone", "postal",
-                           "corporate_number"})
-
-
 def _typed(df: pd.DataFrame, entity: Entity) -> pd.DataFrame:
-    """The frame pandera checks, with typed columns: their null masks are cheap.
+    """The frame pandera checks: numbers as nullable floats, everything else as normalised.
 
-    On object columns every null test is a Python-level scan (10 ms per 300k cells) and pandera makes
-    about a hundred of them; pandas' string and nullable number types keep a mask instead.
+    The ranges and the product rule compare with pandas' nullable semantics, so int and decimal
+    columns go in as Float64.  Text columns stay object columns of str and None: a copy as pandas'
+    string type (python storage) cost a pass over every cell and saves nothing, its null test being the
+    same scan of an object array.
     """
     out: dict[str, Any] = {}
     for col in entity.columns:
         s = df[col.key]
-        if col.type in _STRING_TYPES:
-            out[col.key] = s.astype("string")
-        elif col.type in ("int", "decimal"):
+        if col.type in ("int", "decimal"):
             out[col.key] = pd.array(s.to_numpy(), dtype="Float64")
         else:
             out[col.key] = s
-    return pd.DataFrame(out, index=df.index)
+    return pd.DataFrame(out, index=df.index, copy=False)
+
+
+def _all_null(frame: pd.DataFrame) -> pd.Series:
+    """``frame.isna().all(axis="columns")``, testing each column only on the rows still all null.
+
+    The first required column leaves no row to test on a sheet that filled it in, so the scan of the
+    other columns is skipped instead of repeated for each of them.
+    """
+    rows = np.arange(len(frame))
+    for key in frame.columns:
+        if not len(rows):
+            break
+        rows = rows[frame[key].iloc[rows].isna().to_numpy()]
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[rows] = True
+    return pd.Series(mask, index=frame.index)
 
 
 def _not_after(dates: pd.Series, limit: date) -> pd.Series:
@@ -596,12 +618,13 @@ def _customer_index(customers: pd.DataFrame | None, id_key: str, shared: dict[st
     by_name: dict[str, list[int]] = {}
     id_of_row: dict[int, Any] = {}
     if customers is not None:
-        for row, cid, name in zip(customers.index, customers[id_key], customers["name"], strict=True):
-            id_of_row[int(row)] = cid
+        for row, cid, name in zip(customers.index.tolist(), customers[id_key].tolist(),
+                                  customers["name"].tolist(), strict=True):
+            id_of_row[row] = cid
             if cid:
-                by_id[cid] = int(row)
+                by_id[cid] = row
             if name:
-                by_name.setdefault(name, []).append(int(row))
+                by_name.setdefault(name, []).append(row)
     return by_id, by_name, id_of_row, _NameHints(by_name, shared)
 
 
@@ -625,13 +648,27 @@ class _NameHints:
             known: dict[Any, str] = self.shared.get("company_keys", {})
             for name in self.names:
                 key = known.get(name)
-                self.by_key.setdefault(key if key is not None else nz.company_key(name), name)
+                self.by_key.setdefault(key if key is not None else _company_key(name), name)
             self.keys = list(self.by_key)
-        key = nz.company_key(value)
+        key = _company_key(value)
         if key in self.by_key:
             return self.by_key[key]
         hit = process.extractOne(key, self.keys, scorer=fuzz.ratio, score_cutoff=70)
         return self.by_key[hit[0]] if hit else None
+
+
+def _phone_key(v: Any) -> str:
+    """:func:`normalize.phone_digits`; the normalised value is text already, which skips a text() pass."""
+    if type(v) is str:
+        return nz.phone_digits_of_text(nz.stored_text(v) or "")
+    return nz.phone_digits(v)
+
+
+def _company_key(v: Any) -> str:
+    """:func:`normalize.company_key`, by way of the cheaper fold of text (the same key)."""
+    if type(v) is str:
+        return nz.company_key_of_text(nz.stored_text(v) or "")
+    return nz.company_key(v)
 
 
 def _duplicates_in_workbook(ctx: _SheetCtx, df: pd.DataFrame) -> None:
@@ -643,11 +680,11 @@ def _duplicates_in_workbook(ctx: _SheetCtx, df: pd.DataFrame) -> None:
     entity = ctx.sd.entity
     keys: list[tuple[str, Callable[[Any], str]]] = []
     for key, fn in (("corporate_number", str), ("email", lambda v: str(v).casefold()),
-                    ("phone", nz.phone_digits)):
+                    ("phone", _phone_key)):
         if entity.has(key):
             keys.append((key, fn))
     if entity.has("name"):
-        keys.append(("name", nz.company_key))
+        keys.append(("name", _company_key))
     kinds = df["kind"] if "kind" in df else pd.Series("corporate", index=df.index)
     for key, fn in keys:
         col = entity.column(key)
@@ -656,10 +693,11 @@ def _duplicates_in_workbook(ctx: _SheetCtx, df: pd.DataFrame) -> None:
         values = values[usable]
         if values.empty:
             continue
-        folded = {v: fn(v) for v in pd.unique(values.to_numpy())}
+        distinct = pd.unique(values.to_numpy())
+        folded = dict(zip(distinct, map(fn, distinct), strict=True))
         if key == "name":
             ctx.shared["company_keys"] = folded
-        k = pd.Series([folded[v] for v in values], index=values.index, dtype=object)
+        k = pd.Series(list(map(folded.__getitem__, values.to_numpy())), index=values.index, dtype=object)
         k = k[k != ""]
         later = k.duplicated(keep="first")
         if not later.any():
@@ -676,6 +714,12 @@ def _duplicates_in_workbook(ctx: _SheetCtx, df: pd.DataFrame) -> None:
 def validate_workbook(source: str | Path | TeamWorkbook, schema: Schema, *, today: date | None = None,
                       password: str | None = None) -> ValidationResult:
     """Validate one team workbook; raises UnreadableWorkbook when it cannot be read at all."""
+    with paused_gc():
+        return _validate_workbook(source, schema, today, password)
+
+
+def _validate_workbook(source: str | Path | TeamWorkbook, schema: Schema, today: date | None,
+                       password: str | None) -> ValidationResult:
     wb = source if isinstance(source, TeamWorkbook) else read_workbook(source, schema, password=password)
     today = today or date.today()
     lang = wb.lang
@@ -692,6 +736,9 @@ def validate_workbook(source: str | Path | TeamWorkbook, schema: Schema, *, toda
                                     text, "extra_column", WARNING,
                                     message("extra_column", lang, value=text, hint=hint)))
         frames[entity.key] = _validate_sheet(ctx, schema, today, frames.get("customers"))
+    # The name hints hold `shared`, which holds them: a cycle that kept a list per customer name alive
+    # until the next full garbage collection (each costs tens of ms with pandas loaded).
+    shared.clear()
     order = {e.key: i for i, e in enumerate(schema)}
     findings.sort(key=lambda f: (order[f.entity], f.row, _col_order(f.cell)))
     return ValidationResult(wb, schema, frames, findings, error_rows)
