@@ -44,8 +44,11 @@ def test_child_sees_the_uncommitted_transaction(tmp_path: Path) -> None:
     def job(c: sqlite3.Connection) -> None:
         out.write_text(str(c.execute("SELECT COUNT(*), SUM(x) FROM t").fetchone()))
 
+    import gc
+
     snapshot.ForkedJob(conn, job).wait()
     assert out.read_text() == str((1000, sum(range(1000))))
+    assert gc.get_freeze_count() == 0  # objects frozen for the fork are collectable again
     assert conn.in_transaction  # the parent's transaction is untouched and still open
     conn.execute("ROLLBACK")
     assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0

@@ -378,7 +378,9 @@ class Merger:
         enabled = gc.isenabled()
         gc.disable()
         try:
-            for entity in self.schema:
+            for i, entity in enumerate(self.schema):
+                if i == 1 and isinstance(sources, _Inputs):
+                    sources.release_annotation()  # every input validated; the workers are free now
                 self._entity_pass(entity, sources)
                 self._flush_history()
                 self._matcher = None  # only customers are matched; free the index before the big sheets
@@ -1137,6 +1139,9 @@ class _Inputs:
         self._done = 0
         self._keys: dict[str, int] = {}
         self._futures: list[Any] | None = None
+        #: Error workbooks wait until the merge has passed the customers of every input: written
+        #: meanwhile, they would take CPU from the validation the merge waits for (release_annotation).
+        self._to_annotate: list[Source] | None = []
         if workers is not None and workers.parallel(self.paths):
             self._futures = workers.map_validate(self.paths, schema, today, password)
         if progress:
@@ -1168,7 +1173,16 @@ class _Inputs:
         """Every source, waiting for validation to finish."""
         while not self.complete:
             self._advance()
+        self.release_annotation()
         return self.ready
+
+    def release_annotation(self) -> None:
+        """Start writing the error workbooks held back so far (and from now on, each at once)."""
+        held, self._to_annotate = self._to_annotate, None
+        workers = self.workers
+        for src in held or ():
+            if workers is not None:
+                workers.submit_annotate(src)
 
     def _advance(self) -> None:
         n = self._done
@@ -1194,7 +1208,10 @@ class _Inputs:
             self.on_ready(src)
         workers = self.workers
         if workers is not None and workers.annotate and (src.strict_rejected or any(src.result.error_rows.values())):
-            workers.submit_annotate(src)
+            if self._to_annotate is not None:
+                self._to_annotate.append(src)
+            else:
+                workers.submit_annotate(src)
 
     def _source(self, path: Path, result: Any, extra: Any) -> Source | None:
         report = self.report
