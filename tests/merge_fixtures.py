@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -34,6 +35,18 @@ def book(path: Path, rows: Mapping[str, Sequence[Mapping[str, Any]]], *, owner: 
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_team_workbook(path, schema, owner=owner, lang=lang, rows=rows,  # type: ignore[arg-type]
                                workbook_id=workbook_id)
+
+
+def bench_team(folder: Path, files: int, customers: int, activities: int) -> Path:
+    """Legacy staff workbooks from benchmarks/make_data.py (realistic variation, planted errors)."""
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        from make_data import make_team
+    finally:
+        sys.path.remove(bench)
+    make_team(folder, files, customers, activities)
+    return folder
 
 
 def connect(master: Path) -> sqlite3.Connection:

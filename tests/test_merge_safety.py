@@ -18,25 +18,16 @@ import time
 from pathlib import Path
 
 import pytest
-from merge_fixtures import dump
+from merge_fixtures import bench_team, dump
 
 from xlcrm.merge import merge
 from xlcrm.reader import read_workbook
 from xlcrm.schema import DEFAULT_SCHEMA as S
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from make_data import make_team
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    folder = tmp_path_factory.mktemp("team")
-    make_team(folder, 2, 1500, 4000)
-    return folder
+    return bench_team(tmp_path_factory.mktemp("team"), 2, 1500, 4000)
 
 
 def _customers(db_file: Path) -> int | None:

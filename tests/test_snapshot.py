@@ -11,11 +11,10 @@ import datetime as dt
 import os
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
-from merge_fixtures import dump
+from merge_fixtures import bench_team, dump
 from python_calamine import CalamineWorkbook
 
 from xlcrm import masterbook, snapshot
@@ -25,7 +24,6 @@ from xlcrm.schema import DEFAULT_SCHEMA as S
 
 pytestmark = pytest.mark.skipif(not snapshot.available(), reason="forking the writer is Linux-only")
 
-REPO = Path(__file__).resolve().parents[1]
 NOW = dt.datetime(2024, 6, 1, 9, 30)
 
 
@@ -99,14 +97,7 @@ def test_a_child_that_dies_is_an_error_not_success(tmp_path: Path, how: str) -> 
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from make_data import make_team
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    folder = tmp_path_factory.mktemp("team")
-    make_team(folder, 2, 800, 2000)
-    return folder
+    return bench_team(tmp_path_factory.mktemp("team"), 2, 800, 2000)
 
 
 def _sheets(path: Path) -> dict[str, list[list[object]]]:
