@@ -176,3 +176,20 @@ def test_a_failing_forked_write_rolls_the_merge_back(team: Path, tmp_path: Path,
         assert not has or conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def test_when_fork_fails_the_workbook_is_written_in_process(team: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    monkeypatch.setattr(snapshot, "MIN_ROWS", 0)
+
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    master = tmp_path / "master.xlsx"
+    report = merge([team], master, S, now=NOW, today=NOW.date())
+    assert report.records_created["customers"] > 700
+    assert len(_sheets(master)["顧客"]) == report.records_created["customers"] + 1  # header + every record
+    assert gc.get_freeze_count() == 0

@@ -31,6 +31,7 @@ at all, which keeps a re-merge fast.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sqlite3
@@ -274,10 +275,14 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
                 if password:
                     crypto.protect_file(tmp, password)
 
+            job = None
             if meanwhile is not None and meanwhile_heavy and snapshot.available() and \
                     sum(db.count_active(conn, e) for e in schema) >= snapshot.MIN_ROWS:
-                job = snapshot.ForkedJob(conn, write)
+                with contextlib.suppress(OSError, MemoryError):  # no fork (memory, limits): in-process
+                    job = snapshot.ForkedJob(conn, write)
+            if job is not None:
                 try:
+                    assert meanwhile is not None
                     meanwhile()
                 except BaseException:
                     job.kill()

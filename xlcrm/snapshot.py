@@ -51,7 +51,13 @@ class ForkedJob:
         # Objects the collector would walk (and so write to) while the child runs are frozen: every
         # page written after fork is copied for the parent (measured: seconds of system time).
         gc.freeze()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:
+            gc.unfreeze()
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         if pid == 0:  # the child: never returns
             os.close(read_fd)
             _die_with(parent)
