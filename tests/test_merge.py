@@ -611,6 +611,18 @@ def test_lazy_records_read_like_load_records(tmp_path: Path, master: Path, eager
         with pytest.raises(KeyError):
             lazy["C-999999"]
         assert list(lazy) == list(full) and dict(lazy.items()) == full
+        # Records inserted after it was made (merge inserts each source's new records as it goes)
+        # are not part of "the master before this merge", however it is read.
+        later = db.LazyRecords(conn, entity)
+        conn.execute("BEGIN")
+        row = list(full["C-000001"])
+        row[0] = "C-000099"
+        db.insert_records(conn, entity, [row], run_id=9, source="x.xlsx")
+        assert "C-000099" not in later and len(later) == 5
+        assert "C-000099" not in dict(later.items()) and len(list(later)) == 5
+        with pytest.raises(KeyError):
+            later["C-000099"]
+        conn.execute("ROLLBACK")
     finally:
         conn.close()
 

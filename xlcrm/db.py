@@ -397,7 +397,10 @@ class LazyRecords(Mapping[str, tuple[Any, ...]]):
 
     def _load_all(self) -> dict[str, tuple[Any, ...]]:
         if not self._loaded:
-            self._values = load_records(self._conn, self._entity)
+            # Only the records there were when this was made: merge inserts a source's new records
+            # while it goes on reading the master as it was before the merge.
+            ids = self._ids
+            self._values = {k: v for k, v in load_records(self._conn, self._entity).items() if k in ids}
             self._loaded = True
         return self._values
 
