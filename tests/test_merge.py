@@ -752,3 +752,19 @@ def test_history_rows_keep_the_order_things_happened_in(tmp_path: Path, master: 
         ("new", "activities", "A-000001", None, "a.xlsx", "佐藤"),
         ("new", "activities", "A-000002", None, "a.xlsx", "佐藤"),
     ]
+
+
+def test_new_records_without_consecutive_rowids_are_refused_not_misfiled(tmp_path: Path, master: Path) -> None:
+    """Bases and "new" history rows are copied by rowid range; if SQLite ever handed out rowids that
+    are not consecutive (it does once the largest rowid is taken), the merge must refuse, not misfile."""
+    merge([book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事")]})], master, S, today=TODAY)
+    conn = sqlite3.connect(master.with_suffix(".db"))
+    conn.execute("UPDATE customers SET rowid = 9223372036854775807")
+    conn.commit()
+    conn.close()
+    before = dump(master)
+    b = book(tmp_path / "b.xlsx", {"customers": [customer("緑山工業株式会社"), customer("白浜物産株式会社")]},
+             owner="鈴木")
+    with pytest.raises(XlcrmError, match="consecutive rowids"):
+        merge([b], master, S, today=TODAY)
+    assert dump(master) == before

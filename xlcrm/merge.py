@@ -642,6 +642,9 @@ class Merger:
                 self._rowid0.setdefault(ekey, first - 1)
                 db.insert_records_from(conn, entity, ((tuple(created[rid]), src_name) for rid in created_here),
                                        run_id=self.run_id)
+                if db.max_rowid(conn, entity) != first + len(created_here) - 1:  # SQLite's rowid rule broken?
+                    raise XlcrmError(f"{entity.key}: new records did not get consecutive rowids; nothing was "
+                                     "changed — please report this with the master's folder")
                 if not (src.strict_rejected or src.is_master):
                     db.copy_bases_from_records(conn, entity, src.key, first, first + len(created_here) - 1)
 
