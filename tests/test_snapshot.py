@@ -193,3 +193,24 @@ def test_when_fork_fails_the_workbook_is_written_in_process(team: Path, tmp_path
     assert report.records_created["customers"] > 700
     assert len(_sheets(master)["顧客"]) == report.records_created["customers"] + 1  # header + every record
     assert gc.get_freeze_count() == 0
+
+
+def test_kill_stops_the_child_and_closes_its_pipe(tmp_path: Path) -> None:
+    import gc
+    import time
+
+    conn = _open(tmp_path / "a.db")
+
+    def slow(_c: sqlite3.Connection) -> None:
+        time.sleep(60)
+
+    job = snapshot.ForkedJob(conn, slow)
+    pid, fd = job.pid, job._read_fd
+    assert pid is not None
+    job.kill()
+    assert job.pid is None and gc.get_freeze_count() == 0
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped: no zombie left
+    job.wait()  # harmless after kill

@@ -79,7 +79,7 @@ class ForkedJob:
             self.kill()
             raise
         finally:
-            os.close(self._read_fd)
+            self._close()
         self.pid = None
         gc.unfreeze()
         payload = b"".join(chunks)
@@ -96,6 +96,8 @@ class ForkedJob:
                          "the command again")
 
     def kill(self) -> None:
+        """Stop the child (the parent's own work failed): nothing it writes is wanted."""
+        self._close()
         if self.pid is None:
             return
         with contextlib.suppress(ProcessLookupError, ChildProcessError):
@@ -103,6 +105,11 @@ class ForkedJob:
             os.waitpid(self.pid, 0)
         self.pid = None
         gc.unfreeze()
+
+    def _close(self) -> None:
+        if self._read_fd >= 0:
+            os.close(self._read_fd)
+            self._read_fd = -1
 
 
 def _child(data: list[bytes], job: Callable[[sqlite3.Connection], None], write_fd: int) -> None:
