@@ -118,7 +118,9 @@ def test_killing_the_merge_while_its_child_writes_takes_the_child_along(team: Pa
         from xlcrm import masterbook
         xlcrm.snapshot.MIN_ROWS = 0
         def slow_write(*a, **kw):
-            Path({str(marker)!r}).write_text(str(os.getpid()))
+            tmp = Path({str(marker)!r} + ".tmp")  # renamed: the test never reads a half-written pid
+            tmp.write_text(str(os.getpid()))
+            os.replace(tmp, {str(marker)!r})
             time.sleep(60)
         masterbook.write_master = slow_write
         from xlcrm.merge import merge
