@@ -239,7 +239,7 @@ def _kana_text(value: Any) -> str | None:
 
 def _company_key(s: str, stored: bool = False) -> str:
     """``normalize.company_key(s)``; ``stored``: ``s`` is known to be its own text() already."""
-    return normalize.company_key_of_text(s if stored else normalize.stored_text(s) or "")
+    return normalize.company_key_of_text(s) if stored else normalize.company_key_of_stored(s)
 
 
 class CustomerKeys(NamedTuple):

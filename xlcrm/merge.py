@@ -549,7 +549,7 @@ class Merger:
                         if updated_i is not None:
                             vals[updated_i] = self.today
                         last_hist = history[-1] if history else None
-                        if type(last_hist) is _Created and last_hist.source_file is src_name \
+                        if type(last_hist) is _Created and last_hist.source_file == src_name \
                                 and last_hist.first + last_hist.n == len(created):
                             last_hist.n += 1
                         else:

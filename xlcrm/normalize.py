@@ -36,6 +36,7 @@ __all__ = [
     "code",
     "code_of_text",
     "company_key",
+    "company_key_of_stored",
     "company_key_of_text",
     "corporate_number",
     "corporate_number_check_digit",
@@ -51,6 +52,7 @@ __all__ = [
     "parse_text",
     "phone",
     "phone_digits",
+    "phone_digits_of_stored",
     "phone_digits_of_text",
     "postal",
     "stored_text",
@@ -767,6 +769,17 @@ def company_key_of_text(s: str) -> str:
             break
         s = stripped
     return _words(s)
+
+
+def company_key_of_stored(value: Any) -> str:
+    """:func:`company_key` of a value in stored (normalised) form: a str that is its own text() skips
+    the text() pass (validate's duplicate check, match and the search index fold thousands)."""
+    return company_key_of_text(stored_text(value) or "") if type(value) is str else company_key(value)
+
+
+def phone_digits_of_stored(value: Any) -> str:
+    """:func:`phone_digits` of a value in stored (normalised) form, by way of :func:`stored_text`."""
+    return phone_digits_of_text(stored_text(value) or "") if type(value) is str else phone_digits(value)
 
 
 # --- search folding ------------------------------------------------------------------------------

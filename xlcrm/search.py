@@ -33,7 +33,7 @@ from typing import Any
 from xlcrm import normalize as _nz
 from xlcrm.db import ACTIVE, format_id, transaction
 from xlcrm.errors import XlcrmError
-from xlcrm.normalize import company_key, company_key_of_text, fold_search, phone_digits, stored_text
+from xlcrm.normalize import company_key, company_key_of_stored, fold_search, phone_digits
 from xlcrm.schema import Column, Lang, Schema
 
 #: The index tables inside the master database.
@@ -313,7 +313,7 @@ def _fold_column(values: Sequence[Any], how: str) -> list[str | None]:
     """
     if how == "company":
         memo: dict[Any, str | None] = {
-            v: (company_key_of_text(stored_text(v) or "") if type(v) is str else _company_fold(v)) or None
+            v: (company_key_of_stored(v) if type(v) is str else _company_fold(v)) or None
             for v in dict.fromkeys(values) if v is not None}
         memo[None] = None
         return list(map(memo.__getitem__, values))

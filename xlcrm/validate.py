@@ -648,27 +648,13 @@ class _NameHints:
             known: dict[Any, str] = self.shared.get("company_keys", {})
             for name in self.names:
                 key = known.get(name)
-                self.by_key.setdefault(key if key is not None else _company_key(name), name)
+                self.by_key.setdefault(key if key is not None else nz.company_key_of_stored(name), name)
             self.keys = list(self.by_key)
-        key = _company_key(value)
+        key = nz.company_key_of_stored(value)
         if key in self.by_key:
             return self.by_key[key]
         hit = process.extractOne(key, self.keys, scorer=fuzz.ratio, score_cutoff=70)
         return self.by_key[hit[0]] if hit else None
-
-
-def _phone_key(v: Any) -> str:
-    """:func:`normalize.phone_digits`; the normalised value is text already, which skips a text() pass."""
-    if type(v) is str:
-        return nz.phone_digits_of_text(nz.stored_text(v) or "")
-    return nz.phone_digits(v)
-
-
-def _company_key(v: Any) -> str:
-    """:func:`normalize.company_key`, by way of the cheaper fold of text (the same key)."""
-    if type(v) is str:
-        return nz.company_key_of_text(nz.stored_text(v) or "")
-    return nz.company_key(v)
 
 
 def _duplicates_in_workbook(ctx: _SheetCtx, df: pd.DataFrame) -> None:
@@ -680,11 +666,11 @@ def _duplicates_in_workbook(ctx: _SheetCtx, df: pd.DataFrame) -> None:
     entity = ctx.sd.entity
     keys: list[tuple[str, Callable[[Any], str]]] = []
     for key, fn in (("corporate_number", str), ("email", lambda v: str(v).casefold()),
-                    ("phone", _phone_key)):
+                    ("phone", nz.phone_digits_of_stored)):
         if entity.has(key):
             keys.append((key, fn))
     if entity.has("name"):
-        keys.append(("name", _company_key))
+        keys.append(("name", nz.company_key_of_stored))
     kinds = df["kind"] if "kind" in df else pd.Series("corporate", index=df.index)
     for key, fn in keys:
         col = entity.column(key)
