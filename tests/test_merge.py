@@ -707,6 +707,56 @@ def test_validation_worker_folds_the_match_keys_of_customers_without_an_id(tmp_p
     assert data.match_keys[0].phones == ("0312345678",)  # real folded keys, not empty shells
 
 
+def test_fingerprints_prepared_by_the_worker_are_the_merges_own(tmp_path: Path) -> None:
+    """compact() (in the validation worker) prepares the fingerprints of the rows without an ID; for a
+    child row the customer is only known to the merge, so the text around it is prepared.  Finished,
+    they must be exactly what merge hashes itself: fingerprints are stored in ``origins`` and must
+    recognise a legacy workbook's rows at the next merge."""
+    from xlcrm.merge import _fingerprint_parts, _fingerprinter, _finish_fingerprint, _validate_job
+
+    path = book(tmp_path / "a.xlsx", {
+        "customers": [customer("株式会社山田商事", phone="03-1234-5678", email="Info@Yamada.example"),
+                      customer("鈴木工業(株)", customer_id="C-000123"),
+                      customer("'O\"Brien' & 山田", notes="改行\nあり\tタブ")],
+        "activities": [activity("株式会社山田商事", "見積の送付", response="回答済み"),
+                       activity("C-000123", "訪問 'quoted' \"twice\""),
+                       activity("'O\"Brien' & 山田", "電話")],
+        "deals": [{"customer": "株式会社山田商事", "title": "保守契約", "quantity": 3, "unit_price": 4000.5,
+                   "amount": 12001.5}]})
+    _result, sheets = _validate_job(path, S, date(2024, 6, 1))
+    checked = 0
+    for ekey, data in sheets.items():
+        entity = S.entity(ekey)
+        fingerprint = _fingerprinter(ekey, data.present)
+        ref_i = entity.keys.index(entity.ref_column.key) if entity.ref_column else None
+        for j, vals in enumerate(zip(*data.cols, strict=True)):
+            parts = data.fingerprints[j] if data.fingerprints is not None else None
+            if vals[0]:
+                assert parts is None  # a row with an ID is not looked up by its fingerprint
+                continue
+            if parts is None:
+                continue
+            checked += 1
+            if isinstance(parts, str):
+                assert ref_i is None or ref_i not in data.present
+                assert parts == fingerprint(vals)
+                continue
+            for cid in ("C-000001", "C-000123", None):
+                row = list(vals)
+                row[ref_i] = cid
+                assert _finish_fingerprint(parts, cid) == fingerprint(row)
+    assert checked >= 5
+    # A sheet whose only column is the customer (a tuple of one: repr adds a comma).
+    acts = S.entity("activities")
+    ref_i = acts.keys.index(acts.ref_column.key)
+    cols: list[list[object]] = [[None, None] for _ in acts.keys]
+    cols[ref_i] = ["x", None]
+    (one, two) = _fingerprint_parts(acts, [2, 3], cols, [ref_i], set())
+    assert _finish_fingerprint(one, "C-000007") == _fingerprinter("activities", [ref_i])(
+        [("C-000007" if i == ref_i else None) for i in range(len(acts.keys))])
+    assert _finish_fingerprint(two, None) == _fingerprinter("activities", [ref_i])([None] * len(acts.keys))
+
+
 def test_base_of_a_new_record_is_its_own_row_not_a_later_workbooks_edit(tmp_path: Path, master: Path) -> None:
     """A record created from a.xlsx and filled in by b.xlsx in the same run: a.xlsx's base is a.xlsx's
     row (the record as created), b.xlsx's base is b.xlsx's row; re-merging both changes nothing."""
@@ -734,7 +784,9 @@ def test_base_of_a_new_record_is_its_own_row_not_a_later_workbooks_edit(tmp_path
 
 
 def test_history_rows_keep_the_order_things_happened_in(tmp_path: Path, master: Path) -> None:
-    """"new" rows are written in runs copied inside SQLite; links and edits stay between them in order."""
+    """"new" rows are written in runs copied inside SQLite; links and edits stay between them in order.
+
+    A workbook goes through every sheet before the next workbook; proposals become edits at the end."""
     a = book(tmp_path / "a.xlsx", {
         "customers": [customer("株式会社青空商事", email="info@aozora.co.jp"),
                       customer("(株)青空商事", email="INFO@aozora.co.jp", phone="03-2222-3333"),  # a link
@@ -747,10 +799,31 @@ def test_history_rows_keep_the_order_things_happened_in(tmp_path: Path, master: 
         ("new", "customers", "C-000001", None, "a.xlsx", "佐藤"),
         ("link", "customers", "C-000001", None, "a.xlsx", "佐藤"),
         ("new", "customers", "C-000002", None, "a.xlsx", "佐藤"),
-        ("new", "customers", "C-000003", None, "b.xlsx", "鈴木"),
-        ("edit", "customers", "C-000001", "phone", "a.xlsx", "佐藤"),
         ("new", "activities", "A-000001", None, "a.xlsx", "佐藤"),
         ("new", "activities", "A-000002", None, "a.xlsx", "佐藤"),
+        ("new", "customers", "C-000003", None, "b.xlsx", "鈴木"),
+        ("edit", "customers", "C-000001", "phone", "a.xlsx", "佐藤"),
+    ]
+
+
+def test_runs_of_new_records_never_mix_sheets(tmp_path: Path, master: Path) -> None:
+    """Two workbooks with the same file name (two folders): the second one's activities come right
+    after its customers, whose run ends at the number of activities created so far.  A run of "new"
+    rows is one sheet's; the activity must not extend the customers' run."""
+    one = book(tmp_path / "a" / "staff.xlsx", {
+        "customers": [customer("株式会社青空商事")],
+        "activities": [activity("株式会社青空商事", "訪問"), activity("株式会社青空商事", "電話")]})
+    two = book(tmp_path / "b" / "staff.xlsx", {
+        "customers": [customer("緑山工業株式会社")],
+        "activities": [activity("緑山工業株式会社", "見積の送付")]}, owner="鈴木")
+    merge([one, two], master, S, today=TODAY)
+    rows = [(h["how"], h["entity"], h["record_id"], h["who"]) for h in history(master)]
+    assert rows == [
+        ("new", "customers", "C-000001", "佐藤"),
+        ("new", "activities", "A-000001", "佐藤"),
+        ("new", "activities", "A-000002", "佐藤"),
+        ("new", "customers", "C-000002", "鈴木"),
+        ("new", "activities", "A-000003", "鈴木"),
     ]
 
 

@@ -104,6 +104,9 @@ def test_kill_at_any_moment_leaves_old_or_new_master(team: Path, tmp_path: Path,
             break
     merge([team], work, S)  # finishing (or re-running) the merge after the kills
     assert dump(work) == expected
+    # A first import is built in memory: a kill while its image was written left a temp master.db,
+    # which the next merge (holding the lock) removes, like a killed run's temp workbook.
+    assert not [p.name for p in work.parent.iterdir() if p.name.startswith(".")]
     assert len(read_workbook(work, S).sheets["customers"].frame) == n_final
 
 

@@ -994,6 +994,50 @@ def memory_copy(path: Path) -> sqlite3.Connection:
     return conn
 
 
+#: A master database that does not exist yet is built in memory and written whole at the commit when
+#: the inputs total at most this many bytes (the database is ~18 times the .xlsx bytes: 21 MB of team
+#: workbooks made a 360 MB master.db).  Why: nothing spills to disk during the run, and the forked
+#: workbook writer (:mod:`xlcrm.snapshot`) reads the parent's pages as they were at the fork instead of
+#: a serialized copy (a 100,000-customer first import: 2 s less).  Larger first imports are built in
+#: the file like every later merge, with a bounded page cache.
+MEMORY_BUILD_MAX_INPUT_BYTES = 60_000_000
+
+
+def memory_master() -> sqlite3.Connection:
+    """A new, empty master database in this process's memory (see MEMORY_BUILD_MAX_INPUT_BYTES);
+    :func:`save_image` makes it the file."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def in_memory(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn``'s main database lives in memory (no file behind it)."""
+    for row in conn.execute("PRAGMA database_list"):
+        if row[1] == "main":
+            return not row[2]
+    return False
+
+
+def save_image(conn: sqlite3.Connection, path: Path) -> None:
+    """Write the committed database of ``conn`` (one in memory) to ``path``, a new file.
+
+    The caller writes to a temp file and replaces the real one (``writer.atomic_write`` fsyncs it):
+    the replace is the commit of a master built in memory.  SQLite's online backup copies the pages
+    as they are; the file is an ordinary rollback-journal database, like one built on disk.  No
+    journal and no syncs while it is written: nobody else knows the temp file, and a crash leaves the
+    old master in place.  (360 MB: 0.3 s, against 1.3 s for ``serialize()`` and a write.)
+    """
+    dest = sqlite3.connect(path, isolation_level=None)
+    try:
+        dest.execute("PRAGMA journal_mode = OFF")
+        dest.execute("PRAGMA synchronous = OFF")
+        conn.backup(dest)
+    finally:
+        dest.close()
+
+
 def backup_to(conn: sqlite3.Connection, target: Path) -> None:
     """A consistent copy of the database (SQLite's online backup), e.g. before a merge changes it."""
     dest = sqlite3.connect(target)

@@ -244,7 +244,7 @@ def check_master_password(master: Path, password: str | None, conn: sqlite3.Conn
 def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, lang: Lang,
                      progress: Callable[[str, int, int], None] | None = None,
                      password: str | None = None, meanwhile: Callable[[], None] | None = None,
-                     meanwhile_heavy: bool = False) -> None:
+                     meanwhile_heavy: bool = False, persist: Path | None = None) -> None:
     """Bump the generation, write the workbook to a temp file, COMMIT, then replace ``master``.
 
     The commit happens before the replace: if the process dies in between, the database is new and
@@ -257,6 +257,11 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
     runs while a forked child writes the workbook from a copy of the transaction
     (:mod:`xlcrm.snapshot`), so the two use both cores; otherwise it runs first: the copy and the fork
     (about 1 s for a 400 MB master) would cost more than a small job saves.
+
+    ``persist``: ``conn`` is a master database built in memory (:func:`xlcrm.db.memory_master`) that
+    becomes this file.  Its image is written to a temp file beside it while the workbook is written,
+    and replacing the file is the commit: it happens after the workbook is complete and before the
+    workbook replaces ``master``, the same order as a commit on disk.
     """
     from xlcrm import snapshot
 
@@ -268,6 +273,7 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
     wb_id = workbook_id(conn, generation)
     if progress:
         progress("master.xlsx", 0, 1)
+    committed = False
     try:
         with atomic_write(master) as tmp:
             def write(c: sqlite3.Connection) -> None:
@@ -280,29 +286,42 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
                     sum(db.count_active(conn, e) for e in schema) >= snapshot.MIN_ROWS:
                 with contextlib.suppress(OSError, MemoryError):  # no fork (memory, limits): in-process
                     job = snapshot.ForkedJob(conn, write)
-            if job is not None:
-                try:
-                    assert meanwhile is not None
-                    meanwhile()
-                except BaseException:
-                    job.kill()
-                    raise
-                job.wait()
-            else:
+            try:
                 if meanwhile is not None:
                     meanwhile()
-                write(conn)
-            conn.execute("COMMIT")
+                if job is None:
+                    write(conn)
+                if persist is not None:
+                    # The database is this process's alone: ending its transaction commits nothing
+                    # yet (a failure below still leaves no trace); replacing the file is the commit.
+                    conn.execute("COMMIT")
+                    with atomic_write(persist) as db_tmp:
+                        db.save_image(conn, db_tmp)  # while the child still writes the workbook
+                        if job is not None:
+                            job.wait()
+                else:
+                    if job is not None:
+                        job.wait()
+                    conn.execute("COMMIT")
+                committed = True
+            except BaseException:
+                if job is not None:
+                    job.kill()  # (a child already waited for is not killed again)
+                raise
     except LockedError as exc:
-        if not conn.in_transaction:
+        if committed:
             raise LockedError(f"{exc}; the database was updated — close the workbook and run "
                               "`xlcrm export-master` to rewrite it") from None
         raise
     if progress:
         progress("master.xlsx", 1, 1)
-    conn.execute("BEGIN IMMEDIATE")
-    db.set_meta(conn, "master_stat", _stat(master))
-    conn.execute("COMMIT")
+    target = db.connect(persist) if persist is not None else conn
+    try:
+        with db.transaction(target):
+            db.set_meta(target, "master_stat", _stat(master))
+    finally:
+        if target is not conn:
+            target.close()
 
 
 def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = None,

@@ -44,7 +44,7 @@ import pickle
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -200,6 +200,48 @@ def _fingerprinter(entity_key: str, positions: Sequence[int]) -> Callable[[Seque
     return fingerprint
 
 
+class _RefMark:
+    """Stands in for the customer reference while a child row's fingerprint text is prepared: its
+    repr is a NUL, which the repr of a real value never contains (repr escapes control characters)."""
+
+    def __repr__(self) -> str:
+        return "\x00"
+
+
+def _fingerprint_parts(entity: Entity, rows: list[int], cols: list[list[Any]], present: Sequence[int],
+                       errors: Any) -> list[Any] | None:
+    """Fingerprints of the rows without an ID, computed in the validation worker (the merge process
+    is the one that is busy).  A row whose fingerprint includes its customer, which only the merge
+    resolves, gets the text before and after the customer's repr instead: :func:`_finish_fingerprint`
+    joins them, and the result is exactly :func:`_fingerprinter`'s (``tests/test_merge.py``)."""
+    idc = entity.keys.index(entity.id_column.key)
+    ids = cols[idc]
+    if all(ids):
+        return None
+    fingerprint = _fingerprinter(entity.key, present)
+    ref = entity.ref_column
+    ref_i = entity.keys.index(ref.key) if ref is not None else -1
+    if ref_i not in present:
+        return [None if rid or row in errors else fingerprint(vals)
+                for row, rid, vals in zip(rows, ids, zip(*cols, strict=True), strict=True)]
+    mark = _RefMark()
+    out: list[Any] = []
+    for row, rid, vals in zip(rows, ids, zip(*cols, strict=True), strict=True):
+        if rid or row in errors:
+            out.append(None)
+            continue
+        marked = list(vals)
+        marked[ref_i] = mark
+        head, tail = repr((entity.key, tuple(marked[i] for i in present))).split("\x00")
+        out.append((head, tail))
+    return out
+
+
+def _finish_fingerprint(parts: tuple[str, str], ref_value: Any) -> str:
+    head, tail = parts
+    return hashlib.blake2b(f"{head}{ref_value!r}{tail}".encode(), digest_size=12).hexdigest()
+
+
 # --- inputs -----------------------------------------------------------------------------------------
 
 @dataclass
@@ -238,6 +280,8 @@ class _SheetRows:
     cust_rows: list[Any] | None  # the referenced customer's row in the same workbook
     #: customers: duplicate-detection keys (match.CustomerKeys) of the rows without an ID, else None
     match_keys: list[Any] | None = None
+    #: per row without an ID: its fingerprint, or the parts around its customer (_fingerprint_parts)
+    fingerprints: list[Any] | None = None
 
 
 def compact(result: Any, schema: Schema) -> dict[str, _SheetRows]:
@@ -264,7 +308,8 @@ def compact(result: Any, schema: Schema) -> dict[str, _SheetRows]:
         cust_rows = frame["_customer_row"].tolist() if "_customer_row" in frame else None
         rows = [int(r) for r in frame.index]
         keys_of = _match_keys(schema, result, rows, cols) if entity.key == "customers" else None
-        out[entity.key] = _SheetRows(rows, cols, present, blank_raw, cust_rows, keys_of)
+        fps = _fingerprint_parts(entity, rows, cols, present, result.error_rows.get(entity.key, ()))
+        out[entity.key] = _SheetRows(rows, cols, present, blank_raw, cust_rows, keys_of, fps)
         result.frames[entity.key] = frame.iloc[0:0]
         sheet.frame = raw.iloc[0:0]
     return out
@@ -372,23 +417,43 @@ class Merger:
     # -- the run --
 
     def run(self, sources: _Inputs | Sequence[Source]) -> None:
+        """Each input in turn through every sheet's pass, customers first; then each pass's end.
+
+        A workbook's contacts, activities, deals and TODOs only need its own customers resolved, so
+        they are merged right after them, while the workers still validate later inputs: merged
+        sheet after sheet, the 300,000 activities of a first import ran on one core after
+        validation had ended (4 s with the second core idle).  The ends (proposals judged into
+        edits or 競合, edited customers matched again) see every input, as before.
+        """
         # The cyclic GC is paused for the pass: 400,000 rows leave millions of tuples and lists alive
         # in growing containers, which it would rescan again and again (measured: 12% of the merge
         # stage) while the pass makes no reference cycles.
         enabled = gc.isenabled()
         gc.disable()
         try:
-            for i, entity in enumerate(self.schema):
-                if i == 1 and isinstance(sources, _Inputs):
-                    sources.release_annotation()  # every input validated; the workers are free now
-                self._entity_pass(entity, sources)
+            passes = [self._entity_pass(entity, sources) for entity in self.schema]
+            for p in passes:
+                next(p)  # the master as it was before this merge: loaded before any input changes it
+            for si, src in enumerate(sources):
+                for p in passes:
+                    p.send((si, src))
                 self._flush_history()
-                self._matcher = None  # only customers are matched; free the index before the big sheets
+                if isinstance(sources, _Inputs) and sources.validated:
+                    sources.release_annotation()  # the workers are free now
+            for entity, p in zip(self.schema, passes, strict=True):
+                with contextlib.suppress(StopIteration):
+                    p.send(None)
+                self._flush_history()
+                if entity.key == "customers":
+                    self._matcher = None  # only customers are matched
         finally:
             if enabled:
                 gc.enable()
 
-    def _entity_pass(self, entity: Entity, sources: _Inputs | Sequence[Source]) -> None:
+    def _entity_pass(self, entity: Entity, sources: _Inputs | Sequence[Source]
+                     ) -> Generator[None, tuple[int, Source] | None, None]:
+        """One sheet's pass as a generator: sent ``(index, source)`` for each input in order, then
+        ``None`` for the end (see :meth:`run`)."""
         conn, ekey = self.conn, entity.key
         keys = entity.keys
         ncols = len(keys)
@@ -439,7 +504,11 @@ class Merger:
             return rid, st[rid][0] if rid in st else "active"
 
         done = 0
-        for si, src in enumerate(sources):
+        while True:
+            item = yield
+            if item is None:
+                break
+            si, src = item
             # Rows known so far (validation of later inputs may still be running during the first pass).
             known = sources.ready if isinstance(sources, _Inputs) else sources
             total_rows = done + sum(len(s.sheets[ekey].rows) for s in known[si:])
@@ -455,6 +524,7 @@ class Merger:
             blank_raw = data.blank_raw
             cust_rows = data.cust_rows
             folded = data.match_keys
+            fps = data.fingerprints
             rows_idx = data.rows
             errors = res.error_rows.get(ekey, set())
             base = (src.written or {}).get(ekey, {}) if src.is_master else db.load_base(conn, entity, src.key)
@@ -520,7 +590,13 @@ class Merger:
                         continue
                     how, base_key = "id", given_id
                 else:
-                    fp = fingerprint(vals)
+                    parts = fps[j] if fps is not None else None
+                    if parts is None:
+                        fp = fingerprint(vals)
+                    elif type(parts) is str:
+                        fp = parts
+                    else:
+                        fp = _finish_fingerprint(parts, vals[ref_i])
                     hit = origins.get((ekey, fp))
                     if hit is not None and (hit in recs or hit in created):
                         t, state = survivor(hit, states)
@@ -549,7 +625,8 @@ class Merger:
                         if updated_i is not None:
                             vals[updated_i] = self.today
                         last_hist = history[-1] if history else None
-                        if type(last_hist) is _Created and last_hist.source_file == src_name \
+                        if type(last_hist) is _Created and last_hist.entity is entity \
+                                and last_hist.source_file == src_name \
                                 and last_hist.first + last_hist.n == len(created):
                             last_hist.n += 1
                         else:
@@ -927,6 +1004,7 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
     """
     from xlcrm import backup, lock, masterbook
     from xlcrm.resolve import apply_decisions
+    from xlcrm.writer import remove_leftovers
 
     started = time.perf_counter()
     if master.suffix.lower() != ".xlsx":
@@ -943,6 +1021,8 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
     with ctx:
         if not dry_run:
             lock.refuse_if_open_in_excel(master)
+            for leftover in (master, db_path):  # from a killed run: this lock is ours now
+                remove_leftovers(leftover)
         masterbook.check_master_password(master, password)  # before any work: one line, nothing changed
         clock = _Clock(report.timings)
         workers = _Workers(None if dry_run else master.parent / ERRORS_DIR / now.strftime("%Y%m%d-%H%M%S"),
@@ -955,9 +1035,15 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
             workers.close()
             raise
         backup_job: backup.BackupJob | None = None
+        in_memory = False  # a new master database built in memory, written whole at the commit
         try:
             if dry_run:
                 conn = db.memory_copy(db_path)  # a dry run never touches the real file
+            elif _build_in_memory(db_path, paths):
+                conn = db.memory_master()
+                in_memory = True
+                if master.exists():
+                    backup.take_backup(master, None)
             else:
                 conn = db.connect(db_path, create=True)
                 if db_path.exists() and db_path.stat().st_size > 0:
@@ -1044,7 +1130,8 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                     # A full index build (seconds) runs while a second process writes the workbook.
                     masterbook.write_and_commit(conn, master, schema, lang=lang, progress=progress,
                                                 password=password, meanwhile=search_index,
-                                                meanwhile_heavy=full_build_due(conn, schema, run_id))
+                                                meanwhile_heavy=full_build_due(conn, schema, run_id),
+                                                persist=db_path if in_memory else None)
                     clock.lap("index_and_master")
         finally:
             conn.close()
@@ -1054,6 +1141,17 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                     backup_job.wait()
     report.seconds = round(time.perf_counter() - started, 3)
     return report, decided
+
+
+def _build_in_memory(db_path: Path, paths: Sequence[Path]) -> bool:
+    """A master database that does not exist yet (or is an empty file) is built in memory, unless the
+    inputs are too large for that (db.MEMORY_BUILD_MAX_INPUT_BYTES)."""
+    try:
+        if db_path.exists() and db_path.stat().st_size > 0:
+            return False
+        return sum(p.stat().st_size for p in paths) <= db.MEMORY_BUILD_MAX_INPUT_BYTES
+    except OSError:
+        return False
 
 
 class _Clock:
@@ -1154,6 +1252,13 @@ class _Inputs:
     @property
     def complete(self) -> bool:
         return self._done == len(self.paths)
+
+    @property
+    def validated(self) -> bool:
+        """Every input validated, taken by the merge or not: the workers are free for other work."""
+        if self.complete:
+            return True
+        return self._futures is not None and all(f.done() for f in self._futures)
 
     def __iter__(self) -> Iterator[Source]:
         i = 0

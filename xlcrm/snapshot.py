@@ -7,9 +7,14 @@ forked child from ``Connection.serialize()`` — a byte copy of the database *as
 it*, uncommitted changes included — while the parent builds the index.  Nothing is committed before
 the child has finished: a failed write still rolls the whole merge back.
 
+A master database built in memory (a first import, :data:`xlcrm.db.MEMORY_BUILD_MAX_INPUT_BYTES`)
+needs no copy: the child reads the connection it inherits, whose pages are the parent's as they were
+at the fork (copy-on-write), and nothing of it is on disk for the two processes to share.
+
 Only where ``fork`` is safe and cheap (Linux); elsewhere, and for small masters, the caller runs the
-job in-process.  The child never touches the parent's connection (it opens its own in-memory one) and
-leaves with ``os._exit`` so no parent finaliser, atexit handler or buffered output runs twice.
+job in-process.  The child never touches a parent's connection to a database *file* (it opens its own
+in-memory copy: SQLite's file locks and journal belong to the parent) and leaves with ``os._exit`` so
+no parent finaliser, atexit handler or buffered output runs twice.
 """
 
 from __future__ import annotations
@@ -43,7 +48,12 @@ class ForkedJob:
     """
 
     def __init__(self, conn: sqlite3.Connection, job: Callable[[sqlite3.Connection], None]) -> None:
-        data = [conn.serialize()]  # in a list, so the child can drop its only reference
+        from xlcrm.db import in_memory
+
+        # In a list, so the child can drop its only reference; a database in memory is not copied.
+        data = [] if in_memory(conn) else [conn.serialize()]
+        #: whether the child works on a serialized copy (a database file) or on its inherited pages
+        self.copied = bool(data)
         read_fd, write_fd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -61,7 +71,7 @@ class ForkedJob:
         if pid == 0:  # the child: never returns
             os.close(read_fd)
             _die_with(parent)
-            _child(data, job, write_fd)
+            _child(data, job, write_fd, conn)
         del data  # the parent's copy: freed before the parent goes on
         os.close(write_fd)
         self.pid: int | None = pid
@@ -112,14 +122,17 @@ class ForkedJob:
             self._read_fd = -1
 
 
-def _child(data: list[bytes], job: Callable[[sqlite3.Connection], None], write_fd: int) -> None:
+def _child(data: list[bytes], job: Callable[[sqlite3.Connection], None], write_fd: int,
+           inherited: sqlite3.Connection) -> None:
     code = 0
     try:
         gc.disable()  # no collection may finalise an object (a cursor) that belongs to the parent
-        conn = sqlite3.connect(":memory:")
-        conn.deserialize(data.pop())  # copied into SQLite's memory; the bytes are freed here
+        if data:
+            conn = sqlite3.connect(":memory:")
+            conn.deserialize(data.pop())  # copied into SQLite's memory; the bytes are freed here
+        else:
+            conn = inherited  # in memory: this process's own copy since the fork
         job(conn)
-        conn.close()
         _write_all(write_fd, b"ok")
     except BaseException as exc:  # everything goes back to the parent
         code = 1

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import glob
 import math
 import numbers
 import os
@@ -515,6 +516,23 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def remove_leftovers(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete temp files :func:`atomic_write` left beside ``path`` when its process was killed.
+
+    Only for a caller holding the lock of everything written to ``path`` (``lock.master_lock``): then
+    no other process is writing one of them now.  A killed first merge leaves its whole database image
+    (hundreds of MB) behind otherwise.
+    """
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    removed = []
+    for leftover in parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+            removed.append(leftover)
+    return removed
 
 
 def _fsync_dir(directory: Path) -> None:
