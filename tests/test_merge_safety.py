@@ -110,22 +110,30 @@ def test_kill_at_any_moment_leaves_old_or_new_master(team: Path, tmp_path: Path,
     assert len(read_workbook(work, S).sheets["customers"].frame) == n_final
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forked writer is Linux-only")
-def test_killing_the_merge_while_its_child_writes_takes_the_child_along(team: Path, tmp_path: Path) -> None:
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forked child is Linux-only")
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_killing_the_merge_while_its_child_works_takes_the_child_along(team: Path, tmp_path: Path,
+                                                                       where: str) -> None:
+    """``memory``: a first import built in memory, whose child builds the index and writes master.db;
+    ``disk``: a master database file, whose child writes the workbook from a copy."""
     work = tmp_path / "master.xlsx"
     marker = tmp_path / "child.pid"
     code = textwrap.dedent(f"""
         import os, time
         from pathlib import Path
-        import xlcrm.snapshot
+        import xlcrm.snapshot, xlcrm.merge, xlcrm.db
         from xlcrm import masterbook
         xlcrm.snapshot.MIN_ROWS = 0
-        def slow_write(*a, **kw):
+        def slow(*a, **kw):
             tmp = Path({str(marker)!r} + ".tmp")  # renamed: the test never reads a half-written pid
             tmp.write_text(str(os.getpid()))
             os.replace(tmp, {str(marker)!r})
             time.sleep(60)
-        masterbook.write_master = slow_write
+        if {where!r} == "memory":
+            xlcrm.merge._search_index = slow
+        else:
+            xlcrm.db.MEMORY_BUILD_MAX_INPUT_BYTES = -1
+            masterbook.write_master = slow
         from xlcrm.merge import merge
         from xlcrm.schema import DEFAULT_SCHEMA
         merge([Path({str(team)!r})], Path({str(work)!r}), DEFAULT_SCHEMA)
@@ -134,7 +142,7 @@ def test_killing_the_merge_while_its_child_writes_takes_the_child_along(team: Pa
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert marker.exists(), "the merge never reached the forked write"
+    assert marker.exists(), "the merge never reached the forked child"
     child = int(marker.read_text())
     assert child != proc.pid
     proc.send_signal(signal.SIGKILL)
@@ -148,6 +156,6 @@ def test_killing_the_merge_while_its_child_writes_takes_the_child_along(team: Pa
             break
         time.sleep(0.05)
     else:
-        pytest.fail("the forked writer outlived the killed merge")
+        pytest.fail("the forked child outlived the killed merge")
     assert _customers(work.with_suffix(".db")) in (None, 0)  # the old (empty) master
     assert not work.exists()

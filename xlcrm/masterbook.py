@@ -35,6 +35,7 @@ import contextlib
 import datetime as dt
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -244,7 +245,7 @@ def check_master_password(master: Path, password: str | None, conn: sqlite3.Conn
 def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, lang: Lang,
                      progress: Callable[[str, int, int], None] | None = None,
                      password: str | None = None, meanwhile: Callable[[], None] | None = None,
-                     meanwhile_heavy: bool = False, persist: Path | None = None) -> None:
+                     meanwhile_heavy: bool = False, persist: Path | None = None) -> dict[str, float]:
     """Bump the generation, write the workbook to a temp file, COMMIT, then replace ``master``.
 
     The commit happens before the replace: if the process dies in between, the database is new and
@@ -253,15 +254,19 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
     files stay as they were.  With ``password`` the temp file is encrypted before the replace.
 
     ``meanwhile`` is more work for the same transaction that the workbook does not show (merge's
-    search index).  When it is ``meanwhile_heavy`` (a full index build) and the master is large, it
-    runs while a forked child writes the workbook from a copy of the transaction
-    (:mod:`xlcrm.snapshot`), so the two use both cores; otherwise it runs first: the copy and the fork
-    (about 1 s for a 400 MB master) would cost more than a small job saves.
+    search index).  When it is ``meanwhile_heavy`` (a full index build) and the master is large, the
+    two run at the same time in two processes (:mod:`xlcrm.snapshot`), so both cores work; otherwise
+    one after the other: the fork (and for a database file, its copy: about 1 s for a 400 MB master)
+    would cost more than a small job saves.
 
     ``persist``: ``conn`` is a master database built in memory (:func:`xlcrm.db.memory_master`) that
-    becomes this file.  Its image is written to a temp file beside it while the workbook is written,
-    and replacing the file is the commit: it happens after the workbook is complete and before the
-    workbook replaces ``master``, the same order as a commit on disk.
+    becomes this file, written to a temp file beside it; replacing the file is the commit, after the
+    workbook is complete and before it replaces ``master`` (the order of a commit on disk).  Forked,
+    the child builds the index into its copy of the database and writes that copy, while this process
+    writes the workbook from its own.  A database file is the other way round: the child writes the
+    workbook from a copy of the transaction, and the index goes into the file here.
+
+    Returns seconds spent: ``search_index`` (``meanwhile``), ``master_workbook`` and ``master_db``.
     """
     from xlcrm import snapshot
 
@@ -273,35 +278,52 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
     wb_id = workbook_id(conn, generation)
     if progress:
         progress("master.xlsx", 0, 1)
+    timings: dict[str, float] = {}
+    fork = meanwhile is not None and meanwhile_heavy and snapshot.available() and \
+        sum(db.count_active(conn, e) for e in schema) >= snapshot.MIN_ROWS
+
+    def timed(name: str, work: Callable[[], None]) -> dict[str, float]:
+        started = time.perf_counter()
+        work()
+        return {name: round(time.perf_counter() - started, 3)}
+
     committed = False
     try:
         with atomic_write(master) as tmp:
-            def write(c: sqlite3.Connection) -> None:
-                write_master(c, tmp, schema, lang=lang, wb_id=wb_id)
-                if password:
-                    crypto.protect_file(tmp, password)
+            def write(c: sqlite3.Connection) -> dict[str, float]:
+                def work() -> None:
+                    write_master(c, tmp, schema, lang=lang, wb_id=wb_id)
+                    if password:
+                        crypto.protect_file(tmp, password)
+                return timed("master_workbook", work)
+
+            def index() -> dict[str, float]:
+                return timed("search_index", meanwhile) if meanwhile is not None else {}
 
             job = None
-            if meanwhile is not None and meanwhile_heavy and snapshot.available() and \
-                    sum(db.count_active(conn, e) for e in schema) >= snapshot.MIN_ROWS:
-                with contextlib.suppress(OSError, MemoryError):  # no fork (memory, limits): in-process
-                    job = snapshot.ForkedJob(conn, write)
             try:
-                if meanwhile is not None:
-                    meanwhile()
-                if job is None:
-                    write(conn)
                 if persist is not None:
-                    # The database is this process's alone: ending its transaction commits nothing
-                    # yet (a failure below still leaves no trace); replacing the file is the commit.
-                    conn.execute("COMMIT")
                     with atomic_write(persist) as db_tmp:
-                        db.save_image(conn, db_tmp)  # while the child still writes the workbook
-                        if job is not None:
-                            job.wait()
+                        def index_and_image(c: sqlite3.Connection) -> dict[str, float]:
+                            out = index()
+                            # This database is one process's alone: ending its transaction commits
+                            # nothing yet (a failure still leaves no trace); replacing the file does.
+                            c.execute("COMMIT")
+                            return {**out, **timed("master_db", lambda: db.save_image(c, db_tmp))}
+
+                        if fork:
+                            with contextlib.suppress(OSError, MemoryError):  # no fork: one after the other
+                                job = snapshot.ForkedJob(conn, index_and_image)
+                        timings.update(write(conn))
+                        timings.update(job.wait() if job is not None else index_and_image(conn))
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")  # this process's copy (the child wrote the file)
                 else:
-                    if job is not None:
-                        job.wait()
+                    if fork:
+                        with contextlib.suppress(OSError, MemoryError):  # no fork: in-process
+                            job = snapshot.ForkedJob(conn, write)
+                    timings.update(index())
+                    timings.update(job.wait() if job is not None else write(conn))
                     conn.execute("COMMIT")
                 committed = True
             except BaseException:
@@ -322,6 +344,7 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
     finally:
         if target is not conn:
             target.close()
+    return timings
 
 
 def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = None,

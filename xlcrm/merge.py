@@ -1117,21 +1117,21 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                     clock.lap("backup_wait")
 
                 def search_index() -> None:
-                    started = time.perf_counter()
                     _search_index(conn, schema, run_id)
-                    report.timings["search_index"] = round(time.perf_counter() - started, 3)
 
                 if dry_run:
+                    started = time.perf_counter()
                     search_index()
+                    report.timings["search_index"] = round(time.perf_counter() - started, 3)
                     conn.execute("ROLLBACK")
                 else:
                     from xlcrm.search import full_build_due
 
                     # A full index build (seconds) runs while a second process writes the workbook.
-                    masterbook.write_and_commit(conn, master, schema, lang=lang, progress=progress,
-                                                password=password, meanwhile=search_index,
-                                                meanwhile_heavy=full_build_due(conn, schema, run_id),
-                                                persist=db_path if in_memory else None)
+                    report.timings.update(masterbook.write_and_commit(
+                        conn, master, schema, lang=lang, progress=progress, password=password,
+                        meanwhile=search_index, meanwhile_heavy=full_build_due(conn, schema, run_id),
+                        persist=db_path if in_memory else None))
                     clock.lap("index_and_master")
         finally:
             conn.close()

@@ -27,6 +27,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from xlcrm.errors import XlcrmError
 
@@ -43,11 +44,12 @@ def available() -> bool:
 class ForkedJob:
     """``job(conn)`` run in a forked child on an in-memory copy of ``conn`` as it is now.
 
-    Call :meth:`wait` (always; it reaps the child): it returns when the child is done and re-raises
-    the child's exception — an :class:`XlcrmError` keeps its one-line message.
+    Call :meth:`wait` (always; it reaps the child): it returns what the job returned (pickled back)
+    when the child is done and re-raises the child's exception — an :class:`XlcrmError` keeps its
+    one-line message.
     """
 
-    def __init__(self, conn: sqlite3.Connection, job: Callable[[sqlite3.Connection], None]) -> None:
+    def __init__(self, conn: sqlite3.Connection, job: Callable[[sqlite3.Connection], Any]) -> None:
         from xlcrm.db import in_memory
 
         # In a list, so the child can drop its only reference; a database in memory is not copied.
@@ -77,9 +79,9 @@ class ForkedJob:
         self.pid: int | None = pid
         self._read_fd = read_fd
 
-    def wait(self) -> None:
+    def wait(self) -> Any:
         if self.pid is None:
-            return
+            return None
         try:
             chunks = []
             while chunk := os.read(self._read_fd, 1 << 16):
@@ -93,8 +95,8 @@ class ForkedJob:
         self.pid = None
         gc.unfreeze()
         payload = b"".join(chunks)
-        if os.waitstatus_to_exitcode(status) == 0 and payload == b"ok":
-            return
+        if os.waitstatus_to_exitcode(status) == 0 and payload.startswith(b"ok"):
+            return pickle.loads(payload[2:])
         error: BaseException | None = None
         if payload.startswith(b"E"):
             with contextlib.suppress(Exception):
@@ -122,7 +124,7 @@ class ForkedJob:
             self._read_fd = -1
 
 
-def _child(data: list[bytes], job: Callable[[sqlite3.Connection], None], write_fd: int,
+def _child(data: list[bytes], job: Callable[[sqlite3.Connection], Any], write_fd: int,
            inherited: sqlite3.Connection) -> None:
     code = 0
     try:
@@ -132,8 +134,8 @@ def _child(data: list[bytes], job: Callable[[sqlite3.Connection], None], write_f
             conn.deserialize(data.pop())  # copied into SQLite's memory; the bytes are freed here
         else:
             conn = inherited  # in memory: this process's own copy since the fork
-        job(conn)
-        _write_all(write_fd, b"ok")
+        result = pickle.dumps(job(conn))
+        _write_all(write_fd, b"ok" + result)
     except BaseException as exc:  # everything goes back to the parent
         code = 1
         try:
