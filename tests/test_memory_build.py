@@ -4,13 +4,15 @@ What must hold: the file is the same database a merge on disk builds (every tabl
 too), an ordinary rollback-journal SQLite file; a failure leaves no master.db and no temp file; the
 replace of master.db is the commit (a refused replace changes nothing); temp files a killed run left
 behind are removed by the next merge; and only a master that does not exist yet, from inputs of a
-bounded size, is built this way.
+bounded size, is built this way.  Also here: the WITHOUT ROWID layout of origins and bases_* that came
+with it, against a master.db made before.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -179,3 +181,40 @@ def test_only_a_new_master_from_bounded_inputs_is_built_in_memory(tmp_path: Path
     monkeypatch.setattr(db, "MEMORY_BUILD_MAX_INPUT_BYTES", 1999)
     assert not _build_in_memory(target, inputs)  # 2,000 bytes of inputs: too large for memory
     assert not _build_in_memory(target, [tmp_path / "missing.xlsx"])  # unreadable: the safe way
+
+
+def test_a_master_made_before_without_rowid_tables_merges_the_same(team: Path, tmp_path: Path) -> None:
+    """origins and bases_* are WITHOUT ROWID tables since a first import stored each row twice; a
+    master.db made before keeps its rowid tables, and merging into it must give the same result."""
+    masters = {}
+    for kind in ("new", "old"):
+        master = tmp_path / kind / "master.xlsx"
+        master.parent.mkdir()
+        merge([team], master, S, now=NOW, today=NOW.date())
+        masters[kind] = master
+    conn = sqlite3.connect(masters["old"].with_suffix(".db"), isolation_level=None)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                                             "(name = 'origins' OR name LIKE 'bases_%')")]
+        assert len(tables) == 6
+        conn.execute("BEGIN")
+        for name in tables:
+            sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
+            assert sql.endswith("WITHOUT ROWID")
+            conn.execute(re.sub(r'^CREATE TABLE "?\w+"?', "CREATE TABLE old_layout", sql)
+                         .removesuffix(" WITHOUT ROWID"))
+            conn.execute(f'INSERT INTO old_layout SELECT * FROM "{name}"')
+            conn.execute(f'DROP TABLE "{name}"')
+            conn.execute(f'ALTER TABLE old_layout RENAME TO "{name}"')
+        conn.execute("COMMIT")
+        assert not conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE sql LIKE '%WITHOUT ROWID%' AND "
+                                "(name = 'origins' OR name LIKE 'bases_%')").fetchone()[0]
+    finally:
+        conn.close()
+    for kind, master in masters.items():
+        again = merge([team], master, S, now=NOW + dt.timedelta(days=1), today=NOW.date())
+        assert again.history_rows == 0, kind  # the legacy rows are recognised by their origins
+        assert again.files[0].total("unchanged") > 500, kind  # and compared with their bases
+    assert dump(masters["old"]) == dump(masters["new"])
+    assert history(masters["old"]) == history(masters["new"])
+    assert _tables(masters["old"].with_suffix(".db")) == _tables(masters["new"].with_suffix(".db"))

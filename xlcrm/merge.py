@@ -225,15 +225,17 @@ def _fingerprint_parts(entity: Entity, rows: list[int], cols: list[list[Any]], p
         return [None if rid or row in errors else fingerprint(vals)
                 for row, rid, vals in zip(rows, ids, zip(*cols, strict=True), strict=True)]
     mark = _RefMark()
+    ekey = entity.key
+    at = present.index(ref_i)
+    pick = itemgetter(*present) if len(present) >= 2 else (lambda values: (values[ref_i],))
     out: list[Any] = []
     for row, rid, vals in zip(rows, ids, zip(*cols, strict=True), strict=True):
         if rid or row in errors:
             out.append(None)
             continue
-        marked = list(vals)
-        marked[ref_i] = mark
-        head, tail = repr((entity.key, tuple(marked[i] for i in present))).split("\x00")
-        out.append((head, tail))
+        picked = list(pick(vals))
+        picked[at] = mark
+        out.append(tuple(repr((ekey, tuple(picked))).split("\x00")))
     return out
 
 
