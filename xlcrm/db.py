@@ -37,6 +37,12 @@ Bookkeeping tables of merge and distribute (also created by :func:`create_tables
 - ``meta``: schema version, ``next_id:<entity>`` counters, the master workbook's generation and stat.
 
 Created on first use only: ``provisions`` (提供記録, the third-party provision record export writes).
+``bases_<entity>`` and ``origins`` are WITHOUT ROWID tables (read only by their key; before, each row
+was stored twice); databases made before keep rowid tables, which read and write the same.
+
+A master database that does not exist yet is built in memory by the first merge and written whole at
+its commit (:func:`memory_master`, :func:`save_image`, ``MEMORY_BUILD_MAX_INPUT_BYTES``); every later
+merge changes the file in place in one transaction.
 """
 
 from __future__ import annotations

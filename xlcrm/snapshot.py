@@ -8,8 +8,10 @@ it*, uncommitted changes included — while the parent builds the index.  Nothin
 the child has finished: a failed write still rolls the whole merge back.
 
 A master database built in memory (a first import, :data:`xlcrm.db.MEMORY_BUILD_MAX_INPUT_BYTES`)
-needs no copy: the child reads the connection it inherits, whose pages are the parent's as they were
-at the fork (copy-on-write), and nothing of it is on disk for the two processes to share.
+needs no copy: the child works on the connection it inherits, whose pages are the parent's as they
+were at the fork (copy-on-write), and nothing of it is on disk for the two processes to share.  There
+the roles swap (``masterbook.write_and_commit``): the child builds the index into its copy and writes
+that copy as the new master.db, the parent writes the workbook.
 
 Only where ``fork`` is safe and cheap (Linux); elsewhere, and for small masters, the caller runs the
 job in-process.  The child never touches a parent's connection to a database *file* (it opens its own
