@@ -841,3 +841,18 @@ def test_new_records_without_consecutive_rowids_are_refused_not_misfiled(tmp_pat
     with pytest.raises(XlcrmError, match="consecutive rowids"):
         merge([b], master, S, today=TODAY)
     assert dump(master) == before
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="process priorities are POSIX")
+def test_validation_workers_step_back_for_the_merge_process() -> None:
+    """The merge process is the critical path; the workers run at a lower priority (nice) so that
+    three busy processes on two cores do not slow it to two thirds of a core."""
+    from xlcrm.merge import WORKER_NICE, _Workers
+
+    workers = _Workers(None)
+    try:
+        theirs = workers._pool().submit(os.nice, 0).result()
+    finally:
+        workers.close()
+    ours = os.nice(0)
+    assert theirs == min(ours + WORKER_NICE, 19) and theirs > ours
