@@ -1004,11 +1004,12 @@ def memory_copy(path: Path) -> sqlite3.Connection:
 
 
 #: A master database that does not exist yet is built in memory and written whole at the commit when
-#: the inputs total at most this many bytes (the database is ~18 times the .xlsx bytes: 21 MB of team
-#: workbooks made a 360 MB master.db).  Why: nothing spills to disk during the run, and the forked
-#: workbook writer (:mod:`xlcrm.snapshot`) reads the parent's pages as they were at the fork instead of
-#: a serialized copy (a 100,000-customer first import: 2 s less).  Larger first imports are built in
-#: the file like every later merge, with a bounded page cache.
+#: the inputs total at most this many bytes (the database is ~15 times the .xlsx bytes: 21 MB of team
+#: workbooks made a 324 MB master.db, so this is about 1 GB of memory at most).  Why: nothing spills
+#: to disk during the run, and the forked child (:mod:`xlcrm.snapshot`) works on the parent's pages as
+#: they were at the fork instead of a serialized copy (a 100,000-customer first import: 2 s less,
+#: 0.3 GB less peak memory).  Larger first imports are built in the file like every later merge,
+#: with a bounded page cache.
 MEMORY_BUILD_MAX_INPUT_BYTES = 60_000_000
 
 
@@ -1036,7 +1037,7 @@ def save_image(conn: sqlite3.Connection, path: Path) -> None:
     the replace is the commit of a master built in memory.  SQLite's online backup copies the pages
     as they are; the file is an ordinary rollback-journal database, like one built on disk.  No
     journal and no syncs while it is written: nobody else knows the temp file, and a crash leaves the
-    old master in place.  (360 MB: 0.3 s, against 1.3 s for ``serialize()`` and a write.)
+    old master in place.  (360 MB: 0.3 s, against 1.3 s for ``serialize()`` and one write.)
     """
     dest = sqlite3.connect(path, isolation_level=None)
     try:

@@ -1129,7 +1129,7 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                 else:
                     from xlcrm.search import full_build_due
 
-                    # A full index build (seconds) runs while a second process writes the workbook.
+                    # A full index build (seconds) and the workbook run side by side in two processes.
                     report.timings.update(masterbook.write_and_commit(
                         conn, master, schema, lang=lang, progress=progress, password=password,
                         meanwhile=search_index, meanwhile_heavy=full_build_due(conn, schema, run_id),
@@ -1239,7 +1239,7 @@ class _Inputs:
         self._done = 0
         self._keys: dict[str, int] = {}
         self._futures: list[Any] | None = None
-        #: Error workbooks wait until the merge has passed the customers of every input: written
+        #: Error workbooks wait until the workers have validated every input (:attr:`validated`): written
         #: meanwhile, they would take CPU from the validation the merge waits for (release_annotation).
         self._to_annotate: list[Source] | None = []
         if workers is not None and workers.parallel(self.paths):
