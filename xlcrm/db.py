@@ -455,16 +455,6 @@ def insert_records(conn: sqlite3.Connection, entity: Entity, rows: Iterable[Sequ
                      ((*r, "active", source, run_id, run_id) for r in rows))
 
 
-def insert_records_from(conn: sqlite3.Connection, entity: Entity,
-                        rows: Iterable[tuple[Sequence[Any], str]], *, run_id: int) -> None:
-    """New records with their own source file each: rows of (values in ``entity.keys`` order, source)."""
-    keys = [*entity.keys, "_state", "_source", "_created_run", "_updated_run"]
-    cols = ", ".join(f'"{k}"' for k in keys)
-    marks = ", ".join("?" for _ in keys)
-    conn.executemany(f'INSERT INTO "{entity.key}" ({cols}) VALUES ({marks})',
-                     ((*r, "active", src, run_id, run_id) for r, src in rows))
-
-
 def update_fields(conn: sqlite3.Connection, entity: Entity, changes: Iterable[tuple[str, str, Any]], *,
                   run_id: int) -> int:
     """Apply (record id, field, new value) changes, grouped per field into one executemany each."""
@@ -992,8 +982,7 @@ def read_locked(path: Path, *, timeout: float = 60) -> Iterator[None]:
 
 def memory_copy(path: Path) -> sqlite3.Connection:
     """A private in-memory copy of the master database (an empty one when there is none yet)."""
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    conn.row_factory = sqlite3.Row
+    conn = memory_master()
     if Path(path).exists():
         src = connect(path)
         try:

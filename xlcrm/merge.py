@@ -719,8 +719,8 @@ class Merger:
                 # stays what ``recs`` reads (db.LazyRecords keeps to the ids it started with).
                 first = db.max_rowid(conn, entity) + 1
                 self._rowid0.setdefault(ekey, first - 1)
-                db.insert_records_from(conn, entity, ((tuple(created[rid]), src_name) for rid in created_here),
-                                       run_id=self.run_id)
+                db.insert_records(conn, entity, (created[rid] for rid in created_here), run_id=self.run_id,
+                                  source=src_name)
                 if db.max_rowid(conn, entity) != first + len(created_here) - 1:  # SQLite's rowid rule broken?
                     raise XlcrmError(f"{entity.key}: new records did not get consecutive rowids; nothing was "
                                      "changed — please report this with the master's folder")
