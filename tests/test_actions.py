@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,9 +150,11 @@ def test_history_for_the_active_customer_row(book_path: Path, master: Path) -> N
     assert top["受注金額合計"] == 1_450_000  # D-000001 + the merged duplicate's D-000004
     assert top["統合された重複ID"] == "C-000007"
     h = header_index(rows, "日付")
-    timeline = [r for r in rows[h + 1:] if r[2]]
+    end = next(i for i in range(h + 1, len(rows)) if not any(rows[i]))
+    timeline = rows[h + 1:end]  # the records, then a blank row, then the changes per run
     dates = [r[0] for r in timeline]
     assert dates == sorted(dates, reverse=True)  # newest first
+    assert {r[1] for r in timeline} <= {"活動", "取引", "TODO"}
     ids = [r[2] for r in timeline]
     assert {"A-000001", "A-000002", "A-000003", "A-000004", "D-000001", "D-000002", "T-000001"} <= set(ids)
     assert "A-000006" not in ids  # deleted
@@ -159,8 +162,12 @@ def test_history_for_the_active_customer_row(book_path: Path, master: Path) -> N
     assert ws.cell(h + 2 + overdue, 1).fill.fgColor.rgb.endswith(OVERDUE_FILL)
     not_overdue = ids.index("T-000002")
     assert ws.cell(h + 2 + not_overdue, 1).fill.fgColor.rgb == "00000000"
-    changes = [r for r in timeline if r[1] == "変更"]
-    assert any("03-1234-0000 → 03-1234-5678" in r[3] for r in changes)  # field change: old -> new
+    assert rows[end + 1][0] == "変更履歴（取込・判断ごと、新しい順）"
+    below = [r for r in rows[end + 2:] if any(r)]
+    groups = [r for r in below if r[1] == "変更"]  # one bold line per run: 取込: N 項目 ...
+    assert groups and all(re.fullmatch(r".+: \d+ 項目", r[3]) for r in groups)
+    assert ws.cell(end + 3, 1).font.b
+    assert any("03-1234-0000 → 03-1234-5678" in (r[3] or "") for r in below)  # field change: old -> new
     complaint = next(r for r in timeline if r[2] == "A-000002")
     assert "配送業者" in complaint[4]  # the response given
 

@@ -32,6 +32,10 @@ def conn(master: Path) -> Iterator[sqlite3.Connection]:
     c.close()
 
 
+def _changes(h) -> list:  # type: ignore[no-untyped-def]
+    return [e for g in h.changes for e in g.entries]
+
+
 def test_timeline_newest_first_with_every_kind(conn: sqlite3.Connection) -> None:
     h = customer_history(conn, S, "C-000001", today=TODAY)
     mine = {"C-000001", "C-000007"}  # the survivor and the duplicate merged into it
@@ -44,8 +48,9 @@ def test_timeline_newest_first_with_every_kind(conn: sqlite3.Connection) -> None
     assert sorted(kinds["activity"]) == sorted(acts)  # A-000006 is deleted: left out
     assert sorted(kinds["deal"]) == sorted(deals)
     assert sorted(kinds["todo"]) == sorted(todos)
+    assert "change" not in kinds  # field changes have their own section
     changes = [x for x in HISTORY if x["record_id"] in mine | set(deals)]
-    assert len(kinds["change"]) == len(changes)
+    assert len(_changes(h)) == len(changes)
     # newest first, whatever the kind
     keys = [e.at for e in h.timeline]
     assert keys == sorted(keys, reverse=True)
@@ -53,9 +58,20 @@ def test_timeline_newest_first_with_every_kind(conn: sqlite3.Connection) -> None
     assert order.index("D-000002") < order.index("T-000002") < order.index("A-000003") \
         < order.index("T-000001") < order.index("A-000002") < order.index("D-000001") \
         < order.index("A-000004") < order.index("A-000001")
-    # a field change sits at its date between the records around it
-    phone_change = next(i for i, e in enumerate(h.timeline) if e.data.get("field") == "phone")
-    assert order.index("T-000001") < phone_change < order.index("A-000002")
+    # the change section: one group per run, newest run first, each titled with its size
+    ats = [g.at for g in h.changes]
+    assert ats == sorted(ats, reverse=True)
+    assert all(g.title.endswith(f"{len(g.entries)} 項目") for g in h.changes)
+    phone = next(g for g in h.changes if any(e.data.get("field") == "phone" for e in g.entries))
+    assert "電話番号" in phone.detail and phone.date == "2024-04-20"
+
+
+def test_same_day_activity_before_deal_and_todo(conn: sqlite3.Connection) -> None:
+    h = customer_history(conn, S, "C-000001", today=TODAY)
+    rank = {"activity": 0, "deal": 1, "todo": 2}
+    for a, b in zip(h.timeline, h.timeline[1:], strict=False):
+        if a.at == b.at:
+            assert rank[a.kind] <= rank[b.kind], (a, b)
 
 
 def test_overdue_flagged(conn: sqlite3.Connection) -> None:
@@ -85,30 +101,33 @@ def test_activity_response_and_outcome(conn: sqlite3.Connection) -> None:
     assert complaint.detail and "配送業者を変更" in complaint.detail
     deal = next(e for e in h.timeline if e.record_id == "D-000002")
     assert deal.status == "Proposal" and deal.date == "2024-07-31"
-    change = next(e for e in h.timeline if e.data.get("field") == "status")
+    change = next(e for e in _changes(h) if e.data.get("field") == "status")
     assert change.who == "佐藤 花子" and "Prospect -> Active" in change.title and change.at.startswith("2024-02-01")
 
 
 def test_change_rows_show_who_when_old_new(conn: sqlite3.Connection) -> None:
     h = customer_history(conn, S, "C-000001", today=TODAY)
-    phone = next(e for e in h.timeline if e.data.get("field") == "phone")
+    phone = next(e for e in _changes(h) if e.data.get("field") == "phone")
     assert (phone.who, phone.date, phone.data["old"], phone.data["new"]) == (
         "佐藤 花子", "2024-04-20", "03-1234-0000", "03-1234-5678")
     assert "電話番号" in phone.title and "03-1234-0000 → 03-1234-5678" in phone.title
     # another customer's changes stay out
-    assert all(e.record_id != "C-000002" for e in h.timeline)
+    assert all(e.record_id != "C-000002" for e in [*h.timeline, *_changes(h)])
     # the duplicate's story: linked (with merge's evidence), then folded into the survivor
-    link = next(e for e in h.timeline if e.data.get("how") == "link")
+    link = next(e for e in _changes(h) if e.data.get("how") == "link")
     assert "重複リンク" in link.title and "電話番号が一致" in link.title
-    merged = next(e for e in h.timeline if e.data.get("field") == "_merged_into")
+    merged = next(e for e in _changes(h) if e.data.get("field") == "_merged_into")
     assert merged.record_id == "C-000007" and "統合先" in merged.title and "C-000001" in merged.title
 
 
 def test_merged_id_resolves_to_survivor(conn: sqlite3.Connection) -> None:
     h = customer_history(conn, S, "C-000007", today=TODAY)
     assert (h.customer_id, h.resolved_from, h.merged_ids) == ("C-000001", "C-000007", ["C-000007"])
+    merged_on = next(x["at"] for x in HISTORY if x["record_id"] == "C-000007" and x.get("field") == "_merged_into")
+    assert h.merged_away == f"C-000007 は C-000001 に統合されました ({merged_on[:10]})"
     direct = customer_history(conn, S, "C-000001", today=TODAY)
-    assert direct.resolved_from is None and len(direct.timeline) == len(h.timeline)
+    assert direct.resolved_from is None and direct.merged_away is None
+    assert len(direct.timeline) == len(h.timeline)
 
 
 @pytest.mark.parametrize(("typed", "expected"), [
@@ -162,6 +181,14 @@ def test_cli_history_table(master: Path) -> None:
                         env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "C-000001" in res.stdout and "期限切れ" in res.stdout and "A-000002" in res.stdout
+    out = res.stdout
+    # records first, then the change section with one line per run; each field only with --changes
+    assert out.index("A-000002") < out.index("変更履歴（取込・判断ごと")
+    assert "03-1234-0000 → 03-1234-5678" not in out
+    each = runner.invoke(app, ["history", "--master", str(master), "山田製作所", "--changes"], env={"COLUMNS": "200"})
+    assert "03-1234-0000 → 03-1234-5678" in each.stdout
+    away = runner.invoke(app, ["history", "--master", str(master), "C-000007"], env={"COLUMNS": "200"})
+    assert "C-000007 は C-000001 に統合されました" in away.stdout
 
 
 def test_cli_history_errors(master: Path, tmp_path: Path) -> None:

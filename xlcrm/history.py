@@ -1,9 +1,12 @@
 """A customer's whole story before picking up the phone: the engine behind 顧客履歴 and `xlcrm history`.
 
 One function reads the master database (all five entities and the change history) and returns a
-summary plus a newest-first timeline as plain dataclasses; the ribbon writes them into a sheet, the
-CLI prints them or dumps JSON.  Duplicates merged into the customer contribute their records too, and
-asking for a merged-away ID answers with its survivor, so an old ID on a printout still works.
+summary, a newest-first timeline of the customer's activities, deals and TODOs, and the field changes
+in their own section, one group per run ("取込: 12 項目") so a first import's dozens of "added" rows
+never push today's visit down the page.  The ribbon writes them into a sheet, the CLI prints them or
+dumps JSON.  Duplicates merged into the customer contribute their records too, and asking for a
+merged-away ID answers with its survivor and says so (:attr:`CustomerHistory.merged_away`), so an
+old ID on a printout still works.
 
 Like :mod:`xlcrm.search` this runs in a fresh process on every ribbon click: no pandas, no pandera.
 """
@@ -37,14 +40,23 @@ _BOOKKEEPING_FIELDS = {
     "_state": (("状態", "State"), {"active": ("有効", "Active"), "merged": ("統合済み", "Merged"),
                                    "deleted": ("削除", "Deleted")}),
 }
-_KIND_RANK = {"activity": 0, "deal": 1, "todo": 2, "change": 3}
+_KIND_RANK = {"activity": 0, "deal": 1, "todo": 2}
+#: What a run of changes is called in its group's title, by how its rows came about; rows read from a
+#: staff workbook (new or edited records with a source file) are an import (取込).
+_RUN_WORDS = {
+    "import": ("取込", "Import"), "new": ("登録", "Added"), "edit": ("変更", "Edit"),
+    "link": ("重複リンク", "Duplicate link"), "merge": ("統合", "Merge"), "decision": ("判断", "Decision"),
+    "delete": ("削除", "Deleted"), "handover": ("引き継ぎ", "Handover"),
+}
 _WORDS = {
     "ja": {"overdue": "期限切れ", "amount": "金額", "expected": "受注予定日", "closed": "受注日",
            "due": "期限", "done": "完了日", "response": "対応内容", "from": "取込元",
-           "new_record": "{entity}を登録", "arrow": "→", "blank": "（空欄）"},
+           "new_record": "{entity}を登録", "arrow": "→", "blank": "（空欄）", "items": "{n} 項目",
+           "merged_away": "{old} は {new} に統合されました"},
     "en": {"overdue": "overdue", "amount": "Amount", "expected": "Expected close", "closed": "Closed on",
            "due": "Due", "done": "Done on", "response": "Response", "from": "From",
-           "new_record": "{entity} added", "arrow": "->", "blank": "(blank)"},
+           "new_record": "{entity} added", "arrow": "->", "blank": "(blank)", "items": "{n} items",
+           "merged_away": "{old} was merged into {new}"},
 }
 
 
@@ -80,12 +92,28 @@ class TimelineEntry:
 
 
 @dataclass
+class ChangeGroup:
+    """The field changes one run made to the customer and its records: one line of the history's
+    change section ("取込: 12 項目"), its rows (``kind == "change"`` entries) beneath it."""
+
+    run_id: int | None
+    date: str | None  # ISO date of the run
+    at: str  # sort key: the run's date-time
+    title: str  # 取込: 12 項目
+    detail: str  # the fields or records it touched, e.g. 電話番号, 住所 / 活動履歴を登録 ×16
+    who: str | None
+    source_file: str | None
+    entries: list[TimelineEntry] = field(default_factory=list)
+
+
+@dataclass
 class CustomerHistory:
     customer_id: str
     name: str | None
     kana: str | None
     state: str  # active / deleted
     summary: HistorySummary
+    #: Activities, deals and TODOs, newest first (undated ones last).
     timeline: list[TimelineEntry]
     contacts: list[dict[str, Any]]
     #: Duplicate IDs merged into this customer (their records are part of the timeline).
@@ -94,6 +122,11 @@ class CustomerHistory:
     resolved_from: str | None = None
     today: str = ""
     lang: str = "ja"
+    #: Field changes grouped per run, newest run first.
+    changes: list[ChangeGroup] = field(default_factory=list)
+    #: When a merged-away ID was asked for: where it went, in words (「C-000059 は C-000034 に統合されました
+    #: (2024-05-01)」), else None.
+    merged_away: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,10 +234,15 @@ def customer_history(conn: sqlite3.Connection, schema: Schema, customer: str, *,
     timeline += [_deal(schema.entity("deals"), r, lang, words) for r in children.get("deals", [])]
     timeline += [_todo(schema.entity("todos"), r, lang, words, today) for r in children.get("todos", [])]
     record_ids = {"customers": ids} | {k: [r[0] for r in v] for k, v in children.items()}
-    timeline += _changes(conn, schema, record_ids, lang, words)
-    timeline.sort(key=lambda e: (e.at or "", _KIND_RANK.get(e.kind, 9), e.record_id), reverse=True)
+    changes = _changes(conn, schema, record_ids, lang, words)
+    timeline.sort(key=lambda e: (e.at or "", -_KIND_RANK.get(e.kind, 9), e.record_id), reverse=True)
     undated = [e for e in timeline if not e.at]
     timeline = [e for e in timeline if e.at] + undated
+    merged_away = None
+    if resolved_from:
+        when = next((e.date for e in changes if e.record_id == resolved_from
+                     and e.data.get("field") == "_merged_into"), None)
+        merged_away = words["merged_away"].format(old=resolved_from, new=cid_value) + (f" ({when})" if when else "")
 
     deals = children.get("deals", [])
     todos = [e for e in timeline if e.kind == "todo"]
@@ -229,7 +267,8 @@ def customer_history(conn: sqlite3.Connection, schema: Schema, customer: str, *,
     return CustomerHistory(
         customer_id=cid_value, name=_get(row, "name"), kana=_get(row, "kana"), state=row["_state"],
         summary=summary, timeline=timeline, contacts=contacts, merged_ids=merged_ids,
-        resolved_from=resolved_from, today=today.isoformat(), lang=lang)
+        resolved_from=resolved_from, today=today.isoformat(), lang=lang,
+        changes=group_changes(changes, schema, lang), merged_away=merged_away)
 
 
 def _get(row: sqlite3.Row, key: str) -> Any:
@@ -354,3 +393,39 @@ def _change(entity: Entity, h: sqlite3.Row, lang: Lang, words: dict[str, str]) -
         status=how_label,
         data={"history_id": h["history_id"], "run_id": h["run_id"], "field": fld, "old": h["old"],
               "new": h["new"], "how": how_key, "source_file": h["source_file"]})
+
+
+def group_changes(changes: list[TimelineEntry], schema: Schema, lang: Lang) -> list[ChangeGroup]:
+    """Change rows grouped by the run (and source file) that wrote them, newest run first; the rows of
+    a group keep their order (oldest first, as they were written)."""
+    words = _WORDS.get(lang, _WORDS["en"])
+    groups: dict[tuple[Any, Any], list[TimelineEntry]] = {}
+    for e in sorted(changes, key=lambda e: e.data.get("history_id") or 0):
+        groups.setdefault((e.data.get("run_id"), e.data.get("source_file")), []).append(e)
+    out = []
+    for (run_id, source), rows in groups.items():
+        hows = {r.data.get("how") for r in rows}
+        if source and hows <= {"new", "edit"}:
+            kind = "import"
+        else:
+            kind = next((h for h in ("merge", "delete", "decision", "handover", "link", "edit", "new") if h in hows),
+                        "edit")
+        ja, en = _RUN_WORDS[kind]
+        what: dict[str, int] = {}
+        for r in rows:
+            fld = r.data.get("field")
+            if fld:
+                ent = schema.entity(r.entity)
+                label = ent.column(fld).label(lang) if ent.has(fld) else (
+                    _BOOKKEEPING_FIELDS[fld][0][0 if lang == "ja" else 1] if fld in _BOOKKEEPING_FIELDS else fld)
+            else:
+                label = r.title
+            what[label] = what.get(label, 0) + 1
+        detail = ", ".join(k if n == 1 else f"{k} ×{n}" for k, n in what.items())
+        latest = max(rows, key=lambda r: r.at)
+        out.append(ChangeGroup(
+            run_id=run_id, date=latest.date, at=latest.at,
+            title=f"{ja if lang == 'ja' else en}: {words['items'].format(n=len(rows))}", detail=_short(detail, 200),
+            who=next((r.who for r in rows if r.who), None), source_file=source, entries=rows))
+    out.sort(key=lambda g: (g.at, g.run_id or 0), reverse=True)
+    return out

@@ -33,13 +33,15 @@ _HEAD = {
            "date": "日付", "kind": "種別", "id": "ID", "what": "内容", "who": "担当", "state": "状態",
            "owner": "担当営業", "status": "ステータス", "dm": "DM可否", "won": "受注合計", "todos": "未完了TODO",
            "overdue": "うち期限切れ", "merged": "統合済みの重複ID", "via": "（{id} は統合済み）",
-           "activity": "活動", "deal": "取引", "todo": "TODO", "change": "変更", "contacts": "担当者"},
+           "activity": "活動", "deal": "取引", "todo": "TODO", "change": "変更", "contacts": "担当者",
+           "changes": "変更履歴（取込・判断ごと、新しい順）", "source": "取込元"},
     "en": {"n": "#", "contact": "Contact", "last": "Last contact", "why": "Why", "none": "No customer matches",
            "date": "Date", "kind": "Kind", "id": "ID", "what": "What", "who": "Who", "state": "State",
            "owner": "Sales rep", "status": "Status", "dm": "DM consent", "won": "Won total",
            "todos": "Open TODOs", "overdue": "overdue", "merged": "Merged duplicate IDs",
            "via": "({id} was merged into it)", "activity": "Activity", "deal": "Deal", "todo": "TODO",
-           "change": "Change", "contacts": "Contacts"},
+           "change": "Change", "contacts": "Contacts",
+           "changes": "Changes (per import or decision, newest first)", "source": "From"},
 }
 
 
@@ -129,9 +131,12 @@ def history_cmd(
     today: Annotated[str | None, typer.Option(help="Reference date YYYY-MM-DD for overdue TODOs "
                                               "(default: today).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Show only the newest N "
-                                              "timeline entries (default: all).")] = None,
+                                              "timeline entries and change groups (default: all).")] = None,
+    changes: Annotated[bool, typer.Option("--changes", help="List each field change under its group "
+                                          "(default: one line per import or decision).")] = False,
 ) -> None:
-    """A customer's summary and timeline: activities, deals, TODOs and field changes, newest first."""
+    """A customer's summary, its activities, deals and TODOs newest first, then its field changes
+    grouped per import or decision."""
     from xlcrm.errors import XlcrmError
     from xlcrm.history import customer_history
 
@@ -150,13 +155,14 @@ def history_cmd(
         raise _fail(exc) from None
     if limit is not None:
         hist.timeline = hist.timeline[:limit]
+        hist.changes = hist.changes[:limit]
     if as_json:
         _dump(hist.to_dict())
         return
-    _print_history(hist, lg)
+    _print_history(hist, lg, each_change=changes)
 
 
-def _print_history(h: CustomerHistory, lang: Lang) -> None:
+def _print_history(h: CustomerHistory, lang: Lang, *, each_change: bool = False) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -165,9 +171,9 @@ def _print_history(h: CustomerHistory, lang: Lang) -> None:
     console = Console()
     s = h.summary
     title = f"[bold]{h.customer_id} {escape(h.name or '')}[/]" + (f"  {escape(h.kana)}" if h.kana else "")
-    if h.resolved_from:
-        title += "  " + head["via"].format(id=h.resolved_from)
     console.print(title)
+    if h.merged_away:
+        console.print(f"[bold yellow]{escape(h.merged_away)}[/]")
     won = f"{s.won_total:,.0f} ({s.won_deals})"
     todos = f"{s.open_todos}" + (f" ([red]{head['overdue']} {s.overdue_todos}[/])" if s.overdue_todos else "")
     console.print(f"{head['owner']}: {escape(s.owner or '-')}   {head['status']}: {escape(s.status_label or '-')}   "
@@ -188,4 +194,16 @@ def _print_history(h: CustomerHistory, lang: Lang) -> None:
         what = escape(e.title) + (f"\n[dim]{escape(e.detail)}[/]" if e.detail else "")
         table.add_row(e.date or "", head.get(e.kind, e.kind), e.record_id, what, escape(e.who or ""),
                       escape(e.status or ""), style="red" if e.overdue else None)
+    console.print(table)
+    if not h.changes:
+        return
+    table = Table(title=head["changes"], title_justify="left")
+    for key in ("date", "what", "source", "who"):
+        table.add_column(head[key], no_wrap=key == "date")
+    for g in h.changes:
+        table.add_row(g.date or "", f"[bold]{escape(g.title)}[/]\n[dim]{escape(g.detail)}[/]",
+                      escape(g.source_file or ""), escape(g.who or ""))
+        if each_change:
+            for e in g.entries:
+                table.add_row("", f"  {escape(e.record_id)} {escape(e.title)}", "", "")
     console.print(table)

@@ -56,7 +56,8 @@ _W: dict[str, dict[str, str]] = {
         "overdue": "うち期限切れ", "timeline": "履歴（新しい順）", "date": "日付", "kind": "種類",
         "id": "ID", "title": "内容", "detail": "詳細", "who": "担当", "status": "状態",
         "kinds": "activity=活動,deal=取引,todo=TODO,change=変更", "contacts": "担当者",
-        "merged_ids": "統合された重複ID", "pick_row": "顧客の行のセルを選んでから押してください"
+        "merged_ids": "統合された重複ID", "changes": "変更履歴（取込・判断ごと、新しい順）", "source": "取込元",
+        "pick_row": "顧客の行のセルを選んでから押してください"
         "（顧客・顧客ID の列がある表、または検索結果の行）。",
         "no_customer": "{sheet} の {row} 行目に顧客が入力されていません。",
         "not_merged": "「{name}」はまだマスタに統合されていないため、履歴はありません（次回の統合後に表示できます）。",
@@ -86,7 +87,8 @@ _W: dict[str, dict[str, str]] = {
         "overdue": "of which overdue", "timeline": "Timeline (newest first)", "date": "Date", "kind": "Kind",
         "id": "ID", "title": "What", "detail": "Detail", "who": "Who", "status": "Status",
         "kinds": "activity=Activity,deal=Deal,todo=TODO,change=Change", "contacts": "Contacts",
-        "merged_ids": "Merged duplicate IDs", "pick_row": "Select a cell in a customer's row first (a table "
+        "merged_ids": "Merged duplicate IDs", "changes": "Changes (per import or decision, newest first)",
+        "source": "From", "pick_row": "Select a cell in a customer's row first (a table "
         "with a Customer or Customer ID column, or a Search results row).",
         "no_customer": "Row {row} of {sheet} names no customer.",
         "not_merged": "\"{name}\" is not in the master yet, so it has no history (it will after the next merge).",
@@ -466,15 +468,33 @@ def _write_history(book: WorkbookAdapter, ctx: Context, lang: Lang, typed: str, 
         top.append([w["contacts"], names])
     if h.merged_ids:
         top.append([w["merged_ids"], ", ".join(h.merged_ids)])
+    if h.merged_away:
+        top.append([h.merged_away])
     top.append([w["made"].format(today=ctx.day.isoformat(), master=ctx.master)])
     header = [w["date"], w["kind"], w["id"], w["title"], w["detail"], w["who"], w["status"]]
     body = [[_as_date(e.date), kinds.get(e.kind, e.kind), e.record_id, e.title, e.detail, e.who, e.status]
             for e in h.timeline]
     header_row = _write_view(book, sheet, top, header, body, [16, 30, 12, 40, 40, 14, 14])
     book.bold(sheet, 1, 1, ncols=2)
+    if h.merged_away:
+        book.bold(sheet, len(top) - 1, 1)
+        book.fill(sheet, len(top) - 1, 1, OVERDUE_FILL)
     for i, e in enumerate(h.timeline):
         if e.overdue:
             book.fill(sheet, header_row + 1 + i, 1, OVERDUE_FILL, ncols=len(header))
+    if h.changes:
+        # Field changes below the records, one bold line per import or decision and its rows beneath.
+        row = header_row + len(body) + 2
+        book.write_block(sheet, row, 1, [[w["changes"]]])
+        book.bold(sheet, row, 1)
+        for g in h.changes:
+            row += 1
+            book.write_block(sheet, row, 1, [[_as_date(g.date), kinds["change"], g.run_id, g.title, g.detail,
+                                              g.who, g.source_file]])
+            book.bold(sheet, row, 1, ncols=len(header))
+            rows = [[None, None, e.record_id, e.title, e.detail, e.who, e.status] for e in g.entries]
+            book.write_block(sheet, row + 1, 1, rows)
+            row += len(rows)
     book.select(sheet, 1, 2)
     return None
 
