@@ -43,3 +43,72 @@ def test_every_cli_command_is_in_the_reference() -> None:
 def test_readme_images_exist() -> None:
     for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme()):
         assert (REPO / target).is_file(), target
+
+
+def doc_texts() -> list[tuple[str, str]]:
+    paths = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    return [(p.relative_to(REPO).as_posix(), p.read_text(encoding="utf-8")) for p in paths]
+
+
+def fenced(text: str, lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def test_every_toml_example_loads_and_xlcrm_accepts_it() -> None:
+    import tomllib
+
+    from xlcrm.schema import build_schema
+
+    blocks = [(name, b) for name, text in doc_texts() for b in fenced(text, "toml")]
+    assert blocks, "the README documents xlcrm.toml with an example"
+    for name, block in blocks:
+        data = tomllib.loads(block)  # a TOMLDecodeError names the line
+        build_schema(data)  # an XlcrmError says what xlcrm refuses in it
+        assert name
+
+
+def _xlcrm_commands(block: str) -> list[list[str]]:
+    """Each `xlcrm ...` invocation of a shell block, as argument lists (after `xlcrm`, up to a pipe)."""
+    import shlex
+
+    out = []
+    for line in block.splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars="|&;")
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        words = list(lexer)
+        for i, word in enumerate(words):
+            if word == "xlcrm" and (i == 0 or words[i - 1] in ("|", "&&", ";", "||")):
+                args = []
+                for w in words[i + 1:]:
+                    if w in ("|", "&&", ";", "||"):
+                        break
+                    args.append(w)
+                out.append(args)
+    return out
+
+
+def test_every_shell_example_is_a_command_xlcrm_parses() -> None:
+    import typer
+
+    _register()
+    group = typer.main.get_command(app)
+    seen = 0
+    for name, text in doc_texts():
+        for block in fenced(text, "sh"):
+            for args in _xlcrm_commands(block):
+                seen += 1
+                where = f"{name}: xlcrm {' '.join(args)}"
+                assert args and args[0] in group.commands, where  # type: ignore[attr-defined]
+                command = group.commands[args[0]]  # type: ignore[attr-defined]
+                try:
+                    command.make_context(args[0], args[1:])
+                except typer.TyperException as exc:
+                    raise AssertionError(f"{where}: {exc}") from None
+    assert seen >= 10
+
+
+def test_a_toml_section_in_prose_is_quoted_when_it_must_be() -> None:
+    # `[sheets.顧客]` in running text would be copied into xlcrm.toml as invalid TOML.
+    for name, text in doc_texts():
+        assert not re.search(r"\[sheets\.[^\x00-\x7f\]]", text), name

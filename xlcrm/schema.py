@@ -667,7 +667,7 @@ def build_schema(data: Mapping[str, Any], path: Path | None = None) -> Schema:
     for sheet_name, spec in sheets.items():
         ekey = lookup.get(fold_header(sheet_name))
         if ekey is None:
-            raise XlcrmError(f"{where}: [sheets.{sheet_name}] is not a sheet; use one of "
+            raise XlcrmError(f"{where}: [sheets.\"{sheet_name}\"] is not a sheet; use one of "
                              f"{[e.key for e in entities]}")
         i = next(i for i, e in enumerate(entities) if e.key == ekey)
         e = entities[i]
@@ -676,14 +676,14 @@ def build_schema(data: Mapping[str, Any], path: Path | None = None) -> Schema:
         for name in off:
             col = _find_col(e, name, where)
             if not col.optional:
-                raise XlcrmError(f"{where}: [sheets.{sheet_name}] cannot disable {col.ja} ({col.key}): "
+                raise XlcrmError(f"{where}: [sheets.\"{sheet_name}\"] cannot disable {col.ja} ({col.key}): "
                                  "it is required by xlcrm")
             if any(getattr(r, "when", None) == col.key for r in e.rules):
-                raise XlcrmError(f"{where}: [sheets.{sheet_name}] cannot disable {col.ja} ({col.key}): "
+                raise XlcrmError(f"{where}: [sheets.\"{sheet_name}\"] cannot disable {col.ja} ({col.key}): "
                                  "another column's rule depends on it")
             cols.remove(col)
         for j, cspec in enumerate(spec.get("columns", [])):
-            cols.append(_custom_column(cspec, f"{where} [[sheets.{sheet_name}.columns]] #{j + 1}",
+            cols.append(_custom_column(cspec, f"{where} [[sheets.\"{sheet_name}\".columns]] #{j + 1}",
                                        {c.key for c in cols}, {c.ja for c in cols} | {c.en for c in cols}))
         keep = {c.key for c in cols}
         rules = tuple(r for r in e.rules if r.target in keep
