@@ -1,4 +1,5 @@
-"""Hand each salesperson a fresh workbook from the master: their customers and everything attached.
+"""Hand each salesperson a fresh workbook from the master: their customers and everything attached,
+and their own activities, deals and TODOs on customers someone else owns (referenced by 顧客ID).
 
 Each workbook gets a new id (in its very hidden meta sheet), and the values it was handed are stored
 in the database as its *base*; the next merge compares the returned workbook with that base, so only
@@ -105,6 +106,7 @@ def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | 
                now: dt.datetime, writer: Any) -> list[Path]:
     customers = schema.entity("customers")
     cust_records = list(db.iter_records(conn, customers))
+    active = {r[0] for r in cust_records}
     owner_i = customers.keys.index("owner")
     by_owner: dict[str, list[tuple[Any, ...]]] = {}
     for r in cust_records:
@@ -135,9 +137,12 @@ def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | 
             ri = e.keys.index(ref.key) if ref is not None else None
             own_key = OWNER_DEFAULTED.get(e.key)
             oi = e.keys.index(own_key) if own_key and e.has(own_key) else None
+            # Everything on the owner's customers, and the owner's own rows on anyone else's (an
+            # activity on a colleague's customer, referenced by its ID) or on no customer.
             rows[e.key] = [r for r in children[e.key]
                            if (ri is not None and r[ri] in ids)
-                           or ((ri is None or r[ri] is None) and oi is not None and r[oi] == owner)]
+                           or (oi is not None and r[oi] == owner
+                               and (ri is None or r[ri] is None or r[ri] in active))]
         name = file_name(owner)
         n = 2
         while name.casefold() in used:

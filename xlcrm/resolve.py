@@ -7,7 +7,8 @@ Decisions are read at the start of every merge and by ``xlcrm resolve``:
 * 競合: マスタ keeps the master's value, 候補N takes that competing value, or a value typed into
   採用する値 is checked like a cell of that column and applied.
 * 削除候補 削除: the record is marked deleted (kept in the database with its history, hidden from
-  the sheets); 残す (keep): the question is closed and the record stays.
+  the sheets), a customer together with everything attached to it; 残す (keep): the question is
+  closed and the record stays.
 
 **Merging two customers** keeps the older ID (the smaller number) as the survivor, so IDs printed on
 earlier lists keep working through ``_merged_into``.  Everything attached to the other customer is
@@ -246,6 +247,9 @@ def apply_decisions(conn: sqlite3.Connection, schema: Schema, decisions: Any, *,
                 db.set_state(conn, entity, d["record_id"], "deleted", run_id=run_id)
                 db.add_history(conn, [(run_id, at, entity.key, d["record_id"], "_state", "active", "deleted",
                                        d["source_file"], who, "delete")])
+                if entity.key == "customers":
+                    _delete_attached(conn, schema, d["record_id"], run_id=run_id, at=at,
+                                     source_file=d["source_file"], who=who)
             db.decide_deletion(conn, did, "deleted", run_id=run_id, at=at)
             rep.deleted += 1
         elif action == "keep":
@@ -253,6 +257,20 @@ def apply_decisions(conn: sqlite3.Connection, schema: Schema, decisions: Any, *,
             rep.kept += 1
     rep.applied = rep.merged + rep.different + rep.conflicts_resolved + rep.deleted + rep.kept
     return rep
+
+
+def _delete_attached(conn: sqlite3.Connection, schema: Schema, customer_id: str, *, run_id: int, at: str,
+                     source_file: str | None, who: str) -> None:
+    """A customer's contacts, activities, deals and TODOs go with it: deleting a customer row in a
+    workbook leaves its activities pointing at it, and they are decided together on 削除候補."""
+    for entity in schema:
+        if entity.key == "customers" or entity.ref_column is None:
+            continue
+        idk = entity.id_column.key
+        for r in db.attached_records(conn, entity, [customer_id]):
+            db.set_state(conn, entity, r[idk], "deleted", run_id=run_id)
+            db.add_history(conn, [(run_id, at, entity.key, r[idk], "_state", "active", "deleted", source_file,
+                                   who, "delete")])
 
 
 def resolve(master: str | Path, schema: Schema, *, now: dt.datetime | None = None,

@@ -555,7 +555,12 @@ def _report_rule(ctx: _SheetCtx, df: pd.DataFrame, col: Column, row: int, code: 
 
 def _resolve_refs(ctx: _SheetCtx, df: pd.DataFrame, schema: Schema,
                   customers: pd.DataFrame | None) -> pd.DataFrame:
-    """A reference holds a 顧客ID or the exact 顧客名 of a customer row in the same workbook."""
+    """A reference holds the exact 顧客名 of a customer row in the same workbook, or a 顧客ID.
+
+    A well-formed 顧客ID that is not on this workbook's 顧客 sheet is a reference to the master (a
+    handout holds its owner's activities on customers someone else owns; a customer row deleted here
+    keeps its activities): it is kept with no customer row, and merge checks it against the master.
+    """
     ref = ctx.sd.entity.ref_column
     assert ref is not None
     lang = ctx.lang
@@ -577,7 +582,7 @@ def _resolve_refs(ctx: _SheetCtx, df: pd.DataFrame, schema: Schema,
         if as_id is not None and problem is None:
             target = by_id.get(as_id)
             if target is None:
-                return None, "ref.unknown", message("ref.unknown", lang, value=value, sheet=sheet, hint="")
+                return None, None, as_id  # a customer of the master: the ID stands for itself
             return target, None, ""
         if len(hits) > 1:
             return None, "ref.ambiguous", message("ref.ambiguous", lang, value=value, count=len(hits),
@@ -597,7 +602,7 @@ def _resolve_refs(ctx: _SheetCtx, df: pd.DataFrame, schema: Schema,
     for i, v in enumerate(uniques):
         target, rule, text = resolve(v)
         targets[i] = target
-        ids_of[i] = id_of_row.get(target) if target is not None else None
+        ids_of[i] = id_of_row.get(target) if target is not None else (text if rule is None else None)
         if rule is not None:
             failures[i] = (rule, text)
     if failures:
