@@ -181,7 +181,7 @@ def test_rfm_scores_and_segments(master: Path, book: openpyxl.Workbook) -> None:
     champions = sum(1 for c in g.index if r[c] >= 4 and f[c] >= 4)
     assert segs["優良顧客"][2] == champions
     hibernating = sum(1 for c in g.index if r[c] <= 2 and f[c] < 3)
-    assert segs["休眠顧客"][2] == hibernating
+    assert segs["離反顧客"][2] == hibernating
 
 
 def test_lapsed_customers(master: Path, book: openpyxl.Workbook) -> None:

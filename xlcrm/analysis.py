@@ -10,6 +10,12 @@ plain words (the report's notes repeat them for the reader):
 - RFM scores are quintile ranks among customers with at least one sale (1 = worst fifth, 5 = best);
   equal values get equal scores.
 - The pipeline weights an open deal's 金額 by its 確度 (or by the phase's default when 確度 is blank).
+- Day thresholds count calendar days and include the boundary: "90 days without contact" lists a
+  customer whose last activity was exactly 90 days before the as-of date (以上, never 超).
+- A deleted customer's sales stay in the sales figures (they happened), under the attributes it had
+  (業種, 都道府県 …); the customer and its records leave the rankings (top customers, RFM, lapsed) and
+  the follow-up lists (open deals, overdue TODOs, unresolved complaints, no contact).  Its history
+  stays in the master.
 
 Every function returns a DataFrame whose columns are schema keys or the derived keys named in
 ``DERIVED``; ``xlcrm.report`` turns them into labelled tables.
@@ -44,7 +50,7 @@ RFM_SEGMENTS: tuple[tuple[str, str, str, str, str], ...] = (
     ("new", "新規顧客", "New", "R≥4 かつ F=1", "R>=4 and F=1"),
     ("promising", "有望顧客", "Promising", "R≥4", "R>=4"),
     ("at_risk", "離反リスク", "At risk", "R≤2 かつ F≥3", "R<=2 and F>=3"),
-    ("hibernating", "休眠顧客", "Hibernating", "R≤2", "R<=2"),
+    ("hibernating", "離反顧客", "Lost touch", "R≤2", "R<=2"),
     ("attention", "要フォロー", "Needs attention", "その他 (R=3 かつ F≤2)", "others (R=3 and F<=2)"),
 )
 
@@ -97,16 +103,38 @@ def deal_value(deals: pd.DataFrame) -> pd.Series:
     return pd.Series(value, index=deals.index, dtype="float64").fillna(0.0)
 
 
+#: Key of the frame of deleted customers beside the schema's entities (see :mod:`xlcrm.masterframes`).
+DELETED_CUSTOMERS = "deleted_customers"
+
+
+def _all_customers(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Active and deleted customers (the attributes a past sale is filed under), indexed by ID."""
+    cust = frames["customers"]
+    gone = frames.get(DELETED_CUSTOMERS)
+    if gone is not None and len(gone):
+        cust = pd.concat([cust, gone[cust.columns]], ignore_index=True)
+    return cust.set_index("customer_id")
+
+
+def of_active_customers(frames: Mapping[str, pd.DataFrame], records: pd.DataFrame) -> pd.DataFrame:
+    """The records whose customer is an active one (not deleted)."""
+    gone = frames.get(DELETED_CUSTOMERS)
+    if gone is None or not len(gone) or not len(records):
+        return records
+    return records[~records["customer"].isin(set(gone["customer_id"]))]
+
+
 def sales(frames: Mapping[str, pd.DataFrame], w: Window) -> pd.DataFrame:
     """Won deals up to the as-of date, one row each, with the customer's attributes joined on.
 
-    Columns: deal_id, customer, closed_on, value, month (Period), owner and SALES_DIMENSIONS.
+    Columns: deal_id, customer, closed_on, value, month (Period), owner and SALES_DIMENSIONS.  A
+    deleted customer's sales are included, under its attributes.
     """
     deals = frames["deals"]
     won = deals[(deals["phase"] == "won") & deals["closed_on"].notna() & (deals["closed_on"] <= w.ts)].copy()
     won["value"] = deal_value(won)
     won["month"] = won["closed_on"].dt.to_period("M")
-    cust = frames["customers"].set_index("customer_id")
+    cust = _all_customers(frames)
     for dim in SALES_DIMENSIONS:
         if dim == "owner":
             from_customer = won["customer"].map(cust["owner"]) if "owner" in cust else None
@@ -166,8 +194,9 @@ def sales_by(frames: Mapping[str, pd.DataFrame], w: Window, dim: str) -> pd.Data
 
 
 def customer_totals(frames: Mapping[str, pd.DataFrame], w: Window) -> pd.DataFrame:
-    """Per customer with a sale: cumulative amount, purchases, average per purchase, first/last date."""
-    won = sales(frames, w)
+    """Per active customer with a sale: cumulative amount, purchases, average per purchase, first/last
+    date (the rankings' base: deleted customers are left out)."""
+    won = of_active_customers(frames, sales(frames, w))
     g = won.groupby("customer")
     out = pd.DataFrame({"total": g["value"].sum(), "purchases": g["value"].size(),
                         "first_purchase": g["closed_on"].min(), "last_purchase": g["closed_on"].max()})
@@ -232,8 +261,8 @@ def rfm_segments(table: pd.DataFrame) -> pd.DataFrame:
 def lapsed(frames: Mapping[str, pd.DataFrame], w: Window, days: int = 365) -> pd.DataFrame:
     totals = customer_totals(frames, w)
     since = (w.ts - totals["last_purchase"]).dt.days
-    gone = totals[since > days].copy()
-    gone["days_since"] = since[since > days].astype("int64")
+    gone = totals[since >= days].copy()
+    gone["days_since"] = since[since >= days].astype("int64")
     cust = frames["customers"].set_index("customer_id")
     for k in ("name", "owner", "status"):
         gone[k] = gone.index.map(cust[k]) if k in cust else None
@@ -259,7 +288,7 @@ def probabilities(schema: Schema) -> dict[str, int]:
 
 def open_deals(frames: Mapping[str, pd.DataFrame], w: Window, schema: Schema) -> pd.DataFrame:
     """Open deals with their bucket: ``overdue`` (expected before this month), a month label, or None."""
-    deals = frames["deals"]
+    deals = of_active_customers(frames, frames["deals"])
     op = deals[deals["phase"].isin(OPEN_PHASES)].copy()
     op["value"] = deal_value(op)
     defaults = probabilities(schema)
@@ -357,7 +386,7 @@ def unresolved_voice(frames: Mapping[str, pd.DataFrame], w: Window) -> pd.DataFr
 
     A blank 結果 counts as unresolved: nobody has said it was settled.
     """
-    acts = frames["activities"]
+    acts = of_active_customers(frames, frames["activities"])
     a = acts[acts["type"].isin(VOICE_TYPES) & (acts["date"].isna() | (acts["date"] <= w.ts))]
     a = a[a["result"] != "resolved"].copy() if "result" in a else a.copy()
     cust = frames["customers"].set_index("customer_id")
@@ -393,7 +422,7 @@ def unresolved_voice(frames: Mapping[str, pd.DataFrame], w: Window) -> pd.DataFr
 # --- follow-ups ----------------------------------------------------------------------------------------------
 
 def overdue_todos(frames: Mapping[str, pd.DataFrame], w: Window) -> pd.DataFrame:
-    t = frames["todos"]
+    t = of_active_customers(frames, frames["todos"])
     status = t["status"] if "status" in t else pd.Series(None, index=t.index, dtype=object)
     late = t[(status != "done") & t["due"].notna() & (t["due"] < w.ts)].copy()
     late["days_overdue"] = (w.ts - late["due"]).dt.days.astype("int64")
@@ -411,14 +440,14 @@ def overdue_by_assignee(late: pd.DataFrame) -> pd.DataFrame:
 
 
 def no_contact(frames: Mapping[str, pd.DataFrame], w: Window, days: int = 90) -> pd.DataFrame:
-    """Customers (other than 失注) with no activity in ``days`` days, or none at all."""
+    """Customers (other than 失注) whose latest activity is ``days`` or more days old, or who have none."""
     cust = frames["customers"]
     if "status" in cust:
         cust = cust[cust["status"] != "lost"]
     last = last_activity(frames, w)
     out = cust.set_index("customer_id")[[k for k in ("name", "owner", "status") if k in cust]].join(last)
     out["days_since"] = (w.ts - out["last_contact"]).dt.days
-    out = out[out["last_contact"].isna() | (out["days_since"] > days)]
+    out = out[out["last_contact"].isna() | (out["days_since"] >= days)]
     out = out.reset_index()
     out["_never"] = out["last_contact"].isna()
     out = out.sort_values(["_never", "days_since", "customer_id"], ascending=[False, False, True], kind="stable")
@@ -429,14 +458,15 @@ def no_contact(frames: Mapping[str, pd.DataFrame], w: Window, days: int = 90) ->
 
 def stale_customers(frames: Mapping[str, pd.DataFrame], w: Window, changed: Mapping[str, pd.Timestamp],
                     days: int = 365) -> pd.DataFrame:
-    """Customers whose latest update (更新日 or a history row) is older than ``days`` days, or unknown."""
+    """Customers whose latest update (更新日 or a history row), as a calendar day, is ``days`` or more
+    days before the as-of date, or unknown."""
     cust = frames["customers"].copy()
     upd = cust["updated_at"] if "updated_at" in cust else pd.Series(pd.NaT, index=cust.index)
     hist = cust["customer_id"].map(lambda i: changed.get(i, pd.NaT))
     hist = pd.to_datetime(hist, errors="coerce")
-    cust["last_update"] = pd.concat([upd, hist], axis=1).max(axis=1)
+    cust["last_update"] = pd.concat([upd, hist], axis=1).max(axis=1).dt.normalize()
     cust["days_since"] = (w.ts - cust["last_update"]).dt.days
-    old = cust[cust["last_update"].isna() | (cust["days_since"] > days)]
+    old = cust[cust["last_update"].isna() | (cust["days_since"] >= days)]
     keep = [k for k in ("customer_id", "name", "owner") if k in old] + ["last_update", "days_since"]
     return old[keep].sort_values(["last_update", "customer_id"], na_position="first", kind="stable") \
         .reset_index(drop=True)
@@ -446,7 +476,8 @@ def missing_fields(frames: Mapping[str, pd.DataFrame], schema: Schema) -> pd.Dat
     """Blank required columns, blank columns a rule requires, and blank sales dimensions.
 
     Returns rows (entity, column, condition, missing, considered); ``condition`` is the rule's
-    trigger (``phase=won``) or "" when the column is always expected.
+    trigger (``phase=won``) or "" when the column is always expected.  業種 is expected of
+    corporate customers only (区分 = 法人): a person has none.
     """
     from xlcrm.schema import RequiredWhen
 
@@ -457,7 +488,13 @@ def missing_fields(frames: Mapping[str, pd.DataFrame], schema: Schema) -> pd.Dat
             if c.system:
                 continue
             wanted = c.required or (e.key == "customers" and c.key in SALES_DIMENSIONS)
-            if wanted:
+            if not wanted:
+                continue
+            if e.key == "customers" and c.key == "industry" and e.has("kind"):
+                scope = f[f["kind"] != "individual"]
+                rows.append({"entity": e.key, "column": c.key, "condition": ("kind", ("corporate",)),
+                             "missing": int(scope[c.key].isna().sum()), "considered": len(scope)})
+            else:
                 rows.append({"entity": e.key, "column": c.key, "condition": None,
                              "missing": int(f[c.key].isna().sum()), "considered": len(f)})
         for r in e.rules:

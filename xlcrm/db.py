@@ -201,9 +201,11 @@ def format_id(entity: Entity, number: int) -> str:
     return f"{entity.id_prefix}-{number:06d}"
 
 
-def fetch_active(conn: sqlite3.Connection, entity: Entity) -> list[sqlite3.Row]:
+def fetch_active(conn: sqlite3.Connection, entity: Entity, *, deleted: bool = False) -> list[sqlite3.Row]:
+    """The entity's active records by ID (``deleted=True``: the records marked deleted instead)."""
     keys = ", ".join(f'"{k}"' for k in entity.keys)
-    return conn.execute(f'SELECT {keys} FROM "{entity.key}" WHERE {ACTIVE} '
+    where = "_state = 'deleted'" if deleted else ACTIVE
+    return conn.execute(f'SELECT {keys} FROM "{entity.key}" WHERE {where} '
                         f'ORDER BY "{entity.id_column.key}"').fetchall()
 
 

@@ -25,14 +25,15 @@ def open_master(master: str | Path) -> sqlite3.Connection:
     return db.connect(db.db_path_for(m))
 
 
-def entity_frame(conn: sqlite3.Connection, entity: Entity) -> pd.DataFrame:
-    """Active rows of one entity, one column per schema key, typed for arithmetic.
+def entity_frame(conn: sqlite3.Connection, entity: Entity, *, deleted: bool = False) -> pd.DataFrame:
+    """Active rows of one entity (``deleted=True``: its deleted rows), one column per schema key, typed
+    for arithmetic.
 
     Dates become ``Timestamp`` (unparseable text becomes NaT: a report must not die on one bad
     cell; data quality lists such rows separately), ints and decimals become floats/Int64, blank
     text becomes missing.
     """
-    rows = db.fetch_active(conn, entity)
+    rows = db.fetch_active(conn, entity, deleted=deleted)
     frame = pd.DataFrame([tuple(r) for r in rows], columns=entity.keys, dtype=object)
     for col in entity.columns:
         s = frame[col.key]
@@ -47,7 +48,12 @@ def entity_frame(conn: sqlite3.Connection, entity: Entity) -> pd.DataFrame:
 
 
 def active_frames(conn: sqlite3.Connection, schema: Schema) -> dict[str, pd.DataFrame]:
-    return {e.key: entity_frame(conn, e) for e in schema}
+    """Each entity's active rows by its key, plus the deleted customers under
+    :data:`xlcrm.analysis.DELETED_CUSTOMERS`: a deleted customer's records stay active, and the report
+    files its past sales under its attributes while leaving it out of rankings and follow-ups."""
+    frames = {e.key: entity_frame(conn, e) for e in schema}
+    frames["deleted_customers"] = entity_frame(conn, schema.entity("customers"), deleted=True)
+    return frames
 
 
 def last_change(conn: sqlite3.Connection, entity: str) -> dict[str, pd.Timestamp]:

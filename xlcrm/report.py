@@ -40,7 +40,7 @@ _T: dict[str, tuple[str, str]] = {
     "sales": ("売上", "Sales"),
     "top": ("上位顧客", "Top customers"),
     "rfm": ("RFM分析", "RFM"),
-    "lapsed": ("休眠顧客", "Lapsed"),
+    "lapsed": ("長期未購入の顧客", "Lapsed"),
     "pipeline": ("見込み", "Pipeline"),
     "voice": ("クレーム・問い合わせ", "Complaints"),
     "followup": ("フォロー", "Follow-ups"),
@@ -234,6 +234,13 @@ def build_report(conn: sqlite3.Connection, schema: Schema, as_of: dt.date, lang:
     return report
 
 
+def _top_title(title: str, rows: int, shown: int, lang: Lang) -> str:
+    """A chart's title that says when it shows only the first ``shown`` of the table's rows."""
+    if rows <= shown:
+        return title
+    return f"{title}（上位{shown}件）" if lang == "ja" else f"{title} (top {shown})"
+
+
 def _sales_page(frames: dict[str, pd.DataFrame], w: an.Window, L: _Labels) -> Page:
     lang = L.lang
     monthly = an.sales_by_month(frames, w, 24)
@@ -255,11 +262,13 @@ def _sales_page(frames: dict[str, pd.DataFrame], w: an.Window, L: _Labels) -> Pa
                                          Col(t("share", lang), "pct"), Col(t("change", lang), "pct")],
                             [[L.dim(dim, r.key), r.won_amount, r.won_count, r.prev_amount, r.share, r.change]
                              for r in table.itertuples(index=False)]))
-        charts.append(ChartSpec(key, title, key, "bar", 0, [1], max_points=10, money=True))
+        charts.append(ChartSpec(key, _top_title(title, len(blocks[-1].rows), 10, lang), key, "bar", 0, [1],
+                                max_points=10, money=True))
     intro = [("受注（フェーズ＝受注、受注日が基準日以前）の金額。金額が空欄なら 数量×単価。"
-              "直近12か月＝基準日の月までの12か月。") if lang == "ja" else
+              "直近12か月＝基準日の月までの12か月。削除した顧客の受注も、その顧客の属性で集計に含みます。") if lang == "ja" else
              ("Won deals (stage Won, closed on or before the as-of date); amount, or quantity x unit price. "
-              "Last 12 months = the 12 calendar months up to the as-of month.")]
+              "Last 12 months = the 12 calendar months up to the as-of month. A deleted customer's sales are "
+              "included, under the attributes it had.")]
     return Page("sales", t("sales", lang), intro, blocks, charts)
 
 
@@ -278,10 +287,10 @@ def _top_page(frames: dict[str, pd.DataFrame], w: an.Window, L: _Labels, opt: Re
                      r["total"], r["purchases"], r["average"], r["first_purchase"], r["last_purchase"]])
     title = (f"累計受注額の上位{opt.top_n}社" if lang == "ja" else f"Top {opt.top_n} customers by total won")
     block = Block("top_customers", title, cols, rows)
-    chart = ChartSpec("top_customers", title, "top_customers", "bar", 2, [block.index(t("total", lang))],
-                      max_points=10, money=True)
-    intro = ["平均単価＝累計受注額÷購入回数（受注1件あたり）。" if lang == "ja"
-             else "Average order = total won / number of won deals."]
+    chart = ChartSpec("top_customers", _top_title(title, len(rows), 10, lang), "top_customers", "bar", 2,
+                      [block.index(t("total", lang))], max_points=10, money=True)
+    intro = ["平均単価＝累計受注額÷購入回数（受注1件あたり）。削除した顧客は順位に含めません。" if lang == "ja"
+             else "Average order = total won / number of won deals. Deleted customers are not ranked."]
     return Page("top", t("top", lang), intro, [block], [chart])
 
 
@@ -324,10 +333,12 @@ def _lapsed_page(frames: dict[str, pd.DataFrame], w: an.Window, L: _Labels, opt:
              r["last_purchase"], r["days_since"], r["purchases"], r["total"], r.get("last_contact"),
              L.choice("activities", "type", r.get("last_contact_type")), r.get("last_contact_content")]
             for r in table.to_dict("records")]
-    title = (f"購入実績があり {opt.lapsed_days} 日以上購入のない顧客（累計受注額順）" if lang == "ja" else
-             f"Customers with no purchase for more than {opt.lapsed_days} days (by total won)")
-    intro = ["再顧客化の候補です。担当営業から連絡を。" if lang == "ja"
-             else "Candidates for win-back: ask the sales rep to get in touch."]
+    title = (f"購入実績があり、最終購入から {opt.lapsed_days} 日以上たった顧客（累計受注額順）" if lang == "ja" else
+             f"Customers whose last purchase was {opt.lapsed_days} days ago or more (by total won)")
+    intro = ["再顧客化の候補です。担当営業から連絡を。日数は暦日で、基準日ちょうどの日数も含みます。"
+             "ステータスの「休眠」とは別の、購入日だけによる一覧です。" if lang == "ja"
+             else "Candidates for win-back: ask the sales rep to get in touch. Calendar days, the boundary "
+                  "day included; based on purchase dates only, whatever the customer's status."]
     return Page("lapsed", t("lapsed", lang), intro, [Block("lapsed", title, cols, rows)])
 
 
@@ -363,9 +374,11 @@ def _pipeline_page(frames: dict[str, pd.DataFrame], w: an.Window, L: _Labels, sc
     undated = int(op["expected_close"].isna().sum())
     defaults = an.probabilities(schema)
     phase_txt = "、".join(f"{L.choice('deals', 'phase', k)} {v}%" for k, v in defaults.items())
-    intro = [(f"進行中の案件（{phase_txt} は確度が空欄のときの既定値）。期限超過＝受注予定日が今月より前。"
+    intro = [(f"進行中の案件＝フェーズが受注・失注以外（{phase_txt} は確度が空欄のときの既定値）。"
+              "期限超過＝受注予定日が今月より前。削除した顧客の案件は含みません。"
               f"対象外：再来月より先 {later} 件、受注予定日なし {undated} 件。") if lang == "ja" else
-             (f"Open deals (blank probability: {phase_txt.replace('、', ', ')}). Overdue = expected close "
+             (f"Open deals = any stage but Won and Lost (blank probability: {phase_txt.replace('、', ', ')}); "
+              "deleted customers' deals are left out. Overdue = expected close "
               f"before this month. Not shown: {later} later, {undated} without expected close.")]
     chart = ChartSpec("pipeline_forecast", b1.title, "pipeline_forecast", "stacked", 0,
                       list(range(1, 1 + len(buckets))), by_row=True, money=True)
@@ -437,7 +450,7 @@ def _followup_page(frames: dict[str, pd.DataFrame], w: an.Window, L: _Labels, op
                [[r["todo_id"], r["due"], r["days_overdue"], r["customer"], r["customer_name"], r["content"],
                  r["assignee"], L.choice("todos", "status", r.get("status"))] for r in late.to_dict("records")])
     b3 = Block("followup_no_contact", (f"{opt.no_contact_days}日以上接触のない顧客（失注を除く）" if lang == "ja"
-                                      else f"Customers not contacted for more than {opt.no_contact_days} days"),
+                                      else f"Customers not contacted for {opt.no_contact_days} days or more"),
                [Col(L.col("customers", "customer_id"), width=11), Col(L.col("customers", "name"), width=28),
                 Col(L.col("customers", "owner")), Col(L.col("customers", "status"), width=10),
                 Col(t("last_contact", lang), "date"), Col(t("days_since", lang), "days"),
@@ -446,8 +459,11 @@ def _followup_page(frames: dict[str, pd.DataFrame], w: an.Window, L: _Labels, op
                  r["last_contact"], r["days_since"], L.choice("activities", "type", r.get("last_contact_type"))]
                 for r in quiet.to_dict("records")])
     chart = ChartSpec("followup_per_owner", b1.title, "followup_per_owner", "clustered_bar", 0, [1, 3])
-    intro = ["接触＝活動履歴の記録（電話・訪問・メールなど）。記録のない顧客は経過日数が空欄です。" if lang == "ja"
-             else "Contact = any activity record. Customers never contacted have a blank day count."]
+    intro = ["接触＝活動履歴の記録（電話・訪問・メールなど）。記録のない顧客は経過日数が空欄です。"
+             "日数は暦日で、ちょうどの日数も含みます（90日以上＝90日目から）。削除した顧客のTODOは含みません。"
+             if lang == "ja" else
+             "Contact = any activity record. Customers never contacted have a blank day count. Calendar days, "
+             "the boundary day included (90 days or more = from day 90). Deleted customers' TODOs are left out."]
     return Page("followup", t("followup", lang), intro, [b1, b2, b3], [chart])
 
 
@@ -492,8 +508,10 @@ def _quality_page(conn: sqlite3.Connection, frames: dict[str, pd.DataFrame], w: 
                 Col(t("days_since", lang), "days")],
                [[r["customer_id"], r["name"], r.get("owner"), r["last_update"], r["days_since"]]
                 for r in stale.to_dict("records")])
-    intro = ["最終更新日＝更新日と変更履歴のうち新しい方。" if lang == "ja"
-             else "Last updated = the later of the Updated column and the change history."]
+    intro = ["最終更新日＝更新日と変更履歴のうち新しい方の日付。日数は暦日で、ちょうどの日数も含みます。"
+             "業種の未入力は法人の顧客だけで数えます（個人には業種がありません）。" if lang == "ja"
+             else "Last updated = the later day of the Updated column and the change history; calendar days, the "
+                  "boundary day included. A blank industry is counted for company customers only."]
     return Page("quality", t("quality", lang), intro, [b1, b2, b3])
 
 
@@ -520,7 +538,7 @@ def _summary_page(report: Report, frames: dict[str, pd.DataFrame], w: an.Window,
         [t("last12_count", lang), n12, "int", ""],
         ["加重見込み額（今月〜再来月）" if ja else "Weighted pipeline, this month + 2", next3, "money",
          f"{t('overdue', lang)}: {overdue_pipe:,.0f}"],
-        [f"{t('lapsed', lang)}（{opt.lapsed_days}日超）" if ja else f"Lapsed customers (> {opt.lapsed_days} days)",
+        [f"{t('lapsed', lang)}（{opt.lapsed_days}日以上）" if ja else f"Lapsed customers ({opt.lapsed_days}+ days)",
          lapsed, "int", ""],
         ["未解決のクレーム・問い合わせ" if ja else "Unresolved complaints and inquiries", unresolved, "int", ""],
         [t("overdue_todos", lang), late, "int", ""],
@@ -670,6 +688,27 @@ class ReportResult:
     path: Path
     pngs: list[Path]
     report: Report
+    #: What the reader should know about the figures' source (decisions typed into master.xlsx and
+    #: not applied yet); each also stands on the summary sheet.
+    warnings: list[str] = field(default_factory=list)
+
+
+def unapplied_decisions(conn: sqlite3.Connection, master: Path, schema: Schema, lang: Lang,
+                        password: str | None = None) -> list[str]:
+    """A warning when master.xlsx holds review decisions (重複候補, 競合, 削除候補) typed in and not yet
+    applied by `xlcrm resolve` or a merge: figures from the database do not reflect them."""
+    from xlcrm import masterbook
+
+    state = masterbook.read_master_state(master, conn, schema, edits=False, password=password)
+    d = state.decisions
+    if not d:
+        return []
+    n = len(d.duplicates) + len(d.conflicts) + len(d.deletions)
+    if lang == "ja":
+        return [f"{master.name} に未反映の判断が {n} 件あります（重複候補・競合・削除候補）。この集計には含まれていません。"
+                f"`xlcrm resolve --master {master}` で反映してから作り直してください。"]
+    return [f"{master.name} holds {n} decision(s) typed into its review sheets and not applied yet; these "
+            f"figures do not include them. Run `xlcrm resolve --master {master}`, then make the report again."]
 
 
 def make_report(master: str | Path, out: str | Path, schema: Schema, *, as_of: dt.date | None = None,
@@ -684,9 +723,13 @@ def make_report(master: str | Path, out: str | Path, schema: Schema, *, as_of: d
         raise XlcrmError(f"{out}: the report is an Excel workbook; name it ….xlsx")
     conn = mf.open_master(master)
     try:
+        book = Path(master).with_suffix(".xlsx")
+        warnings = unapplied_decisions(conn, book, schema, lang, password)
         report = build_report(conn, schema, as_of or dt.date.today(), lang, options)
     finally:
         conn.close()
+    if warnings:
+        report.page("summary").intro[:0] = warnings
     if progress:
         progress("workbook")
     write_report(report, out, password=password)
@@ -697,4 +740,4 @@ def make_report(master: str | Path, out: str | Path, schema: Schema, *, as_of: d
         if progress:
             progress("png")
         pngs = write_pngs(report, png_dir)
-    return ReportResult(out, pngs, report)
+    return ReportResult(out, pngs, report, warnings)

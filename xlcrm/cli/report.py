@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from xlcrm.cli import app
 from xlcrm.cli.common import ConfigOpt, LangOpt, MasterOpt, err
@@ -84,6 +85,8 @@ def report(
               f"{result.report.as_of}{', encrypted' if password else ''})")
     if result.pngs:
         err.print(f"[green]wrote[/] {len(result.pngs)} PNG charts into {png}")
+    for line in result.warnings:
+        err.print(f"[yellow]warning:[/] {escape(line)}")
 
 
 @app.command()
