@@ -117,13 +117,14 @@ def test_stale_counts_calendar_days(wb: openpyxl.Workbook) -> None:
     assert "C-000007" in stale and stale["C-000007"][4] == 365
 
 
-def test_deleted_customer_sales_under_its_attributes_not_ranked(wb: openpyxl.Workbook) -> None:
+def test_deleted_customer_is_in_no_figure(wb: openpyxl.Workbook) -> None:
+    # its records are still active here, as in a master from before deletion took them along
     top = _table(wb, "rpt_top_customers")
     assert [r[1] for r in top] == ["C-000003", "C-000004", "C-000001"]
     assert all(r[2] for r in top)  # never a blank name
     by_industry = {r[0]: r[1] for r in _table(wb, "rpt_sales_by_industry")}
-    assert by_industry.get("製造業") == 2_880_000  # filed under the deleted customer's 業種
-    assert "(未設定)" not in by_industry and "（未設定）" not in by_industry
+    assert by_industry == {"情報通信業": 50_000}  # last 12 months; no 製造業, no (未設定)
+    assert sum(r[1] for r in _table(wb, "rpt_sales_monthly")) == 250_000
     assert all(r[1] != "D-000099" for r in _table(wb, "rpt_pipeline_deals"))
     assert all(r[0] != "T-000001" for r in _table(wb, "rpt_followup_overdue"))
     assert all(r[0] != "C-000008" for r in _table(wb, "rpt_rfm_customers"))

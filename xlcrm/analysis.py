@@ -12,10 +12,9 @@ plain words (the report's notes repeat them for the reader):
 - The pipeline weights an open deal's 金額 by its 確度 (or by the phase's default when 確度 is blank).
 - Day thresholds count calendar days and include the boundary: "90 days without contact" lists a
   customer whose last activity was exactly 90 days before the as-of date (以上, never 超).
-- A deleted customer's sales stay in the sales figures (they happened), under the attributes it had
-  (業種, 都道府県 …); the customer and its records leave the rankings (top customers, RFM, lapsed) and
-  the follow-up lists (open deals, overdue TODOs, unresolved complaints, no contact).  Its history
-  stays in the master.
+- A deleted customer is out of every figure, its records with it (sales, rankings, follow-ups):
+  deleting a customer on 削除候補 deletes its records too, and records a deleted customer still has
+  (from an older master) are treated the same way.  Its history stays in the master.
 
 Every function returns a DataFrame whose columns are schema keys or the derived keys named in
 ``DERIVED``; ``xlcrm.report`` turns them into labelled tables.
@@ -107,15 +106,6 @@ def deal_value(deals: pd.DataFrame) -> pd.Series:
 DELETED_CUSTOMERS = "deleted_customers"
 
 
-def _all_customers(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Active and deleted customers (the attributes a past sale is filed under), indexed by ID."""
-    cust = frames["customers"]
-    gone = frames.get(DELETED_CUSTOMERS)
-    if gone is not None and len(gone):
-        cust = pd.concat([cust, gone[cust.columns]], ignore_index=True)
-    return cust.set_index("customer_id")
-
-
 def of_active_customers(frames: Mapping[str, pd.DataFrame], records: pd.DataFrame) -> pd.DataFrame:
     """The records whose customer is an active one (not deleted)."""
     gone = frames.get(DELETED_CUSTOMERS)
@@ -127,14 +117,13 @@ def of_active_customers(frames: Mapping[str, pd.DataFrame], records: pd.DataFram
 def sales(frames: Mapping[str, pd.DataFrame], w: Window) -> pd.DataFrame:
     """Won deals up to the as-of date, one row each, with the customer's attributes joined on.
 
-    Columns: deal_id, customer, closed_on, value, month (Period), owner and SALES_DIMENSIONS.  A
-    deleted customer's sales are included, under its attributes.
+    Columns: deal_id, customer, closed_on, value, month (Period), owner and SALES_DIMENSIONS.
     """
-    deals = frames["deals"]
+    deals = of_active_customers(frames, frames["deals"])
     won = deals[(deals["phase"] == "won") & deals["closed_on"].notna() & (deals["closed_on"] <= w.ts)].copy()
     won["value"] = deal_value(won)
     won["month"] = won["closed_on"].dt.to_period("M")
-    cust = _all_customers(frames)
+    cust = frames["customers"].set_index("customer_id")
     for dim in SALES_DIMENSIONS:
         if dim == "owner":
             from_customer = won["customer"].map(cust["owner"]) if "owner" in cust else None
@@ -194,9 +183,8 @@ def sales_by(frames: Mapping[str, pd.DataFrame], w: Window, dim: str) -> pd.Data
 
 
 def customer_totals(frames: Mapping[str, pd.DataFrame], w: Window) -> pd.DataFrame:
-    """Per active customer with a sale: cumulative amount, purchases, average per purchase, first/last
-    date (the rankings' base: deleted customers are left out)."""
-    won = of_active_customers(frames, sales(frames, w))
+    """Per customer with a sale: cumulative amount, purchases, average per purchase, first/last date."""
+    won = sales(frames, w)
     g = won.groupby("customer")
     out = pd.DataFrame({"total": g["value"].sum(), "purchases": g["value"].size(),
                         "first_purchase": g["closed_on"].min(), "last_purchase": g["closed_on"].max()})

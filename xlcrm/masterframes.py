@@ -49,8 +49,8 @@ def entity_frame(conn: sqlite3.Connection, entity: Entity, *, deleted: bool = Fa
 
 def active_frames(conn: sqlite3.Connection, schema: Schema) -> dict[str, pd.DataFrame]:
     """Each entity's active rows by its key, plus the deleted customers under
-    :data:`xlcrm.analysis.DELETED_CUSTOMERS`: a deleted customer's records stay active, and the report
-    files its past sales under its attributes while leaving it out of rankings and follow-ups."""
+    :data:`xlcrm.analysis.DELETED_CUSTOMERS`, whose records the report leaves out wherever they are
+    still active (a master from before deleting a customer deleted its records too)."""
     frames = {e.key: entity_frame(conn, e) for e in schema}
     frames["deleted_customers"] = entity_frame(conn, schema.entity("customers"), deleted=True)
     return frames

@@ -265,10 +265,10 @@ def _sales_page(frames: dict[str, pd.DataFrame], w: an.Window, L: _Labels) -> Pa
         charts.append(ChartSpec(key, _top_title(title, len(blocks[-1].rows), 10, lang), key, "bar", 0, [1],
                                 max_points=10, money=True))
     intro = [("受注（フェーズ＝受注、受注日が基準日以前）の金額。金額が空欄なら 数量×単価。"
-              "直近12か月＝基準日の月までの12か月。削除した顧客の受注も、その顧客の属性で集計に含みます。") if lang == "ja" else
+              "直近12か月＝基準日の月までの12か月。削除した顧客の取引は含みません。") if lang == "ja" else
              ("Won deals (stage Won, closed on or before the as-of date); amount, or quantity x unit price. "
-              "Last 12 months = the 12 calendar months up to the as-of month. A deleted customer's sales are "
-              "included, under the attributes it had.")]
+              "Last 12 months = the 12 calendar months up to the as-of month. Deleted customers' deals are "
+              "left out.")]
     return Page("sales", t("sales", lang), intro, blocks, charts)
 
 
@@ -289,8 +289,8 @@ def _top_page(frames: dict[str, pd.DataFrame], w: an.Window, L: _Labels, opt: Re
     block = Block("top_customers", title, cols, rows)
     chart = ChartSpec("top_customers", _top_title(title, len(rows), 10, lang), "top_customers", "bar", 2,
                       [block.index(t("total", lang))], max_points=10, money=True)
-    intro = ["平均単価＝累計受注額÷購入回数（受注1件あたり）。削除した顧客は順位に含めません。" if lang == "ja"
-             else "Average order = total won / number of won deals. Deleted customers are not ranked."]
+    intro = ["平均単価＝累計受注額÷購入回数（受注1件あたり）。削除した顧客は含みません。" if lang == "ja"
+             else "Average order = total won / number of won deals. Deleted customers are left out."]
     return Page("top", t("top", lang), intro, [block], [chart])
 
 
