@@ -129,11 +129,13 @@ _ENTRIES = sorted({c.key for e in S for c in e.columns}
 
 
 def _forbidden(entry: str) -> set[tuple[str, str]]:
-    """Independent reading of a hide entry: (entity, column key) pairs it forbids."""
+    """Independent reading of a hide entry: (entity, column key) pairs it forbids.  A bare contact type
+    (``phone``, ``email``) forbids every column of that type, whatever its key or label."""
     out = set()
     for e in S:
         for c in e.columns:
-            if entry in (c.key, c.ja) or entry in (f"{e.key}.{c.key}", f"{e.ja}.{c.ja}"):
+            if entry in (c.key, c.ja) or entry in (f"{e.key}.{c.key}", f"{e.ja}.{c.ja}") or (
+                    entry in ("phone", "email", "postal") and c.type == entry):
                 out.add((e.key, c.key))
     return out
 

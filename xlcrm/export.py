@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import re
 import sqlite3
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -131,13 +132,25 @@ def _column_label(schema: Schema, entity: str, key: str, lang: Lang) -> str:
 
 # --- roles ------------------------------------------------------------------------------------------
 
+#: Column types that say how to reach a person: a ``hide`` entry naming one of them (``phone``,
+#: ``email``, ``postal``) hides every column of that type, built-in or added in xlcrm.toml.
+CONTACT_TYPES: tuple[str, ...] = ("phone", "email", "postal")
+
+
+def hidden_types(role: Role) -> set[str]:
+    """The contact types (:data:`CONTACT_TYPES`) a role hides as a whole."""
+    return {fold_header(str(item)) for item in role.hide} & set(CONTACT_TYPES)
+
+
 def hidden_columns(schema: Schema, role: Role) -> dict[str, set[str]]:
     """Entity key -> column keys the role may not see.
 
-    A ``hide`` entry is a column key or label (``phone``, ``電話番号``: that column on every sheet that
-    has it) or ``sheet.column`` (``customers.phone``, ``顧客.電話番号``: that sheet only); keys are
-    tried first, then Japanese labels, then English ones.  An entry that names nothing is refused:
-    silently ignoring a typo would leak the column it meant.
+    A ``hide`` entry is a column type of :data:`CONTACT_TYPES` (``phone``: every phone-number column
+    of every sheet, 電話番号, FAX, 携帯電話 and custom ones such as 緊急連絡先 alike), a column key or
+    label (``address``, ``住所``: that column on every sheet that has it) or ``sheet.column``
+    (``customers.phone``, ``顧客.電話番号``: that sheet only); keys are tried first, then Japanese
+    labels, then English ones.  An entry that names nothing is refused: silently ignoring a typo would
+    leak the column it meant.
     """
     out: dict[str, set[str]] = {e.key: set() for e in schema}
     sheets = schema.sheet_lookup()
@@ -152,6 +165,12 @@ def hidden_columns(schema: Schema, role: Role) -> dict[str, set[str]]:
             targets, col_part = list(schema), text
         want = fold_header(col_part)
         hit = False
+        if not entity_part and want in CONTACT_TYPES:
+            for e in targets:
+                for c in e.columns:
+                    if c.type == want:
+                        out[e.key].add(c.key)
+                        hit = True
         # A key wins over a label, a Japanese label over an English one: "type" is the activity type,
         # not the customer column whose English label happens to be "Type".
         for spelling in (lambda c: c.key, lambda c: c.ja, lambda c: c.en):
@@ -166,6 +185,44 @@ def hidden_columns(schema: Schema, role: Role) -> dict[str, set[str]]:
             raise XlcrmError(f"{where}: {text!r} names no column; use a column key such as 'phone' or "
                              "'customers.phone', or its label such as '電話番号'")
     return out
+
+
+_DIGIT = "[0-9０-９]"
+_SEP = r"[\s\-‐‑‒–—―−－ー().（）]"
+#: A phone number inside free text: 0 or +81 and 8 to 10 more digits, hyphens, spaces, brackets and
+#: full-width forms allowed between them (03-1234-5678, ０９０－１２３４－５６７８, +81 3 1234 5678).
+PHONE_IN_TEXT = re.compile(rf"(?<![0-9０-９])(?:[+＋](?:81|８１){_SEP}{{0,2}}(?:[(（][0０][)）])?|[(（]?[0０])"
+                           rf"(?:{_SEP}{{0,2}}{_DIGIT}){{8,10}}(?![0-9０-９])")
+_MAIL_CHAR = "A-Za-z0-9Ａ-Ｚａ-ｚ０-９"
+#: An e-mail address inside free text, half- or full-width.
+EMAIL_IN_TEXT = re.compile(rf"[{_MAIL_CHAR}._%+\-．＿＋－]+[@＠][{_MAIL_CHAR}\-－]+(?:[.．][{_MAIL_CHAR}\-－]+)+")
+_MASKS: dict[str, dict[str, str]] = {"phone": {"ja": "［電話番号］", "en": "[phone]"},
+                                     "email": {"ja": "［メール］", "en": "[e-mail]"}}
+
+
+def mask_text(text: str, types: set[str], lang: Lang = "ja") -> str:
+    """``text`` with the phone numbers and/or e-mail addresses in it replaced by a placeholder."""
+    if "email" in types:  # first: an address's digits must not be taken for a phone number
+        text = EMAIL_IN_TEXT.sub(_MASKS["email"][lang], text)
+    if "phone" in types:
+        text = PHONE_IN_TEXT.sub(_MASKS["phone"][lang], text)
+    return text
+
+
+def _mask_free_text(cols: Mapping[str, Sequence[Column]], data: Mapping[str, list[dict[str, Any]]],
+                    types: set[str], lang: Lang) -> None:
+    """Mask, in place, phone numbers and e-mail addresses typed into the free-text columns (備考, 内容)
+    of a role that hides those types: a column dropped is no use if its number sits in the note."""
+    types = types & set(_MASKS)
+    if not types:
+        return
+    for ekey, keep in cols.items():
+        texts = [c.key for c in keep if c.type == "text"]
+        for row in data.get(ekey, ()) if texts else ():
+            for k in texts:
+                v = row.get(k)
+                if isinstance(v, str) and v:
+                    row[k] = mask_text(v, types, lang)
 
 
 def visible_columns(schema: Schema, role: Role) -> dict[str, list[Column]]:
@@ -220,6 +277,7 @@ def export_for_role(master: str | Path, out: str | Path, schema: Schema, role_na
         data: dict[str, list[dict[str, Any]]] = {e.key: _rows(conn, e) for e in schema}
         if owner and owner.strip():
             data = _only_owner(schema, data, owner.strip())
+        _mask_free_text(cols, data, hidden_types(role), lang)
         counts = {k: len(v) for k, v in data.items()}
         at = now or _now()
         kind = f"role:{role.name}" + (f" owner:{owner}" if owner else "")
@@ -241,6 +299,8 @@ def _export_title(role: Role, owner: str | None, lang: Lang, at: dt.datetime) ->
             lines.append(f"担当営業: {owner} の顧客のみ")
         if role.hide:
             lines.append("このロールに許されていない列は含まれていません。")
+        if hidden_types(role) & set(_MASKS):
+            lines.append("備考などの自由記述にある電話番号・メールアドレスは伏せています。")
         lines.append("個人情報を含みます。目的外の利用・複製・第三者への提供はしないでください。")
     else:
         lines = [f"Customer data export (role: {role.name})", f"Exported: {at:%Y-%m-%d %H:%M}"]
@@ -248,6 +308,8 @@ def _export_title(role: Role, owner: str | None, lang: Lang, at: dt.datetime) ->
             lines.append(f"Only customers of sales rep {owner}")
         if role.hide:
             lines.append("Columns this role may not see are not included.")
+        if hidden_types(role) & set(_MASKS):
+            lines.append("Phone numbers and e-mail addresses in free-text columns (notes) are masked.")
         lines.append("Contains personal data: use it only for its purpose; do not copy or pass it on.")
     return lines
 
