@@ -6,6 +6,8 @@ settings file says.  Whether Excel then loads the add-in is on the manual checkl
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,15 @@ def test_cli_build_and_install(tmp_path: Path, master: Path) -> None:
     result = runner.invoke(app, ["addin", "install", "--dest", str(dest), "--master", str(tmp_path / "x.xlsx")])
     assert result.exit_code == 2
     assert "no master database" in result.output and "Traceback" not in result.output
+
+
+def test_install_without_xlwings_says_how_to_add_the_extra(tmp_path: Path, master: Path) -> None:
+    """The hint names the folder and the admin's wheel, never a package index (xlcrm is on none)."""
+    code = ("import sys; sys.modules['xlwings'] = None; from xlcrm.cli import main; sys.argv = sys.argv[:1] + "
+            f"['addin', 'install', '--dest', {str(tmp_path / 'dest')!r}, '--master', {str(master)!r}, '--dry-run']; "
+            "main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "xlwings is not installed" in out
+    assert 'pip install ".[excel]"' in out and ".whl>[excel]" in out and "xlcrm[excel]" not in out

@@ -112,3 +112,19 @@ def test_a_toml_section_in_prose_is_quoted_when_it_must_be() -> None:
     # `[sheets.顧客]` in running text would be copied into xlcrm.toml as invalid TOML.
     for name, text in doc_texts():
         assert not re.search(r"\[sheets\.[^\x00-\x7f\]]", text), name
+
+
+def test_install_hints_never_name_a_package_index_install() -> None:
+    """xlcrm is not on a package index: no doc or message says ``pip install xlcrm`` or ``xlcrm[extra]``."""
+    texts = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "xlcrm").rglob("*.py")]
+    index_install = re.compile(r"pip install\s+['\"]?xlcrm\b(?!-)|['\"]xlcrm\[")
+    found = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in texts
+             for m in index_install.finditer(p.read_text(encoding="utf-8"))]
+    assert found == []
+    assert "python -m build" in readme() and ".whl[excel]" in readme()
+    assert ".whl[excel]" in (REPO / "docs" / "addin.md").read_text(encoding="utf-8")
+
+
+def test_addin_schema_is_vendored() -> None:
+    assert (REPO / "tests" / "data" / "customui" / "customui14.xsd").is_file()
+    assert "MS-CUSTOMUI" in (REPO / "tests" / "data" / "customui" / "README.md").read_text(encoding="utf-8")

@@ -366,8 +366,8 @@ def test_english_report_and_encryption(master: Path, tmp_path: Path) -> None:
 
 
 def test_png_charts_render_japanese(master: Path, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib", reason="--png needs the report extra: pip install 'xlcrm[report]'")
-    pytest.importorskip("matplotlib_fontja", reason="--png needs the report extra: pip install 'xlcrm[report]'")
+    pytest.importorskip("matplotlib", reason="--png needs the report extra: pip install -e '.[test]'")
+    pytest.importorskip("matplotlib_fontja", reason="--png needs the report extra: pip install -e '.[test]'")
     from fontTools.ttLib import TTFont
     from matplotlib import font_manager
     from matplotlib_fontja import get_font_ttf_path

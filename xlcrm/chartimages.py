@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xlcrm.errors import XlcrmError
+from xlcrm.errors import XlcrmError, extra_hint
 
 if TYPE_CHECKING:
     from xlcrm.report import Block, ChartSpec, Report
@@ -26,8 +26,8 @@ def _japanese_font() -> str:
         from matplotlib import font_manager
         from matplotlib_fontja import get_font_ttf_path
     except ImportError:
-        raise XlcrmError("--png needs matplotlib and matplotlib-fontja; install them with "
-                         "`pip install 'xlcrm[report]'`") from None
+        raise XlcrmError("--png needs matplotlib and matplotlib-fontja (the report extra): "
+                         + extra_hint("report")) from None
     path = get_font_ttf_path()
     font_manager.fontManager.addfont(path)
     return font_manager.FontProperties(fname=path).get_name()

@@ -653,7 +653,8 @@ def run_demo(out_dir: Path, schema: Schema, *, today: date | None = None, consol
              seed: int = 7) -> DemoResult:
     """Generate the team, validate it, and tell the user what happened and where the files are."""
     from rich.console import Console
-    from rich.table import Table
+
+    from xlcrm.cli.common import add_whole_column, narrow_table
 
     console = console or Console()
     out_dir = Path(out_dir)
@@ -663,12 +664,13 @@ def run_demo(out_dir: Path, schema: Schema, *, today: date | None = None, consol
     result = DemoResult(out_dir, files, plan)
     result.steps.append(("generate", f"{len(files)} staff workbooks in {out_dir}"))
 
-    files_table = Table(title="チームのブック / Team workbooks", title_justify="left")
-    for col in ("file", "owner", "lang", *(e.key for e in schema)):
-        files_table.add_column(col)
-    for wb, path in zip(plan.workbooks, files, strict=True):
-        files_table.add_row(str(path), wb.staff.owner, wb.staff.lang,
-                            *(str(len(wb.rows.get(e.key, []))) for e in schema))
+    files_table = narrow_table("チームのブック / Team workbooks")
+    rows = [(path.name, wb.staff.owner, wb.staff.lang, *(str(len(wb.rows.get(e.key, []))) for e in schema))
+            for wb, path in zip(plan.workbooks, files, strict=True)]
+    for i, col in enumerate(("file", "owner", "lang", *(e.key for e in schema))):
+        add_whole_column(files_table, col, (r[i] for r in rows), justify="right" if i >= 3 else "left")
+    for r in rows:
+        files_table.add_row(*r)
     console.print(files_table)
 
     from xlcrm.validate import validate_workbook
@@ -679,23 +681,26 @@ def run_demo(out_dir: Path, schema: Schema, *, today: date | None = None, consol
     n_warn = sum(1 for r in result.validation.values() for f in r.findings if f.severity == "warning")
     result.steps.append(("validate", f"{n_err} errors, {n_warn} warnings (the planted mistakes below)"))
 
-    planted = Table(title="仕込んだ入力ミス / Planted entry mistakes", title_justify="left")
-    for col in ("file", "sheet", "row", "column", "value", "mistake", "expect", "validation"):
-        planted.add_column(col)
+    planted = narrow_table("仕込んだ入力ミス / Planted entry mistakes")
+    rows = []
     for wb, pc in plan.planted:
         entity = schema.entity(pc.plant.entity)
         found = _findings_at(result, out_dir / wb.path_name, pc)
         verdict = ", ".join(found) or "nothing reported"
-        planted.add_row(wb.path_name, entity.label(wb.staff.lang), str(pc.row),
-                        entity.column(pc.plant.column).label(wb.staff.lang), repr(pc.value), pc.plant.why,
-                        pc.plant.expect, verdict)
+        rows.append((wb.path_name, f"{entity.label(wb.staff.lang)} {pc.row} "
+                     f"{entity.column(pc.plant.column).label(wb.staff.lang)}", repr(pc.value), pc.plant.why,
+                     verdict))
+    add_whole_column(planted, "file", (r[0] for r in rows))
+    for col in ("row", "value", "mistake", "validation"):
+        planted.add_column(col, overflow="fold")
+    for r in rows:
+        planted.add_row(*r)
     console.print(planted)
 
-    shared = Table(title="複数人が登録した同じ顧客 / Same customer entered by several people",
-                   title_justify="left")
-    shared.add_column("customer")
-    shared.add_column("as typed")
-    shared.add_column("variation")
+    shared = narrow_table("複数人が登録した同じ顧客 / Same customer entered by several people")
+    add_whole_column(shared, "customer", (sc.key for sc in SHARED_CUSTOMERS))
+    shared.add_column("as typed", overflow="fold")
+    shared.add_column("variation", overflow="fold")
     for sc in SHARED_CUSTOMERS:
         typed = "; ".join(f"{f}: {v.get('name')}" for f, v in sc.variants.items())
         shared.add_row(sc.key, typed, sc.why)
@@ -710,8 +715,7 @@ def run_demo(out_dir: Path, schema: Schema, *, today: date | None = None, consol
 
 def _team_loop(result: DemoResult, schema: Schema, today: date, console: Any) -> None:
     """The weekly loop an admin runs: merge into one master, hand out fresh workbooks, report."""
-    from rich.table import Table
-
+    from xlcrm.cli.common import add_whole_column, narrow_table
     from xlcrm.distribute import distribute
     from xlcrm.history import customer_history
     from xlcrm.merge import merge
@@ -723,14 +727,18 @@ def _team_loop(result: DemoResult, schema: Schema, today: date, console: Any) ->
     master.parent.mkdir(parents=True, exist_ok=True)
     report = merge(result.files, master, schema, today=today)
     result.master = master
-    merged = Table(title="マージ / Merge into master.xlsx", title_justify="left")
-    for col in ("file", "read", "new", "updated", "unchanged", "linked", "rejected", "error workbook"):
-        merged.add_column(col)
-    for f in report.files:
-        merged.add_row(Path(f.file).name, *(str(f.total(k)) for k in
-                                            ("rows_read", "new", "updated", "unchanged", "linked", "rejected")),
-                       Path(f.error_workbook).name if f.error_workbook else "")
+    merged = narrow_table("マージ / Merge into master.xlsx")
+    rows = [(Path(f.file).name, *(str(f.total(k)) for k in
+                                  ("rows_read", "new", "updated", "unchanged", "linked", "rejected")))
+            for f in report.files]
+    for i, col in enumerate(("file", "read", "new", "updated", "unchanged", "linked", "rejected")):
+        add_whole_column(merged, col, (r[i] for r in rows), justify="right" if i else "left")
+    for r in rows:
+        merged.add_row(*r)
     console.print(merged)
+    for f in report.files:
+        if f.error_workbook:
+            console.print(f"  → error workbook of {Path(f.file).name}: {f.error_workbook}")
     result.steps.append(("merge", f"{master}: {report.history_rows} history rows, "
                          f"{report.duplicates_pending} possible duplicates (重複候補) and "
                          f"{report.conflicts_pending} conflicts (競合) waiting for a person"))

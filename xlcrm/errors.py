@@ -23,3 +23,13 @@ class UnreadableWorkbook(XlcrmError):
 
 class LockedError(XlcrmError):
     """The master is open in Excel or another merge holds its lock."""
+
+
+def extra_hint(extra: str) -> str:
+    """How to add an optional extra, as commands print it.
+
+    xlcrm is not on a package index, so the hint names the two ways it is installed (README,
+    "Installing on the firm's PCs"): from its folder, or from the wheel the admin put on the share.
+    """
+    return (f"pip install \".[{extra}]\" in the xlcrm folder, or pip install \"<the xlcrm wheel, "
+            f"e.g. \\\\server\\share\\xlcrm-….whl>[{extra}]\"")

@@ -3,6 +3,7 @@ every command and are described once."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,6 +11,8 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from xlcrm.schema import Lang, Schema
 
 #: soft_wrap: a one-line message stays one line when stdout is not a terminal (scripts, CI logs).
@@ -35,3 +38,21 @@ def load_config(config: Path | None) -> Schema:
     from xlcrm.schema import load_schema
 
     return load_schema(config)
+
+
+def narrow_table(title: str | None = None) -> Table:
+    """A table that stays readable in an 80-column terminal: no rules, two spaces between columns, so
+    the width goes to the text (a bold header row tells the columns apart)."""
+    from rich.table import Table
+
+    return Table(title=title, title_justify="left", box=None, padding=(0, 1), pad_edge=False,
+                 header_style="bold")
+
+
+def add_whole_column(table: Table, header: str, values: Iterable[str], *, justify: str = "left") -> None:
+    """A column whose cells are never cut or wrapped (file names, counts): the other columns give way."""
+    from rich.cells import cell_len
+
+    width = max((cell_len(v) for v in values), default=0)
+    table.add_column(header, no_wrap=True, min_width=max(width, cell_len(header)),
+                     justify=justify)  # type: ignore[arg-type]

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, MasterOpt, err, out
+from xlcrm.cli.common import ConfigOpt, MasterOpt, add_whole_column, err, narrow_table, out
 from xlcrm.cli.common import load_config as _schema
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON for scripts.")]
@@ -77,15 +76,21 @@ def merge(
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
         return
-    table = Table(title=f"{'dry run: ' if dry_run else ''}merge into {master}", show_lines=False)
-    table.add_column("file")
-    table.add_column("status")
-    for k in _COUNTS:
-        table.add_column(_COUNT_HEAD[k], justify="right")
-    table.add_column("error workbook")
-    for f in report.files:
-        table.add_row(Path(f.file).name, f.status, *(str(f.total(k)) for k in _COUNTS), f.error_workbook or "")
+    table = narrow_table(f"{'dry run: ' if dry_run else ''}merge into {master}")
+    # "ok" / "errors" say what the rejected count says; the status column is shown when a file was
+    # refused (its message follows the table), so an ordinary run keeps the width for the file names.
+    status = any(f.status not in ("ok", "errors") for f in report.files)
+    rows = [(Path(f.file).name, *((f.status,) if status else ()), *(str(f.total(k)) for k in _COUNTS))
+            for f in report.files]
+    heads = ("file", *(("status",) if status else ()), *(_COUNT_HEAD[k] for k in _COUNTS))
+    for i, head in enumerate(heads):
+        add_whole_column(table, head, (r[i] for r in rows), justify="right" if i > int(status) else "left")
+    for r in rows:
+        table.add_row(*r)
     out.print(table)
+    for f in report.files:
+        if f.error_workbook:
+            out.print(f"  → error workbook of {Path(f.file).name}: {f.error_workbook}")
     for f in report.files:
         if f.status in ("unreadable", "rejected") and f.message:
             err.print(f"[red]{Path(f.file).name}[/]: {f.message}")

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xlcrm.errors import XlcrmError
+from xlcrm.errors import XlcrmError, extra_hint
 from xlcrm.excel.build import SHIPPED, XLWINGS_VERSION
 from xlcrm.excel.conf import (
     KEY_INTERPRETER,
@@ -119,7 +119,7 @@ def plan_install(*, master: Path | None = None, config: Path | None = None, dest
                                  f"{XLWINGS_VERSION}: pip install \"xlwings=={XLWINGS_VERSION}\"")
     except ImportError:
         plan.warnings.append("xlwings is not installed, so the ribbon cannot start Python: "
-                             "pip install \"xlcrm[excel]\"")
+                             + extra_hint("excel"))
     if kind == "mac":
         source = _applescript_source()
         target = (Path(home) if home is not None else Path.home()).joinpath(*MAC_SCRIPTS) / \
