@@ -129,7 +129,11 @@ class Column:
     number_format_override: str | None = None
     width_override: float | None = None
     ime_override: ImeMode | None = None
+    #: Other header spellings that mean this column (team workbooks and lists brought in by import).
     aliases: tuple[str, ...] = ()
+    #: Headers of pieces that ``xlcrm import`` joins, in this order, into this column
+    #: (住所1 + 住所2 -> 住所, 姓 + 名 -> 氏名).
+    parts: tuple[str, ...] = ()
 
     def label(self, lang: Lang) -> str:
         return self.ja if lang == "ja" else self.en
@@ -254,6 +258,14 @@ class Entity:
     @property
     def keys(self) -> list[str]:
         return [c.key for c in self.columns]
+
+    def part_lookup(self) -> dict[str, tuple[str, int]]:
+        """Every header of a piece (folded) -> (column key, position among the pieces)."""
+        out: dict[str, tuple[str, int]] = {}
+        for c in self.columns:
+            for i, s in enumerate(c.parts):
+                out[fold_header(s)] = (c.key, i)
+        return out
 
     def header_lookup(self) -> dict[str, str]:
         """Every accepted header spelling (both languages, aliases; case/space-folded) -> key."""
@@ -438,8 +450,15 @@ def _id(key: str, ja: str, en: str, example: str) -> Column:
               help_en=f"Assigned by xlcrm (e.g. {example}). Do not type or change it.")
 
 
+#: What lists kept outside xlcrm call a company: customer names, and the customer column of child sheets.
+_COMPANY_ALIASES = ("会社名", "社名", "企業名", "法人名", "取引先名", "得意先名", "取引先", "得意先", "屋号",
+                    "お客様名", "顧客名", "会社", "Company", "Company name", "Customer name", "Client",
+                    "Account name")
+
+
 def _ref() -> Column:
     return _c("customer", "顧客", "Customer", "ref", optional=False, search=False,
+              aliases=(*_COMPANY_ALIASES, "訪問先", "顧客先"),
               help_ja="一覧から顧客を選ぶか、顧客IDを入力してください。",
               help_en="Pick the customer from the list or type its customer ID.")
 
@@ -459,45 +478,52 @@ def builtin_entities() -> tuple[Entity, ...]:
             _c("kind", "区分", "Type", "choice", required=True, optional=False, choices=KIND,
                help_ja="法人 か 個人 を選んでください。", help_en="Company or Individual."),
             _c("name", "顧客名", "Name", "name", required=True, optional=False, search=True,
-               max_length=100, width_override=28, aliases=("会社名", "氏名", "お客様名", "Company name"),
+               max_length=100, width_override=28, aliases=(*_COMPANY_ALIASES, "氏名"),
                help_ja="会社名または氏名。株式会社は省略せず正式名称で。",
                help_en="Company or person name, in full."),
             _c("kana", "フリガナ", "Kana", "kana", search=True, max_length=100,
-               aliases=("ふりがな", "カナ", "Furigana"),
+               aliases=("ふりがな", "カナ", "Furigana", "会社名フリガナ", "会社名カナ", "フリガナ(会社名)"),
                help_ja="全角カタカナで（ひらがなは自動で変換されます）。",
                help_en="Reading in katakana (hiragana is converted)."),
             _c("corporate_number", "法人番号", "Corporate number", "corporate_number", search=True,
+               aliases=("法人No", "法人No."),
                help_ja="13桁の法人番号（国税庁）。", help_en="13-digit Japanese corporate number."),
-            _c("industry", "業種", "Industry", "choice", choices=INDUSTRY),
-            _c("employees", "従業員数", "Employees", "int", min=0, max=10_000_000,
+            _c("industry", "業種", "Industry", "choice", choices=INDUSTRY, aliases=("業界",)),
+            _c("employees", "従業員数", "Employees", "int", min=0, max=10_000_000, aliases=("社員数",),
                help_ja="0以上の整数。", help_en="A whole number, 0 or more."),
-            _c("postal_code", "郵便番号", "Postal code", "postal", aliases=("〒",),
+            _c("postal_code", "郵便番号", "Postal code", "postal",
+               aliases=("〒", "〒番号", "郵便", "ZIP", "ZIP code", "Postcode"),
                help_ja="例 100-0001", help_en="e.g. 100-0001"),
-            _c("prefecture", "都道府県", "Prefecture", "choice", choices=PREFECTURE),
+            _c("prefecture", "都道府県", "Prefecture", "choice", choices=PREFECTURE, aliases=("県",)),
             _c("address", "住所", "Address", "text", search=True, max_length=200, width_override=36,
+               aliases=("所在地", "会社住所"),
+               parts=("住所1", "住所2", "住所3", "番地", "ビル名", "建物名", "Address 1", "Address 2",
+                      "Address 3", "Address line 1", "Address line 2"),
                help_ja="市区町村以降（都道府県は左の列）。",
                help_en="City and street (prefecture on the left)."),
-            _c("phone", "電話番号", "Phone", "phone", search=True, aliases=("TEL", "電話"),
+            _c("phone", "電話番号", "Phone", "phone", search=True,
+               aliases=("TEL", "電話", "代表電話", "代表TEL", "代表番号", "TEL会社", "会社TEL", "会社電話",
+                        "電話番号(会社)", "Phone number", "Tel"),
                help_ja="例 03-1234-5678（先頭の0を忘れずに）。",
                help_en="e.g. 03-1234-5678 (keep the leading 0)."),
-            _c("fax", "FAX", "Fax", "phone", search=True, aliases=("FAX番号",),
+            _c("fax", "FAX", "Fax", "phone", search=True, aliases=("FAX番号", "ファックス", "ファクス"),
                help_ja="例 03-1234-5679", help_en="e.g. 03-1234-5679"),
             _c("email", "メールアドレス", "E-mail", "email", search=True, max_length=254,
-               aliases=("メール", "Email", "mail"),
+               aliases=("メール", "Email", "mail", "E-mail", "会社メール"),
                help_ja="例 info@example.co.jp", help_en="e.g. info@example.com"),
             _c("website", "Webサイト", "Website", "url", max_length=500,
-               aliases=("URL", "HP", "ホームページ")),
+               aliases=("URL", "HP", "ホームページ", "Web")),
             _dm(),
             _c("status", "ステータス", "Status", "choice", choices=CUSTOMER_STATUS, default="prospect"),
             _c("source", "流入経路", "Source", "choice", choices=SOURCE),
             _c("owner", "担当営業", "Sales rep", "name", required=True, optional=False,
-               aliases=("担当", "営業担当", "Owner"),
+               aliases=("担当", "営業担当", "担当者(営業)", "自社担当", "Owner"),
                help_ja="空欄ならこのブックの担当者になります。",
                help_en="Left blank: the owner of this workbook."),
             _c("birthday", "誕生日", "Birthday", "date", help_ja="個人のお客様のみ。",
                help_en="Individuals only.", aliases=("生年月日",)),
             _c("notes", "備考", "Notes", "text", search=True, max_length=2000, width_override=40,
-               aliases=("メモ", "Memo")),
+               aliases=("メモ", "Memo", "特記事項", "コメント", "Comment")),
             _c("updated_at", "更新日", "Updated", "date", system=True,
                help_ja="xlcrm が記録します。", help_en="Recorded by xlcrm."),
         ),
@@ -508,16 +534,24 @@ def builtin_entities() -> tuple[Entity, ...]:
         (
             _id("contact_id", "担当者ID", "Contact ID", "P-000001"),
             _ref(),
-            _c("name", "氏名", "Name", "name", required=True, optional=False, search=True, max_length=100),
-            _c("kana", "フリガナ", "Kana", "kana", search=True, max_length=100, aliases=("ふりがな", "カナ")),
-            _c("department", "部署", "Department", "text", max_length=100, width_override=18),
-            _c("title", "役職", "Title", "text", max_length=100, width_override=14),
-            _c("phone", "電話番号", "Phone", "phone", search=True, aliases=("TEL", "電話")),
-            _c("mobile", "携帯電話", "Mobile", "phone", search=True, aliases=("携帯",)),
+            _c("name", "氏名", "Name", "name", required=True, optional=False, search=True, max_length=100,
+               aliases=("担当者名", "担当者氏名", "名前", "お名前", "Contact name", "Full name"),
+               parts=("姓", "名", "Last name", "First name")),
+            _c("kana", "フリガナ", "Kana", "kana", search=True, max_length=100,
+               aliases=("ふりがな", "カナ", "氏名フリガナ", "氏名カナ", "担当者フリガナ"), parts=("セイ", "メイ")),
+            _c("department", "部署", "Department", "text", max_length=100, width_override=18,
+               aliases=("部署名", "所属", "部門", "Division")),
+            _c("title", "役職", "Title", "text", max_length=100, width_override=14,
+               aliases=("役職名", "肩書", "Position")),
+            _c("phone", "電話番号", "Phone", "phone", search=True,
+               aliases=("TEL", "電話", "直通", "TEL直通", "直通電話", "直通TEL")),
+            _c("mobile", "携帯電話", "Mobile", "phone", search=True,
+               aliases=("携帯", "携帯番号", "携帯TEL", "Mobile phone", "Cell")),
             _c("email", "メールアドレス", "E-mail", "email", search=True, max_length=254,
-               aliases=("メール", "Email")),
+               aliases=("メール", "Email", "mail", "E-mail")),
             _dm(),
-            _c("notes", "備考", "Notes", "text", search=True, max_length=2000, width_override=40),
+            _c("notes", "備考", "Notes", "text", search=True, max_length=2000, width_override=40,
+               aliases=("メモ", "Memo")),
         ),
         natural_key=("customer", "name"),
     )
@@ -526,19 +560,24 @@ def builtin_entities() -> tuple[Entity, ...]:
         (
             _id("activity_id", "活動ID", "Activity ID", "A-000001"),
             _c("date", "日付", "Date", "date", required=True, optional=False,
+               aliases=("訪問日", "対応日", "受付日", "活動日", "面談日", "日時", "Visit date"),
                help_ja="対応した日（例 2024/4/1）。", help_en="When it happened (e.g. 2024-04-01)."),
             _ref(),
-            _c("contact", "担当者", "Contact", "name", max_length=100,
+            _c("contact", "担当者", "Contact", "name", max_length=100, aliases=("先方担当者", "先方担当", "面談者"),
                help_ja="先方の担当者名。", help_en="The customer's person you dealt with."),
-            _c("type", "種別", "Type", "choice", choices=ACTIVITY_TYPE, required=True, optional=False),
-            _c("category", "分類", "Category", "choice", choices=ACTIVITY_CATEGORY,
+            _c("type", "種別", "Type", "choice", choices=ACTIVITY_TYPE, required=True, optional=False,
+               aliases=("活動種別", "対応種別", "区分")),
+            _c("category", "分類", "Category", "choice", choices=ACTIVITY_CATEGORY, aliases=("カテゴリ",),
                help_ja="問い合わせ・クレームでは必須。", help_en="Required for inquiries and complaints."),
             _c("content", "内容", "Details", "text", required=True, optional=False, max_length=4000,
-               width_override=40),
+               width_override=40, aliases=("用件", "詳細", "報告内容", "商談内容", "訪問内容", "問い合わせ内容",
+                                           "相談内容"), parts=("件名", "Subject")),
             _c("response", "対応内容", "Response", "text", max_length=4000, width_override=40,
+               aliases=("回答", "対応"),
                help_ja="クレームでは必須。どう対応したか。", help_en="Required for complaints: what we did."),
-            _c("result", "結果", "Outcome", "choice", choices=ACTIVITY_RESULT),
+            _c("result", "結果", "Outcome", "choice", choices=ACTIVITY_RESULT, aliases=("対応結果",)),
             _c("handled_by", "対応者", "Handled by", "name", required=True, optional=False,
+               aliases=("受付者", "訪問者", "自社担当", "営業担当", "担当営業"),
                help_ja="空欄ならこのブックの担当者になります。", help_en="Left blank: the workbook's owner."),
         ),
         rules=(
@@ -554,12 +593,16 @@ def builtin_entities() -> tuple[Entity, ...]:
             _id("deal_id", "取引ID", "Deal ID", "D-000001"),
             _ref(),
             _c("title", "案件名", "Deal", "text", required=True, optional=False, max_length=200,
-               width_override=28),
-            _c("product", "商品", "Product", "text", max_length=200, width_override=20),
-            _c("quantity", "数量", "Quantity", "int", min=1, max=1e12, help_ja="1以上の整数。",
+               width_override=28, parts=("伝票番号", "伝票No", "伝票No.", "請求書番号", "受注番号", "Invoice no",
+                                         "Order no")),
+            _c("product", "商品", "Product", "text", max_length=200, width_override=20,
+               aliases=("商品名", "品名", "品目", "Item")),
+            _c("quantity", "数量", "Quantity", "int", min=1, max=1e12, aliases=("個数", "Qty"),
+               help_ja="1以上の整数。",
                help_en="A whole number, 1 or more."),
             _c("unit_price", "単価", "Unit price", "decimal", min=0, max=1e15),
             _c("amount", "金額", "Amount", "decimal", min=0, max=1e15,
+               aliases=("売上金額", "売上額", "売上", "税抜金額"),
                help_ja="数量×単価（両方入力した場合は一致させてください）。",
                help_en="Quantity x unit price when both are given."),
             _c("phase", "フェーズ", "Stage", "choice", choices=DEAL_PHASE, required=True, optional=False),
@@ -568,11 +611,12 @@ def builtin_entities() -> tuple[Entity, ...]:
             _c("expected_close", "受注予定日", "Expected close", "date",
                help_ja="進行中の案件では必須。", help_en="Required while the deal is open."),
             _c("closed_on", "受注日", "Closed on", "date",
+               aliases=("伝票日付", "売上日", "納品日", "取引日", "請求日", "日付", "Invoice date", "Order date"),
                help_ja="受注・失注したら必須。", help_en="Required once won or lost."),
-            _c("payment_method", "支払方法", "Payment", "choice", choices=PAYMENT),
+            _c("payment_method", "支払方法", "Payment", "choice", choices=PAYMENT, aliases=("決済方法",)),
             _c("renewal_date", "契約更新日", "Renewal date", "date"),
             _c("cancel_date", "解約日", "Cancelled on", "date"),
-            _c("owner", "担当営業", "Sales rep", "name", aliases=("担当",),
+            _c("owner", "担当営業", "Sales rep", "name", aliases=("担当", "営業担当", "担当者"),
                help_ja="空欄ならこのブックの担当者になります。", help_en="Left blank: the workbook's owner."),
         ),
         rules=(

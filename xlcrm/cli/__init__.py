@@ -21,7 +21,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from xlcrm.cli import excel, foundation, master, report, search  # noqa: F401
+    from xlcrm.cli import excel, foundation, importing, master, report, search  # noqa: F401
 
 
 def main() -> None:
