@@ -159,6 +159,8 @@ def create_tables(conn: sqlite3.Connection, schema: Schema) -> None:
     for statement in (_FIXED_TABLES + _MERGE_TABLES).split(";"):
         if statement.strip():
             conn.execute(statement)
+    if "source_file" not in {row[1] for row in conn.execute("PRAGMA table_info(duplicates)")}:
+        conn.execute("ALTER TABLE duplicates ADD COLUMN source_file TEXT")  # the file that raised the pair
     for entity in schema:
         _create_entity_table(conn, entity)
         _create_base_table(conn, entity)
@@ -280,7 +282,7 @@ CREATE TABLE IF NOT EXISTS origins (
 CREATE TABLE IF NOT EXISTS duplicates (
     pair_id INTEGER PRIMARY KEY, entity TEXT NOT NULL, a_id TEXT NOT NULL, b_id TEXT NOT NULL,
     score REAL, kind TEXT, evidence TEXT, status TEXT NOT NULL DEFAULT 'pending', run_id INTEGER,
-    decided_run INTEGER, decided_at TEXT, UNIQUE (entity, a_id, b_id)
+    decided_run INTEGER, decided_at TEXT, source_file TEXT, UNIQUE (entity, a_id, b_id)
 );
 CREATE TABLE IF NOT EXISTS conflicts (
     conflict_id INTEGER PRIMARY KEY, entity TEXT NOT NULL, record_id TEXT NOT NULL, field TEXT NOT NULL,
@@ -662,6 +664,18 @@ def workbook_kind(conn: sqlite3.Connection, workbook_id: str) -> str | None:
     return None if row is None else row[0]
 
 
+def workbook_owner(conn: sqlite3.Connection, workbook_id: str) -> str | None:
+    """The owner recorded for a workbook id (the person it was handed to, or who merged it first)."""
+    row = conn.execute("SELECT owner FROM workbooks WHERE workbook_id = ?", (workbook_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def base_ids(conn: sqlite3.Connection, entity: Entity, workbook: str) -> set[str]:
+    """The IDs of the records in a workbook's base (what it was handed or last sent)."""
+    return {r[0] for r in conn.execute(
+        f'SELECT "{entity.id_column.key}" FROM "{base_table(entity)}" WHERE _workbook = ?', (workbook,))}
+
+
 def mark_workbook_merged(conn: sqlite3.Connection, workbook_id: str, run_id: int) -> None:
     conn.execute("UPDATE workbooks SET last_merged_run = ? WHERE workbook_id = ?", (run_id, workbook_id))
 
@@ -738,25 +752,28 @@ def save_origins(conn: sqlite3.Connection, source: str, rows: Iterable[tuple[str
 # --- review: duplicates ---------------------------------------------------------------------------------
 
 def add_duplicate(conn: sqlite3.Connection, entity: str, a_id: str, b_id: str, *, score: float, kind: str,
-                  evidence: Sequence[str], run_id: int) -> bool:
-    """Queue a possible duplicate pair (stored with the smaller id first); False if already known."""
+                  evidence: Sequence[str], run_id: int, source_file: str | None = None) -> bool:
+    """Queue a possible duplicate pair (stored with the smaller id first); False if already known.
+
+    ``source_file``: the workbook whose row or edit raised the pair, shown on 重複候補."""
     a, b = sorted((a_id, b_id))
     cur = conn.execute("INSERT OR IGNORE INTO duplicates(entity, a_id, b_id, score, kind, evidence, status, "
-                       "run_id) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                       "run_id, source_file) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                        (entity, a, b, float(score), kind, json.dumps(list(evidence), ensure_ascii=False),
-                        run_id))
+                        run_id, source_file))
     return cur.rowcount > 0
 
 
 def duplicates(conn: sqlite3.Connection, *, pending_only: bool = True) -> list[dict[str, Any]]:
-    sql = ("SELECT pair_id, entity, a_id, b_id, score, kind, evidence, status, run_id FROM duplicates")
+    sql = ("SELECT pair_id, entity, a_id, b_id, score, kind, evidence, status, run_id, source_file "
+           "FROM duplicates")
     if pending_only:
         sql += " WHERE status = 'pending'"
     sql += " ORDER BY pair_id"
     out = []
     for r in conn.execute(sql):
-        d = dict(zip(("pair_id", "entity", "a_id", "b_id", "score", "kind", "evidence", "status", "run_id"),
-                     r, strict=True))
+        d = dict(zip(("pair_id", "entity", "a_id", "b_id", "score", "kind", "evidence", "status", "run_id",
+                      "source_file"), r, strict=True))
         d["evidence"] = json.loads(d["evidence"] or "[]")
         out.append(d)
     return out

@@ -94,6 +94,7 @@ _H: dict[str, tuple[str, str]] = {
     "cand": ("候補{n}", "Candidate {n}"),
     "cand_who": ("候補{n} 入力者", "Candidate {n} by"),
     "cand_at": ("候補{n} 日時", "Candidate {n} when"),
+    "cand_file": ("候補{n} ブック", "Candidate {n} workbook"),
     "deletion": ("番号", "No."),
     "workbook": ("ブック", "Workbook"),
     "who": ("入力者", "Who"),
@@ -441,7 +442,7 @@ def _duplicates_sheet(wb: XlcrmWorkbook, conn: sqlite3.Connection, schema: Schem
     choices = ["統合", "別", "保留"] if lang == "ja" else ["Merge", "Different", "Later"]
     columns = [_decision_column(_h("decision", lang), choices), TableColumn(_h("pair", lang), 10, key="pair"),
                TableColumn(_h("score", lang), 8, "0.00"), TableColumn(_h("evidence", lang), 40),
-               TableColumn("ID (A)", 11), TableColumn("ID (B)", 11)]
+               TableColumn(_h("workbook", lang), 20), TableColumn("ID (A)", 11), TableColumn("ID (B)", 11)]
     for c in compare:
         columns += [TableColumn(f"{c.label(lang)} (A)", c.width), TableColumn(f"{c.label(lang)} (B)", c.width)]
     pairs = db.duplicates(conn)
@@ -455,7 +456,8 @@ def _duplicates_sheet(wb: XlcrmWorkbook, conn: sqlite3.Connection, schema: Schem
     rows = []
     for p in pairs:
         a, b = rec(p["entity"], p["a_id"]), rec(p["entity"], p["b_id"])
-        row: list[Any] = [None, p["pair_id"], p["score"], " / ".join(p["evidence"]), p["a_id"], p["b_id"]]
+        row: list[Any] = [None, p["pair_id"], p["score"], " / ".join(p["evidence"]), p["source_file"],
+                          p["a_id"], p["b_id"]]
         for c in compare:
             row += [_label_value(c, a.get(c.key), lang), _label_value(c, b.get(c.key), lang)]
         rows.append(row)
@@ -477,7 +479,7 @@ def _conflicts_sheet(wb: XlcrmWorkbook, conn: sqlite3.Connection, schema: Schema
                TableColumn(_h("field", lang), 14), TableColumn(_h("master", lang), 20)]
     for n in range(1, k + 1):
         columns += [TableColumn(_h("cand", lang, n=n), 20), TableColumn(_h("cand_who", lang, n=n), 12),
-                    TableColumn(_h("cand_at", lang, n=n), 17)]
+                    TableColumn(_h("cand_at", lang, n=n), 17), TableColumn(_h("cand_file", lang, n=n), 20)]
     rows = []
     for c in items:
         entity = schema.entity(c["entity"])
@@ -486,7 +488,8 @@ def _conflicts_sheet(wb: XlcrmWorkbook, conn: sqlite3.Connection, schema: Schema
                           names.get((c["entity"], c["record_id"])),
                           col.label(lang) if col else c["field"], _text(_label_value(col, c["master_value"], lang))]
         for v in c["values"]:
-            row += [_text(_label_value(col, v["value"], lang)), v["who"], (v["at"] or "").replace("T", " ")]
+            row += [_text(_label_value(col, v["value"], lang)), v["who"], (v["at"] or "").replace("T", " "),
+                    v["source_file"]]
         row += [None] * (len(columns) - len(row))
         rows.append(row)
     write_table(wb, ws, "tbl_conflicts", columns, rows)

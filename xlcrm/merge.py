@@ -370,7 +370,8 @@ class Merger:
         self._matcher: Any = None
         #: entity -> the records table's last rowid before this run's new records went in
         self._rowid0: dict[str, int] = {}
-        self._changes: list[tuple[str, str, Any]] = []  # the agreed edits _judge applied last
+        #: the agreed edits _judge applied last, with the file each came from
+        self._changes: list[tuple[str, str, Any, str]] = []
         self._pending_conflicts = db.pending_conflict_ids(conn)
         self._offered = db.pending_conflict_offers(conn)
 
@@ -641,7 +642,7 @@ class Merger:
                             for m in matches:
                                 if m.kind == "probable" and db.add_duplicate(
                                         conn, ekey, rid, m.other_id, score=m.score, kind=m.kind,
-                                        evidence=m.evidence, run_id=self.run_id):
+                                        evidence=m.evidence, run_id=self.run_id, source_file=src_name):
                                     self.duplicates_new += 1
                             if match_keys is not None:  # the ID and 更新日 just set are not match keys
                                 index.add_keys(rid, match_keys)
@@ -740,7 +741,8 @@ class Merger:
                same: Equivalence) -> None:
         """Apply agreeing proposals; turn disagreeing or contested ones into conflicts."""
         keys = entity.keys
-        changes = self._changes = []
+        changes: list[tuple[str, str, Any]] = []
+        self._changes = []
         touched: set[str] = set()
         conflict_values: list[tuple[int, Any, str, str, str, int]] = []
         for (rid, i), props in sorted(proposals.items(), key=lambda kv: (kv[0][0], kv[0][1])):
@@ -753,6 +755,7 @@ class Merger:
                 if rid in created:
                     created[rid][i] = p.value  # already inserted: update below like any other
                 changes.append((rid, fld, p.value))
+                self._changes.append((rid, fld, p.value, p.source.name))
                 touched.add(rid)
                 self._hist(entity, rid, fld, current, p.value, p.source, "edit")
                 continue
@@ -785,12 +788,15 @@ class Merger:
         from xlcrm.match import MATCH_COLUMNS
 
         pos = {k: i for i, k in enumerate(entity.keys)}
-        matched = {rid for rid, fld, _value in self._changes
+        matched = {rid for rid, fld, _value, _file in self._changes
                    if fld in MATCH_COLUMNS and rid not in created and rid not in states}
         edited = {rid: list(recs[rid]) for rid in matched}
-        for rid, fld, value in self._changes:
+        by_file: dict[str, str] = {}
+        for rid, fld, value, file in self._changes:
             if rid in edited:
                 edited[rid][pos[fld]] = value
+                if fld in MATCH_COLUMNS:
+                    by_file.setdefault(rid, file)
         if not edited:
             return
         index = self._matcher_index(recs, states, entity)
@@ -799,7 +805,7 @@ class Merger:
             index.add_keys(rid, match_keys)  # its new values, for the next edited record too
             for m in index.find_keys(match_keys, exclude=rid):
                 if db.add_duplicate(self.conn, entity.key, rid, m.other_id, score=m.score, kind=m.kind,
-                                    evidence=m.evidence, run_id=self.run_id):
+                                    evidence=m.evidence, run_id=self.run_id, source_file=by_file.get(rid)):
                     self.duplicates_new += 1
 
     def _deletions(self, entity: Entity, src: Source, si: int, seen: set[str], *, has_unidentified: bool,
@@ -1087,6 +1093,7 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
 
                 def ready(s: Source) -> None:
                     if not s.is_master:
+                        _check_identity(conn, schema, s, report, lang)
                         merger.load_origins([s])
                         db.register_workbook(conn, s.key, kind=_workbook_kind(conn, s.key), owner=s.who,
                                              lang=s.lang, created=s.result.workbook.meta.created or None,
@@ -1143,6 +1150,65 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                     backup_job.wait()
     report.seconds = round(time.perf_counter() - started, 3)
     return report, decided
+
+
+def _identity_mismatch(conn: sqlite3.Connection, schema: Schema, src: Source, lang: Lang) -> str | None:
+    """Why ``src`` is not the workbook whose id it carries, or None when nothing says so.
+
+    A workbook id is only a cell in the hidden ``_xlcrm`` sheet: copied into another file, it would let
+    that file propose the deletion of every record handed to the id's owner (in the owner's name) and
+    turn the owner's next genuine edit into a 競合.  So the claim is checked against what the file
+    holds: the owner written in it against the owner the id was handed to, and the IDs of its rows
+    against that id's base — a genuine workbook holds mostly records it was handed.
+    """
+    wid = src.result.workbook.meta.workbook_id
+    if not wid or src.key != wid:
+        return None
+    registered = (db.workbook_owner(conn, wid) or "").strip()
+    claimed = (src.result.workbook.meta.owner or "").strip()
+    ja = lang == "ja"
+    if registered and claimed and registered != claimed:
+        return (f"このファイルの所有者は「{claimed}」です" if ja else f"this file's owner is {claimed!r}")
+    base: set[str] = set()
+    held: set[str] = set()
+    for entity in schema:
+        base |= db.base_ids(conn, entity, wid)
+        rows = src.sheets.get(entity.key)
+        if rows is not None:
+            held.update(v for v in rows.cols[0] if v)
+    if not base:
+        return None
+    ours = len(held & base)
+    # A team's own workbook never gets IDs written back: only a handed-out one must hold some.
+    if not held and db.workbook_kind(conn, wid) == "distributed":
+        return (f"渡した {len(base)} 件のどれも入っていません" if ja
+                else f"it holds none of the {len(base)} records handed to that workbook")
+    if held and ours * 2 < len(held):
+        return (f"行の ID {len(held)} 件のうちそのブックに渡したものは {ours} 件だけです" if ja
+                else f"only {ours} of the {len(held)} IDs in it were handed to that workbook")
+    return None
+
+
+def _check_identity(conn: sqlite3.Connection, schema: Schema, src: Source, report: MergeReport,
+                    lang: Lang) -> None:
+    """A file that is not the workbook its id names is merged as its own copy (keyed by its folder and
+    name, like a workbook without an id): it proposes no deletion of the other workbook's records and
+    leaves that workbook's base alone, so its owner's next edit is still an edit."""
+    reason = _identity_mismatch(conn, schema, src, lang)
+    if reason is None:
+        return
+    wid = src.key
+    owner = db.workbook_owner(conn, wid) or "?"
+    src.key = source_key(src.path, "") + "#" + wid
+    if lang == "ja":
+        line = (f"{src.path}: ブックID {wid} は「{owner}」のブックのものですが、{reason}。"
+                "別のブックとして取り込みました（削除候補は作らず、マスタと比較）")
+    else:
+        line = (f"{src.path}: workbook id {wid} belongs to {owner}'s workbook, but {reason}; merged as its "
+                "own copy (no deletions proposed, rows compared with the master)")
+    report.warnings.append(line)
+    if src.report is not None:
+        src.report.message = line
 
 
 def _build_in_memory(db_path: Path, paths: Sequence[Path]) -> bool:
