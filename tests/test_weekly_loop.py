@@ -108,3 +108,58 @@ def test_deleting_a_customer_row_takes_its_activities_into_the_deletion_question
     assert [a["content"] for a in records(master, "activities").values()] == ["見積提出"]
     distribute(master, team)
     assert [r["内容"] for r in sheet_rows(team / "佐藤.xlsx", "活動履歴")] == ["見積提出"]
+
+
+def red_rows(path: Path, sheet: str) -> dict[int, dict[str, str]]:
+    """Row -> {header: comment} of the cells filled red (the marks of an error workbook)."""
+    from xlcrm.marks import ERROR, FILLS
+
+    ws = openpyxl.load_workbook(path)[sheet]
+    head = {c.column: c.value for c in ws[1]}
+    out: dict[int, dict[str, str]] = {}
+    for row in ws.iter_rows(min_row=2):
+        for c in row:
+            if c.fill is not None and c.fill.fgColor is not None and str(c.fill.fgColor.rgb).endswith(FILLS[ERROR]):
+                out.setdefault(c.row, {})[head[c.column]] = c.comment.text if c.comment else ""
+    return out
+
+
+def test_rejected_rows_come_back_in_the_handout_marked_and_leave_once_fixed(tmp_path: Path) -> None:
+    team = tmp_path / "team"
+    book(team / "佐藤.xlsx", {
+        "customers": [customer("株式会社青空商事"), customer("緑山工業株式会社", phone=312345678)],
+        "activities": [activity("株式会社青空商事", "初回訪問"), activity("緑山工業株式会社", "見積提出")],
+    }, owner="佐藤")
+    master = tmp_path / "m" / "master.xlsx"
+    report = merge(master, team)
+    assert report["files"][0]["counts"]["rejected"] == 2
+    distribute(master, team)
+    handout = team / "佐藤.xlsx"
+    customers = sheet_rows(handout, "顧客")
+    assert [c["顧客名"] for c in customers] == ["株式会社青空商事", "緑山工業株式会社"]
+    assert customers[1]["顧客ID"] is None and customers[1]["電話番号"] == 312345678  # exactly as typed
+    [(row, marks)] = red_rows(handout, "顧客").items()
+    assert row == 3 and "先頭の0" in marks["電話番号"]
+    assert [r["内容"] for r in sheet_rows(handout, "活動履歴")] == ["初回訪問", "見積提出"]
+    assert list(red_rows(handout, "活動履歴")) == [3]
+    assert "エラー一覧" in openpyxl.load_workbook(handout).sheetnames
+    # Sent back unfixed: still rejected, still one copy of each, and handed back again.
+    for _ in range(2):
+        report = merge(master, team)
+        assert report["files"][0]["counts"]["rejected"] == 2 and report["history_rows"] == 0
+        distribute(master, team)
+        assert [c["顧客名"] for c in sheet_rows(handout, "顧客")] == ["株式会社青空商事", "緑山工業株式会社"]
+    # Fixed in the handout (the red cell only): both rows merge, once.
+    wb = openpyxl.load_workbook(handout)
+    ws = wb["顧客"]
+    col = next(c.column for c in ws[1] if c.value == "電話番号")
+    ws.cell(3, col).value = "03-1234-5678"
+    wb.save(handout)
+    report = merge(master, team)
+    assert report["files"][0]["counts"]["rejected"] == 0
+    assert sorted(v["name"] for v in records(master).values()) == ["株式会社青空商事", "緑山工業株式会社"]
+    assert sorted(v["content"] for v in records(master, "activities").values()) == ["初回訪問", "見積提出"]
+    distribute(master, team)
+    assert red_rows(handout, "顧客") == {} and red_rows(handout, "活動履歴") == {}
+    assert all(c["顧客ID"] for c in sheet_rows(handout, "顧客"))
+    assert merge(master, team)["history_rows"] == 0

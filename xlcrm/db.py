@@ -34,6 +34,9 @@ Bookkeeping tables of merge and distribute (also created by :func:`create_tables
   review queues with their ``status`` ('pending' until decided) — values are JSON text there, since
   one column holds values of any field.
 - ``import_log`` (取込ログ): per run, input file and sheet, the row outcome counts.
+- ``rejected_rows``: per owner, the rows their last merged workbook(s) sent that were rejected, each
+  exactly as typed (``cells``: column key -> cell value, JSON) with its findings; the next
+  ``distribute`` hands them back in place, marked.  Replaced whenever that owner's workbook is merged.
 - ``meta``: schema version, ``next_id:<entity>`` counters, the master workbook's generation and stat.
 
 Created on first use only: ``provisions`` (提供記録, the third-party provision record export writes).
@@ -51,7 +54,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +301,11 @@ CREATE TABLE IF NOT EXISTS deletions (
     deletion_id INTEGER PRIMARY KEY, entity TEXT NOT NULL, record_id TEXT NOT NULL, source TEXT NOT NULL,
     source_file TEXT, who TEXT, status TEXT NOT NULL DEFAULT 'pending', run_id INTEGER,
     decided_run INTEGER, decided_at TEXT, UNIQUE (entity, record_id, source)
+);
+CREATE TABLE IF NOT EXISTS rejected_rows (
+    owner TEXT NOT NULL, entity TEXT NOT NULL, seq INTEGER NOT NULL, record_id TEXT, source_file TEXT,
+    source_row INTEGER, cells TEXT NOT NULL, findings TEXT NOT NULL, run_id INTEGER,
+    PRIMARY KEY (owner, entity, seq)
 );
 CREATE TABLE IF NOT EXISTS import_log (
     run_id INTEGER NOT NULL, file TEXT NOT NULL, entity TEXT NOT NULL, status TEXT, rows_read INTEGER,
@@ -860,6 +868,68 @@ def decide_conflict(conn: sqlite3.Connection, conflict_id: int, status: str, res
 def repoint_conflicts(conn: sqlite3.Connection, entity: str, old_id: str, new_id: str) -> None:
     conn.execute("UPDATE conflicts SET record_id = ? WHERE entity = ? AND record_id = ? AND status = 'pending'",
                  (new_id, entity, old_id))
+
+
+# --- rows rejected by a merge, kept for their owner's next handout -------------------------------------
+
+def _cell_json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"datetime": value.isoformat()}
+    if isinstance(value, date):
+        return {"date": value.isoformat()}
+    if isinstance(value, time):
+        return {"time": value.isoformat()}
+    return value
+
+
+def _cell_from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "datetime" in value:
+            return datetime.fromisoformat(value["datetime"])
+        if "date" in value:
+            return date.fromisoformat(value["date"])
+        if "time" in value:
+            return time.fromisoformat(value["time"])
+    return value
+
+
+def replace_rejected_rows(conn: sqlite3.Connection, owners: Iterable[str],
+                          rows: Iterable[tuple[str, str, str | None, str, int, Mapping[str, Any],
+                                               Sequence[Sequence[Any]]]], *, run_id: int) -> None:
+    """The rejected rows of ``owners`` are now ``rows``: (owner, entity, record id, source file, row,
+    cells, findings as [key, severity, rule, message]); every earlier one of theirs is dropped."""
+    conn.executemany("DELETE FROM rejected_rows WHERE owner = ?", ((o,) for o in owners))
+    seq: dict[tuple[str, str], int] = {}
+    out = []
+    for owner, entity, rid, source_file, row, cells, findings in rows:
+        n = seq[(owner, entity)] = seq.get((owner, entity), 0) + 1
+        out.append((owner, entity, n, rid, source_file, row,
+                    json.dumps({k: _cell_json(v) for k, v in cells.items()}, ensure_ascii=False),
+                    json.dumps([list(f) for f in findings], ensure_ascii=False), run_id))
+    conn.executemany("INSERT INTO rejected_rows(owner, entity, seq, record_id, source_file, source_row, cells, "
+                     "findings, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", out)
+
+
+def rejected_rows(conn: sqlite3.Connection, owner: str) -> list[dict[str, Any]]:
+    """``owner``'s rejected rows in the order they were typed: entity, record_id, source_file,
+    source_row, cells (column key -> value as typed), findings ([key, severity, rule, message])."""
+    if not table_exists(conn, "rejected_rows"):
+        return []
+    out = []
+    for entity, rid, source_file, source_row, cells, findings in conn.execute(
+            "SELECT entity, record_id, source_file, source_row, cells, findings FROM rejected_rows "
+            "WHERE owner = ? ORDER BY entity, seq", (owner,)):
+        out.append({"entity": entity, "record_id": rid, "source_file": source_file, "source_row": source_row,
+                    "cells": {k: _cell_from_json(v) for k, v in json.loads(cells).items()},
+                    "findings": json.loads(findings)})
+    return out
+
+
+def rejected_owners(conn: sqlite3.Connection) -> set[str]:
+    """Everyone with rejected rows waiting to be handed back."""
+    if not table_exists(conn, "rejected_rows"):
+        return set()
+    return {r[0] for r in conn.execute("SELECT DISTINCT owner FROM rejected_rows")}
 
 
 # --- review: rows deleted from a team workbook ------------------------------------------------------------

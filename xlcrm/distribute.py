@@ -11,6 +11,13 @@ With ``password`` (the master's, see :mod:`xlcrm.masterbook`) the encrypted mast
 workbook handed out is encrypted with the same password (sealed before it replaces the file, so no
 plain copy appears); the next merge opens them with it.  Without one they are plain workbooks.
 
+Rows of a person's that the last merge rejected come back in their handout, each in place on its sheet
+exactly as typed (a row with an ID where that record's row would be, the others below), with the same
+red fill, comments and エラー一覧 sheet as the error workbook (:func:`xlcrm.validate.annotate`): fixing
+them there and sending the workbook in is all it takes.  Their base stays what the master holds, so a
+fixed row is merged as a change (or as new), an unfixed one is rejected again and stays pending
+(:func:`xlcrm.merge.keep_rejected`).
+
 Refuses while ``master.xlsx`` holds decisions or edits not yet taken in (``xlcrm resolve`` first):
 handing out data that is about to change would only create conflicts.
 """
@@ -57,7 +64,6 @@ def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owner
                password: str | None = None) -> list[Path]:
     """Write one workbook per 担当営業 into ``out_dir``; returns the paths written."""
     from xlcrm import lock, masterbook
-    from xlcrm.template import write_team_workbook
 
     master = Path(master)
     out = Path(out_dir)
@@ -78,11 +84,75 @@ def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owner
                                      f"run `xlcrm resolve --master {master}` first", path=str(master))
                 out.mkdir(parents=True, exist_ok=True)
                 paths = _write_all(conn, schema, out, owners=owners, lang=lang, now=now,
-                                   writer=_sealed(write_team_workbook, password))
+                                   writer=_sealed(write_handout, password))
                 conn.execute("COMMIT")
         finally:
             conn.close()
     return paths
+
+
+def write_handout(path: Path, schema: Schema, *, owner: str, lang: Lang, rows: dict[str, list[dict[str, Any]]],
+                  workbook_id: str, created: dt.datetime, marks: Sequence[tuple[str, int, list[Any]]] = ()) -> Path:
+    """The team workbook, with ``marks`` (entity, index into ``rows``, findings) annotated like an error
+    workbook: the rejected rows handed back."""
+    from xlcrm.template import write_team_workbook
+
+    if not marks:
+        return write_team_workbook(path, schema, owner=owner, lang=lang, rows=rows, workbook_id=workbook_id,
+                                   created=created)
+    import os
+
+    from xlsxwriter.utility import xl_col_to_name
+
+    from xlcrm.reader import TeamWorkbook, WorkbookMeta
+    from xlcrm.validate import Finding, ValidationResult, annotate
+
+    plain = path.with_name(f".{path.stem}.{os.getpid()}.plain.xlsx")  # annotate writes a copy
+    try:
+        write_team_workbook(plain, schema, owner=owner, lang=lang, rows=rows, workbook_id=workbook_id,
+                            created=created)
+        findings = []
+        for ekey, index, found in marks:
+            entity = schema.entity(ekey)
+            sheet, row = entity.label(lang), index + 2  # data starts below the header row
+            cells = rows[ekey][index]
+            for key, severity, rule, message in found:
+                known = entity.has(key)
+                cell = f"{xl_col_to_name(entity.keys.index(key))}{row}" if known else ""
+                findings.append(Finding(str(path), sheet, cell, row, entity.column(key).label(lang) if known else "",
+                                        key, ekey, cells.get(key), rule, severity, message))
+        annotate(ValidationResult(TeamWorkbook(plain, WorkbookMeta(owner=owner, lang=lang), {}), schema, {},
+                                  findings, {}), path)
+    finally:
+        plain.unlink(missing_ok=True)
+    return path
+
+
+def carry_back(schema: Schema, rows: dict[str, list[dict[str, Any]]], rejected: Sequence[dict[str, Any]]
+               ) -> list[tuple[str, int, list[Any]]]:
+    """Put ``rejected`` rows (:func:`xlcrm.db.rejected_rows`) into ``rows`` in place: a row with the ID
+    of a row there replaces it, the others are added below.  Returns (entity, index, findings) marks."""
+    marks: list[tuple[str, int, list[Any]]] = []
+    at: dict[str, dict[Any, int]] = {}
+    for r in rejected:
+        ekey = r["entity"]
+        if ekey not in rows:
+            continue
+        entity = schema.entity(ekey)
+        idk = entity.id_column.key
+        shown = rows[ekey]
+        where = at.get(ekey)
+        if where is None:
+            where = at[ekey] = {row.get(idk): i for i, row in enumerate(shown)}
+        cells = {k: v for k, v in r["cells"].items() if entity.has(k)}
+        i = where.pop(r["record_id"], None) if r["record_id"] else None
+        if i is None:
+            i = len(shown)
+            shown.append(cells)
+        else:
+            shown[i] = cells
+        marks.append((ekey, i, r["findings"]))
+    return marks
 
 
 def _sealed(writer: Any, password: str | None) -> Any:
@@ -112,13 +182,14 @@ def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | 
     for r in cust_records:
         by_owner.setdefault(r[owner_i] or "", []).append(r)
     if owners is not None:
-        missing = [o for o in owners if o not in by_owner]
+        pending = db.rejected_owners(conn)
+        missing = [o for o in owners if o not in by_owner and o not in pending]
         if missing:
             known = "、".join(sorted(o for o in by_owner if o)) or "(none)"
             raise XlcrmError(f"no customers with 担当営業 {', '.join(missing)}; known: {known}")
         wanted = list(owners)
     else:
-        wanted = sorted(o for o in by_owner if o)
+        wanted = sorted(o for o in set(by_owner) | db.rejected_owners(conn) if o)
     children: dict[str, list[tuple[Any, ...]]] = {}
     for e in schema:
         if e.key != "customers":
@@ -152,8 +223,9 @@ def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | 
         path = out / name
         wid = uuid.uuid4().hex
         wlang: Lang = lang or ("en" if langs.get(owner) == "en" else "ja")
-        writer(path, schema, owner=owner, lang=wlang,
-               rows={k: _rows(schema.entity(k), v) for k, v in rows.items()}, workbook_id=wid, created=now)
+        shown = {k: _rows(schema.entity(k), v) for k, v in rows.items()}
+        marks = carry_back(schema, shown, db.rejected_rows(conn, owner))
+        writer(path, schema, owner=owner, lang=wlang, rows=shown, workbook_id=wid, created=now, marks=marks)
         for e in schema:
             db.save_base(conn, e, wid, rows[e.key])
         db.register_workbook(conn, wid, kind="distributed", owner=owner, lang=wlang,

@@ -263,6 +263,8 @@ class Source:
     written: dict[str, dict[str, tuple[Any, ...]]] | None = None
     #: Rows rejected during the merge for reasons only the master knows (the error workbook is redone).
     late_findings: bool = False
+    #: Those rows, per entity: Excel row -> (ID, cells), from their validated values (see Merger._reject).
+    late_rows: dict[str, dict[int, tuple[str | None, dict[str, Any]]]] = field(default_factory=dict)
     rows: int = 0
     sheets: dict[str, _SheetRows] = field(default_factory=dict)
 
@@ -284,6 +286,8 @@ class _SheetRows:
     match_keys: list[Any] | None = None
     #: per row without an ID: its fingerprint, or the parts around its customer (_fingerprint_parts)
     fingerprints: list[Any] | None = None
+    #: rows validation rejected: Excel row -> (their ID, if valid, and the cells exactly as typed)
+    rejected: dict[int, tuple[str | None, dict[str, Any]]] | None = None
 
 
 def compact(result: Any, schema: Schema) -> dict[str, _SheetRows]:
@@ -310,10 +314,35 @@ def compact(result: Any, schema: Schema) -> dict[str, _SheetRows]:
         cust_rows = frame["_customer_row"].tolist() if "_customer_row" in frame else None
         rows = [int(r) for r in frame.index]
         keys_of = _match_keys(schema, result, rows, cols) if entity.key == "customers" else None
-        fps = _fingerprint_parts(entity, rows, cols, present, result.error_rows.get(entity.key, ()))
-        out[entity.key] = _SheetRows(rows, cols, present, blank_raw, cust_rows, keys_of, fps)
+        errors = result.error_rows.get(entity.key, ())
+        fps = _fingerprint_parts(entity, rows, cols, present, errors)
+        rejected = _typed_cells(raw, errors, dict(zip(rows, cols[keys.index(idc)], strict=True))) if errors else None
+        out[entity.key] = _SheetRows(rows, cols, present, blank_raw, cust_rows, keys_of, fps, rejected)
         result.frames[entity.key] = frame.iloc[0:0]
         sheet.frame = raw.iloc[0:0]
+    return out
+
+
+def _typed_cells(raw: Any, rows: Iterable[int], ids: Mapping[int, Any]
+                 ) -> dict[int, tuple[str | None, dict[str, Any]]]:
+    """The non-blank cells of ``rows`` exactly as the reader read them, for the owner's next handout."""
+    import pandas as pd
+
+    wanted = sorted(r for r in rows if r in raw.index)
+    out: dict[int, tuple[str | None, dict[str, Any]]] = {}
+    keys = list(raw.columns)
+    for r, values in zip(wanted, raw.loc[wanted].itertuples(index=False, name=None), strict=True):
+        cells = {}
+        for k, v in zip(keys, values, strict=True):
+            if v is None or (isinstance(v, float) and v != v) or v == "" or v is pd.NaT:
+                continue
+            if isinstance(v, pd.Timestamp):
+                v = v.to_pydatetime()
+            elif hasattr(v, "item") and not isinstance(v, (str, bytes)):
+                v = v.item()  # a numpy scalar
+            cells[k] = v
+        rid = ids.get(r)
+        out[r] = (rid if isinstance(rid, str) and rid else None, cells)
     return out
 
 
@@ -557,7 +586,8 @@ class Merger:
                     if crow is not None and crow == crow:
                         cid = self.customer_of_row.get((si, int(crow)))
                         if cid is None and not vals[ref_i]:
-                            self._reject(src, entity, row, ref.key, vals[ref_i], "ref.rejected_customer")
+                            self._reject(src, entity, row, ref.key, vals[ref_i], "ref.rejected_customer",
+                                         vals, present, int(crow))
                             counts.add("rejected")
                             unidentified_rejects = unidentified_rejects or not given_id
                             if given_id:
@@ -566,7 +596,8 @@ class Merger:
                     if cid is None and vals[ref_i]:
                         cid, cstate = survivor(vals[ref_i], cust_states)
                         if cid not in (known_customers or ()) or cstate != "active":
-                            self._reject(src, entity, row, ref.key, vals[ref_i], "ref.unknown_master")
+                            self._reject(src, entity, row, ref.key, vals[ref_i], "ref.unknown_master",
+                                         vals, present)
                             counts.add("rejected")
                             unidentified_rejects = unidentified_rejects or not given_id
                             if given_id:
@@ -582,12 +613,12 @@ class Merger:
                 fp = None
                 if given_id:
                     if given_id not in recs and given_id not in created:
-                        self._reject(src, entity, row, idc, given_id, "id.unknown")
+                        self._reject(src, entity, row, idc, given_id, "id.unknown", vals, present)
                         counts.add("rejected")
                         continue
                     target, state = survivor(given_id, states)
                     if state != "active":
-                        self._reject(src, entity, row, idc, given_id, "id.deleted")
+                        self._reject(src, entity, row, idc, given_id, "id.deleted", vals, present)
                         counts.add("rejected")
                         seen.add(given_id)
                         continue
@@ -697,7 +728,8 @@ class Merger:
                 counts.add(outcome)
             done += n
             # The rows are in the master now: free them.
-            src.sheets[ekey] = _SheetRows([], [[] for _ in range(ncols)], present, {}, None, None)
+            src.sheets[ekey] = _SheetRows([], [[] for _ in range(ncols)], present, {}, None, None,
+                                          rejected=data.rejected)
             del cols
             if self.progress:
                 self.progress(f"{entity.label(self.lang)}", done, total_rows)
@@ -825,9 +857,22 @@ class Merger:
                 self.deletions_new += 1
         return gone
 
-    def _reject(self, src: Source, entity: Entity, row: int, key: str, value: Any, code: str) -> None:
-        """A row only the master can judge (an unknown ID): rejected with a finding of its own."""
+    def _reject(self, src: Source, entity: Entity, row: int, key: str, value: Any, code: str,
+                values: Sequence[Any], present: Sequence[int], customer_row: int | None = None) -> None:
+        """A row only the master can judge (an unknown ID): rejected with a finding of its own.
+
+        Its cells are kept for the owner's handout from the validated values (the typed ones are gone
+        by now; the row passed validation, so they show the same); a customer rejected the same way is
+        named by its 顧客名, as on that sheet."""
         add_finding(src.result, entity, row, key, value, code)
+        cols = entity.columns
+        idc_i = entity.keys.index(entity.id_column.key)
+        cells = {cols[i].key: db.from_db(cols[i], values[i]) for i in (idc_i, *present) if values[i] is not None}
+        if customer_row is not None:
+            _rid, customer = src.late_rows.get("customers", {}).get(customer_row, (None, {}))
+            if customer.get("name") is not None:
+                cells[key] = customer["name"]
+        src.late_rows.setdefault(entity.key, {})[row] = (values[idc_i] or None, cells)
         if not code.startswith("ref.rejected"):
             src.late_findings = True
 
@@ -1113,6 +1158,7 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                 report.warnings.extend(merger.warnings)
                 workers.finish(sources.all(), report)
                 clock.lap("error_workbooks")
+                keep_rejected(conn, schema, sources.all(), run_id)
                 _import_log(conn, sources.all(), report, run_id)
                 report.duplicates_pending = len(db.duplicates(conn))
                 report.conflicts_pending = len(db.conflicts(conn))
@@ -1592,6 +1638,44 @@ class _Workers:
         if self.spool is not None:
             shutil.rmtree(self.spool, ignore_errors=True)
             self.spool = None
+
+
+def keep_rejected(conn: sqlite3.Connection, schema: Schema, sources: Sequence[Source], run_id: int) -> None:
+    """Keep each owner's rejected rows, exactly as typed with their findings, for their next handout
+    (``distribute`` puts them back in place, marked like the error workbook).
+
+    An owner's rows are replaced by what this run rejected from their workbooks: a row fixed and
+    merged leaves, one still wrong stays, and one sent again unchanged is the same row, not a second
+    copy.  Two workbooks of one owner in one run (an old copy and the handout) holding the same
+    rejected row keep it once.  A workbook ``--strict`` refused leaves its owner's rows as they were.
+    """
+    owners: dict[str, dict[tuple[Any, ...], list[tuple[Any, ...]]]] = {}
+    for src in sources:
+        if src.is_master or src.strict_rejected or src.report is None:
+            continue
+        kept = owners.setdefault(src.who, {})
+        res = src.result
+        if not any(res.error_rows.values()):
+            continue
+        found: dict[tuple[str, int], list[tuple[str, str, str, str]]] = {}
+        for f in res.findings:
+            found.setdefault((f.entity, f.row), []).append((f.key, f.severity, f.rule, f.message))
+        mine: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        for entity in schema:
+            data = src.sheets.get(entity.key)
+            typed = {**((data.rejected or {}) if data is not None else {}), **src.late_rows.get(entity.key, {})}
+            for row in sorted(res.error_rows.get(entity.key, ())):
+                if row not in typed:
+                    continue
+                rid, cells = typed[row]
+                same = (entity.key, rid) if rid else (entity.key, repr(sorted(cells.items())))
+                mine.setdefault(same, []).append((src.who, entity.key, rid, src.name, row, cells,
+                                                  found.get((entity.key, row), [])))
+        for same, rows in mine.items():
+            if len(rows) > len(kept.get(same, ())):
+                kept[same] = rows
+    db.replace_rejected_rows(conn, owners, (r for kept in owners.values() for rows in kept.values() for r in rows),
+                             run_id=run_id)
 
 
 def _import_log(conn: sqlite3.Connection, sources: Sequence[Source], report: MergeReport,
