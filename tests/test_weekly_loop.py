@@ -163,3 +163,162 @@ def test_rejected_rows_come_back_in_the_handout_marked_and_leave_once_fixed(tmp_
     assert red_rows(handout, "顧客") == {} and red_rows(handout, "活動履歴") == {}
     assert all(c["顧客ID"] for c in sheet_rows(handout, "顧客"))
     assert merge(master, team)["history_rows"] == 0
+
+
+# --- the loop of a four-person team ------------------------------------------------------------------
+
+def book_rows(path: Path, lang: str) -> dict[str, list[dict[str, Any]]]:
+    """Every sheet's rows keyed by column key, read as a person's Excel shows them."""
+    wb = openpyxl.load_workbook(path, read_only=True)
+    out = {}
+    for entity in S:
+        by_label = {c.label(lang): c.key for c in entity.columns}  # type: ignore[arg-type]
+        rows = wb[entity.label(lang)].iter_rows(values_only=True)  # type: ignore[arg-type]
+        head = [by_label.get(h) for h in next(rows)]
+        out[entity.key] = [{k: v for k, v in zip(head, r, strict=False) if k} for r in rows
+                           if any(v is not None for v in r)]
+    wb.close()
+    return out
+
+
+def keyed_rows(path: Path, ekey: str, lang: str) -> list[dict[str, Any]]:
+    return book_rows(path, lang)[ekey]
+
+
+def fix(path: Path, ekey: str, lang: str, match: tuple[str, Any], changes: dict[str, Any]) -> None:
+    """Type ``changes`` into the row whose ``match`` column holds the value, which must be red."""
+    entity = S.entity(ekey)
+    sheet = entity.label(lang)  # type: ignore[arg-type]
+    wb = openpyxl.load_workbook(path)
+    ws = wb[sheet]
+    col = {c.value: c.column for c in ws[1]}
+    key, value = match
+    [row] = [r for r in range(2, ws.max_row + 1)
+             if ws.cell(r, col[entity.column(key).label(lang)]).value == value]  # type: ignore[arg-type]
+    assert row in red_rows(path, sheet), (path.name, match)
+    for k, v in changes.items():
+        ws.cell(row, col[entity.column(k).label(lang)]).value = v  # type: ignore[arg-type]
+    wb.save(path)
+
+
+def test_four_person_loop_keeps_every_typed_row_in_the_master_or_the_handout(tmp_path: Path) -> None:
+    from datetime import date
+
+    team = tmp_path / "team"
+    master = tmp_path / "m" / "master.xlsx"
+    day = date(2024, 5, 1)
+    langs = {"佐藤": "ja", "田中": "ja", "鈴木": "ja", "Smith": "en"}
+    book(team / "佐藤.xlsx", {
+        "customers": [customer("株式会社青空商事", phone="03-1111-1111"),
+                      customer("緑山工業株式会社", phone=312345678)],  # leading 0 lost: rejected
+        "activities": [activity("株式会社青空商事", "青空 初回訪問"),
+                       activity("緑山工業株式会社", "緑山 見積提出")],  # its customer is rejected
+        "todos": [{"due": day, "customer": "株式会社青空商事", "content": "青空 見積送付"}],
+    }, owner="佐藤")
+    book(team / "田中.xlsx", {
+        "customers": [customer("白川物産株式会社", phone="03-2222-2222"),
+                      customer("黒田電機株式会社", phone="03-3333-3333")],
+        "activities": [activity("白川物産株式会社", "白川 定例訪問"),
+                       activity("黒田電機株式会社", "黒田 電話", day="2024/13/40")],  # no such date
+        # A TODO for 佐藤 on 田中's customer: it belongs in 佐藤's handout too.
+        "todos": [{"due": day, "customer": "白川物産株式会社", "content": "白川 佐藤さん同行", "assignee": "佐藤"}],
+    }, owner="田中")
+    book(team / "鈴木.xlsx", {
+        # Two different customers with one name, told apart by city and phone.
+        "customers": [customer("佐藤運輸株式会社", phone="06-1234-5678", address="大阪市北区1-1"),
+                      customer("佐藤運輸株式会社", phone="052-123-4567", address="名古屋市中区2-2")],
+        "activities": [activity("佐藤運輸株式会社", "大阪 訪問"), activity("佐藤運輸株式会社", "名古屋 電話")],
+    }, owner="鈴木")
+    book(team / "Smith.xlsx", {
+        "customers": [customer("Blue Sky Trading", phone="03-4444-4444")],
+        "deals": [{"customer": "Blue Sky Trading", "title": "Annual contract", "phase": "won", "closed_on": day,
+                   "quantity": 2, "unit_price": 300, "amount": 1000}],  # 2 x 300 is not 1000
+    }, owner="Smith", lang="en")
+    # What each person typed: (sheet, a column, its value), one row each, the value unique in the team.
+    typed = {
+        "佐藤": [("customers", "name", "株式会社青空商事"), ("customers", "name", "緑山工業株式会社"),
+                ("activities", "content", "青空 初回訪問"), ("activities", "content", "緑山 見積提出"),
+                ("todos", "content", "青空 見積送付")],
+        "田中": [("customers", "name", "白川物産株式会社"), ("customers", "name", "黒田電機株式会社"),
+                ("activities", "content", "白川 定例訪問"), ("activities", "content", "黒田 電話"),
+                ("todos", "content", "白川 佐藤さん同行")],
+        "鈴木": [("customers", "phone", "06-1234-5678"), ("customers", "phone", "052-123-4567"),
+                ("activities", "content", "大阪 訪問"), ("activities", "content", "名古屋 電話")],
+        "Smith": [("customers", "name", "Blue Sky Trading"), ("deals", "title", "Annual contract")],
+    }
+
+    def check(step: str) -> None:
+        """Every typed row is in the master or in its person's workbook (or both), and never twice."""
+        for person, rows in typed.items():
+            mine = book_rows(team / f"{person}.xlsx", langs[person])
+            for ekey, key, value in rows:
+                in_master = [r for r in records(master, ekey).values() if r[key] == value]
+                in_book = [r for r in mine[ekey] if r.get(key) == value]
+                assert in_master or in_book, (step, person, ekey, value)
+                assert len(in_master) <= 1 and len(in_book) <= 1, (step, person, ekey, value)
+
+    def rejected(report: dict[str, Any]) -> dict[str, int]:
+        return {Path(f["file"]).stem: f["counts"]["rejected"] for f in report["files"]
+                if f["counts"]["rejected"]}
+
+    report = merge(master, team)
+    assert rejected(report) == {"佐藤": 2, "田中": 1, "鈴木": 2, "Smith": 1}
+    check("merge 1")
+    distribute(master, team)
+    check("distribute 1")
+    # 佐藤's handout: their TODO on 田中's customer, and the rows still to fix, red.
+    assert "白川 佐藤さん同行" in [r["content"] for r in keyed_rows(team / "佐藤.xlsx", "todos", "ja")]
+    assert len(red_rows(team / "佐藤.xlsx", "顧客")) == 1 and len(red_rows(team / "鈴木.xlsx", "活動履歴")) == 2
+
+    # Week 2: everyone fixes their red rows in the handout, as they would in Excel.
+    fix(team / "佐藤.xlsx", "customers", "ja", ("name", "緑山工業株式会社"), {"phone": "03-5555-5555"})
+    fix(team / "田中.xlsx", "activities", "ja", ("content", "黒田 電話"), {"date": day})
+    osaka, nagoya = ({r["phone"]: r["customer_id"] for r in keyed_rows(team / "鈴木.xlsx", "customers", "ja")}[p]
+                     for p in ("06-1234-5678", "052-123-4567"))
+    fix(team / "鈴木.xlsx", "activities", "ja", ("content", "大阪 訪問"), {"customer": osaka})
+    fix(team / "鈴木.xlsx", "activities", "ja", ("content", "名古屋 電話"), {"customer": nagoya})
+    fix(team / "Smith.xlsx", "deals", "en", ("title", "Annual contract"), {"amount": 600})
+    # ... and type new work: Smith logs a visit on 田中's customer by its ID; 田中 mistypes an e-mail.
+    shirakawa = next(k for k, v in records(master).items() if v["name"] == "白川物産株式会社")
+    append_row(team / "Smith.xlsx", "Activities", {"Date": day, "Customer": shirakawa, "Type": "Visit",
+                                                   "Details": "Shirakawa joint visit"})
+    typed["Smith"].append(("activities", "content", "Shirakawa joint visit"))
+    edit = team / "田中.xlsx"
+    wb = openpyxl.load_workbook(edit)
+    ws = wb["顧客"]
+    col = {c.value: c.column for c in ws[1]}
+    [row] = [r for r in range(2, ws.max_row + 1) if ws.cell(r, col["顧客名"]).value == "黒田電機株式会社"]
+    ws.cell(row, col["メールアドレス"]).value = "kuroda@"
+    wb.save(edit)
+    typed["田中"].append(("customers", "email", "kuroda@"))  # in the handout only, until fixed
+    check("fixed")
+
+    report = merge(master, team)
+    assert rejected(report) == {"田中": 1}
+    check("merge 2")
+    distribute(master, team)
+    check("distribute 2")
+    # The rejected edit comes back in place (with its ID), red; the visit is in Smith's and 田中's book.
+    [kuroda] = [r for r in keyed_rows(edit, "customers", "ja") if r["name"] == "黒田電機株式会社"]
+    assert kuroda["email"] == "kuroda@" and kuroda["customer_id"]
+    assert len(red_rows(edit, "顧客")) == 1
+    for person in ("Smith", "田中"):
+        assert "Shirakawa joint visit" in [r["content"] for r in keyed_rows(team / f"{person}.xlsx", "activities",
+                                                                              langs[person])]
+
+    # Week 3: 田中 fixes the e-mail.
+    fix(edit, "customers", "ja", ("name", "黒田電機株式会社"), {"email": "kuroda@example.co.jp"})
+    typed["田中"][-1] = ("customers", "email", "kuroda@example.co.jp")
+    report = merge(master, team)
+    assert rejected(report) == {}
+    check("merge 3")
+    distribute(master, team)
+    check("distribute 3")
+    for person, lang in langs.items():
+        for ekey in (x.key for x in S):
+            assert red_rows(team / f"{person}.xlsx", S.entity(ekey).label(lang)) == {}, person  # type: ignore[arg-type]
+    # Every typed row is in the master, exactly once, and merging the fresh handouts changes nothing.
+    for person, rows in typed.items():
+        for ekey, key, value in rows:
+            assert len([r for r in records(master, ekey).values() if r[key] == value]) == 1, (person, value)
+    assert merge(master, team)["history_rows"] == 0
