@@ -316,19 +316,22 @@ def compact(result: Any, schema: Schema) -> dict[str, _SheetRows]:
         keys_of = _match_keys(schema, result, rows, cols) if entity.key == "customers" else None
         errors = result.error_rows.get(entity.key, ())
         fps = _fingerprint_parts(entity, rows, cols, present, errors)
-        rejected = _typed_cells(raw, errors, dict(zip(rows, cols[keys.index(idc)], strict=True))) if errors else None
+        rejected = _typed_cells(raw, errors, rows, cols[keys.index(idc)]) if errors else None
         out[entity.key] = _SheetRows(rows, cols, present, blank_raw, cust_rows, keys_of, fps, rejected)
         result.frames[entity.key] = frame.iloc[0:0]
         sheet.frame = raw.iloc[0:0]
     return out
 
 
-def _typed_cells(raw: Any, rows: Iterable[int], ids: Mapping[int, Any]
+def _typed_cells(raw: Any, errors: Iterable[int], rows: list[int], ids: list[Any]
                  ) -> dict[int, tuple[str | None, dict[str, Any]]]:
-    """The non-blank cells of ``rows`` exactly as the reader read them, for the owner's next handout."""
+    """The non-blank cells of the ``errors`` rows exactly as the reader read them, with their ID (from
+    ``ids``, the stored IDs of ``rows``, which are ascending), for the owner's next handout."""
+    import bisect
+
     import pandas as pd
 
-    wanted = sorted(r for r in rows if r in raw.index)
+    wanted = sorted(r for r in errors if r in raw.index)
     out: dict[int, tuple[str | None, dict[str, Any]]] = {}
     keys = list(raw.columns)
     for r, values in zip(wanted, raw.loc[wanted].itertuples(index=False, name=None), strict=True):
@@ -341,7 +344,8 @@ def _typed_cells(raw: Any, rows: Iterable[int], ids: Mapping[int, Any]
             elif hasattr(v, "item") and not isinstance(v, (str, bytes)):
                 v = v.item()  # a numpy scalar
             cells[k] = v
-        rid = ids.get(r)
+        i = bisect.bisect_left(rows, r)
+        rid = ids[i] if i < len(rows) and rows[i] == r else None
         out[r] = (rid if isinstance(rid, str) and rid else None, cells)
     return out
 
