@@ -17,6 +17,12 @@ SHARED = REPO.parent / "shared"
 MakeBook = Callable[..., Path]
 
 
+@pytest.fixture(autouse=True)
+def _outputs_ledger(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test records the outputs xlcrm writes (xlcrm.outputs) in its own ledger, not the user's."""
+    monkeypatch.setenv("XLCRM_STATE_DIR", str(tmp_path_factory.mktemp("xlcrm-state")))
+
+
 @pytest.fixture
 def schema() -> Schema:
     return DEFAULT_SCHEMA

@@ -9,12 +9,14 @@ on which fonts the system happens to have.  The charts are drawn from the same
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xlcrm.errors import XlcrmError, extra_hint
 
 if TYPE_CHECKING:
+    from xlcrm.outputs import Claim
     from xlcrm.report import Block, ChartSpec, Report
 
 PALETTE = ["#4472C4", "#ED7D31", "#A5A5A5", "#FFC000", "#5B9BD5", "#70AD47", "#264478", "#9E480E"]
@@ -92,8 +94,17 @@ def render_chart(spec: ChartSpec, block: Block, path: Path, family: str) -> Path
     return path
 
 
-def write_pngs(report: Report, folder: str | Path) -> list[Path]:
-    """One PNG per chart, named after the chart (``sales_monthly.png`` ...); returns the paths."""
+def png_path(folder: str | Path, key: str) -> Path:
+    """Where :func:`write_pngs` writes the chart ``key``."""
+    return Path(folder) / f"{key}.png"
+
+
+def write_pngs(report: Report, folder: str | Path, *, claim: Claim | None = None) -> list[Path]:
+    """One PNG per chart, named after the chart (``sales_monthly.png`` ...); returns the paths.
+
+    ``claim`` (from :func:`xlcrm.outputs.claim`, checked before): keeps the copies ``--force`` asked
+    for and records each file written.
+    """
     out = Path(folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -102,9 +113,10 @@ def write_pngs(report: Report, folder: str | Path) -> list[Path]:
     family = _japanese_font()
     paths = []
     for spec, block in report.charts():
-        target = out / f"{spec.key}.png"
+        target = png_path(out, spec.key)
         tmp = out / f".{spec.key}.png.tmp"
         render_chart(spec, block, tmp, family)
-        tmp.replace(target)
+        with claim.write(target) if claim is not None else contextlib.nullcontext():
+            tmp.replace(target)
         paths.append(target)
     return paths

@@ -24,6 +24,7 @@ handing out data that is about to change would only create conflicts.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import uuid
@@ -47,6 +48,21 @@ def file_name(owner: str) -> str:
     return f"{name[:80]}.xlsx"
 
 
+def _file_names(owners: Sequence[str], out: Path) -> dict[str, Path]:
+    """Each owner's handout path in ``out``: distinct names even where two owners' names collide."""
+    names: dict[str, Path] = {}
+    used: set[str] = set()
+    for owner in owners:
+        name = file_name(owner)
+        n = 2
+        while name.casefold() in used:
+            name = file_name(f"{owner}_{n}")
+            n += 1
+        used.add(name.casefold())
+        names[owner] = out / name
+    return names
+
+
 def _rows(entity: Entity, records: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
     keys = entity.keys
     dates = [i for i, c in enumerate(entity.columns) if c.type == "date"]
@@ -61,14 +77,20 @@ def _rows(entity: Entity, records: Sequence[tuple[Any, ...]]) -> list[dict[str, 
 
 def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owners: Sequence[str] | None = None,
                lang: Lang | None = None, now: dt.datetime | None = None,
-               password: str | None = None) -> list[Path]:
-    """Write one workbook per 担当営業 into ``out_dir``; returns the paths written."""
-    from xlcrm import lock, masterbook
+               password: str | None = None, force: bool = False) -> list[Path]:
+    """Write one workbook per 担当営業 into ``out_dir``; returns the paths written.
+
+    Refuses while ``out_dir`` holds a handout whose edits were not merged yet, or a file at a handout's
+    name that xlcrm did not write, unless ``force`` (a copy is kept beside each): :mod:`xlcrm.outputs`.
+    """
+    from xlcrm import lock, masterbook, outputs
 
     master = Path(master)
     out = Path(out_dir)
     now = now or dt.datetime.now().replace(microsecond=0)
+    outputs.check_master(master)
     with lock.master_lock(master, "distribute"):
+        lock.refuse_if_open_in_excel(master)
         masterbook.check_master_password(master, password)
         conn = db.connect(db.db_path_for(master))
         try:
@@ -84,7 +106,9 @@ def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owner
                                      f"run `xlcrm resolve --master {master}` first", path=str(master))
                 out.mkdir(parents=True, exist_ok=True)
                 paths = _write_all(conn, schema, out, owners=owners, lang=lang, now=now,
-                                   writer=_sealed(write_handout, password))
+                                   writer=_sealed(write_handout, password),
+                                   claim=lambda targets: outputs.claim(targets, "handout", force=force,
+                                                                       master=master, folder=out))
                 conn.execute("COMMIT")
         finally:
             conn.close()
@@ -173,7 +197,7 @@ def _sealed(writer: Any, password: str | None) -> Any:
 
 
 def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | None, lang: Lang | None,
-               now: dt.datetime, writer: Any) -> list[Path]:
+               now: dt.datetime, writer: Any, claim: Any = None) -> list[Path]:
     customers = schema.entity("customers")
     cust_records = list(db.iter_records(conn, customers))
     active = {r[0] for r in cust_records}
@@ -196,7 +220,8 @@ def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | 
             children[e.key] = list(db.iter_records(conn, e))
     langs = db.owner_langs(conn)
     paths: list[Path] = []
-    used: set[str] = set()
+    targets = _file_names(wanted, out)
+    guard = claim(list(targets.values())) if claim is not None else None
     for owner in wanted:
         mine = by_owner.get(owner, [])
         ids = {r[0] for r in mine}
@@ -214,18 +239,14 @@ def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | 
                            if (ri is not None and r[ri] in ids)
                            or (oi is not None and r[oi] == owner
                                and (ri is None or r[ri] is None or r[ri] in active))]
-        name = file_name(owner)
-        n = 2
-        while name.casefold() in used:
-            name = file_name(f"{owner}_{n}")
-            n += 1
-        used.add(name.casefold())
-        path = out / name
+        path = targets[owner]
         wid = uuid.uuid4().hex
         wlang: Lang = lang or ("en" if langs.get(owner) == "en" else "ja")
         shown = {k: _rows(schema.entity(k), v) for k, v in rows.items()}
         marks = carry_back(schema, shown, db.rejected_rows(conn, owner))
-        writer(path, schema, owner=owner, lang=wlang, rows=shown, workbook_id=wid, created=now, marks=marks)
+        with guard.write(path) if guard is not None else contextlib.nullcontext():
+            writer(path, schema, owner=owner, lang=wlang, rows=shown, workbook_id=wid, created=now,
+                   marks=marks)
         for e in schema:
             db.save_base(conn, e, wid, rows[e.key])
         db.register_workbook(conn, wid, kind="distributed", owner=owner, lang=wlang,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlcrm import db
+from xlcrm import db, outputs
 from xlcrm.errors import XlcrmError
 from xlcrm.masterframes import open_master
 from xlcrm.normalize import phone_digits
@@ -264,11 +264,16 @@ def _cell(col: Column, value: Any) -> Any:
 def export_for_role(master: str | Path, out: str | Path, schema: Schema, role_name: str, *,
                     owner: str | None = None, lang: Lang = "ja", password: str | None = None,
                     third_party: ThirdParty | None = None, who: str | None = None,
-                    now: dt.datetime | None = None) -> ExportResult:
-    """Write the records ``role_name`` may see to ``out`` (one sheet per entity, forbidden columns dropped)."""
+                    now: dt.datetime | None = None, force: bool = False) -> ExportResult:
+    """Write the records ``role_name`` may see to ``out`` (one sheet per entity, forbidden columns dropped).
+
+    ``out`` never replaces the master's files, nor a file xlcrm did not write unless ``force`` (a copy
+    is kept beside it): :mod:`xlcrm.outputs`.
+    """
     role = schema.role(role_name)
     out = Path(out)
     _check_out(out)
+    claim = outputs.claim(out, "export", force=force, master=_master_path(master))
     if role.own_only and not (owner and owner.strip()):
         raise XlcrmError(f"role {role.name} sees only its own customers; give --owner NAME (the 担当営業)")
     cols = visible_columns(schema, role)
@@ -283,10 +288,13 @@ def export_for_role(master: str | Path, out: str | Path, schema: Schema, role_na
         kind = f"role:{role.name}" + (f" owner:{owner}" if owner else "")
 
         def write() -> None:
-            _write_sheets(out, schema, cols, data, lang, password, title=_export_title(role, owner, lang, at))
+            with claim.write(out):
+                _write_sheets(out, schema, cols, data, lang, password,
+                              title=_export_title(role, owner, lang, at))
 
         provision_id = _write_with_record(conn, schema, write, third_party, kind=kind, cols=cols, data=data,
-                                          file=out.name, who=default_who(who), at=at)
+                                          file=out.name, who=default_who(who), at=at,
+                                          master=_master_path(master))
     finally:
         conn.close()
     return ExportResult(out, role.name, counts, {k: [c.key for c in v] for k, v in cols.items()}, provision_id)
@@ -335,14 +343,22 @@ def _check_out(out: Path) -> None:
         raise XlcrmError(f"{out}: exports are Excel workbooks; name the file ….xlsx")
 
 
+def _master_path(master: str | Path) -> Path:
+    m = Path(master)
+    return m.with_suffix(".xlsx") if m.suffix.lower() == ".db" else m
+
+
 def _write_with_record(conn: sqlite3.Connection, schema: Schema, write: Any, party: ThirdParty | None, *,
                        kind: str, cols: Mapping[str, Sequence[Column]], data: Mapping[str, list[dict[str, Any]]],
-                       file: str, who: str, at: dt.datetime) -> int | None:
-    """Write the file; with a third party, inside the transaction that records the provision."""
+                       file: str, who: str, at: dt.datetime, master: Path) -> int | None:
+    """Write the file; with a third party, inside the transaction that records the provision (holding
+    the master's lock: a merge running meanwhile would otherwise replace the database without it)."""
     if party is None:
         write()
         return None
-    with db.transaction(conn):
+    from xlcrm import lock
+
+    with lock.master_lock(master, "export"), db.transaction(conn):
         pid = add_provision(
             conn, party, kind=kind,
             columns={k: [c.key for c in v] for k, v in cols.items() if data.get(k)},
@@ -482,10 +498,14 @@ class MailingResult:
 
 def mailing_list(master: str | Path, out: str | Path, schema: Schema, *, lang: Lang = "ja",
                  password: str | None = None, third_party: ThirdParty | None = None, who: str | None = None,
-                 now: dt.datetime | None = None) -> MailingResult:
-    """Customers and contact persons who said 可 and nobody (by the same e-mail, phone, customer) said 不可."""
+                 now: dt.datetime | None = None, force: bool = False) -> MailingResult:
+    """Customers and contact persons who said 可 and nobody (by the same e-mail, phone, customer) said 不可.
+
+    ``out`` is claimed like :func:`export_for_role`'s.
+    """
     out = Path(out)
     _check_out(out)
+    claim = outputs.claim(out, "mailing-list", force=force, master=_master_path(master))
     for e in ("customers", "contacts"):
         if not schema[e].has("dm_consent"):
             raise XlcrmError(f"the {schema[e].ja} sheet has no DM可否 column (switched off in xlcrm.toml); "
@@ -521,14 +541,15 @@ def mailing_list(master: str | Path, out: str | Path, schema: Schema, *, lang: L
         n_cont = len(rows) - n_cust
 
         def write() -> None:
-            _write_mailing(out, schema, rows, lang, password, at)
+            with claim.write(out):
+                _write_mailing(out, schema, rows, lang, password, at)
 
         data = {"customers": [r for k, r, _ in rows if k == "customers"],
                 "contacts": [c for k, _, c in rows if k == "contacts" and c is not None]}
         cols = {e: [schema[e].column(k) for ent, k in MAILING_COLUMNS if ent == e and schema[e].has(k)]
                 for e in ("customers", "contacts")}
         pid = _write_with_record(conn, schema, write, third_party, kind="mailing-list", cols=cols, data=data,
-                                 file=out.name, who=default_who(who), at=at)
+                                 file=out.name, who=default_who(who), at=at, master=_master_path(master))
     finally:
         conn.close()
     return MailingResult(out, n_cust, n_cont, n_refused, n_not, pid)

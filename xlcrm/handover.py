@@ -63,9 +63,13 @@ def _norm(name: str) -> str:
 def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str, *,
              customers: Sequence[str] | None = None, out: str | Path | None = None, lang: Lang = "ja",
              who: str = "admin", password: str | None = None, now: dt.datetime | None = None,
-             rewrite_master: bool = True) -> HandoverResult:
-    """Move ``from_owner``'s customers (all, or the IDs in ``customers``) to ``to_owner``."""
-    from xlcrm import backup, lock
+             rewrite_master: bool = True, force: bool = False) -> HandoverResult:
+    """Move ``from_owner``'s customers (all, or the IDs in ``customers``) to ``to_owner``.
+
+    The handover book ``out`` never replaces the master's files, nor a file xlcrm did not write unless
+    ``force`` (a copy is kept beside it): :mod:`xlcrm.outputs`.
+    """
+    from xlcrm import backup, lock, outputs
 
     src, dst = _norm(from_owner), _norm(to_owner)
     if not src or not dst:
@@ -77,7 +81,11 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
         raise XlcrmError(f"{out}: the handover book is an Excel workbook; name it ….xlsx")
     now = now or dt.datetime.now().replace(microsecond=0)
     at = now.isoformat(timespec="seconds")
+    outputs.check_master(master)
     with lock.master_lock(master, "handover"):
+        if rewrite_master:
+            lock.refuse_if_open_in_excel(master)
+        claim = outputs.claim(Path(out), "handover", force=force, master=master) if out is not None else None
         master_pw = None
         if rewrite_master:
             from xlcrm.masterbook import check_master_password
@@ -99,9 +107,10 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
 
                 update_index(conn, schema, run_id)
                 book = None
-                if out is not None:
-                    book = write_handover_book(conn, schema, picked, src, dst, Path(out), lang=lang,
-                                               password=password, at=now)
+                if out is not None and claim is not None:
+                    with claim.write(Path(out)):
+                        book = write_handover_book(conn, schema, picked, src, dst, Path(out), lang=lang,
+                                                   password=password, at=now)
                 rewritten, notes = _commit(conn, master, schema, rewrite_master, master_pw)
         finally:
             conn.close()

@@ -355,10 +355,11 @@ def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = Non
     Edits typed into the old workbook and not merged yet are not carried over: run ``xlcrm resolve``
     or a merge first when there are any.
     """
-    from xlcrm import backup, lock
+    from xlcrm import backup, lock, outputs
     from xlcrm.merge import master_lang
 
     master = Path(master)
+    outputs.check_master(master)  # never rebuilt over a team workbook or any other file
     lang = lang or master_lang(schema)
     with lock.master_lock(master, "export-master"):
         lock.refuse_if_open_in_excel(master)

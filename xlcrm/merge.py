@@ -1059,14 +1059,20 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
     ``xlcrm resolve`` is this with no team workbooks.  Returns the merge report and the decisions'
     :class:`xlcrm.resolve.ResolveReport` (None when the workbook held none).
     """
-    from xlcrm import backup, lock, masterbook
+    from xlcrm import backup, lock, masterbook, outputs
     from xlcrm.resolve import apply_decisions
     from xlcrm.writer import remove_leftovers
 
     started = time.perf_counter()
-    if master.suffix.lower() != ".xlsx":
-        raise XlcrmError("the master must be an .xlsx path (its database sits beside it as .db)",
-                         path=str(master))
+    outputs.check_master(master)  # a team workbook or any other file is never taken for the master
+    if not dry_run and command == "merge" and not master.parent.is_dir():
+        try:
+            master.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise XlcrmError(f"cannot create the master's folder {master.parent} ({exc.strerror})",
+                             path=str(master)) from None
+    # Each input's size and time before it is read: what a later distribute checks it against.
+    inputs_seen = outputs.seen(paths) if not dry_run else []
     now = now or dt.datetime.now().replace(microsecond=0)
     today = today or now.date()
     lang = master_lang(schema)
@@ -1192,6 +1198,8 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                         meanwhile=search_index, meanwhile_heavy=full_build_due(conn, schema, run_id),
                         persist=db_path if in_memory else None))
                     clock.lap("index_and_master")
+                    taken = {f.file for f in report.files if f.status in ("ok", "errors")}
+                    outputs.record_merged(s for s in inputs_seen if str(s.path) in taken)
         finally:
             conn.close()
             workers.close()

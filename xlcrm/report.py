@@ -714,13 +714,21 @@ def unapplied_decisions(conn: sqlite3.Connection, master: Path, schema: Schema, 
 def make_report(master: str | Path, out: str | Path, schema: Schema, *, as_of: dt.date | None = None,
                 lang: Lang = "ja", png_dir: str | Path | None = None, options: ReportOptions | None = None,
                 password: str | None = None,
-                progress: Callable[[str], None] | None = None) -> ReportResult:
-    """Read the master database, write the report workbook (and PNG charts when ``png_dir``)."""
+                progress: Callable[[str], None] | None = None, force: bool = False) -> ReportResult:
+    """Read the master database, write the report workbook (and PNG charts when ``png_dir``).
+
+    Neither replaces the master's files, nor a file xlcrm did not write unless ``force`` (a copy is
+    kept beside it): :mod:`xlcrm.outputs`.
+    """
+    from xlcrm import outputs
+
     if lang not in ("ja", "en"):
         raise XlcrmError(f"unknown language {lang!r}; use ja or en")
     out = Path(out)
     if out.suffix.lower() != ".xlsx":
         raise XlcrmError(f"{out}: the report is an Excel workbook; name it ….xlsx")
+    master_xlsx = Path(master).with_suffix(".xlsx")
+    claim = outputs.claim(out, "report", force=force, master=master_xlsx)
     conn = mf.open_master(master)
     try:
         book = Path(master).with_suffix(".xlsx")
@@ -730,14 +738,21 @@ def make_report(master: str | Path, out: str | Path, schema: Schema, *, as_of: d
         conn.close()
     if warnings:
         report.page("summary").intro[:0] = warnings
+    charts = None
+    if png_dir is not None:
+        from xlcrm.chartimages import png_path
+
+        charts = outputs.claim([png_path(png_dir, spec.key) for spec, _ in report.charts()], "chart",
+                               force=force, master=master_xlsx)
     if progress:
         progress("workbook")
-    write_report(report, out, password=password)
+    with claim.write(out):
+        write_report(report, out, password=password)
     pngs: list[Path] = []
     if png_dir is not None:
         from xlcrm.chartimages import write_pngs
 
         if progress:
             progress("png")
-        pngs = write_pngs(report, png_dir)
+        pngs = write_pngs(report, png_dir, claim=charts)
     return ReportResult(out, pngs, report, warnings)

@@ -169,9 +169,18 @@ def write_team_workbook(
 
 
 def build_template(path: str | Path, schema: Schema, *, owner: str = "", lang: Lang = "ja",
-                   created: dt.datetime | None = None) -> Path:
-    """The empty standard workbook (``xlcrm template``)."""
-    return write_team_workbook(path, schema, owner=owner, lang=lang, created=created)
+                   created: dt.datetime | None = None, force: bool = False) -> Path:
+    """The empty standard workbook (``xlcrm template``).
+
+    An existing file is replaced only when it is this command's unchanged output, or with ``force``
+    (a copy is kept beside it): see :mod:`xlcrm.outputs`.
+    """
+    from xlcrm import outputs
+
+    target = Path(path)
+    claim = outputs.claim(target, "template", force=force)
+    with claim.write(target):
+        return write_team_workbook(target, schema, owner=owner, lang=lang, created=created)
 
 
 def regenerate_templates(directory: str | Path) -> list[Path]:
@@ -182,8 +191,8 @@ def regenerate_templates(directory: str | Path) -> list[Path]:
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    return [build_template(out / TEMPLATE_FILES[lang], DEFAULT_SCHEMA, lang=lang, created=TEMPLATE_CREATED)
-            for lang in LANGS]
+    return [write_team_workbook(out / TEMPLATE_FILES[lang], DEFAULT_SCHEMA, owner="", lang=lang,
+                                created=TEMPLATE_CREATED) for lang in LANGS]
 
 
 def xlsx_members(path: str | Path) -> dict[str, bytes]:

@@ -3,7 +3,8 @@ every command and are described once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,6 +26,20 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="xlcrm.to
                                                 "switched-off columns and roles (default: ./xlcrm.toml "
                                                 "if present).")]
 LangOpt = Annotated[str, typer.Option("--lang", help="Language of the workbook and messages: ja or en.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output that holds data "
+                                        "xlcrm did not write or that was changed since (a copy is kept "
+                                        "beside it: NAME.YYYYMMDD-HHMMSS.bak.xlsx).")]
+
+
+@contextmanager
+def keeping_copies() -> Iterator[None]:
+    """Say which copies ``--force`` kept of the files it overwrote inside the block."""
+    from xlcrm.outputs import collect_kept
+
+    with collect_kept() as kept:
+        yield
+    for path, copy in kept:
+        err.print(f"[yellow]kept[/] the previous {path} as {copy}")
 
 
 def check_lang(value: str) -> Lang:

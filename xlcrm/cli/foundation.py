@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, LangOpt, err, out
+from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, err, keeping_copies, out
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as load
 
@@ -23,12 +23,15 @@ def template(
     owner: Annotated[str, typer.Option(help="The staff member who will fill it in (担当営業).")] = "",
     lang: LangOpt = "ja",
     config: ConfigOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Write the standard team workbook (顧客台帳 template) with dropdowns and input rules built in."""
     from xlcrm.template import build_template
 
     schema = load(config)
-    path = build_template(out_path, schema, owner=owner, lang=_lang(lang))  # type: ignore[arg-type]
+    with keeping_copies():
+        path = build_template(out_path, schema, owner=owner, lang=_lang(lang),  # type: ignore[arg-type]
+                              force=force)
     err.print(f"[green]wrote[/] {path}  (schema {schema.version}, {lang}, owner {owner or '-'})")
 
 
@@ -41,10 +44,12 @@ def validate(
     config: ConfigOpt = None,
     today: Annotated[str | None, typer.Option(help="Reference date YYYY-MM-DD (default: today).")] = None,
     password: Annotated[str | None, typer.Option(envvar="XLCRM_PASSWORD", help="Password of encrypted workbooks.")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Check workbooks cell by cell. Exit 0: no errors (warnings allowed); 1: errors; 2: unreadable."""
     from rich.progress import Progress
 
+    from xlcrm import outputs
     from xlcrm import validate as v
 
     schema = load(config)
@@ -59,19 +64,28 @@ def validate(
             bar.advance(task)
 
     written: dict[str, dict[str, str]] = {}
-    for r in results:
-        if isinstance(r, v.Unreadable):
-            continue
-        stem = r.path.stem
+    readable = [r for r in results if not isinstance(r, v.Unreadable)]
+    copies: dict[str, dict[Path, Path]] = {"annotated": {}, "fixed": {}}  # kind -> {input: target}
+    for r in readable:
+        stem, ja = r.path.stem, r.workbook.lang == "ja"
         if annotate is not None:
-            target = annotate / f"{stem}_チェック結果{r.path.suffix}" if r.workbook.lang == "ja" \
-                else annotate / f"{stem}_checked{r.path.suffix}"
-            written.setdefault(str(r.path), {})["annotated"] = str(v.annotate(r, target))
+            copies["annotated"][r.path] = annotate / f"{stem}_{'チェック結果' if ja else 'checked'}{r.path.suffix}"
         if fix is not None:
-            target = fix / f"{stem}_修正済{r.path.suffix}" if r.workbook.lang == "ja" \
-                else fix / f"{stem}_fixed{r.path.suffix}"
-            path, fixes = v.fix(r, target)
-            written.setdefault(str(r.path), {}).update(fixed=str(path), fixes=str(len(fixes)))
+            copies["fixed"][r.path] = fix / f"{stem}_{'修正済' if ja else 'fixed'}{r.path.suffix}"
+    # Every copy's target is checked before the first is written: none replaces someone's work.
+    claims = {kind: outputs.claim(list(targets.values()), kind, force=force)
+              for kind, targets in copies.items() if targets}
+    with keeping_copies():
+        for r in readable:
+            if r.path in copies["annotated"]:
+                target = copies["annotated"][r.path]
+                with claims["annotated"].write(target):
+                    written.setdefault(str(r.path), {})["annotated"] = str(v.annotate(r, target))
+            if r.path in copies["fixed"]:
+                target = copies["fixed"][r.path]
+                with claims["fixed"].write(target):
+                    path, fixes = v.fix(r, target)
+                written.setdefault(str(r.path), {}).update(fixed=str(path), fixes=str(len(fixes)))
 
     if as_json:
         payload = {

@@ -17,7 +17,16 @@ from typing import Annotated, Any
 import typer
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, MasterOpt, add_whole_column, err, narrow_table, out
+from xlcrm.cli.common import (
+    ConfigOpt,
+    ForceOpt,
+    MasterOpt,
+    add_whole_column,
+    err,
+    keeping_copies,
+    narrow_table,
+    out,
+)
 from xlcrm.cli.common import load_config as _schema
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON for scripts.")]
@@ -116,14 +125,16 @@ def distribute(
         "--password", envvar="XLCRM_PASSWORD", show_envvar=True,
         help="Open an encrypted master.xlsx and encrypt every workbook written with this password "
              "(without it they are plain).")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Write a fresh workbook for each salesperson from the master, ready to edit."""
     from xlcrm.distribute import distribute as run
 
     if lang not in (None, "ja", "en"):
         raise typer.BadParameter("use ja or en", param_hint="--lang")
-    paths = run(master, out_dir, _schema(config), owners=owner, lang=lang,  # type: ignore[arg-type]
-                password=password or None)
+    with keeping_copies():
+        paths = run(master, out_dir, _schema(config), owners=owner, lang=lang,  # type: ignore[arg-type]
+                    password=password or None, force=force)
     for p in paths:
         out.print(f"[green]wrote[/] {p}")
     out.print(f"{len(paths)} workbook(s) in {out_dir}")

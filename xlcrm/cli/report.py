@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, LangOpt, MasterOpt, err
+from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, MasterOpt, err, keeping_copies
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as _schema
 
@@ -70,15 +70,17 @@ def report(
     top: Annotated[int, typer.Option(min=1, help="How many top customers to list.")] = 20,
     password: PasswordOpt = None,
     config: ConfigOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Sales, RFM, lapsed customers, pipeline, complaints, follow-ups and data quality, with charts."""
     from xlcrm.report import ReportOptions, make_report
 
     schema = _schema(config)
-    result = make_report(master, out, schema, as_of=_date(as_of), lang=_lang(lang),  # type: ignore[arg-type]
-                         png_dir=png, password=password,
-                         options=ReportOptions(lapsed_days=lapsed_days, no_contact_days=no_contact_days,
-                                               top_n=top))
+    with keeping_copies():
+        result = make_report(master, out, schema, as_of=_date(as_of), lang=_lang(lang),  # type: ignore[arg-type]
+                             png_dir=png, password=password, force=force,
+                             options=ReportOptions(lapsed_days=lapsed_days, no_contact_days=no_contact_days,
+                                                   top_n=top))
     pages = len(result.report.pages)
     charts = len(result.report.charts())
     err.print(f"[green]wrote[/] {result.path}  ({pages} sheets, {charts} charts, as of "
@@ -102,6 +104,7 @@ def handover(
     who: WhoOpt = None,
     password: PasswordOpt = None,
     config: ConfigOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Reassign 担当営業 (customers, open deals, open TODOs) with history, and write the handover book."""
     from xlcrm.export import default_who
@@ -109,8 +112,10 @@ def handover(
 
     schema = _schema(config)
     target = out or Path(master).with_name(f"{'引き継ぎ' if lang == 'ja' else 'handover'}_{to_owner.strip()}.xlsx")
-    result = run(master, schema, from_owner, to_owner, customers=customer, out=target,
-                 lang=_lang(lang), who=default_who(who), password=password)  # type: ignore[arg-type]
+    with keeping_copies():
+        result = run(master, schema, from_owner, to_owner, customers=customer, out=target,
+                     lang=_lang(lang), who=default_who(who), password=password,  # type: ignore[arg-type]
+                     force=force)
     err.print(f"[green]handed over[/] {len(result.customers)} customers, {result.count('deals')} open deals, "
               f"{result.count('todos')} open TODOs from {from_owner} to {to_owner}  "
               f"({len(result.changes)} history rows, run {result.run_id})")
@@ -133,13 +138,16 @@ def export(
     who: WhoOpt = None,
     password: PasswordOpt = None,
     config: ConfigOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """The records a role may see; columns it may not see are dropped from the file."""
     from xlcrm.export import export_for_role
 
     schema = _schema(config)
-    result = export_for_role(master, out, schema, role, owner=owner, lang=_lang(lang),  # type: ignore[arg-type]
-                             password=password, third_party=_party(to_third_party, purpose), who=who)
+    with keeping_copies():
+        result = export_for_role(master, out, schema, role, owner=owner, lang=_lang(lang),  # type: ignore[arg-type]
+                                 password=password, third_party=_party(to_third_party, purpose), who=who,
+                                 force=force)
     counts = ", ".join(f"{schema[k].label(_lang(lang))} {n}" for k, n in result.counts.items())  # type: ignore[arg-type]
     err.print(f"[green]wrote[/] {result.path}  (role {result.role}: {counts}"
               f"{', encrypted' if password else ''})")
@@ -157,13 +165,15 @@ def mailing_list(
     who: WhoOpt = None,
     password: PasswordOpt = None,
     config: ConfigOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Customers and contact persons with DM可否 = 可; a 不可 anywhere for the same person wins."""
     from xlcrm.export import mailing_list as run
 
     schema = _schema(config)
-    r = run(master, out, schema, lang=_lang(lang), password=password,  # type: ignore[arg-type]
-            third_party=_party(to_third_party, purpose), who=who)
+    with keeping_copies():
+        r = run(master, out, schema, lang=_lang(lang), password=password,  # type: ignore[arg-type]
+                third_party=_party(to_third_party, purpose), who=who, force=force)
     err.print(f"[green]wrote[/] {r.path}  ({r.customers} customers, {r.contacts} contacts; left out: "
               f"{r.refused} with a 不可 elsewhere, {r.not_consented} without 可)")
     if r.provision_id is not None:
