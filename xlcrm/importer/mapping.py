@@ -268,6 +268,14 @@ def _map_customers(headers: list[str], folded: list[str], body: Sequence[Sequenc
         ent, key = target.split(".")
         col = schema.entity(ent).column(key)
         joinable = part or (col.type == "text" and (col.max_length or 0) >= 1000)
+        if target in used and not joinable and _same_header(out, target, headers[j]):
+            # One header over several columns (a merged cell): its pieces are joined in order.
+            pieces = [c for c in out if c.target == target]
+            if pieces[0].part == 0:
+                pieces[0].part = 1
+            out.append(ColumnMap(j, headers[j], target, f"part {len(pieces) + 1} of {col.ja} (same header, "
+                                 "joined)", len(pieces) + 1))
+            return
         if target in used and not joinable:
             out.append(ColumnMap(j, headers[j], NOTES, f"{col.ja} already comes from another column → 備考"))
             return
@@ -336,6 +344,10 @@ def _map_customers(headers: list[str], folded: list[str], body: Sequence[Sequenc
     return out
 
 
+def _same_header(out: Sequence[ColumnMap], target: str, header: str) -> bool:
+    return any(c.target == target and c.header == header for c in out)
+
+
 _SHAPE_WORD = {"phone": "phone numbers", "email": "e-mail addresses", "postal": "postal codes",
                "date": "dates"}
 
@@ -376,6 +388,13 @@ def _map_child(shape: Shape, headers: list[str], folded: list[str], body: Sequen
             continue
         col = entity.column(key)
         joinable = part or (col.type == "text" and (col.max_length or 0) >= 1000)
+        if f"{shape}.{key}" in used and not joinable and _same_header(out, f"{shape}.{key}", h):
+            pieces = [c for c in out if c.target == f"{shape}.{key}"]
+            if pieces[0].part == 0:
+                pieces[0].part = 1
+            out.append(ColumnMap(j, h, f"{shape}.{key}", f"part {len(pieces) + 1} of {col.ja} (same header, "
+                                 "joined)", len(pieces) + 1))
+            continue
         if f"{shape}.{key}" in used and not joinable:
             out.append(ColumnMap(j, h, NOTES, f"{col.ja} already comes from another column → "
                                  + _fallback_label(entity)))

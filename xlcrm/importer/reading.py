@@ -170,7 +170,41 @@ def detect_encoding(data: bytes) -> str:
     return "cp932" if enc in ("shift_jis", "shift_jis_2004", "shift_jisx0213") else enc
 
 
+def mixed_line(data: bytes) -> int | None:
+    """The first line whose bytes are UTF-8 when the earlier non-ASCII lines are not, or the reverse.
+
+    Japanese text in CP932 is practically never valid UTF-8, so a file whose non-ASCII lines disagree
+    about it holds two encodings.  A file that is UTF-8 as a whole is never mixed.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None
+    try:
+        data.decode("utf-8")
+        return None
+    except UnicodeDecodeError:
+        pass
+    first: bool | None = None
+    for n, line in enumerate(data.split(b"\n"), start=1):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+            utf8 = True
+        except UnicodeDecodeError:
+            utf8 = False
+        if first is None:
+            first = utf8
+        elif utf8 != first:
+            return n
+    return None
+
+
 def read_text(path: Path, data: bytes) -> SourceTable:
+    mixed = mixed_line(data)
+    if mixed is not None:
+        raise SourceError(f"{path}: line {mixed} is in another encoding than the lines before it (mixed "
+                          "encodings, e.g. UTF-8 rows pasted into a Shift_JIS file); open the file in Excel "
+                          "and save it as 「CSV UTF-8 (コンマ区切り)」")
     try:
         encoding = detect_encoding(data)
     except ValueError:
