@@ -184,8 +184,18 @@ def query_mix(master: Path) -> dict[str, list[str]]:
         "1-2 characters": ["山", "電機", "佐藤", "東", "商事", "さく", "ア", "09"],
         "customer ID": [r["customer_id"] for r in rows[:8]],
         "typo (fuzzy)": [_typo(re.sub(r"株式会社|有限会社|合同会社|\s.*", "", r["name"]), rng) for r in corp[8:14]],
+        "place (2-3 chars)": ["札幌", "新宿", "東京", "東京都", "大阪", "博多", "横浜市", "名古屋"],
+        "reading half kana": [_half_kana(r["kana"], r["name"]) for r in corp[14:22]],
+        "activity words": ["見積", "定期訪問", "資料送付", "フォロー", "見積提出", "電話"],
         "no match": ["存在しない会社名", "zzzzqqq", "ヰヱヲン"],
     }
+
+
+def _half_kana(kana: str, name: str) -> str:
+    """やまだ精機 for 山田精機 (ヤマダセイキ): the reading's first half in hiragana, the name's kanji end."""
+    hira = str.maketrans({chr(c): chr(c - 0x60) for c in range(0x30A1, 0x30F7)})
+    core = re.sub(r"株式会社|有限会社|合同会社|\s.*", "", name)
+    return kana[: max(2, len(kana) // 2)].translate(hira) + core[-2:]
 
 
 def _typo(s: str, rng: random.Random) -> str:

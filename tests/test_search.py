@@ -207,8 +207,10 @@ def test_one_and_two_character_queries(conn: sqlite3.Connection) -> None:
     assert top(conn, "ｽｽﾞ").customer_id == "C-000005"  # 3 chars after folding: ス ズ ... -> index
     assert top(conn, "すず").customer_id == "C-000005"  # 2 chars: scan
     assert search(conn, S, "鱧") == []
-    # 1-2 characters look at names, readings, numbers and e-mail, not inside 住所/備考
-    assert "C-000009" not in {h.customer_id for h in search(conn, S, "港区")}
+    # one character looks at names, readings, numbers and e-mail, not inside 住所/備考; two characters
+    # are a word (a place name like 港区, 札幌, 新宿) and are looked for there too
+    assert "C-000009" not in {h.customer_id for h in search(conn, S, "港")}
+    assert "C-000009" in {h.customer_id for h in search(conn, S, "港区")}
     assert top(conn, "港区芝").customer_id == "C-000009"
 
 

@@ -494,7 +494,7 @@ def builtin_entities() -> tuple[Entity, ...]:
             _c("postal_code", "郵便番号", "Postal code", "postal",
                aliases=("〒", "〒番号", "郵便", "ZIP", "ZIP code", "Postcode"),
                help_ja="例 100-0001", help_en="e.g. 100-0001"),
-            _c("prefecture", "都道府県", "Prefecture", "choice", choices=PREFECTURE, aliases=("県",)),
+            _c("prefecture", "都道府県", "Prefecture", "choice", choices=PREFECTURE, aliases=("県",), search=True),
             _c("address", "住所", "Address", "text", search=True, max_length=200, width_override=36,
                aliases=("所在地", "会社住所"),
                parts=("住所1", "住所2", "住所3", "番地", "ビル名", "建物名", "Address 1", "Address 2",

@@ -54,6 +54,11 @@ IDENTIFIER_TYPES = frozenset({"phone", "corporate_number", "email"})
 #: Free-text column types (住所, 備考, custom notes): a match at their start is no better than inside,
 #: so a note that happens to begin with 花子 does not outrank the customer named 田中 花子.
 FREE_TEXT_TYPES = frozenset({"text"})
+#: The record-text index: one row per activity, deal and TODO (every entity that belongs to a customer
+#: but contacts), its free-text columns (内容, 対応内容, 案件名, 商品 …) folded, and an FTS5 trigram index
+#: over it (detail=none: substring matches are verified with instr()).
+TEXT_TABLE = "search_text"
+TEXT_FTS_TABLE = "search_text_fts"
 #: Trigram tokenizer arrived in SQLite 3.34.0.
 TRIGRAM_MIN_SQLITE = (3, 34, 0)
 
@@ -63,6 +68,7 @@ SCORE_IDENTIFIER = 90.0
 SCORE_EXACT = 80.0
 SCORE_PREFIX = 70.0
 SCORE_SUBSTRING = 50.0
+SCORE_RECORD = 40.0  # words from an activity, deal or TODO: below any match on the customer itself
 SCORE_FUZZY = 30.0  # + similarity / 10 (similarity >= _FUZZY_CUTOFF)
 _FUZZY_CUTOFF = 70.0
 #: A fuzzy pass runs when the exact/prefix/substring passes found fewer hits than this.
@@ -121,6 +127,9 @@ class SearchHit:
     source: str = "master"
     #: For workbook rows: the caller's own locator (``_ref`` of the extra row), e.g. ``顧客!A12``.
     ref: str | None = None
+    #: When the words were found in an activity, deal or TODO: its ID and the text around them.
+    record_id: str | None = None
+    snippet: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,6 +181,22 @@ def indexed_columns(schema: Schema) -> list[IndexedColumn]:
     out.append(IndexedColumn(COMPANY_KEY, "name", _COMPANY_KEY_RANK, False,
                              dict.fromkeys(INDEXED_ENTITIES)))
     return out
+
+
+def text_columns(schema: Schema) -> list[IndexedColumn]:
+    """The free-text columns of the entities that belong to a customer (activities, deals, TODOs,
+    custom text columns included), as index columns labelled with their entity."""
+    out = []
+    for e in schema:
+        if e.key in INDEXED_ENTITIES or e.ref_column is None:
+            continue
+        out += [IndexedColumn(c.key, c.type, _DEFAULT_RANK, False, {e.key: c})
+                for c in e.columns if c.type in FREE_TEXT_TYPES]
+    return out
+
+
+def _text_spec(schema: Schema) -> str:
+    return json.dumps([[next(iter(ic.labels)), ic.key] for ic in text_columns(schema)])
 
 
 def trigram_available() -> bool:
@@ -423,12 +448,23 @@ def build_index(conn: sqlite3.Connection, schema: Schema) -> int:
         after.append(f"CREATE VIRTUAL TABLE {VOCAB_TABLE} USING fts5vocab({FTS_TABLE}, 'row')")
     meta = {"search_index_columns": json.dumps([c.key for c in columns]),
             "search_index_rows": str(len(rows)), "search_index_trigram": "1" if trigram else "0",
-            "search_index_run": str(_last_run(conn))}
+            "search_index_run": str(_last_run(conn)), "search_text_columns": _text_spec(schema)}
+    texts = _text_rows(conn, schema, live.__contains__)
+    stmts += [f"DROP TABLE IF EXISTS {TEXT_FTS_TABLE}", f"DROP TABLE IF EXISTS {TEXT_TABLE}",
+              f"CREATE TABLE {TEXT_TABLE} (rowid INTEGER PRIMARY KEY, entity TEXT NOT NULL, "
+              "record_id TEXT NOT NULL, customer_id TEXT NOT NULL, text TEXT NOT NULL)"]
+    after.append(f"CREATE INDEX {TEXT_TABLE}__record ON {TEXT_TABLE}(record_id)")
+    if trigram:
+        after += [f"CREATE VIRTUAL TABLE {TEXT_FTS_TABLE} USING fts5(text, content='{TEXT_TABLE}', "
+                  "content_rowid='rowid', tokenize='trigram', detail=none)",
+                  f"INSERT INTO {TEXT_FTS_TABLE}({TEXT_FTS_TABLE}, rank) VALUES ('hashsize', {_FTS_HASHSIZE})",
+                  f"INSERT INTO {TEXT_FTS_TABLE}({TEXT_FTS_TABLE}) VALUES ('rebuild')"]
 
     def work() -> None:
         for stmt in stmts:
             conn.execute(stmt)
         _insert_rows(conn, columns, rows)
+        _insert_texts(conn, texts)
         for stmt in after:
             conn.execute(stmt)
         _set_meta(conn, meta)
@@ -464,6 +500,83 @@ def _contact_rows(conn: sqlite3.Connection, schema: Schema, columns: Sequence[In
     owners = [survivor.get(r, r) for r in refs]
     return [("contacts", owner, *rest) for owner, *rest in zip(owners, ids, *folded, strict=True)
             if owner is not None and is_live(owner)]
+
+
+def _text_rows(conn: sqlite3.Connection, schema: Schema, is_live: Callable[[str], bool],
+               ids: Mapping[str, Sequence[str]] | None = None) -> list[tuple[str, str, str, str]]:
+    """(entity, record id, customer id, folded text) of the active activities, deals and TODOs of
+    live customers (``ids``: only these records, per entity); records with no text are left out."""
+    cols_of: dict[str, list[IndexedColumn]] = {}
+    for ic in text_columns(schema):
+        cols_of.setdefault(next(iter(ic.labels)), []).append(ic)
+    cid = schema.entity("customers").id_column.key
+    survivor = survivors(conn, cid)
+    out: list[tuple[str, str, str, str]] = []
+    for ekey, ics in cols_of.items():
+        if not _table_columns(conn, ekey):
+            continue
+        entity = schema.entity(ekey)
+        idk, ref = entity.id_column.key, entity.ref_column.key  # type: ignore[union-attr]
+        if ids is None:
+            batches: list[tuple[str, Sequence[Any]]] = [("", ())]
+        else:
+            batches = [(f"AND {_q(idk)} IN ({_marks(chunk)})", chunk) for chunk in _chunks(ids.get(ekey, []))]
+        for where, params in batches:
+            rids, refs, *folded = _index_columns(conn, ekey, [idk, ref], ics, where, params)
+            for rid, owner, *parts in zip(rids, refs, *folded, strict=True):
+                owner = survivor.get(owner, owner)
+                text = " ".join(p for p in parts if p)
+                if text and owner is not None and is_live(owner):
+                    out.append((ekey, rid, owner, text))
+    return out
+
+
+def _insert_texts(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:
+    conn.executemany(f"INSERT INTO {TEXT_TABLE} (entity, record_id, customer_id, text) VALUES (?, ?, ?, ?)",
+                     rows)
+
+
+def _update_texts(conn: sqlite3.Connection, schema: Schema, since: int, customers: Iterable[str]) -> int:
+    """Re-index the records changed since run ``since`` and those of the customers given (merged,
+    deleted or new ones take their records along): old rows out, current rows in."""
+    if not _table_columns(conn, TEXT_TABLE):
+        return 0
+    ids: dict[str, list[str]] = {}
+    cust_ids = list(customers)
+    for ekey in dict.fromkeys(next(iter(ic.labels)) for ic in text_columns(schema)):
+        if not _table_columns(conn, ekey):
+            continue
+        entity = schema.entity(ekey)
+        idk, ref = _q(entity.id_column.key), _q(entity.ref_column.key)  # type: ignore[union-attr]
+        found = dict.fromkeys(r[0] for r in conn.execute(f"SELECT {idk} FROM {_q(ekey)} WHERE _updated_run >= ?",
+                                                         (since,)))
+        for chunk in _chunks(cust_ids):
+            found.update(dict.fromkeys(r[0] for r in conn.execute(
+                f"SELECT {idk} FROM {_q(ekey)} WHERE {ref} IN ({_marks(chunk)})", chunk)))
+        if found:
+            ids[ekey] = list(found)
+    if not ids:
+        return 0
+    fts = bool(_table_columns(conn, TEXT_FTS_TABLE))
+    old: list[int] = []
+    for ekey, rids in ids.items():
+        for chunk in _chunks(rids):
+            old += [r[0] for r in conn.execute(f"SELECT rowid FROM {TEXT_TABLE} WHERE record_id IN "
+                                               f"({_marks(chunk)}) AND entity = ?", [*chunk, ekey])]
+    for chunk in _chunks(old):
+        if fts:
+            conn.execute(f"INSERT INTO {TEXT_FTS_TABLE}({TEXT_FTS_TABLE}, rowid, text) SELECT 'delete', rowid, "
+                         f"text FROM {TEXT_TABLE} WHERE rowid IN ({_marks(chunk)})", chunk)
+        conn.execute(f"DELETE FROM {TEXT_TABLE} WHERE rowid IN ({_marks(chunk)})", chunk)
+    cid = schema.entity("customers").id_column.key
+    live = _LiveCustomers(conn, cid, set())
+    new = _text_rows(conn, schema, live, ids)
+    first = int(conn.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {TEXT_TABLE}").fetchone()[0]) + 1
+    _insert_texts(conn, new)
+    if fts and new:
+        conn.execute(f"INSERT INTO {TEXT_FTS_TABLE}(rowid, text) SELECT rowid, text FROM {TEXT_TABLE} "
+                     "WHERE rowid >= ?", (first,))
+    return len(old) + len(new)
 
 
 def _insert_rows(conn: sqlite3.Connection, columns: Sequence[IndexedColumn],
@@ -540,9 +653,10 @@ def update_index(conn: sqlite3.Connection, schema: Schema, run_id: int) -> int:
                 new += _contact_rows(conn, schema, columns, live, f"AND {pid_q} IN ({_marks(chunk)})", chunk,
                                      survivor)
         added, changed, dropped = _apply(conn, columns, old, new)
+        texts = _update_texts(conn, schema, since, moved)
         _set_meta(conn, {"search_index_rows": str(indexed - dropped + added),
                          "search_index_run": str(max(int(stamp), run_id))})
-        written = added + changed + dropped
+        written = added + changed + dropped + texts
 
     _in_transaction(conn, work)
     return written
@@ -707,6 +821,8 @@ def index_is_current(conn: sqlite3.Connection, schema: Schema) -> bool:
     row = conn.execute("SELECT value FROM meta WHERE key = 'search_index_columns'").fetchone()
     if row is None or json.loads(row[0]) != [c.key for c in indexed_columns(schema)]:
         return False
+    if _meta(conn, "search_text_columns") != _text_spec(schema):
+        return False
     tri = conn.execute("SELECT value FROM meta WHERE key = 'search_index_trigram'").fetchone()
     return tri is None or tri[0] == "0" or bool(_table_columns(conn, FTS_TABLE))
 
@@ -810,18 +926,30 @@ def _fts_match(groups: Mapping[str, Sequence[str]]) -> str:
 
 
 def search(conn: sqlite3.Connection, schema: Schema, query: str, *, limit: int = 20,
-           extra_rows: Iterable[Mapping[str, Any]] | None = None, lang: Lang = "ja") -> list[SearchHit]:
+           extra_rows: Iterable[Mapping[str, Any]] | None = None, lang: Lang = "ja",
+           me: str | None = None, owner: str | None = None, status: str | None = None,
+           prefecture: str | None = None) -> list[SearchHit]:
     """Customers and contact persons matching ``query``, best first (at most ``limit``).
 
     ``extra_rows``: the caller's own rows not merged yet (the ribbon passes the open workbook's
     customers and contacts), as mappings keyed by column key, plus ``_entity`` (``customers`` default
     or ``contacts``) and an optional ``_ref`` (where the row lives, echoed in ``SearchHit.ref``).
     They are searched in memory with the same folding and ranking.
+
+    Ranking: an ID, then identifiers (phone, e-mail, 法人番号), then exact, prefix and substring
+    matches (a reading typed half in kana and half in kanji, やまだ精機, counts as a prefix or substring
+    match of both parts), then typos.  Within a tier a company comes before its own contact persons,
+    and ``me``'s customers (the person searching, by 担当営業) before colleagues'.
+
+    Filters (``owner`` 担当営業, ``status`` ステータス, ``prefecture`` 都道府県, as typed: a label, a
+    key or, for people and prefectures, the start of the name) keep only the customers they name; with
+    a filter the query may be empty, which lists those customers by フリガナ.
     """
     if limit <= 0:
         raise XlcrmError(f"--limit must be 1 or more, got {limit}")
     q = _parse_query(query)
-    if not q.text and not q.digits:
+    allowed = _customer_filter(schema, owner=owner, status=status, prefecture=prefecture)
+    if not q.text and not q.digits and allowed is None:
         raise XlcrmError("empty search: type part of a name, フリガナ, phone number or e-mail")
     if not index_is_current(conn, schema):
         try:
@@ -838,20 +966,249 @@ def search(conn: sqlite3.Connection, schema: Schema, query: str, *, limit: int =
         if k not in found or c.score > found[k].score:
             found[k] = c
 
-    for c in _id_hits(conn, schema, q):
-        keep(c)
-    for c in _index_hits(conn, columns, q, limit):
-        keep(c)
-    extras = _extra_candidates(schema, columns, extra_rows)
-    for c in _scan_extras(extras, columns, q):
-        keep(c)
-    sure = any(c.score >= SCORE_EXACT for c in found.values())
-    if len(found) < _FEW_HITS and not sure and len(q.company or q.text) >= 3 and not q.digits \
-            and "@" not in q.text:
-        for c in _fuzzy_hits(conn, columns, q, extras, set(found)):
+    extras = [] if allowed else _extra_candidates(schema, columns, extra_rows)
+    if not q.text and not q.digits:
+        for c in _listed(conn, schema, allowed, limit):  # type: ignore[arg-type]
             keep(c)
+    else:
+        for c in _id_hits(conn, schema, q):
+            keep(c)
+        for c in _index_hits(conn, columns, q, limit, allowed):
+            keep(c)
+        for c in _mixed_hits(conn, columns, q, limit, allowed, extras):
+            keep(c)
+        for c in _text_hits(conn, q, limit, allowed):
+            keep(c)
+        for c in _scan_extras(extras, columns, q):
+            keep(c)
+        sure = any(c.score >= SCORE_EXACT for c in found.values())
+        if len(found) < _FEW_HITS and not sure and len(q.company or q.text) >= 3 and not q.digits \
+                and "@" not in q.text:
+            for c in _fuzzy_hits(conn, columns, q, extras, set(found)):
+                keep(c)
+        if allowed:
+            ok = _allowed_ids(conn, schema, allowed, {c.customer_id for c in found.values() if c.customer_id})
+            found = {k: c for k, c in found.items() if c.customer_id in ok}
     best = sorted(found.values(), key=lambda c: (-c.score, c.customer_id or "~", c.contact_id or ""))
-    return _hydrate(conn, schema, best[:limit], q, lang)
+    # A few more than asked: putting one's own customers first may lift one from below the cut.
+    hits = _hydrate(conn, schema, best[:limit + 20] if me else best[:limit], q, lang)
+    return _arrange(hits, me)[:limit]
+
+
+def _tier(score: float) -> int:
+    """Hits of one tier are equally relevant (scores are banded by tens, see ``SCORE_*``)."""
+    return int(score // 10)
+
+
+def _arrange(hits: list[SearchHit], me: str | None) -> list[SearchHit]:
+    """Within a tier, ``me``'s customers first, companies before contact persons; and a company before
+    its own contact persons wherever both matched (its row moves up to just before its first contact)."""
+    mine = _fold(me) if me else ""
+
+    def own(h: SearchHit) -> bool:
+        o = _fold(h.owner)
+        return bool(mine) and bool(o) and (o == mine or (len(mine) >= 2 and o.startswith(mine)))
+
+    order = sorted(range(len(hits)), key=lambda i: (-_tier(hits[i].score), not own(hits[i]),
+                                                     hits[i].contact_id is not None, i))
+    ranked = [hits[i] for i in order]
+    out: list[SearchHit] = []
+    placed: set[int] = set()
+    company_at = {h.customer_id: i for i, h in enumerate(ranked) if h.contact_id is None and h.customer_id}
+    for i, h in enumerate(ranked):
+        if i in placed:
+            continue
+        j = company_at.get(h.customer_id) if h.contact_id is not None else None
+        if j is not None and j > i and j not in placed:
+            out.append(ranked[j])
+            placed.add(j)
+        out.append(h)
+        placed.add(i)
+    return out
+
+
+# --- filters -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Filter:
+    """A condition on the customers table, as ``SELECT customer_id ...`` SQL and its parameters."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+def _customer_filter(schema: Schema, *, owner: str | None, status: str | None,
+                     prefecture: str | None) -> _Filter | None:
+    cust = schema.entity("customers")
+    cid = _q(cust.id_column.key)
+    conds: list[str] = []
+    params: dict[str, Any] = {}
+    if owner and owner.strip():
+        if not cust.has("owner"):
+            raise XlcrmError("--owner: this firm's customers have no 担当営業 column")
+        params["f_owner"] = _fold(owner).replace("%", "").replace("_", "")
+        conds.append("replace(replace(\"owner\", ' ', ''), '　', '') LIKE :f_owner || '%'")
+    for key, typed in (("status", status), ("prefecture", prefecture)):
+        if not typed or not typed.strip():
+            continue
+        if not cust.has(key):
+            raise XlcrmError(f"--{key}: this firm's customers have no {key} column")
+        col = cust.column(key)
+        lookup = col.choice_lookup()
+        want = typed.strip()
+        keys = {lookup[want.casefold()]} if want.casefold() in lookup else {
+            c.key for c in col.choices if c.ja.startswith(want) or c.en.casefold().startswith(want.casefold())}
+        if not keys:
+            shown = "、".join(c.ja for c in col.choices[:12])
+            raise XlcrmError(f"--{key} {want!r}: no such {col.label('ja')}; use one of {shown}"
+                             + (" …" if len(col.choices) > 12 else ""))
+        marks = []
+        for i, k in enumerate(sorted(keys)):
+            params[f"f_{key}{i}"] = k
+            marks.append(f":f_{key}{i}")
+        conds.append(f'"{key}" IN ({", ".join(marks)})')
+    if not conds:
+        return None
+    return _Filter(f"SELECT {cid} FROM customers WHERE {ACTIVE} AND {' AND '.join(conds)}", params)
+
+
+def _allowed_ids(conn: sqlite3.Connection, schema: Schema, allowed: _Filter, ids: set[str]) -> set[str]:
+    """Which of these customer IDs the filter keeps."""
+    cid = _q(schema.entity("customers").id_column.key)
+    out: set[str] = set()
+    for chunk in _chunks(sorted(ids)):
+        params = dict(allowed.params)
+        params.update({f"id{i}": v for i, v in enumerate(chunk)})
+        marks = ", ".join(f":id{i}" for i in range(len(chunk)))
+        out.update(r[0] for r in conn.execute(f"SELECT {cid} FROM customers WHERE {cid} IN ({marks}) "
+                                              f"AND {cid} IN ({allowed.sql})", params))
+    return out
+
+
+def _listed(conn: sqlite3.Connection, schema: Schema, allowed: _Filter, limit: int) -> list[_Candidate]:
+    """No query, only filters: the customers they keep, by フリガナ then name."""
+    cust = schema.entity("customers")
+    order = ", ".join(f'"{k}"' for k in ("kana", "name") if cust.has(k)) or "1"
+    cid = cust.id_column.key
+    sql = (f'SELECT "{cid}" FROM customers WHERE "{cid}" IN ({allowed.sql}) ORDER BY {order}, "{cid}" '
+           "LIMIT :lim")
+    rows = conn.execute(sql, {**allowed.params, "lim": limit})
+    return [_Candidate(r[0], None, "filter", "filter", SCORE_SUBSTRING, "customers") for r in rows]
+
+
+# --- words in activities, deals and TODOs -----------------------------------------------------------------
+
+def _text_hits(conn: sqlite3.Connection, q: _Query, limit: int, allowed: _Filter | None) -> list[_Candidate]:
+    """Customers with an activity, deal or TODO whose text holds the query (two characters and more;
+    not for phone numbers or IDs): one per customer, its newest matching record."""
+    needle = q.text
+    if len(needle) < 2 or q.digits or _ID_QUERY.match(needle) or not _table_columns(conn, TEXT_TABLE):
+        return []
+    params: dict[str, Any] = {"n": needle, "lim": 5 * limit + 50}
+    where = "instr(text, :n) > 0"
+    if len(needle) >= 3 and _table_columns(conn, TEXT_FTS_TABLE):
+        params["m"] = " AND ".join(_fts_term(g) for g in _cover_trigrams(needle))
+        where = f"rowid IN (SELECT rowid FROM {TEXT_FTS_TABLE} WHERE {TEXT_FTS_TABLE} MATCH :m) AND {where}"
+    if allowed:
+        params.update(allowed.params)
+        where = f"({where}) AND customer_id IN ({allowed.sql})"
+    out: dict[str, _Candidate] = {}
+    sql = (f"SELECT entity, record_id, customer_id, text FROM {TEXT_TABLE} WHERE {where} "
+           "ORDER BY rowid DESC LIMIT :lim")
+    for r in conn.execute(sql, params):
+        if r["customer_id"] in out:
+            continue
+        score = SCORE_RECORD + len(needle) / max(len(r["text"]), 1)
+        out[r["customer_id"]] = _Candidate(r["customer_id"], None, r["entity"], "record", score, r["entity"],
+                                           record_id=r["record_id"])
+    return list(out.values())
+
+
+def _snippet(value: str, typed: str, folded: str, width: int = 60) -> str:
+    """The record's text around the words found (as typed; else the start of the text)."""
+    text = " ".join(value.split())
+    at = text.find(typed) if typed else -1
+    if at < 0:
+        at = text.casefold().find(typed.casefold()) if typed else -1
+    if at < 0 or len(text) <= width:
+        return _short(text, width)
+    start = max(0, at - width // 3)
+    piece = text[start:start + width]
+    return ("…" if start else "") + piece + ("…" if start + width < len(text) else "")
+
+
+# --- readings typed half in kana ------------------------------------------------------------------------
+
+_KANA_RUN = re.compile("[\u30a1-\u30fa\u30fc]+")
+
+
+def _mixed_parts(text: str) -> tuple[list[str], list[str]] | None:
+    """A folded query with both katakana (the folded form of any kana typed) and other characters
+    (やまだ精機 -> ヤマダ / 精機): its kana runs and its other runs; None when it is not mixed."""
+    kana = _KANA_RUN.findall(text)
+    if not kana:
+        return None
+    rest = [r for r in _KANA_RUN.split(text) if r]
+    if not rest:
+        return None
+    return kana, rest
+
+
+def _mixed_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _Query, limit: int,
+                allowed: _Filter | None, extras: Sequence[_ExtraRow]) -> list[_Candidate]:
+    """Rows whose reading holds every kana part and whose name holds every other part."""
+    parts = _mixed_parts(q.text)
+    if parts is None:
+        return []
+    kana_parts, name_parts = parts
+    kana_cols = [(i, ic) for i, ic in enumerate(columns) if ic.type == "kana"]
+    name_cols = [(i, ic) for i, ic in enumerate(columns) if ic.type == "name" and ic.key != COMPANY_KEY]
+    if not kana_cols or not name_cols:
+        return []
+    params: dict[str, Any] = {"lim": limit + 10}
+    conds = []
+    for j, part in enumerate(kana_parts):
+        params[f"k{j}"] = part
+        conds.append("(" + " OR ".join(f"instr({_q(ic.key)}, :k{j}) > 0" for _, ic in kana_cols) + ")")
+    for j, part in enumerate(name_parts):
+        params[f"m{j}"] = part
+        conds.append("(" + " OR ".join(f"instr({_q(ic.key)}, :m{j}) > 0" for _, ic in name_cols) + ")")
+    where = " AND ".join(conds)
+    longest = max(kana_parts, key=len)
+    if len(longest) >= 3 and _table_columns(conn, FTS_TABLE):
+        params["match"] = _fts_match({longest: [ic.key for _, ic in kana_cols]})
+        where = f"rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match) AND {where}"
+    if allowed:
+        params.update(allowed.params)
+        where = f"({where}) AND customer_id IN ({allowed.sql})"
+    cols = ", ".join(_q(c.key) for c in columns)
+    out = []
+
+    def judge(entity: str, values: Sequence[str | None]) -> tuple[float, str]:
+        kana = [values[i] or "" for i, ic in kana_cols if ic.labels.get(entity) is not None]
+        names = [values[i] or "" for i, ic in name_cols if ic.labels.get(entity) is not None]
+        if not all(any(p in v for v in kana) for p in kana_parts) or \
+                not all(any(p in v for v in names) for p in name_parts):
+            return 0.0, ""
+        starts = any(v.startswith(kana_parts[0]) for v in kana) if q.text.startswith(kana_parts[0]) else \
+            any(v.startswith(name_parts[0]) for v in names)
+        return (SCORE_PREFIX if starts else SCORE_SUBSTRING) + 2 + len(q.text) / max(len(max(names, key=len)), 1), \
+            "prefix" if starts else "substring"
+
+    sql = (f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE {where} "
+           "ORDER BY customer_id, contact_id LIMIT :lim")
+    matched = next(ic.key for _, ic in kana_cols)
+    for r in conn.execute(sql, params):
+        score, tier = judge(r["entity"], [r[c.key] for c in columns])
+        if score:
+            out.append(_Candidate(r["customer_id"], r["contact_id"], matched, tier, score, r["entity"],
+                                  mixed=True))
+    for x in extras:
+        score, tier = judge(x.entity, x.values)
+        if score:
+            out.append(_Candidate(x.customer_id, x.contact_id, matched, tier, score, x.entity, extra=x.row,
+                                  mixed=True))
+    return out
 
 
 # --- candidates --------------------------------------------------------------------------------------
@@ -867,6 +1224,7 @@ class _Candidate:
     similarity: float = 0.0
     record_id: str | None = None  # for ID hits on activities/deals/todos
     extra: Mapping[str, Any] | None = None  # the caller's row for workbook hits
+    mixed: bool = False  # matched a query typed half in kana, half in kanji (reading + name)
 
     @property
     def key(self) -> tuple[str | None, str | None, str | None]:
@@ -933,7 +1291,7 @@ def _id_hits(conn: sqlite3.Connection, schema: Schema, q: _Query) -> list[_Candi
 
 
 def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _Query,
-                limit: int) -> list[_Candidate]:
+                limit: int, allowed: _Filter | None = None) -> list[_Candidate]:
     """Rows containing a needle, best first, via the trigram index (>= 3 chars) or, for 1-2 chars,
     the B-tree prefix indexes and then, only when those give fewer than ``limit``, a scan."""
     params: dict[str, Any] = {"lim": limit + 10}
@@ -951,7 +1309,12 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
 
     cols = ", ".join(_q(c.key) for c in columns)
 
+    if allowed:
+        params.update(allowed.params)
+
     def run(where: str) -> list[_Candidate]:
+        if allowed:
+            where = f"({where}) AND customer_id IN ({allowed.sql})"
         sql = (f"SELECT * FROM (SELECT entity, customer_id, contact_id, {cols}, {score_sql} AS score "
                f"FROM {ROWS_TABLE} WHERE {where}) WHERE score > 0 "
                "ORDER BY score DESC, customer_id, contact_id LIMIT :lim")
@@ -986,12 +1349,14 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
         head = run(f"rowid IN ({' UNION ALL '.join(ranges)})") if ranges else []
         found += head
         if sum(1 for c in head if c.tier in ("exact", "prefix")) < limit:
-            # A one- or two-character needle is someone starting to type a name or number: scan the
-            # non-free-text columns (住所/備考 would match half the master on 東 or 山).  The company
-            # key is inside the name (its prefixes came from the index above); readings and e-mail
-            # addresses are not scanned for characters they cannot hold.
+            # A one-character needle is someone starting to type a name or number: scan the
+            # non-free-text columns (住所/備考 would match half the master on 東 or 山).  Two characters
+            # are a word already (札幌, 新宿, 見積): free text is scanned too.  The company key is inside
+            # the name (its prefixes came from the index above); readings and e-mail addresses are not
+            # scanned for characters they cannot hold.
             conds = [f"instr({_q(ic.key)}, :n{i}) > 0" for i, ic in short
-                     if not ic.free_text and ic.key != COMPANY_KEY and _could_hold(ic, q.needle(ic))]
+                     if (not ic.free_text or len(q.needle(ic)) >= 2) and ic.key != COMPANY_KEY
+                     and _could_hold(ic, q.needle(ic))]
             if conds:
                 found += run(" OR ".join(conds))
     return found
@@ -1165,11 +1530,15 @@ _WHY = {
     "ja": {"id": "{label}が一致: {value}", "child_id": "{label} {value} の顧客",
            "exact": "{label}が一致: {value}", "prefix": "{label}が「{q}」で始まる: {value}",
            "substring": "{label}に「{q}」を含む: {value}", "fuzzy": "{label}が似ている（{pct}%）: {value}",
-           "contact": "担当者の{label}"},
+           "contact": "担当者の{label}", "filter": "絞り込み条件に一致",
+           "record": "{label}に「{q}」（{id}）: {value}",
+           "mixed": "{kana_label}に「{kana}」、{name_label}に「{name}」: {value}"},
     "en": {"id": "{label} matches: {value}", "child_id": "Customer of {label} {value}",
            "exact": "{label} matches: {value}", "prefix": "{label} starts with \"{q}\": {value}",
            "substring": "{label} contains \"{q}\": {value}", "fuzzy": "{label} is similar ({pct}%): {value}",
-           "contact": "{label} (contact)"},
+           "contact": "{label} (contact)", "filter": "Matches the filters",
+           "record": "{label} has \"{q}\" ({id}): {value}",
+           "mixed": "{kana_label} has \"{kana}\", {name_label} has \"{name}\": {value}"},
 }
 
 
@@ -1225,6 +1594,11 @@ def _hydrate(conn: sqlite3.Connection, schema: Schema, cands: Sequence[_Candidat
                       [c.contact_id for c in cands if c.contact_id and c.extra is None])
     last = last_contacts(conn, schema, customers)
     words = _WHY.get(lang, _WHY["en"])
+    records: dict[tuple[str, str], Any] = {}
+    for ekey in {c.entity for c in cands if c.tier == "record"}:
+        idk = schema.entity(ekey).id_column.key
+        got = _fetch(conn, ekey, idk, [c.record_id for c in cands if c.tier == "record" and c.entity == ekey])
+        records.update({(ekey, k): v for k, v in got.items()})
     hits = []
     for c in cands:
         crow: Mapping[str, Any] | sqlite3.Row | None = customers.get(c.customer_id or "")
@@ -1239,7 +1613,31 @@ def _hydrate(conn: sqlite3.Connection, schema: Schema, cands: Sequence[_Candidat
                     ref = cont.ref_column.key if cont.ref_column else "customer"
                     name = _str(c.extra.get(ref))
         matched_row = prow if c.entity == "contacts" else crow
-        if c.tier == "id":
+        snippet = None
+        if c.tier == "record":
+            ent = schema.entity(c.entity)
+            rec = records.get((c.entity, c.record_id or ""))
+            label, snippet = ent.label(lang), ""
+            for col in ent.columns:
+                v = _get(rec, col.key)
+                if col.type in FREE_TEXT_TYPES and v and q.text in _fold(v):
+                    label = f"{ent.label(lang)}の{col.label(lang)}" if lang == "ja" else \
+                        f"{ent.label(lang)} {col.label(lang)}"
+                    snippet = _snippet(str(v), q.raw.strip(), q.text)
+                    break
+            why = words["record"].format(label=label, q=_short(q.raw.strip(), 30), value=snippet,
+                                         id=c.record_id)
+        elif c.tier == "filter":
+            why = words["filter"]
+        elif c.mixed:
+            ent = schema.entity(c.entity)
+            kana_parts, name_parts = _mixed_parts(q.text) or ([], [])
+            why = words["mixed"].format(
+                kana_label=ent.column("kana").label(lang) if ent.has("kana") else "kana",
+                name_label=ent.column("name").label(lang) if ent.has("name") else "name",
+                kana="・".join(kana_parts), name="・".join(name_parts),
+                value=_short(_get(matched_row, "name")))
+        elif c.tier == "id":
             entity = schema.entity(c.entity)
             label = entity.id_column.label(lang)
             template = "id" if c.entity in INDEXED_ENTITIES else "child_id"
@@ -1269,7 +1667,8 @@ def _hydrate(conn: sqlite3.Connection, schema: Schema, cands: Sequence[_Candidat
             phone=_str(phone), last_contact=last.get(c.customer_id or ""), matched=c.matched, why=why,
             score=round(c.score, 3), contact_name=_str(_get(prow, "name")),
             source="master" if c.extra is None else "workbook",
-            ref=None if c.extra is None else _str(c.extra.get("_ref"))))
+            ref=None if c.extra is None else _str(c.extra.get("_ref")),
+            record_id=c.record_id if c.tier == "record" else None, snippet=snippet or None))
     return hits
 
 

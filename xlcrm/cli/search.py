@@ -67,11 +67,20 @@ def _dump(obj: Any) -> None:
 
 @app.command("search")
 def search_cmd(
-    query: Annotated[str, typer.Argument(metavar="QUERY", help="Part of a name, フリガナ, phone number, "
-                                         "e-mail, address or an ID, typed any way.")],
     master: MasterOpt,
+    query: Annotated[str, typer.Argument(metavar="[QUERY]", help="Part of a name, フリガナ, phone number, "
+                                         "e-mail, address, place, words from an activity, deal or TODO, "
+                                         "or an ID, typed any way (may be left out with a filter).")] = "",
     as_json: JsonOpt = False,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many results.")] = 20,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only customers of this 担当営業 (the start "
+                                              "of the name is enough).")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only customers with this ステータス "
+                                               "(取引中, 見込み … or its English label).")] = None,
+    prefecture: Annotated[str | None, typer.Option("--prefecture", help="Only customers in this 都道府県 "
+                                                   "(東京 or 東京都).")] = None,
+    me: Annotated[str | None, typer.Option("--me", help="Your name as 担当営業: your customers come first "
+                                           "among equally good matches.")] = None,
     lang: LangOpt = "ja",
     config: ConfigOpt = None,
 ) -> None:
@@ -83,7 +92,8 @@ def search_cmd(
     try:
         conn, schema = _open(master, config)
         try:
-            hits = search(conn, schema, query, limit=limit, lang=lg)
+            hits = search(conn, schema, query, limit=limit, lang=lg, me=me, owner=owner, status=status,
+                          prefecture=prefecture)
         finally:
             conn.close()
     except XlcrmError as exc:

@@ -44,10 +44,13 @@ ERRORS_SHEET = SUMMARY_SHEET
 HEADER_SCAN_ROWS = 10
 #: Where the view sheets keep what they were built from (so 最新化 can rebuild them): cell B1.
 _KEY_ROW, _KEY_COL = 1, 2
+#: The search sheet's filters, in rows B2… under the query: customers columns people make lists by.
+SEARCH_FILTERS = ("owner", "status", "prefecture")
 
 _W: dict[str, dict[str, str]] = {
     "ja": {
-        "query": "検索語", "empty": "検索語を入力してください（顧客名・フリガナ・電話番号・メールアドレスなどの一部）。",
+        "query": "検索語", "filters_hint": "担当営業・ステータス・都道府県を入力して検索（または最新化）すると絞り込めます。",
+        "empty": "検索語を入力してください（顧客名・フリガナ・電話番号・メールアドレスなどの一部）。",
         "found": "{n}件（{today} 時点のマスタ{extra}）", "extra": "とこのブックの未統合の行",
         "why": "一致した理由", "last_contact": "最終接触日", "where": "場所", "master": "マスタ",
         "workbook": "このブック", "none_found": "「{q}」に一致する顧客は見つかりませんでした。",
@@ -78,7 +81,9 @@ _W: dict[str, dict[str, str]] = {
         "no_merge": "マスタにはまだ統合の記録がありません。",
     },
     "en": {
-        "query": "Search", "empty": "Type something to search for (part of a name, kana, phone number or e-mail).",
+        "query": "Search", "filters_hint": "Type a sales rep, status or prefecture above and search (or "
+        "refresh) to narrow the list.",
+        "empty": "Type something to search for (part of a name, kana, phone number or e-mail).",
         "found": "{n} found (master as of {today}{extra})", "extra": " and this workbook's unmerged rows",
         "why": "Why it matched", "last_contact": "Last contact", "where": "Where", "master": "Master",
         "workbook": "This workbook", "none_found": "No customer matches \"{q}\".",
@@ -366,15 +371,17 @@ def search_action(book: WorkbookAdapter, ctx: Context) -> str | None:
     lang = workbook_lang(book, schema)
     w = _W[lang]
     query = ctx.query.strip()
-    if not query:
+    sheet = SEARCH_SHEET[lang]
+    filters = search_filters(book, schema, lang)
+    if not query and not any(filters.values()):
         raise XlcrmError(w["empty"])
     conn = open_master(ctx, lang)
     try:
         extra = unmerged_rows(book, schema)
-        hits = search(conn, schema, query, limit=ctx.limit, extra_rows=extra, lang=lang)
+        hits = search(conn, schema, query, limit=ctx.limit, extra_rows=extra, lang=lang,
+                      me=read_meta(book).get("owner") or None, **filters)
     finally:
         conn.close()
-    sheet = SEARCH_SHEET[lang]
     cust, cont = schema.entity("customers"), schema.entity("contacts")
     header = [cust.id_column.label(lang), cust.column("name").label(lang), cust.column("kana").label(lang)
               if cust.has("kana") else w["customer"], cont.label(lang), w["why"], cust.column("owner").label(lang),
@@ -396,7 +403,8 @@ def search_action(book: WorkbookAdapter, ctx: Context) -> str | None:
         if h.source == "workbook":
             local.append(i)
     found = w["found"].format(n=len(hits), today=ctx.day.isoformat(), extra=w["extra"] if extra else "")
-    top = [[w["query"], query], [found]]
+    top = [[w["query"], query], *([label, filters[key]] for key, label in _filter_labels(schema, lang)),
+           [w["filters_hint"]], [found]]
     header_row = _write_view(book, sheet, top, header, body, [12, 28, 22, 16, 44, 14, 15, 12, 12])
     for i, target in links:
         if target is not None:
@@ -407,6 +415,26 @@ def search_action(book: WorkbookAdapter, ctx: Context) -> str | None:
     if not hits:
         return w["none_found"].format(q=query)
     return None
+
+
+def _filter_labels(schema: Schema, lang: Lang) -> list[tuple[str, str]]:
+    """The search sheet's filter rows under the query (B2…): (filter key, the customers column's label)."""
+    cust = schema.entity("customers")
+    return [(key, cust.column(key).label(lang)) for key in SEARCH_FILTERS if cust.has(key)]
+
+
+def search_filters(book: WorkbookAdapter, schema: Schema, lang: Lang) -> dict[str, str | None]:
+    """Filters typed on the search sheet (担当営業, ステータス, 都道府県 in B2…), kept from one search to
+    the next; each None when blank or when the sheet is not there yet."""
+    out: dict[str, str | None] = dict.fromkeys(SEARCH_FILTERS)
+    sheet = SEARCH_SHEET[lang]
+    if sheet not in book.sheet_names():
+        return out
+    rows = book.read_sheet(sheet)
+    for i, (key, label) in enumerate(_filter_labels(schema, lang), start=_KEY_ROW + 1):
+        if _text(_cell(rows, i, 1)) == label:
+            out[key] = _text(_cell(rows, i, _KEY_COL)) or None
+    return out
 
 
 def _as_date(value: Any) -> Any:
@@ -681,7 +709,7 @@ def refresh_action(book: WorkbookAdapter, ctx: Context) -> str | None:
         for sheet in sheet_names.values():
             if sheet in names:
                 key = _text(_cell(book.read_sheet(sheet), _KEY_ROW, _KEY_COL))
-                if key:
+                if key or (rebuild is _refresh_search and any(search_filters(book, schema, lang).values())):
                     rebuild(book, ctx, key)
                     rebuilt.append(sheet)
     lines = [w["refreshed"].format(views="・".join(rebuilt) if lang == "ja" else ", ".join(rebuilt))
