@@ -977,8 +977,11 @@ def search(conn: sqlite3.Connection, schema: Schema, query: str, *, limit: int =
             keep(c)
         for c in _mixed_hits(conn, columns, q, limit, allowed, extras):
             keep(c)
-        for c in _text_hits(conn, q, limit, allowed):
-            keep(c)
+        # Words in records rank below any match on the customer itself: when the customers found
+        # already fill the page, no record can make it in, and the record index is not read.
+        if sum(1 for c in found.values() if c.score >= SCORE_RECORD + 10) < limit:
+            for c in _text_hits(conn, q, limit, allowed):
+                keep(c)
         for c in _scan_extras(extras, columns, q):
             keep(c)
         sure = any(c.score >= SCORE_EXACT for c in found.values())
@@ -1096,11 +1099,40 @@ def _listed(conn: sqlite3.Connection, schema: Schema, allowed: _Filter, limit: i
     return [_Candidate(r[0], None, "filter", "filter", SCORE_SUBSTRING, "customers") for r in rows]
 
 
+# --- identifiers: is this new customer already in the master? ---------------------------------------------
+
+def customers_by_identifier(conn: sqlite3.Connection, schema: Schema,
+                            rows: Mapping[Any, Mapping[str, Any]]) -> dict[Any, list[tuple[str, str]]]:
+    """For rows of new customers (any key -> {column key: value}), the master customers that share an
+    identifier with them (phone, FAX, e-mail, 法人番号, folded as the index folds them): row key ->
+    [(column key, customer ID)], in column order.  Uses the search index's B-tree indexes."""
+    if not rows or not index_is_current(conn, schema):
+        return {}
+    cust = schema.entity("customers")
+    out: dict[Any, list[tuple[str, str]]] = {}
+    for ic in indexed_columns(schema):
+        if ic.type not in IDENTIFIER_TYPES or ic.labels.get("customers") is None or not cust.has(ic.key):
+            continue
+        wanted: dict[str, list[Any]] = {}
+        for key, row in rows.items():
+            v = row.get(ic.key)
+            folded = (_digits(v) if ic.digits else _fold(v)) if v is not None else ""
+            if folded:
+                wanted.setdefault(folded, []).append(key)
+        for chunk in _chunks(list(wanted)):
+            for cid, value in conn.execute(f"SELECT customer_id, {_q(ic.key)} FROM {ROWS_TABLE} WHERE entity = "
+                                           f"'customers' AND {_q(ic.key)} IN ({_marks(chunk)})", chunk):
+                for key in wanted.get(value, ()):
+                    if (ic.key, cid) not in out.setdefault(key, []):
+                        out[key].append((ic.key, cid))
+    return out
+
+
 # --- words in activities, deals and TODOs -----------------------------------------------------------------
 
 def _text_hits(conn: sqlite3.Connection, q: _Query, limit: int, allowed: _Filter | None) -> list[_Candidate]:
     """Customers with an activity, deal or TODO whose text holds the query (two characters and more;
-    not for phone numbers or IDs): one per customer, its newest matching record."""
+    not for phone numbers or IDs): one per customer, the first matching record found."""
     needle = q.text
     if len(needle) < 2 or q.digits or _ID_QUERY.match(needle) or not _table_columns(conn, TEXT_TABLE):
         return []
@@ -1113,8 +1145,8 @@ def _text_hits(conn: sqlite3.Connection, q: _Query, limit: int, allowed: _Filter
         params.update(allowed.params)
         where = f"({where}) AND customer_id IN ({allowed.sql})"
     out: dict[str, _Candidate] = {}
-    sql = (f"SELECT entity, record_id, customer_id, text FROM {TEXT_TABLE} WHERE {where} "
-           "ORDER BY rowid DESC LIMIT :lim")
+    # No ORDER BY: SQLite stops at the limit instead of collecting every match of a common word.
+    sql = f"SELECT entity, record_id, customer_id, text FROM {TEXT_TABLE} WHERE {where} LIMIT :lim"
     for r in conn.execute(sql, params):
         if r["customer_id"] in out:
             continue
@@ -1195,8 +1227,7 @@ def _mixed_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
         return (SCORE_PREFIX if starts else SCORE_SUBSTRING) + 2 + len(q.text) / max(len(max(names, key=len)), 1), \
             "prefix" if starts else "substring"
 
-    sql = (f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE {where} "
-           "ORDER BY customer_id, contact_id LIMIT :lim")
+    sql = f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE {where} LIMIT :lim"
     matched = next(ic.key for _, ic in kana_cols)
     for r in conn.execute(sql, params):
         score, tier = judge(r["entity"], [r[c.key] for c in columns])
@@ -1312,12 +1343,13 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
     if allowed:
         params.update(allowed.params)
 
-    def run(where: str) -> list[_Candidate]:
+    def run(where: str, ordered: bool = True) -> list[_Candidate]:
         if allowed:
             where = f"({where}) AND customer_id IN ({allowed.sql})"
+        # Unordered (free text: every hit scores alike), SQLite stops at the limit.
+        order = "ORDER BY score DESC, customer_id, contact_id " if ordered else ""
         sql = (f"SELECT * FROM (SELECT entity, customer_id, contact_id, {cols}, {score_sql} AS score "
-               f"FROM {ROWS_TABLE} WHERE {where}) WHERE score > 0 "
-               "ORDER BY score DESC, customer_id, contact_id LIMIT :lim")
+               f"FROM {ROWS_TABLE} WHERE {where}) WHERE score > 0 {order}LIMIT :lim")
         out = []
         for r in conn.execute(sql, params):
             score, tier, matched = _best(columns, [r[c.key] for c in columns], q, r["entity"])
@@ -1349,16 +1381,20 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
         head = run(f"rowid IN ({' UNION ALL '.join(ranges)})") if ranges else []
         found += head
         if sum(1 for c in head if c.tier in ("exact", "prefix")) < limit:
-            # A one-character needle is someone starting to type a name or number: scan the
-            # non-free-text columns (住所/備考 would match half the master on 東 or 山).  Two characters
-            # are a word already (札幌, 新宿, 見積): free text is scanned too.  The company key is inside
-            # the name (its prefixes came from the index above); readings and e-mail addresses are not
-            # scanned for characters they cannot hold.
+            # A one- or two-character needle is someone starting to type a name or number: scan the
+            # non-free-text columns.  The company key is inside the name (its prefixes came from the
+            # index above); readings and e-mail addresses are not scanned for characters they cannot
+            # hold.
             conds = [f"instr({_q(ic.key)}, :n{i}) > 0" for i, ic in short
-                     if (not ic.free_text or len(q.needle(ic)) >= 2) and ic.key != COMPANY_KEY
-                     and _could_hold(ic, q.needle(ic))]
+                     if not ic.free_text and ic.key != COMPANY_KEY and _could_hold(ic, q.needle(ic))]
             if conds:
                 found += run(" OR ".join(conds))
+            # Two characters are a word already (札幌, 新宿, 見積): when names and numbers do not fill
+            # the page, look in 住所/備考 too (one character would match half the master on 東 or 山).
+            free = [f"instr({_q(ic.key)}, :n{i}) > 0" for i, ic in short
+                    if ic.free_text and len(q.needle(ic)) >= 2]
+            if free and len(found) < limit:
+                found += run(" OR ".join(free), ordered=False)
     return found
 
 

@@ -44,6 +44,8 @@ ERRORS_SHEET = SUMMARY_SHEET
 HEADER_SCAN_ROWS = 10
 #: Where the view sheets keep what they were built from (so 最新化 can rebuild them): cell B1.
 _KEY_ROW, _KEY_COL = 1, 2
+#: How each finding starts in a cell note written by 入力チェック (so the next check finds its own notes).
+MARK_BULLET = "• "
 #: The search sheet's filters, in rows B2… under the query: customers columns people make lists by.
 SEARCH_FILTERS = ("owner", "status", "prefecture")
 
@@ -612,10 +614,15 @@ def validate_action(book: WorkbookAdapter, ctx: Context) -> str | None:
             result = validate_workbook(copy, schema, today=ctx.day)
         except UnreadableWorkbook as exc:
             raise XlcrmError(str(exc).replace(str(copy), book.name)) from None
+    result.findings.extend(_master_lookalikes(ctx, result, lang))
     names = set(book.sheet_names())
-    for s, c in _previous_marks(book, sheet):
-        pos = _split_cell(c)
-        if pos and s in names and s not in views:
+    # The previous check's marks: every note it wrote (found where it is now, after rows were inserted
+    # or deleted above it) and, where notes cannot be listed, the cells its エラー一覧 named.
+    stale = {(s, pos) for s, c in _previous_marks(book, sheet) if (pos := _split_cell(c))}
+    for s in names - views:
+        stale.update((s, (r, c)) for r, c, text in book.notes(s) if text.startswith(MARK_BULLET))
+    for s, pos in stale:
+        if s in names and s not in views:
             book.fill(s, *pos, None)
             book.note(s, *pos, None)
     by_cell: dict[tuple[str, str], list[Any]] = {}
@@ -628,7 +635,7 @@ def validate_action(book: WorkbookAdapter, ctx: Context) -> str | None:
             continue
         error = any(f.severity == "error" for f in fs)
         book.fill(s, *pos, ERROR_FILL if error else WARNING_FILL)
-        book.note(s, *pos, "\n".join(f"• {f.message}" for f in fs))
+        book.note(s, *pos, "\n".join(f"{MARK_BULLET}{f.message}" for f in fs))
     errors = sum(1 for f in result.findings if f.severity == "error")
     warnings = len(result.findings) - errors
     if not result.findings:
@@ -647,6 +654,49 @@ def validate_action(book: WorkbookAdapter, ctx: Context) -> str | None:
         book.fill(sheet, header_row + 1 + i, 1, ERROR_FILL if f.severity == "error" else WARNING_FILL)
     book.select(sheet, header_row + 1, 3)
     return message
+
+
+def _master_lookalikes(ctx: Context, result: Any, lang: Lang) -> list[Any]:
+    """Warnings for new customers (no 顧客ID) whose phone, FAX, e-mail or 法人番号 is a master
+    customer's: typed again by mistake, or a colleague's customer.  Nothing when no master is set."""
+    from xlcrm.search import customers_by_identifier
+    from xlcrm.validate import Finding
+
+    schema = ctx.schema
+    cust = schema.entity("customers")
+    frame = result.frames.get("customers")
+    sd = result.workbook.sheets.get("customers")
+    if frame is None or sd is None or not len(frame) or ctx.master is None or not ctx.master.exists():
+        return []
+    idk = cust.id_column.key
+    new = {row: rec for row, rec in frame.to_dict("index").items() if not rec.get(idk)}
+    try:
+        conn = open_master(ctx, lang)
+    except XlcrmError:
+        return []
+    try:
+        found = customers_by_identifier(conn, schema, new)
+        who = {cid: db.record_row(conn, cust, cid) for hits in found.values() for _, cid in hits}
+    finally:
+        conn.close()
+    out = []
+    for row, hits in found.items():
+        for key, cid in hits:
+            other = who.get(cid)
+            name = other["name"] if other is not None else ""
+            owner = other["owner"] if other is not None and "owner" in other.keys() else None  # noqa: SIM118
+            col = cust.column(key)
+            value = new[row].get(key)
+            if lang == "ja":
+                msg = (f"{col.label(lang)} {value} はマスタの顧客 {cid}「{name}」" + (f"（担当 {owner}）" if owner else "")
+                       + f"と同じです。同じ顧客なら新しく登録せず、{cust.id_column.label(lang)} に {cid} を入力してください。")
+            else:
+                msg = (f"{col.label(lang)} {value} is master customer {cid} \"{name}\"'s" + (f" ({owner})" if owner else "")
+                       + f". If it is the same customer, type {cid} as its {cust.id_column.label(lang)} instead of adding it again.")
+            cell = sd.cell(key, row) if key in sd.letters else ""
+            out.append(Finding(str(result.path), sd.sheet_name, cell, row, col.label(lang), key, "customers", value,
+                               "master.lookalike", "warning", msg))
+    return out
 
 
 def _shown(value: Any) -> Any:

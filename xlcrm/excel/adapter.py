@@ -71,6 +71,11 @@ class WorkbookAdapter(Protocol):
         """A cell comment/note with ``text``; None removes it."""
         ...
 
+    def notes(self, sheet: str) -> list[tuple[int, int, str]]:
+        """(row, column, text) of every cell note on ``sheet``, wherever rows were moved since it was
+        written; [] where the platform cannot list them."""
+        ...
+
     def hyperlink(self, sheet: str, row: int, col: int, target: str) -> None:
         """Make the cell a link to ``target`` inside this workbook (``'顧客'!A12``), keeping its text."""
         ...

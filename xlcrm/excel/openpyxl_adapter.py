@@ -137,6 +137,11 @@ class OpenpyxlBook:
         comment.width, comment.height = 320, 40 + 20 * (text.count("\n") + 1)
         cell.comment = comment
 
+    def notes(self, sheet: str) -> list[tuple[int, int, str]]:
+        ws = self._ws(sheet)
+        return [(c.row, c.column, c.comment.text) for row in ws.iter_rows() for c in row
+                if c.comment is not None]
+
     def hyperlink(self, sheet: str, row: int, col: int, target: str) -> None:
         from openpyxl.styles import Font
         from openpyxl.worksheet.hyperlink import Hyperlink

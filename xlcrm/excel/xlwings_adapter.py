@@ -101,6 +101,15 @@ class XlwingsBook:
         if text:
             cell.add_note(text)
 
+    def notes(self, sheet: str) -> list[tuple[int, int, str]]:
+        if not sys.platform.startswith("win"):
+            return []  # the Mac object model has no comments collection through xlwings
+        out = []
+        for c in self.book.sheets[sheet].api.Comments:
+            cell = c.Parent
+            out.append((int(cell.Row), int(cell.Column), str(c.Text())))
+        return out
+
     def hyperlink(self, sheet: str, row: int, col: int, target: str) -> None:
         cell = self.book.sheets[sheet].range((row, col))
         text = str(cell.value if cell.value is not None else target)
