@@ -1,0 +1,132 @@
+"""Duplicate review work of a merge where customers crowd, and of the same volume spread out.
+
+    python benchmarks/bench_crowd.py                       # both sets, 10 x 2,000 companies, 100 re-entries
+    python benchmarks/bench_crowd.py --sets crowded --workdir /tmp/crowd --repeat 3
+
+Makes the sets with ``make_crowd.py`` (cached in the work folder), merges each into an empty master in a
+fresh process (``xlcrm.merge.merge``, as ``xlcrm merge`` runs it; wall seconds include start-up) and reads
+the master database: every row carries its company's number in 備考 (``真:<n>``), so
+
+* a planted re-entry is *found* when it was linked to its company (one record for the number) or its
+  two records are on 重複候補 together (one pair or one group);
+* a *wrong link* is a row linked to another company (its 備考 differs: a 競合 on 備考);
+* *review rows* are the rows of 重複候補 (pairs, or a group's members) and *beyond the planted* those
+  that do not join a re-entry to its company;
+* precision / recall / F1 count pairs: linked and proposed pairs against the planted ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+MERGE = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    from xlcrm.merge import merge
+    from xlcrm.schema import DEFAULT_SCHEMA
+    t0 = time.perf_counter()
+    r = merge([Path(sys.argv[1])], Path(sys.argv[2]), DEFAULT_SCHEMA)
+    print(json.dumps({"merge_s": time.perf_counter() - t0, "timings": r.timings,
+                      "duplicates_new": r.duplicates_new}))
+""")
+
+
+def merge_once(team: Path, out: Path) -> dict[str, Any]:
+    import shutil
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", MERGE, str(team), str(out / "master.xlsx")],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def figures(db_path: Path, planted: int) -> dict[str, Any]:
+    conn = sqlite3.connect(db_path)
+    tag = {rid: (notes or "").split()[0] for rid, notes in conn.execute("SELECT customer_id, notes FROM customers")}
+    by_tag: dict[str, list[str]] = defaultdict(list)
+    for rid, t in tag.items():
+        by_tag[t].append(rid)
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(duplicates)")}
+    pairs: list[tuple[str, str]] = []
+    rows = 0
+    if "group_id" in cols:
+        groups: dict[Any, list[tuple[str, str]]] = defaultdict(list)
+        for g, a, b in conn.execute("SELECT group_id, a_id, b_id FROM duplicates WHERE status = 'pending' "
+                                    "AND entity = 'customers'"):
+            groups[g].append((a, b))
+        for g, ps in groups.items():
+            members = {x for p in ps for x in p}
+            rows += len(members) if g is not None else len(ps)
+            pairs += ps
+    else:
+        pairs = list(conn.execute("SELECT a_id, b_id FROM duplicates WHERE status = 'pending' AND "
+                                  "entity = 'customers'"))
+        rows = len(pairs)
+    wrong_links = conn.execute("SELECT count(*) FROM conflicts WHERE entity = 'customers' AND field = 'notes'"
+                               ).fetchone()[0]
+    linked = sum(1 for ids in by_tag.values() if len(ids) == 1) - (len(by_tag) - planted)
+    true_proposed = {(a, b) for a, b in pairs if tag[a] == tag[b]}
+    planted_tags = {t for t, ids in by_tag.items() if len(ids) == 2}
+    proposed_tags = {tag[a] for a, b in true_proposed}
+    found = linked + len(proposed_tags & planted_tags)
+    tp = linked - wrong_links + len(true_proposed)
+    predicted = linked + len(pairs)
+    precision = tp / predicted if predicted else 1.0
+    recall = found / planted if planted else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    customers = len(by_tag)
+    beyond = max(rows - 2 * len(proposed_tags), 0)
+    return {"customers": customers, "records": len(tag), "review_pairs": len(pairs), "review_rows": rows,
+            "rows_per_1000": round(1000 * rows / customers, 2),
+            "rows_beyond_planted_per_100": round(100 * beyond / customers, 3),
+            "linked": linked, "proposed_planted": len(proposed_tags & planted_tags), "found": found,
+            "recall": round(recall, 4), "precision": round(precision, 4), "f1": round(f1, 4),
+            "wrong_links": wrong_links}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default="crowded,spread")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_crowd"))
+    ap.add_argument("--files", type=int, default=10)
+    ap.add_argument("--per-file", type=int, default=2000)
+    ap.add_argument("--reentries", type=int, default=100)
+    ap.add_argument("--repeat", type=int, default=1, help="merges per set (times: best and worst)")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    from make_crowd import make
+
+    for kind in args.sets.split(","):
+        team = args.workdir / f"{kind}-{args.files}-{args.per_file}-{args.reentries}"
+        if not team.exists():
+            print(kind, make(kind, team, args.files, args.per_file, args.reentries), file=sys.stderr)
+        times = []
+        for _ in range(args.repeat):
+            res = merge_once(team, args.workdir / f"run-{kind}")
+            times.append(res["merge_s"])
+        fig = figures(args.workdir / f"run-{kind}" / "master.db", args.reentries)
+        print(json.dumps({"set": kind, "merge_s_best": round(min(times), 2), "merge_s_worst": round(max(times), 2),
+                          "timings": res["timings"], **fig}, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
