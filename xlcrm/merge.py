@@ -490,6 +490,8 @@ class Merger:
                      ) -> Generator[None, tuple[int, Source] | None, None]:
         """One sheet's pass as a generator: sent ``(index, source)`` for each input in order, then
         ``None`` for the end (see :meth:`run`)."""
+        from xlcrm.match import proposals as to_review
+
         conn, ekey = self.conn, entity.key
         keys = entity.keys
         ncols = len(keys)
@@ -674,8 +676,8 @@ class Merger:
                             natidx.setdefault(tuple(vals[i] for i in nat_pos), rid)
                         if is_customers:
                             index = self._matcher_index(recs, states, entity)
-                            for m in matches:
-                                if m.kind == "probable" and db.add_duplicate(
+                            for m in to_review(matches):  # none certain here: those link
+                                if db.add_duplicate(
                                         conn, ekey, rid, m.other_id, score=m.score, kind=m.kind,
                                         evidence=m.evidence, run_id=self.run_id, source_file=src_name):
                                     self.duplicates_new += 1
@@ -821,7 +823,7 @@ class Merger:
         重複候補 for a person, never merged silently; a pair already decided (別) is not offered again.
         The duplicate index is only built when an edit touched a column matching reads.
         """
-        from xlcrm.match import MATCH_COLUMNS
+        from xlcrm.match import MATCH_COLUMNS, proposals
 
         pos = {k: i for i, k in enumerate(entity.keys)}
         matched = {rid for rid, fld, _value, _file in self._changes
@@ -839,7 +841,7 @@ class Merger:
         for rid in sorted(edited):
             match_keys = index.keys_for_values(edited[rid])
             index.add_keys(rid, match_keys)  # its new values, for the next edited record too
-            for m in index.find_keys(match_keys, exclude=rid):
+            for m in proposals(index.find_keys(match_keys, exclude=rid)):
                 if db.add_duplicate(self.conn, entity.key, rid, m.other_id, score=m.score, kind=m.kind,
                                     evidence=m.evidence, run_id=self.run_id, source_file=by_file.get(rid)):
                     self.duplicates_new += 1
@@ -933,7 +935,7 @@ def cascade_rejections(result: Any, schema: Schema) -> None:
 
 class Equivalence:
     """Values of a column that differ only in spelling: ``(株)青空`` / ``株式会社青空``, e-mail case,
-    phone hyphens, width and kana.  A value that is the same in substance as the master's is not a
+    phone hyphens, width and kana, an address's 丁目/番/号 written as 3-13-26.  A value that is the same in substance as the master's is not a
     conflict (a legacy import would otherwise ask about every legal-form spelling); a deliberate
     respelling in a workbook with a base is still applied when nobody else changed the field.
     """
@@ -944,10 +946,14 @@ class Equivalence:
         def fold_email(v: Any) -> str:
             return str(v).casefold()
 
+        from xlcrm.address import comparable
+
         fns: list[Callable[[Any], Any] | None] = []
         for c in entity.columns:
             if entity.key == "customers" and c.key == "name":
                 fns.append(nz.company_key)
+            elif c.key == "address":
+                fns.append(comparable)  # 3丁目13番26号 / 3-13-26
             elif c.type == "email":
                 fns.append(fold_email)
             elif c.type == "phone":

@@ -1,0 +1,149 @@
+"""Duplicate detection where customers crowd: evidence against, addresses by their parts, bounded review.
+
+Through ``xlcrm merge`` as a user runs it (the CLI), on real team workbooks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from merge_fixtures import book, customer, records, sheet_rows
+from typer.testing import CliRunner
+
+from xlcrm import address
+from xlcrm.match import PROPOSALS_PER_RECORD, MatchIndex, compare
+from xlcrm.schema import DEFAULT_SCHEMA as S
+
+
+def run_merge(inputs: list[Path], master: Path) -> dict:
+    from xlcrm.cli import _register, app
+
+    _register()
+    master.parent.mkdir(exist_ok=True)
+    result = CliRunner().invoke(app, ["merge", *map(str, inputs), "--master", str(master), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def hakata(name: str, kana: str, number: str, phone: str, email: str, **kw: object) -> dict:
+    return customer(name, kana=kana, postal_code="812-0011", prefecture="福岡県",
+                    address=f"福岡市博多区博多駅前{number}", phone=phone, email=email, **kw)
+
+
+def test_look_alikes_with_their_own_phone_email_and_street_number_are_not_candidates(tmp_path: Path) -> None:
+    # one kana apart, one postal code, one block: before, every pair went to 重複候補
+    a = book(tmp_path / "a.xlsx", {"customers": [
+        hakata("株式会社アイウエ商事", "アイウエショウジ", "1丁目3番4号", "092-411-1001", "info@aiue.co.jp"),
+        hakata("株式会社アイウオ商事", "アイウオショウジ", "1丁目5番6号", "092-411-1002", "info@aiuo.co.jp"),
+        hakata("株式会社アイカエ商事", "アイカエショウジ", "1-3-8", "092-411-1003", "info@aikae.co.jp"),
+    ]})
+    b = book(tmp_path / "b.xlsx", {"customers": [
+        hakata("アイウカ商事株式会社", "アイウカショウジ", "1-3-5", "092-411-1004", "info@aiuka.co.jp"),
+    ]}, owner="鈴木")
+    master = tmp_path / "m" / "master.xlsx"
+    out = run_merge([a, b], master)
+    assert out["duplicates_new"] == 0
+    assert sheet_rows(master, "重複候補") == []
+    assert len(records(master)) == 4
+
+
+def test_colleagues_re_entry_is_still_found_and_reasons_against_are_worded(tmp_path: Path) -> None:
+    # the same company typed again: another phone (a new line), the building left out - a 重複候補 whose
+    # 根拠 says what argues against it as well
+    a = book(tmp_path / "a.xlsx", {"customers": [
+        hakata("株式会社アイウエ商事", "アイウエショウジ", "1丁目3番4号 駅前ビル5F", "092-411-1001", "info@aiue.co.jp"),
+        hakata("株式会社アイウオ商事", "アイウオショウジ", "1丁目5番6号", "092-411-1002", "info@aiuo.co.jp"),
+    ]})
+    b = book(tmp_path / "b.xlsx", {"customers": [
+        hakata("(株)アイウエ商事", "アイウエショウジ", "1-3-4", "092-999-0000", None),
+    ]}, owner="鈴木")
+    master = tmp_path / "m" / "master.xlsx"
+    run_merge([a, b], master)
+    pairs = sheet_rows(master, "重複候補")
+    assert len(pairs) == 1
+    assert {pairs[0]["ID (A)"], pairs[0]["ID (B)"]} == {"C-000001", "C-000003"}
+    why = pairs[0]["根拠"]
+    assert "住所が番地まで一致" in why and "電話番号が違う (092-999-0000 / 092-411-1001)" in why
+
+
+def test_address_spelling_is_not_a_conflict(tmp_path: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社博多物産", email="info@hakata-bussan.jp",
+                                                          address="福岡市博多区博多駅前3丁目13番26号")]})
+    b = book(tmp_path / "b.xlsx", {"customers": [customer("博多物産(株)", email="INFO@hakata-bussan.jp",
+                                                          address="福岡市博多区博多駅前３－１３－２６")]},
+             owner="鈴木")
+    c = book(tmp_path / "c.xlsx", {"customers": [customer("博多物産(株)", email="info@hakata-bussan.jp",
+                                                          address="福岡市博多区博多駅前3-13-28")]},
+             owner="田中")
+    master = tmp_path / "m" / "master.xlsx"
+    out = run_merge([a, b], master)
+    assert out["conflicts_new"] == 0 and sheet_rows(master, "競合") == []
+    # another street number is a change, and with the colleague's it is a 競合 for a person
+    run_merge([c], master)
+    assert [r["項目"] for r in sheet_rows(master, "競合")] == ["住所"]
+
+
+def test_each_record_proposes_only_its_best_candidates(tmp_path: Path) -> None:
+    # six records that all look like the new one (same name, address; no phone or e-mail to tell them
+    # apart): the new one proposes its best few, not all six
+    olds = [customer("株式会社アイウエ商事", kana="アイウエショウジ", postal_code="812-0011", prefecture="福岡県",
+                     address=f"福岡市博多区博多駅前1丁目3番4号 {n}F") for n in range(2, 8)]
+    a = book(tmp_path / "a.xlsx", {"customers": olds})
+    b = book(tmp_path / "b.xlsx", {"customers": [
+        customer("(株)アイウエ商事", kana="アイウエショウジ", postal_code="812-0011", prefecture="福岡県",
+                 address="福岡市博多区博多駅前1-3-4")]}, owner="鈴木")
+    master = tmp_path / "m" / "master.xlsx"
+    run_merge([a], master)
+    before = len(sheet_rows(master, "重複候補"))
+    run_merge([b], master)
+    new = [p for p in sheet_rows(master, "重複候補") if "C-000007" in (p["ID (A)"], p["ID (B)"])]
+    assert len(new) == PROPOSALS_PER_RECORD
+    assert len(sheet_rows(master, "重複候補")) == before + PROPOSALS_PER_RECORD
+
+
+@pytest.mark.parametrize("written", ["博多駅前1-2-3", "博多駅前１丁目２番３号", "博多駅前1丁目2-3",
+                                     "博多駅前一丁目2番3号", "博多駅前1丁目2番地3", "博多駅前１－２－３"])
+def test_address_parts_one_form(written: str) -> None:
+    parts = address.parse(written)
+    assert parts is not None
+    assert (parts.town, parts.chome, parts.ban, parts.go) == ("博多駅前", 1, 2, 3)
+
+
+def test_address_parts_and_comparison() -> None:
+    p = address.parse("福岡県福岡市博多区博多駅前3丁目13番26号 博多駅前ビル５Ｆ")
+    assert p == address.Address("福岡県", "福岡市博多区", "博多駅前", 3, 13, 26, "博多駅前ビル5f")
+    assert p.floor == 5
+    assert address.compare("博多駅前1丁目3番4号", "博多駅前1丁目5番6号") == "number_differs"
+    assert address.compare("博多駅前1丁目3番4号", "福岡市博多区博多駅前1-3-4") == "same"
+    assert address.compare("博多駅前1-3-4 駅前ビル", "博多駅前1丁目3番4号") == "building"
+    assert address.compare("博多駅前1-3-4 駅前ビル2F", "博多駅前1-3-4 駅前ビル7F") == "building_differs"
+    assert address.compare("丸の内1-3-4", "梅田1-3-4") == "place_differs"
+    assert address.compare("12 Main Street", "12 Main St") == "unknown"
+    assert address.parse("12 Main Street") is None
+    assert address.comparable("博多駅前3丁目13番26号") == address.comparable("博多駅前３－１３－２６")
+    assert address.comparable("博多駅前1-23") != address.comparable("博多駅前12-3")
+
+
+def test_street_numbers_that_differ_count_against() -> None:
+    a = {"kind": "corporate", "name": "株式会社アイウエ商事", "address": "博多駅前1丁目3番4号"}
+    b = {"kind": "corporate", "name": "株式会社アイウエ商事", "address": "博多駅前1丁目5番6号"}
+    assert compare(a, b) is None  # before: 住所が類似 (0.83) made it a candidate
+    assert compare(a, {**b, "address": "博多駅前1-3-4 駅前ビル"}) is not None
+
+
+def test_a_common_name_counts_for_less() -> None:
+    index = MatchIndex(S)
+    for i in range(40):  # 佐藤建設 all over Japan
+        index.add(f"C{i}", {"kind": "corporate", "name": "佐藤建設株式会社", "address": f"仙台市青葉区本町{i}-1-1",
+                            "phone": f"022-200-{i:04d}"})
+    index.add("R", {"kind": "corporate", "name": "株式会社山鹿建設", "address": "熊本市中央区手取本町9-9-9"})
+    common = {"kind": "corporate", "name": "佐藤建設(株)", "postal_code": "980-0014",
+              "address": "仙台市青葉区本町3-1-1 本町ビル"}
+    rare = {"kind": "corporate", "name": "山鹿建設(株)", "postal_code": "860-0806",
+            "address": "熊本市中央区手取本町9-9-9 手取ビル"}
+    c = [m for m in index.find(common) if m.other_id == "C3"]
+    r = [m for m in index.find(rare) if m.other_id == "R"]
+    assert c and r and c[0].score < r[0].score
+    assert any(e.startswith("よくある名称") for e in c[0].evidence)
