@@ -17,9 +17,11 @@ import gc
 import io
 import itertools
 import re
+import struct
 import threading
 import zipfile
 import zlib
+from array import array
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -42,9 +44,24 @@ MAX_RATIO = 250
 MAX_ROWS = 1_048_576
 #: The header must be within the first rows (a title row or two above it is common).
 HEADER_SCAN_ROWS = 10
+#: calamine holds every cell of the rectangle from a sheet's first to its last filled cell (32 bytes
+#: each), so a sheet is read as it is only when that rectangle is at most this many cells or at most
+#: AREA_PER_CELL times its filled cells; cells farther away are left out and reported (stray cells).
+AREA_FLOOR = 4_000_000
+AREA_PER_CELL = 3
+#: Columns without a single filled cell that end the table: a cell beyond such a gap is a stray.
+COLUMN_GAP = 26
+#: A sheet with more stray cells than this is refused rather than listed cell by cell.
+MAX_STRAY = 1000
 
 _CELL_RE = re.compile(r"^([A-Z]{1,3})(\d+)$")
 _FORMULA_RE = re.compile(rb"<(?:\w+:)?f[\s>/]")
+#: An attribute ending in ``r`` whose value starts like a cell reference beyond column Z or row 99,999
+#: (or a row number that large), or one spelled otherwise than Excel writes it (calamine also reads
+#: ``r = 'A1'``, and takes the last of two).  A sheet without one, whose rows and cells all carry
+#: their ``r`` first, spans at most 26 x 99,999 cells, under AREA_FLOOR.
+_FAR_REF = re.compile(rb"""r(?:\s+=|\s*=\s*'|="(?:[A-Za-z]{0,3}\d{6}|[A-Za-z]{2,3}\d))""")
+_PREFIXED = re.compile(rb":(?:c|row)[\s/>]")
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,8 @@ class SheetData:
     extra_headers: list[tuple[str, str, str]] = field(default_factory=list)
     #: Cells holding a formula: address -> formula text.
     formulas: dict[str, str] = field(default_factory=dict)
+    #: Filled cells far outside the table, left out of ``frame``: (cell address, value as written).
+    stray_cells: list[tuple[str, str]] = field(default_factory=list)
 
     def cell(self, key: str, row: int) -> str:
         return f"{self.letters[key]}{row}"
@@ -144,9 +163,12 @@ def read_workbook(path: str | Path, schema: Schema, *, password: str | None = No
     try:
         with paused_gc():
             return _parse(path, data, archive, schema, max_rows)
+    except MemoryError:
+        raise UnreadableWorkbook("refused: reading the workbook needs more memory than this computer has; "
+                                 "delete empty rows and columns or split the file", path=str(path)) from None
     except UnreadableWorkbook:
         raise
-    except (KeyboardInterrupt, SystemExit, MemoryError):
+    except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:
         raise UnreadableWorkbook(f"the workbook is damaged and cannot be read ({_short(exc)}); open it in "
@@ -155,43 +177,324 @@ def read_workbook(path: str | Path, schema: Schema, *, password: str | None = No
 
 
 def _parse(path: Path, data: bytes, archive: zipfile.ZipFile, schema: Schema, max_rows: int) -> TeamWorkbook:
-    book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
-    warnings: list[str] = []
-    lock = path.with_name("~$" + path.name)
-    if lock.exists():
-        warnings.append(f"{path.name} is open in Excel (lock file {lock.name}); reading the last saved "
-                        "version — unsaved edits are not included")
-
-    meta = _read_meta(book, path, schema)
-    sheet_lookup = schema.sheet_lookup()
-    found: dict[str, str] = {}
-    for name in book.sheet_names:
-        key = sheet_lookup.get(fold_header(name))
-        if key is not None and key not in found:
-            found[key] = name
-    missing = [e for e in schema if e.key not in found]
-    if missing:
-        labels = "、".join(f"{e.ja} ({e.en})" for e in missing)
-        raise UnreadableWorkbook(f"sheet {labels} is missing; the workbook must have every sheet of the "
-                                 "standard template — copy the sheet from a fresh `xlcrm template` or "
-                                 "rename the sheet back", path=str(path))
-    if not meta.has_meta_sheet:
-        # A legacy or hand-made workbook: take the language from its sheet names.
-        ja_hits = sum(1 for e in schema if found[e.key] == e.ja)
-        meta = WorkbookMeta(lang="ja" if ja_hits * 2 >= len(found) else "en")
-
     sheet_paths = _sheet_xml_paths(archive)
-    # The formula scan inflates each sheet's XML again; zlib releases the GIL, so it runs on the
-    # second core while calamine (which holds the GIL) parses the sheets.  Each scan gets its own
-    # ZipFile over the same bytes: a ZipFile is not safe to share between threads.
+    infos = {i.filename: i for i in archive.infolist()}
+    wanted = {m for m in sheet_paths.values() if m in infos}
+    # Every part calamine could read inflates to no more than it claims: checked as it streams, before
+    # calamine (which believes the sizes) sees it.  The sheets' XML is kept for the checks below.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        scans = {e.key: pool.submit(_formulas_in, data, sheet_paths.get(found[e.key])) for e in schema}
+        raws = {m: pool.submit(_inflate, path, data, infos[m], True) for m in sorted(wanted)}
+        for info in infos.values():
+            if info.filename not in wanted and not info.is_dir():
+                _inflate(path, data, info, False)
+        book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
+        views = _SheetViews(path, data, archive, book, sheet_paths, raws)
+        warnings: list[str] = []
+        lock = path.with_name("~$" + path.name)
+        if lock.exists():
+            warnings.append(f"{path.name} is open in Excel (lock file {lock.name}); reading the last saved "
+                            "version — unsaved edits are not included")
+
+        meta = _read_meta(views, path, schema)
+        sheet_lookup = schema.sheet_lookup()
+        found: dict[str, str] = {}
+        for name in book.sheet_names:
+            key = sheet_lookup.get(fold_header(name))
+            if key is not None and key not in found:
+                found[key] = name
+        missing = [e for e in schema if e.key not in found]
+        if missing:
+            labels = "、".join(f"{e.ja} ({e.en})" for e in missing)
+            raise UnreadableWorkbook(f"sheet {labels} is missing; the workbook must have every sheet of the "
+                                     "standard template — copy the sheet from a fresh `xlcrm template` or "
+                                     "rename the sheet back", path=str(path))
+        if not meta.has_meta_sheet:
+            # A legacy or hand-made workbook: take the language from its sheet names.
+            ja_hits = sum(1 for e in schema if found[e.key] == e.ja)
+            meta = WorkbookMeta(lang="ja" if ja_hits * 2 >= len(found) else "en")
+
+        # The formula scan of each sheet's XML runs on the second core while calamine (which holds
+        # the GIL) parses the sheets.
         sheets: dict[str, SheetData] = {}
+        scans = {}
         for entity in schema:
-            sheets[entity.key] = _read_sheet(book, found[entity.key], entity, path, max_rows)
+            name = found[entity.key]
+            sheet, strays = views.sheet(name)
+            scans[entity.key] = pool.submit(_formulas, views.raw(name))
+            sheets[entity.key] = _read_sheet(sheet, name, entity, path, max_rows)
+            sheets[entity.key].stray_cells = strays
+            views.done(name)
         for key, scan in scans.items():
             sheets[key].formulas = scan.result()
     return TeamWorkbook(path, meta, sheets, warnings)
+
+
+class _SheetViews:
+    """calamine's view of each sheet, never larger than the sheet's filled cells warrant.
+
+    A sheet whose filled cells span a rectangle much larger than they are (one cell typed at XFD1048576
+    beside a table at A1:U40) would make calamine allocate that whole rectangle.  Such a sheet is
+    scanned cell by cell, the cells far from the table are left out of a copy of the sheet that
+    calamine reads instead, and are reported (``stray_cells``).
+    """
+
+    def __init__(self, path: Path, data: bytes, archive: zipfile.ZipFile,
+                 book: python_calamine.CalamineWorkbook, members: dict[str, str],
+                 raws: dict[str, Any]) -> None:
+        self.path, self.data, self.archive, self.book = path, data, archive, book
+        self.members, self.raws = members, raws
+
+    def raw(self, name: str) -> bytes | None:
+        job = self.raws.get(self.members.get(name, ""))
+        return None if job is None else job.result()
+
+    def done(self, name: str) -> None:
+        self.raws.pop(self.members.get(name, ""), None)
+
+    def sheet(self, name: str) -> tuple[python_calamine.CalamineSheet, list[tuple[str, str]]]:
+        raw = self.raw(name)
+        if raw is None or not _maybe_far(raw):
+            return self.book.get_sheet_by_name(name), []
+        trimmed, strays = _trim_sheet(self.path, name, raw)
+        if trimmed is None:
+            return self.book.get_sheet_by_name(name), []
+        member = self.members[name]
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as copy:
+            for info in self.archive.infolist():
+                if info.is_dir():
+                    continue
+                body = trimmed if info.filename == member else self.archive.read(info.filename)
+                copy.writestr(info.filename, body)
+        out.seek(0)
+        return python_calamine.CalamineWorkbook.from_filelike(out).get_sheet_by_name(name), strays
+
+
+def _maybe_far(raw: bytes) -> bool:
+    """Whether the sheet's cells may span more than AREA_FLOOR (then it is scanned cell by cell).
+
+    Byte counts and searches over ``<sheetData>`` instead of a parse, so the sheets Excel and xlcrm
+    write are answered in a few milliseconds; anything unusual (cells without their ``r`` first,
+    namespace prefixes, rich inline text) is answered by the scan itself.  A row without ``r`` follows
+    the previous one, so more than 99,999 rows is the only way rows without one reach far.
+    """
+    lo = raw.find(b"<sheetData")
+    hi = raw.rfind(b"</sheetData>")
+    if lo < 0 or hi < lo:
+        return lo >= 0 or raw.find(b"sheetData") >= 0
+    if raw.count(b"<row", lo, hi) > 99_999:
+        return True
+    if raw.count(b"<c", lo, hi) != raw.count(b'<c r="', lo, hi):
+        return True
+    return _PREFIXED.search(raw, lo, hi) is not None or _FAR_REF.search(raw, lo, hi) is not None
+
+
+def _inflate(path: Path, data: bytes, info: zipfile.ZipInfo, keep: bool) -> bytes | None:
+    """The member's bytes (or None when not ``keep``), refusing one that inflates beyond its stated size.
+
+    calamine inflates a part until its data ends, whatever size the archive states; a part that states
+    a few kilobytes and inflates to gigabytes would be read whole.  Inflating here stops one chunk past
+    the stated size, so the check costs at most a chunk of memory.
+    """
+    def damaged(what: str) -> UnreadableWorkbook:
+        return UnreadableWorkbook(f"refused: part {info.filename} {what} (a damaged or crafted file); save "
+                                  "it again from Excel", path=str(path))
+
+    off = info.header_offset
+    if data[off:off + 4] != b"PK\x03\x04":
+        raise damaged("is not where the archive says")
+    name_len, extra_len = struct.unpack_from("<HH", data, off + 26)
+    start = off + 30 + name_len + extra_len
+    comp = memoryview(data)[start:start + info.compress_size]
+    limit = info.file_size
+    if info.compress_type == zipfile.ZIP_STORED:
+        if len(comp) > limit:
+            raise damaged(f"holds more than the {limit:,} bytes it states")
+        return bytes(comp) if keep else None
+    if info.compress_type != zipfile.ZIP_DEFLATED:
+        raise damaged(f"uses compression method {info.compress_type}, which Excel does not write")
+    chunk = 1 << 20
+    inflater = zlib.decompressobj(-15)
+    pieces: list[bytes] = []
+    produced = 0
+    pos = 0
+    pending: bytes | memoryview = b""
+    try:
+        while True:
+            if not pending:
+                if pos >= len(comp) or inflater.eof:
+                    break
+                pending = comp[pos:pos + chunk]
+                pos += chunk
+            piece = inflater.decompress(pending, chunk)
+            pending = inflater.unconsumed_tail
+            produced += len(piece)
+            if produced > limit:
+                raise damaged(f"inflates to more than the {limit:,} bytes it states")
+            if keep:
+                pieces.append(piece)
+            if inflater.eof:
+                break
+    except zlib.error as exc:
+        raise damaged(f"cannot be inflated ({_short(exc)})") from None
+    return b"".join(pieces) if keep else None
+
+
+def _trim_sheet(path: Path, name: str, raw: bytes) -> tuple[bytes | None, list[tuple[str, str]]]:
+    """The sheet's XML without its stray cells (None when it has none) and those cells.
+
+    Cells are found with expat as calamine places them: at their ``r`` reference, or after the previous
+    cell of their row (and rows after the previous row) when they have none.  Only cells holding a
+    value count, as for calamine.
+    """
+    rows, cols, spans = _filled_cells(path, name, raw)
+    n = len(rows)
+    if not n:
+        return None, []
+    r = np.frombuffer(rows, dtype=np.int64)
+    c = np.frombuffer(cols, dtype=np.int64)
+    budget = max(AREA_FLOOR, AREA_PER_CELL * n)
+    if (int(r.max()) - int(r.min()) + 1) * (int(c.max()) - int(c.min()) + 1) <= budget:
+        return None, []
+    # The table: columns from the first filled one up to a gap of COLUMN_GAP empty columns, then rows
+    # from the first filled one while the rectangle stays within the budget.
+    used_cols = np.unique(c)
+    gaps = np.flatnonzero(np.diff(used_cols) > COLUMN_GAP)
+    col_lo = int(used_cols[0])
+    col_hi = int(used_cols[gaps[0]]) if len(gaps) else int(used_cols[-1])
+    in_cols = (c >= col_lo) & (c <= col_hi)
+    width = col_hi - col_lo + 1
+    row_lo = int(r[in_cols].min()) if in_cols.any() else int(r.min())
+    row_hi = row_lo + budget // width - 1
+    inside = in_cols & (r >= row_lo) & (r <= row_hi)
+    stray = np.flatnonzero(~inside)
+    if len(stray) > MAX_STRAY:
+        raise UnreadableWorkbook(
+            f"sheet {name}: its {n:,} filled cells are spread over {int(r.max()) - int(r.min()) + 1:,} rows "
+            f"x {int(c.max()) - int(c.min()) + 1:,} columns, {len(stray):,} of them beyond "
+            f"{column_letter(col_hi)}{row_hi + 1} — too sparse to read safely (at most {budget:,} cells "
+            "per sheet); delete the rows and columns outside the table, or split the list into several "
+            "workbooks, and save again", path=str(path))
+    order = stray[np.lexsort((c[stray], r[stray]))]
+    found = [(f"{column_letter(int(c[i]))}{int(r[i]) + 1}", _cell_text(raw[spans[2 * i]:spans[2 * i + 1]]))
+             for i in order]
+    drop = sorted((spans[2 * i], spans[2 * i + 1]) for i in stray)
+    parts, at = [], 0
+    for lo, hi in drop:
+        parts.append(raw[at:lo])
+        at = hi
+    parts.append(raw[at:])
+    return b"".join(parts), found
+
+
+_TEXT_RE = re.compile(rb"<(?:[\w.-]+:)?[vt](?:\s[^>]*)?>([^<]*)<")
+
+
+def _cell_text(span: bytes) -> str:
+    """The value as written in a cell's XML (a shared string's number for shared strings)."""
+    import html
+
+    texts = [html.unescape(m.group(1).decode("utf-8", "replace")) for m in _TEXT_RE.finditer(span)]
+    text = "".join(texts)
+    if re.search(rb"""\st\s*=\s*["']s["']""", span.split(b">", 1)[0]):
+        return f"(shared string {text})"
+    return text[:80]
+
+
+def _filled_cells(path: Path, name: str, raw: bytes) -> tuple[array, array, array]:
+    """Row and column (0-based) of each cell holding a value, and its byte span in ``raw``."""
+    import xml.parsers.expat
+
+    rows, cols, spans = array("q"), array("q"), array("q")
+    state = {"row": -1, "col": -1, "cell": None, "filled": False, "depth": 0}
+
+    def local(tag: str) -> str:
+        return tag.rsplit(":", 1)[-1]
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        tag = local(tag)
+        if tag == "row":
+            ref = attrs.get("r")
+            state["row"] = int(ref) - 1 if ref and ref.strip().isdigit() else state["row"] + 1
+            state["col"] = -1
+        elif tag == "c":
+            pos = _ref(attrs.get("r"))
+            if pos is None:
+                state["col"] += 1
+                pos = (state["row"], state["col"])
+            else:
+                state["col"] = pos[1]
+            state["cell"] = (pos, parser.CurrentByteIndex)
+            state["filled"] = False
+        elif state["cell"] is not None and tag in ("v", "is"):
+            state["filled"] = True if tag == "is" else state["filled"]
+            state["v"] = tag == "v"
+
+    def text(data: str) -> None:
+        if state["cell"] is not None and state.get("v") and data.strip():
+            state["filled"] = True
+
+    def end(tag: str) -> None:
+        tag = local(tag)
+        if tag == "v":
+            state["v"] = False
+        elif tag == "c" and state["cell"] is not None:
+            (row, col), lo = state["cell"]
+            state["cell"] = None
+            if state["filled"]:
+                at = parser.CurrentByteIndex
+                hi = raw.index(b">", at) + 1 if at > lo else _tag_end(raw, lo)
+                rows.append(row)
+                cols.append(col)
+                spans.append(lo)
+                spans.append(hi)
+
+    def no_dtd(*_args: Any) -> None:
+        raise UnreadableWorkbook(f"sheet {name}: its XML declares a document type, which Excel never "
+                                 "writes (a crafted file); save it again from Excel", path=str(path))
+
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    parser.StartDoctypeDeclHandler = no_dtd
+    parser.EntityDeclHandler = no_dtd
+    parser.buffer_text = True
+    try:
+        parser.Parse(raw, True)
+    except xml.parsers.expat.ExpatError as exc:
+        raise UnreadableWorkbook(f"sheet {name}: the sheet's XML is damaged ({exc}); open it in Excel, "
+                                 "which may offer to repair it, and save again", path=str(path)) from None
+    return rows, cols, spans
+
+
+def _tag_end(raw: bytes, start: int) -> int:
+    """The end of the element ``<c .../>`` that starts at ``start`` (a ">" may sit in an attribute)."""
+    at = start
+    quote = 0
+    while True:
+        ch = raw[at]
+        if quote:
+            if ch == quote:
+                quote = 0
+        elif ch in (0x22, 0x27):
+            quote = ch
+        elif ch == 0x3E:
+            return at + 1
+        at += 1
+
+
+def _ref(ref: str | None) -> tuple[int, int] | None:
+    """A cell reference as (row, column), 0-based: XFD1048576 -> (1048575, 16383); None if unreadable."""
+    if not ref:
+        return None
+    m = _CELL_RE.match(ref.strip().upper())
+    if not m:
+        return None
+    col = 0
+    for ch in m.group(1):
+        col = col * 26 + ord(ch) - 64
+    return int(m.group(2)) - 1, col - 1
 
 
 def _short(exc: BaseException) -> str:
@@ -273,11 +576,11 @@ def _open_zip(path: Path, data: bytes) -> zipfile.ZipFile:
     return archive
 
 
-def _read_meta(book: python_calamine.CalamineWorkbook, path: Path, schema: Schema) -> WorkbookMeta:
-    if META_SHEET not in book.sheet_names:
+def _read_meta(views: _SheetViews, path: Path, schema: Schema) -> WorkbookMeta:
+    if META_SHEET not in views.book.sheet_names:
         return WorkbookMeta()
     values: dict[str, str] = {}
-    for row in book.get_sheet_by_name(META_SHEET).to_python():
+    for row in views.sheet(META_SHEET)[0].to_python():
         if len(row) >= 2 and isinstance(row[0], str) and row[0] in META_KEYS:
             values[row[0]] = "" if row[1] is None else str(row[1]).strip()
     version = values.get("schema_version", "")
@@ -352,19 +655,9 @@ def _has_formula(raw: bytes) -> bool:
     return False
 
 
-def _formulas_in(data: bytes, member: str | None) -> dict[str, str]:
-    return _formulas(zipfile.ZipFile(io.BytesIO(data)), member)
-
-
-def _formulas(archive: zipfile.ZipFile, member: str | None) -> dict[str, str]:
+def _formulas(raw: bytes | None) -> dict[str, str]:
     """Cells that hold a formula. One byte scan; parse only when the sheet has any formula at all."""
-    if not member:
-        return {}
-    try:
-        raw = archive.read(member)
-    except (KeyError, zipfile.BadZipFile, OSError):
-        return {}
-    if not _has_formula(raw):
+    if not raw or not _has_formula(raw):
         return {}
     from defusedxml import ElementTree as ET
 
@@ -378,9 +671,8 @@ def _formulas(archive: zipfile.ZipFile, member: str | None) -> dict[str, str]:
     return out
 
 
-def _read_sheet(book: python_calamine.CalamineWorkbook, name: str, entity: Entity, path: Path,
+def _read_sheet(sheet: python_calamine.CalamineSheet, name: str, entity: Entity, path: Path,
                 max_rows: int) -> SheetData:
-    sheet = book.get_sheet_by_name(name)
     # calamine's `end` is the last used (row, col), 0-based; total_height is one short of the row count.
     last_row = sheet.end[0] + 1 if sheet.end else 0
     if last_row > max_rows:

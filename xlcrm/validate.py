@@ -107,6 +107,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "extra_column": ("列「{value}」は xlcrm の項目ではないため取り込まれません。{hint}",
                      "Column \"{value}\" is not an xlcrm field and is not imported.{hint}"),
     "invalid": ("{label}「{value}」の形式が正しくありません。", "{label} \"{value}\" is not valid."),
+    "stray_cell": ("表から遠く離れたセル {cell} に「{value}」が入っています。取り込まれません。表の中へ移すか、"
+                   "消してください。",
+                   "Cell {cell}, far outside the table, holds \"{value}\" and is not imported; move it into "
+                   "the table or delete it."),
 }
 
 _HINTS: dict[str, tuple[str, str]] = {
@@ -726,6 +730,10 @@ def _validate_workbook(source: str | Path | TeamWorkbook, schema: Schema, today:
             findings.append(Finding(str(wb.path), sd.sheet_name, addr, sd.header_row, text, "", entity.key,
                                     text, "extra_column", WARNING,
                                     message("extra_column", lang, value=text, hint=hint)))
+        for addr, text in sd.stray_cells:
+            row = int(re.sub(r"^[A-Z]+", "", addr))
+            findings.append(Finding(str(wb.path), sd.sheet_name, addr, row, "", "", entity.key, text,
+                                    "stray_cell", WARNING, message("stray_cell", lang, cell=addr, value=text)))
         frames[entity.key] = _validate_sheet(ctx, schema, today, frames.get("customers"))
     # The name hints hold `shared`, which holds them: a cycle that kept a list per customer name alive
     # until the next full garbage collection (each costs tens of ms with pandas loaded).
