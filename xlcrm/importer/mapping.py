@@ -148,7 +148,7 @@ def says_nothing(header: str) -> bool:
 def header_cells(table: SourceTable, row: int) -> list[str]:
     """Header texts of 0-based ``row``; a merged header cell names every column it spans."""
     cells = list(table.rows[row]) if row < len(table.rows) else []
-    width = max((len(r) for r in table.rows), default=0)
+    width = max((len(r) for r in table.rows[:HEADER_SCAN_ROWS + 1]), default=0)
     cells += [None] * (width - len(cells))
     for r1, c1, r2, c2 in table.merged:
         if r1 <= row <= r2 and c1 < width:

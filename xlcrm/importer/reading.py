@@ -163,11 +163,18 @@ def detect_encoding(data: bytes) -> str:
     if len(data) > SNIFF_BYTES and cut > 0:
         sample = sample[:cut + 1]
     best = charset_normalizer.from_bytes(sample).best()
-    if best is None:
-        raise ValueError("unknown")
-    enc = best.encoding
-    # Shift_JIS as Windows writes it is CP932 (NEC and IBM extensions: ①, ㈱, 髙).
-    return "cp932" if enc in ("shift_jis", "shift_jis_2004", "shift_jisx0213") else enc
+    guesses = [best.encoding] if best is not None else []
+    # Shift_JIS as Windows writes it is CP932 (NEC and IBM extensions: ①, ㈱, 髙).  charset-normalizer
+    # can find nothing in a file of mostly digits with a few Japanese words; Japanese Excel's CP932
+    # and EUC-JP are then tried on the whole file.
+    guesses = ["cp932" if g in ("shift_jis", "shift_jis_2004", "shift_jisx0213") else g for g in guesses]
+    for enc in [*guesses, "cp932", "euc_jp"]:
+        try:
+            data.decode(enc)
+            return enc
+        except (UnicodeDecodeError, LookupError):
+            continue
+    raise ValueError("unknown")
 
 
 def mixed_line(data: bytes) -> int | None:
@@ -225,7 +232,7 @@ def read_text(path: Path, data: bytes) -> SourceTable:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         for rec in reader:
-            rows.append([c if c.strip() else None for c in rec])
+            rows.append([c if c and not c.isspace() else None for c in rec])
     except csv.Error as exc:
         raise SourceError(f"{path}: row {reader.line_num}: broken quoting ({exc}); a \" inside a value "
                           "must be doubled (\"\") — fix that row or save the file again from Excel"

@@ -136,8 +136,11 @@ def _joined(pieces: list[tuple[int, Any]], multiline: bool) -> Any:
 
 def is_totals_row(cells: Sequence[Any]) -> bool:
     """A row whose first non-empty cell says 合計 / 小計 / Total (the sums at the bottom of a list)."""
-    first = next((v for v in cells if v is not None), None)
-    return isinstance(first, str) and bool(_TOTALS.match(unicodedata.normalize("NFKC", first).strip()))
+    for v in cells:
+        if v is not None:
+            return isinstance(v, str) and len(v) < 20 and bool(
+                _TOTALS.match(unicodedata.normalize("NFKC", v).strip()))
+    return False
 
 
 def has_legal_form(name: str) -> bool:
@@ -174,17 +177,34 @@ class _Plan:
                 ent, key = c.target.split(".")
                 col = schema.entity(ent).column(key)
                 self.multiline[c.target] = col.type == "text" and (col.max_length or 0) >= 1000
+        self.width = max((c.index for c in smap.columns), default=-1) + 1
+        # One column per target is the common case: (entity, key, column) read straight from the row.
+        self.single: list[tuple[str, str, int]] = []
+        self.joined: list[tuple[str, str, list[tuple[int, int]], bool]] = []
+        for target, cols in self.by_target.items():
+            ent, key = target.split(".")
+            if len(cols) == 1:
+                self.single.append((ent, key, cols[0][1]))
+            else:
+                self.joined.append((ent, key, sorted(cols), self.multiline[target]))
 
     def values(self, cells: Sequence[Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """entity -> {key: value} of one row, and its ``元の列名: 値`` notes."""
-        out: dict[str, dict[str, Any]] = defaultdict(dict)
-        n = len(cells)
-        for target, cols in self.by_target.items():
-            pieces = [(p, cells[j]) for p, j in cols if j < n and cells[j] is not None]
+        if len(cells) < self.width:
+            cells = [*cells, *([None] * (self.width - len(cells)))]
+        out: dict[str, dict[str, Any]] = {}
+        for ent, key, j in self.single:
+            v = cells[j]
+            if v is not None:
+                d = out.get(ent)
+                if d is None:
+                    d = out[ent] = {}
+                d[key] = v
+        for ent, key, cols, multiline in self.joined:
+            pieces = [(p, cells[j]) for p, j in cols if cells[j] is not None]
             if pieces:
-                ent, key = target.split(".")
-                out[ent][key] = _joined(pieces, self.multiline[target])
-        notes = [f"{h}: {_text(cells[j])}" for j, h in self.notes if j < n and cells[j] is not None]
+                out.setdefault(ent, {})[key] = _joined(pieces, multiline)
+        notes = [f"{h}: {_text(cells[j])}" for j, h in self.notes if cells[j] is not None] if self.notes else []
         return out, notes
 
 
@@ -318,13 +338,16 @@ def shape_children(table: SourceTable, smap: SourceMap, schema: Schema, registry
                                               "訪問 / 電話 / 問い合わせ ...: choose 種別 in the workbook"))
     seen_titles: dict[tuple[str, str], int] = {}
     id_col = entity.id_column.key
+    label = table.label
+    found_by_name: dict[str, Customer] = {}
+    books = shaped.rows
     for i in range(smap.header_row, len(table.rows)):
         cells = table.rows[i]
         if all(v is None for v in cells):
             continue
         counts.rows_read += 1
-        where = f"{table.label} row {i + 1}"
         if is_totals_row(cells):
+            where = f"{label} row {i + 1}"
             counts.rows_skipped += 1
             counts.skipped.append(Attention(where, "totals row (合計) skipped: "
                                             + ", ".join(_text(v) for v in cells if v is not None)))
@@ -333,9 +356,15 @@ def shape_children(table: SourceTable, smap: SourceMap, schema: Schema, registry
         row: Row = {id_col: None}
         row.update(values.get(ekey, {}))
         typed = row.get("customer")
-        name = _text(typed).strip() if typed is not None else ""
-        row_owner = _text(row[owner_key]) if row.get(owner_key) is not None else shaped.default_owner
-        customer = _find_customer(name, where, registry, master, shaped, row_owner, table.label)
+        name = (typed if type(typed) is str else _text(typed)).strip() if typed is not None else ""
+        owner_value = row.get(owner_key)
+        row_owner = shaped.default_owner if owner_value is None else (
+            owner_value if type(owner_value) is str else _text(owner_value))
+        customer = found_by_name.get(name)
+        if customer is None:
+            customer = _find_customer(name, f"{label} row {i + 1}", registry, master, shaped, row_owner, label)
+            if customer is not None:
+                found_by_name[name] = customer
         if customer is not None:
             row["customer"] = customer.ref
             if customer.name != name:
@@ -349,16 +378,18 @@ def shape_children(table: SourceTable, smap: SourceMap, schema: Schema, registry
             if row.get("title") is None:
                 parts = [_text(row[k]) for k in ("closed_on", "product") if row.get(k) is not None]
                 row["title"] = " ".join(parts) or None
-            if row.get("title") is not None:
-                t = (str(row.get("customer")), _text(row["title"]))
+            title = row.get("title")
+            if title is not None:
+                t = (str(row.get("customer")), title if type(title) is str else _text(title))
                 n = seen_titles.get(t, 0) + 1
                 seen_titles[t] = n
                 if n > 1:
-                    row["title"] = f"{_text(row['title'])} ({n})"
+                    row["title"] = f"{t[1]} ({n})"
         elif type_from_label and row.get("type") is None:
             row["type"] = type_from_label
-        _add_note(row, fallback, notes, "\n" if fallback_multiline else " / ")
-        shaped.rows[book][ekey].append(row)
+        if notes:
+            _add_note(row, fallback, notes, "\n" if fallback_multiline else " / ")
+        books[book][ekey].append(row)
         counts.rows_written += 1
         if len(counts.samples) < 3:
             counts.samples.append({ekey: dict(row)})
