@@ -1174,6 +1174,11 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                 report.warnings.extend(merger.warnings)
                 workers.finish(sources.all(), report)
                 clock.lap("error_workbooks")
+                for s in sources.all():
+                    if s.is_master and s.report is not None and s.report.error_workbook:
+                        # master.xlsx is rewritten from the database: its rows with errors live on there.
+                        report.warnings.append(f"{master.name}: the edited rows with errors are kept, marked, in "
+                                               f"{s.report.error_workbook}; fix them there and copy them back")
                 keep_rejected(conn, schema, sources.all(), run_id)
                 _import_log(conn, sources.all(), report, run_id)
                 report.duplicates_pending = len(db.duplicates(conn))
@@ -1623,7 +1628,7 @@ class _Workers:
         try:
             for s in sources:
                 fr = s.report
-                if fr is None or s.is_master or fr.total("rejected") == 0:
+                if fr is None or fr.total("rejected") == 0:
                     continue
                 if fr.status == "ok":
                     fr.status = "errors"
