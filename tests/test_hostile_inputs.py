@@ -102,3 +102,69 @@ def test_far_cells_liars_and_sparse_sheets_cost_memory_by_content(make_book: Mak
     assert "inflates to more than" in status["liar.xlsx"]["message"]
     assert "too sparse to read safely" in status["sparse.xlsx"]["message"]
     assert "Traceback" not in proc.stderr
+
+
+VBA = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b'Attribute VB_Name = "Module1"\nSub Auto_Open()\nEnd Sub\n'
+
+
+def as_xlsm(src: Path, out: Path) -> Path:
+    """``src`` saved as Excel saves a macro-enabled workbook: a VBA project, its relationship and type."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == "[Content_Types].xml":
+                data = data.replace(b"spreadsheetml.sheet.main+xml", b"").replace(
+                    b'ContentType="application/vnd.openxmlformats-officedocument."',
+                    b'ContentType="application/vnd.ms-excel.sheet.macroEnabled.main+xml"')
+                data = data.replace(b"</Types>", b'<Default Extension="bin" '
+                                    b'ContentType="application/vnd.ms-office.vbaProject"/></Types>')
+            if info.filename == "xl/_rels/workbook.xml.rels":
+                data = data.replace(b"</Relationships>", b'<Relationship Id="rId99" Type="http://schemas.'
+                                    b'microsoft.com/office/2006/relationships/vbaProject" Target="vbaProject.bin"/>'
+                                    b"</Relationships>")
+            zout.writestr(info.filename, data)
+        zout.writestr("xl/vbaProject.bin", VBA)
+    return out
+
+
+def assert_no_macros(path: Path) -> None:
+    import openpyxl
+
+    assert path.suffix == ".xlsx"
+    with zipfile.ZipFile(path) as z:
+        assert not [n for n in z.namelist() if "vba" in n.lower()]
+        types = z.read("[Content_Types].xml")
+        assert b"macroEnabled" not in types and b"vbaProject" not in types
+        assert b"vbaProject" not in z.read("xl/_rels/workbook.xml.rels")
+        assert b"spreadsheetml.sheet.main+xml" in types
+    openpyxl.load_workbook(path)  # a package whose parts and types agree
+
+
+def test_macros_of_an_xlsm_never_travel_into_a_copy(make_book: MakeBook, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xlcrm.cli import _register, app
+
+    _register()
+    base = make_book({"customers": [{"name": "山田精機株式会社", "kind": "corporate", "phone": "0312345678x"}]},
+                     name="base.xlsx")
+    book = as_xlsm(base, tmp_path / "佐藤.xlsm")
+    with zipfile.ZipFile(book) as z:
+        assert b"macroEnabled" in z.read("[Content_Types].xml")
+    run = CliRunner().invoke(app, ["validate", str(book), "--annotate", str(tmp_path / "checked"),
+                                   "--fix", str(tmp_path / "fixed"), "--json"])
+    assert run.exit_code == 1, run.output
+    report = json.loads(run.stdout)
+    assert [f["rule"] for f in report["findings"]].count("macros") == 1
+    copies = [Path(report["files"][0][k]) for k in ("annotated", "fixed")]
+    assert [p.name for p in copies] == ["佐藤_チェック結果.xlsx", "佐藤_修正済.xlsx"]
+    for copy in copies:
+        assert_no_macros(copy)
+
+    master = tmp_path / "m" / "master.xlsx"
+    master.parent.mkdir()
+    run = CliRunner().invoke(app, ["merge", str(book), "--master", str(master)])
+    assert run.exit_code == 0, run.output
+    errors = list((tmp_path / "m" / "errors").rglob("*.xlsx"))
+    assert len(errors) == 1
+    assert_no_macros(errors[0])

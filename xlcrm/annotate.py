@@ -38,6 +38,7 @@ from xml.sax.saxutils import escape, quoteattr
 from defusedxml import ElementTree as DET
 
 from xlcrm.errors import XlcrmError
+from xlcrm.reader import is_macro_part
 from xlcrm.sheetxml import DEFLATE_LEVEL
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ _T_VML = REL_NS + "/vmlDrawing"
 _CT_WORKSHEET = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
 _CT_COMMENTS = "application/vnd.openxmlformats-officedocument.spreadsheetml.comments+xml"
 _CT_VML = "application/vnd.openxmlformats-officedocument.vmlDrawing"
+_CT_MAIN = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"
 
 #: CT_Worksheet children that must come after <legacyDrawing> (ECMA-376 Part 1, 18.3.1.99).
 _AFTER_LEGACY_DRAWING = frozenset({b"legacyDrawingHF", b"drawingHF", b"picture", b"oleObjects", b"controls",
@@ -928,6 +930,16 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
         replaced[wb_part] = _patch_workbook(wb_xml, title, summary_rid, wb_prefix.group(1))
         replaced["xl/styles.xml"] = styles.render()
 
+        # No macros travel: the VBA project, its relationship and the macro-enabled content types go.
+        dropped = {n for n in names if is_macro_part(n) or (n.endswith(".rels") and is_macro_part(
+            n.replace("_rels/", "").removesuffix(".rels")))}
+        if dropped:
+            replaced[wb_rels_part] = re.sub(
+                rb"<Relationship\b[^>]*?Type=\"[^\"]*/vbaProject\"[^>]*/>", b"", replaced[wb_rels_part])
+            ct_xml = re.sub(rb"<(?:Override|Default)\b[^>]*?ContentType=\"application/vnd\.ms-office\.[^\"]*\"[^>]*/>",
+                            b"", ct_xml)
+            ct_xml = ct_xml.replace(b"application/vnd.ms-excel.sheet.macroEnabled.main+xml", _CT_MAIN.encode()) \
+                .replace(b"application/vnd.ms-excel.template.macroEnabled.main+xml", _CT_MAIN.encode())
         ct_root = _parse(ct_xml, "[Content_Types].xml")
         has_vml = any(el.get("Extension", "").lower() == "vml" for el in ct_root)
         items = "".join(f'<Override PartName="{p}" ContentType="{t}"/>' for p, t in overrides)
@@ -952,6 +964,8 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
         with atomic_write(out) as tmp, open(src, "rb") as raw, open(tmp, "wb") as fh:
             zout = _ZipWriter(fh)
             for info in zin.infolist():
+                if info.filename in dropped:
+                    continue
                 if info.filename in replaced:
                     zout.deflate(info.filename, replaced[info.filename], info.date_time, info.create_system,
                                  info.external_attr)

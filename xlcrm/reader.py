@@ -103,6 +103,8 @@ class TeamWorkbook:
     meta: WorkbookMeta
     sheets: dict[str, SheetData]
     warnings: list[str] = field(default_factory=list)
+    #: The package holds a VBA project (an .xlsm); xlcrm never runs it and copies never carry it.
+    has_macros: bool = False
 
     @property
     def lang(self) -> Lang:
@@ -226,7 +228,15 @@ def _parse(path: Path, data: bytes, archive: zipfile.ZipFile, schema: Schema, ma
             views.done(name)
         for key, scan in scans.items():
             sheets[key].formulas = scan.result()
-    return TeamWorkbook(path, meta, sheets, warnings)
+    has_macros = any(is_macro_part(n) for n in infos)
+    return TeamWorkbook(path, meta, sheets, warnings, has_macros)
+
+
+def is_macro_part(name: str) -> bool:
+    """Parts of a VBA project (the project, its signatures, ActiveX/VBA data) in an Excel package."""
+    low = name.lower()
+    base = low.rsplit("/", 1)[-1]
+    return base.startswith(("vbaproject", "vbadata")) or (low.endswith(".bin") and "vba" in base)
 
 
 class _SheetViews:

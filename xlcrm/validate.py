@@ -107,6 +107,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "extra_column": ("列「{value}」は xlcrm の項目ではないため取り込まれません。{hint}",
                      "Column \"{value}\" is not an xlcrm field and is not imported.{hint}"),
     "invalid": ("{label}「{value}」の形式が正しくありません。", "{label} \"{value}\" is not valid."),
+    "macros": ("このブックにはマクロ (VBA) が入っています。マクロは実行も取り込みもされず、xlcrm が作るコピーからは"
+               "削除されます。",
+               "This workbook contains macros (VBA); xlcrm never runs or imports them and leaves them out of "
+               "every copy it writes."),
     "stray_cell": ("表から遠く離れたセル {cell} に「{value}」が入っています。取り込まれません。表の中へ移すか、"
                    "消してください。",
                    "Cell {cell}, far outside the table, holds \"{value}\" and is not imported; move it into "
@@ -722,6 +726,10 @@ def _validate_workbook(source: str | Path | TeamWorkbook, schema: Schema, today:
     frames: dict[str, pd.DataFrame] = {}
     error_rows: dict[str, set[int]] = {}
     shared: dict[str, Any] = {}
+    if wb.has_macros:
+        first = schema.entities[0]
+        findings.append(Finding(str(wb.path), wb.sheets[first.key].sheet_name, "", 0, "", "", first.key, "",
+                                "macros", WARNING, message("macros", lang)))
     for entity in schema:
         sd = wb.sheets[entity.key]
         ctx = _SheetCtx(wb, sd, lang, findings, error_rows.setdefault(entity.key, set()), shared)
@@ -789,8 +797,8 @@ _FIXES_SHEET = {"ja": "修正一覧", "en": "Fixes"}
 def _load_for_edit(path: Path) -> Any:
     import openpyxl
 
-    # keep_vba keeps a macro-enabled workbook's project byte-for-byte; xlcrm never runs it.
-    return openpyxl.load_workbook(path, keep_vba=path.suffix.lower() == ".xlsm", rich_text=True)
+    # Without keep_vba a macro-enabled workbook's VBA project is left out: copies carry no macros.
+    return openpyxl.load_workbook(path, rich_text=True)
 
 
 def _put_text(cell: Any, text: str) -> None:

@@ -69,9 +69,10 @@ def validate(
     for r in readable:
         stem, ja = r.path.stem, r.workbook.lang == "ja"
         if annotate is not None:
-            copies["annotated"][r.path] = annotate / f"{stem}_{'チェック結果' if ja else 'checked'}{r.path.suffix}"
+            copies["annotated"][r.path] = annotate / f"{stem}_{'チェック結果' if ja else 'checked'}.xlsx"
         if fix is not None:
-            copies["fixed"][r.path] = fix / f"{stem}_{'修正済' if ja else 'fixed'}{r.path.suffix}"
+            copies["fixed"][r.path] = fix / f"{stem}_{'修正済' if ja else 'fixed'}.xlsx"
+    # Copies are .xlsx whatever the input: xlcrm writes no macros (an .xlsm's VBA project is left out).
     # Every copy's target is checked before the first is written: none replaces someone's work.
     claims = {kind: outputs.claim(list(targets.values()), kind, force=force)
               for kind, targets in copies.items() if targets}
