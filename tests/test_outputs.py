@@ -211,6 +211,14 @@ def test_outputs_never_land_on_the_master(site: Path, command: list[str]) -> Non
     assert not list(site.rglob("*.bak.xlsx"))
 
 
+def test_no_output_replaces_any_master_even_without_master_option(site: Path) -> None:
+    before = hashes(*master_files(site))
+    for args in (["template", "m/master.xlsx"], ["template", "m/master.xlsx", "--force"]):
+        code, msg = cli(*args)
+        assert code == 2 and "is a master workbook (master.db beside it)" in one_line(msg)
+        assert hashes(*master_files(site)) == before
+
+
 # --- --master must be a master ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", [

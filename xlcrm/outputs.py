@@ -197,15 +197,23 @@ def master_files(master: Path) -> list[Path]:
 
 
 def refuse_master_target(path: Path, master: Path | None) -> None:
-    """Refuse ``path`` when it is one of ``master``'s files or inside its backups folder."""
-    if master is None:
-        return
+    """Refuse ``path`` when it is one of ``master``'s files or inside its backups folder, or any master
+    workbook (an .xlsx with its database beside it), whichever master the command was given."""
     from xlcrm.backup import backup_dir
+    from xlcrm.db import db_path_for
 
-    master = Path(master)
-    if any(_same(path, f) for f in master_files(master)) or _inside(path, backup_dir(master)):
-        raise XlcrmError(f"is the master or one of its files ({master}); an output never replaces them: "
-                         "give another file name", path=str(path))
+    path = Path(path)
+    if master is not None:
+        master = Path(master)
+        if any(_same(path, f) for f in master_files(master)) or _inside(path, backup_dir(master)):
+            raise XlcrmError(f"is the master or one of its files ({master}); an output never replaces them: "
+                             "give another file name", path=str(path))
+    if path.suffix.lower() == ".xlsx":
+        db = db_path_for(path)
+        with contextlib.suppress(OSError):
+            if db.is_file() and db.stat().st_size > 0:  # any master: its database beside it
+                raise XlcrmError(f"is a master workbook ({db.name} beside it); an output never replaces "
+                                 "it: give another file name", path=str(path))
 
 
 # --- claiming targets ------------------------------------------------------------------------------
