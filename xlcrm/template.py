@@ -169,8 +169,10 @@ def write_team_workbook(
 
 
 def build_template(path: str | Path, schema: Schema, *, owner: str = "", lang: Lang = "ja",
-                   created: dt.datetime | None = None, force: bool = False) -> Path:
-    """The empty standard workbook (``xlcrm template``).
+                   created: dt.datetime | None = None, force: bool = False,
+                   rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Path:
+    """The standard workbook (``xlcrm template``), empty or holding ``rows`` (as
+    :func:`write_team_workbook` takes them).
 
     An existing file is replaced only when it is this command's unchanged output, or with ``force``
     (a copy is kept beside it): see :mod:`xlcrm.outputs`.
@@ -180,7 +182,7 @@ def build_template(path: str | Path, schema: Schema, *, owner: str = "", lang: L
     target = Path(path)
     claim = outputs.claim(target, "template", force=force)
     with claim.write(target):
-        return write_team_workbook(target, schema, owner=owner, lang=lang, created=created)
+        return write_team_workbook(target, schema, owner=owner, lang=lang, created=created, rows=rows)
 
 
 def regenerate_templates(directory: str | Path) -> list[Path]:

@@ -1,0 +1,196 @@
+"""The Python API: one object for a master and two functions for staff workbooks.
+
+(The two are named ``template_workbook`` and ``validate_workbooks``, not after the commands: the
+package's modules ``xlcrm.template`` and ``xlcrm.validate`` hold those names.)
+
+Everything the ``xlcrm`` commands and the ribbon do is a call here, in the spirit of sqlite-utils'
+``Database``: open a master once (its schema, password and language come with it), then call what
+you need.  Results are the library's own typed objects; each serialises with ``to_dict()`` (merge,
+resolve and validation reports also keep the older name ``to_json()``).
+
+    >>> from xlcrm import Master, template_workbook
+    >>> template_workbook("佐藤.xlsx", owner="佐藤")                 # doctest: +SKIP
+    >>> m = Master("顧客/master.xlsx")                               # doctest: +SKIP
+    >>> m.merge(["team/"]).records_created                          # doctest: +SKIP
+    >>> [h.name for h in m.search("やまだ精機")]                     # doctest: +SKIP
+
+Heavy modules (pandas, pandera, XlsxWriter) are imported by the call that needs them, so ``import
+xlcrm`` stays instant for the ribbon's search.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xlcrm.schema import Lang, Schema, load_schema
+
+if TYPE_CHECKING:
+    from xlcrm.export import ExportResult, MailingResult, ThirdParty
+    from xlcrm.handover import HandoverResult
+    from xlcrm.history import CustomerHistory
+    from xlcrm.importer import ImportResult
+    from xlcrm.merge import MergeReport
+    from xlcrm.report import ReportOptions, ReportResult
+    from xlcrm.resolve import ResolveReport
+    from xlcrm.search import SearchHit
+    from xlcrm.validate import Unreadable, ValidationResult
+
+__all__ = ["Master", "template_workbook", "validate_workbooks"]
+
+
+def _schema(schema: Schema | None, config: str | Path | None) -> Schema:
+    return schema if schema is not None else load_schema(Path(config) if config is not None else None)
+
+
+class Master:
+    """A master: ``master.xlsx`` and the ``master.db`` beside it (created by the first :meth:`merge`).
+
+    ``schema``: the firm's schema (default: ``config``'s xlcrm.toml, else the built-in one).
+    ``password``: opens an encrypted master.xlsx and seals every workbook the calls write.
+    """
+
+    def __init__(self, path: str | Path, *, schema: Schema | None = None, config: str | Path | None = None,
+                 password: str | None = None) -> None:
+        self.path = Path(path)
+        self.schema = _schema(schema, config)
+        self.password = password
+
+    def __repr__(self) -> str:
+        return f"Master({str(self.path)!r})"
+
+    @property
+    def db_path(self) -> Path:
+        """The master database beside the workbook (``master.xlsx`` -> ``master.db``)."""
+        from xlcrm import db
+
+        return db.db_path_for(self.path)
+
+    def connect(self) -> sqlite3.Connection:
+        """The master database, for reading (one line and :class:`~xlcrm.XlcrmError` when missing)."""
+        from xlcrm import db
+
+        return db.connect(self.db_path)
+
+    # --- the weekly loop ------------------------------------------------------------------------------
+
+    def merge(self, inputs: Sequence[str | Path], *, dry_run: bool = False, strict: bool = False,
+              today: dt.date | None = None, progress: Callable[..., None] | None = None) -> MergeReport:
+        """Merge staff workbooks (files or folders) into the master: ``xlcrm merge``."""
+        from xlcrm.merge import merge
+
+        return merge(inputs, self.path, self.schema, dry_run=dry_run, strict=strict, today=today,
+                     progress=progress, password=self.password)
+
+    def resolve(self) -> ResolveReport:
+        """Apply the decisions typed into the review sheets now: ``xlcrm resolve``."""
+        from xlcrm.resolve import resolve
+
+        return resolve(self.path, self.schema, password=self.password)
+
+    def distribute(self, out_dir: str | Path, *, owners: Sequence[str] | None = None, lang: Lang | None = None,
+                   force: bool = False) -> list[Path]:
+        """One fresh workbook per 担当営業 into ``out_dir``: ``xlcrm distribute``."""
+        from xlcrm.distribute import distribute
+
+        return distribute(self.path, out_dir, self.schema, owners=owners, lang=lang, password=self.password,
+                          force=force)
+
+    def export_master(self, *, lang: Lang | None = None) -> Path:
+        """Rebuild master.xlsx from the database: ``xlcrm export-master``."""
+        from xlcrm.masterbook import export_master
+
+        return export_master(self.path, self.schema, lang=lang, password=self.password)
+
+    def import_(self, sources: Sequence[str | Path], *, out_dir: str | Path | None = None, owner: str = "",
+                map_path: str | Path | None = None, dry_run: bool = False, lang: Lang = "ja") -> ImportResult:
+        """Existing lists into standard workbooks, matched against this master's customers:
+        ``xlcrm import --master``."""
+        from xlcrm.importer import import_sources
+
+        return import_sources(sources, self.schema, out_dir=out_dir, owner=owner, master=self.path,
+                              map_path=map_path, dry_run=dry_run, password=self.password, lang=lang)
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def search(self, query: str = "", *, limit: int = 20, lang: Lang = "ja", me: str | None = None,
+               owner: str | None = None, status: str | None = None,
+               prefecture: str | None = None) -> list[SearchHit]:
+        """Customers and contact persons, best first: ``xlcrm search``."""
+        from xlcrm.search import search
+
+        conn = self.connect()
+        try:
+            return search(conn, self.schema, query, limit=limit, lang=lang, me=me, owner=owner, status=status,
+                          prefecture=prefecture)
+        finally:
+            conn.close()
+
+    def history(self, customer: str, *, today: dt.date | None = None, lang: Lang = "ja") -> CustomerHistory:
+        """A customer's summary, records and changes: ``xlcrm history``."""
+        from xlcrm.history import customer_history
+
+        conn = self.connect()
+        try:
+            return customer_history(conn, self.schema, customer, today=today, lang=lang)
+        finally:
+            conn.close()
+
+    # --- writing outputs ------------------------------------------------------------------------------
+
+    def report(self, out: str | Path, *, as_of: dt.date | None = None, lang: Lang = "ja",
+               png_dir: str | Path | None = None, options: ReportOptions | None = None,
+               force: bool = False) -> ReportResult:
+        """The management report workbook (and PNG charts): ``xlcrm report``."""
+        from xlcrm.report import make_report
+
+        return make_report(self.path, out, self.schema, as_of=as_of, lang=lang, png_dir=png_dir, options=options,
+                           password=self.password, force=force)
+
+    def export(self, out: str | Path, *, role: str, owner: str | None = None, lang: Lang = "ja",
+               third_party: ThirdParty | None = None, who: str | None = None, force: bool = False) -> ExportResult:
+        """The records ``role`` may see: ``xlcrm export``."""
+        from xlcrm.export import export_for_role
+
+        return export_for_role(self.path, out, self.schema, role, owner=owner, lang=lang, password=self.password,
+                               third_party=third_party, who=who, force=force)
+
+    def mailing_list(self, out: str | Path, *, lang: Lang = "ja", third_party: ThirdParty | None = None,
+                     who: str | None = None, force: bool = False) -> MailingResult:
+        """Who may receive DM (consent, refusals shared across records): ``xlcrm mailing-list``."""
+        from xlcrm.export import mailing_list
+
+        return mailing_list(self.path, out, self.schema, lang=lang, password=self.password,
+                            third_party=third_party, who=who, force=force)
+
+    def handover(self, from_owner: str, to_owner: str, *, customers: Sequence[str] | None = None,
+                 out: str | Path | None = None, lang: Lang = "ja", who: str = "admin",
+                 force: bool = False, **kw: Any) -> HandoverResult:
+        """Move one person's customers to another and write the handover book: ``xlcrm handover``."""
+        from xlcrm.handover import handover
+
+        return handover(self.path, self.schema, from_owner, to_owner, customers=customers, out=out, lang=lang,
+                        who=who, password=self.password, force=force, **kw)
+
+
+def template_workbook(path: str | Path, *, owner: str = "", lang: Lang = "ja", schema: Schema | None = None,
+             config: str | Path | None = None, rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+             force: bool = False) -> Path:
+    """The standard workbook a salesperson fills in: ``xlcrm template``.  ``rows`` fills it (entity key
+    -> rows of canonical values by column key, e.g. ``{"customers": [{"kind": "corporate", "name": …}]}``)."""
+    from xlcrm.template import build_template
+
+    return build_template(path, _schema(schema, config), owner=owner, lang=lang, force=force, rows=rows)
+
+
+def validate_workbooks(inputs: str | Path | Sequence[str | Path], *, schema: Schema | None = None,
+             config: str | Path | None = None, today: dt.date | None = None,
+             password: str | None = None) -> list[ValidationResult | Unreadable]:
+    """Check workbooks (files or folders) cell by cell: ``xlcrm validate``.  One result per file."""
+    from xlcrm.validate import validate_paths
+
+    paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    return validate_paths(paths, _schema(schema, config), today=today, password=password)
