@@ -422,3 +422,23 @@ def test_bad_sources_one_line_each_nothing_written_for_them(tmp_path: Path) -> N
     # With the password the protected list comes in.
     res = run("import", locked, "--out", tmp_path / "t2", "--owner", "o", "--password", "pw")
     assert res.exit_code == 0, res.output
+
+
+def test_validate_and_merge_point_a_foreign_list_to_import(tmp_path: Path) -> None:
+    csv_file = write_csv(tmp_path / "名刺.csv", CARDS, "cp932")
+    foreign = messy_customer_list(tmp_path / "顧客リスト.xlsx")
+    xlsb = tmp_path / "list.xlsb"
+    import zipfile
+
+    with zipfile.ZipFile(xlsb, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("xl/workbook.bin", b"\x83\x01\x00")
+    for path, says in ((csv_file, "a CSV file, not a team workbook"),
+                       (foreign, "not an xlcrm team workbook (its sheets: 顧客リスト"),
+                       (xlsb, "an Excel binary workbook (.xlsb)")):
+        proc = subprocess.run([sys.executable, "-m", "xlcrm", "validate", str(path), "--json"],
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 2
+        (f,) = json.loads(proc.stdout)["files"]
+        assert says in f["message"] and "`xlcrm import FILE --out DIR`" in f["message"]
+        assert "renamed" not in f["message"] and "\n" not in f["message"]

@@ -42,6 +42,8 @@ MAX_UNCOMPRESSED = 2 * 1024**3
 MAX_RATIO = 250
 #: Excel's own row limit; more rows than this is not a workbook a person typed.
 MAX_ROWS = 1_048_576
+#: What a refusal of a list in another layout adds: the command that brings it in.
+IMPORT_HINT = "`xlcrm import FILE --out DIR` brings such a list in as standard workbooks"
 #: The header must be within the first rows (a title row or two above it is common).
 HEADER_SCAN_ROWS = 10
 #: calamine holds every cell of the rectangle from a sheet's first to its last filled cell (32 bytes
@@ -205,6 +207,11 @@ def _parse(path: Path, data: bytes, archive: zipfile.ZipFile, schema: Schema, ma
             if key is not None and key not in found:
                 found[key] = name
         missing = [e for e in schema if e.key not in found]
+        if missing and not found:
+            sheets = ", ".join(book.sheet_names[:5]) + (" ..." if len(book.sheet_names) > 5 else "")
+            raise UnreadableWorkbook(f"not an xlcrm team workbook (its sheets: {sheets}; none is "
+                                     f"{schema.entities[0].ja}, {schema.entities[1].ja} ...); {IMPORT_HINT}",
+                                     path=str(path))
         if missing:
             labels = "、".join(f"{e.ja} ({e.en})" for e in missing)
             raise UnreadableWorkbook(f"sheet {labels} is missing; the workbook must have every sheet of the "
@@ -538,17 +545,21 @@ def _load_bytes(path: Path, password: str | None) -> bytes:
 
             return decrypt_bytes(data, password, path=path)
         raise UnreadableWorkbook("this is an old .xls (Excel 97-2003) file; open it in Excel and save it "
-                                 "as Excel Workbook (.xlsx)", path=str(path))
+                                 f"as Excel Workbook (.xlsx), or if it is a list of another layout, {IMPORT_HINT}",
+                                 path=str(path))
     if data[:4] != b"PK\x03\x04":
         head = data[:512]
         if head.lstrip().startswith((b"<", b"\xef\xbb\xbf<")):
             what = "an HTML/XML file renamed to .xlsx"
         elif _looks_like_text(head):
+            if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+                raise UnreadableWorkbook(f"a {path.suffix.lstrip('.').upper()} file, not a team workbook; "
+                                         f"{IMPORT_HINT}", path=str(path))
             what = "a text/CSV file renamed to .xlsx"
         else:
             what = "not an Excel workbook"
-        raise UnreadableWorkbook(f"{what}; open it in Excel and save it as Excel Workbook (.xlsx)",
-                                 path=str(path))
+        raise UnreadableWorkbook(f"{what}; open it in Excel and save it as Excel Workbook (.xlsx), or "
+                                 f"{IMPORT_HINT}", path=str(path))
     return data
 
 
@@ -570,6 +581,9 @@ def _open_zip(path: Path, data: bytes) -> zipfile.ZipFile:
         raise UnreadableWorkbook(f"the file is damaged or incomplete ({_short(exc)}); copy it again or "
                                  "save it again from Excel", path=str(path)) from None
     names = {i.filename for i in infos}
+    if "xl/workbook.bin" in names:
+        raise UnreadableWorkbook(f"an Excel binary workbook (.xlsb), not a team workbook; save it as Excel "
+                                 f"Workbook (.xlsx) in Excel, or {IMPORT_HINT}", path=str(path))
     if "xl/workbook.xml" not in names:
         what = "a Word/PowerPoint file" if any(n.startswith(("word/", "ppt/")) for n in names) else \
             "a zip archive, not an Excel workbook"
