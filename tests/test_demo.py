@@ -293,7 +293,12 @@ def test_run_demo_runs_the_whole_team_loop(tmp_path: Path, schema) -> None:
     assert len(list((tmp_path / "demo" / "handout").glob("*.xlsx"))) == 4
     assert "1 possible duplicates" in steps["merge"]
     assert "株式会社山田精機" in steps["search"]
+    # The legacy list came in through `xlcrm import` and was merged with the team's workbooks.
+    assert "5 rows read = 4 written + 1 skipped" in steps["import"]
+    assert [p.name for p in result.imported] == ["佐藤_健一.xlsx"]
     master = openpyxl.load_workbook(result.master, read_only=True)
+    legacy = {row[2] for row in master["顧客"].iter_rows(min_row=2, values_only=True)}
+    assert {"瑞穂精工株式会社", "(株)白鷺ロジテック", "琴平醸造合資会社", "紅葉木材有限会社"} <= legacy
     dup_sheet = master["重複候補"]
     names = {str(v) for row in dup_sheet.iter_rows(min_row=2, values_only=True) for v in row if v}
     assert {"北斗電機株式会社", "ホクト電機"} <= names

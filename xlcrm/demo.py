@@ -635,6 +635,52 @@ def _locate_planted(plan: TeamPlan, paths: list[Path], schema: Schema) -> None:
             pc.row = book.sheets[pc.plant.entity].header_row + 1 + pc.plant.index
 
 
+# --- a list kept outside xlcrm, brought in with `xlcrm import` ---------------------------------------
+
+#: The customer list a salesperson kept in their own layout before xlcrm: a title row and a blank row
+#: above the header, the address in two columns, a last-visit date, a notes column with a line break
+#: and a totals row.  The demo brings it in with :func:`xlcrm.importer.import_sources`.
+LEGACY_FILE = "顧客リスト_旧.xlsx"
+LEGACY_TITLE = "顧客リスト（旧・佐藤）"
+LEGACY_HEADER = ("会社名", "部署", "担当者名", "TEL", "〒", "住所1", "住所2", "最終訪問日", "メモ")
+LEGACY_ROWS: tuple[tuple[Any, ...], ...] = (
+    ("瑞穂精工株式会社", "営業部", "小野寺 亮", "022-215-7788", "980-0021", "宮城県仙台市青葉区中央2-1",
+     "瑞穂ビル4F", 120, "年2回の定期点検\n次回は見積持参"),
+    ("(株)白鷺ロジテック", "物流部", "河合 真理", "078-331-2040", "650-0021", "兵庫県神戸市中央区三宮町1-5",
+     None, 45, None),
+    ("琴平醸造合資会社", None, "大西 徹", "0877-75-2211", "766-0001", "香川県仲多度郡琴平町600", None, None,
+     "紹介: 瑞穂精工 小野寺様"),
+    ("紅葉木材有限会社", "総務課", "森 千尋", "0246-22-7310", "970-8026", "福島県いわき市平字田町3",
+     "紅葉会館2F", 300, None),
+)
+
+
+def write_legacy_list(path: Path, today: date) -> Path:
+    """The legacy list as the salesperson formatted it (最終訪問日 counted back from ``today``)."""
+    import xlsxwriter
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb = xlsxwriter.Workbook(str(path), {"strings_to_numbers": False, "strings_to_formulas": False})
+    ws = wb.add_worksheet("顧客リスト")
+    bold = wb.add_format({"bold": True})
+    day = wb.add_format({"num_format": "yyyy/m/d"})
+    ws.write_string(0, 0, LEGACY_TITLE, bold)
+    for c, h in enumerate(LEGACY_HEADER):
+        ws.write_string(2, c, h, bold)
+    for r, row in enumerate(LEGACY_ROWS, start=3):
+        for c, v in enumerate(row):
+            if v is None:
+                continue
+            if LEGACY_HEADER[c] == "最終訪問日":
+                ws.write_datetime(r, c, datetime.combine(today - timedelta(days=int(v)), time()), day)
+            else:
+                ws.write_string(r, c, str(v))
+    ws.write_string(3 + len(LEGACY_ROWS), 0, "合計")
+    ws.write_string(3 + len(LEGACY_ROWS), 1, f"{len(LEGACY_ROWS)}社")
+    wb.close()
+    return path
+
+
 # --- the demo command ---------------------------------------------------------------------------------
 
 @dataclass
@@ -647,6 +693,8 @@ class DemoResult:
     #: (step, what happened) in order, for the CLI and tests
     steps: list[tuple[str, str]] = field(default_factory=list)
     master: Path | None = None
+    #: Workbooks ``xlcrm import`` made of the legacy list (merged with the team's).
+    imported: list[Path] = field(default_factory=list)
 
 
 def run_demo(out_dir: Path, schema: Schema, *, today: date | None = None, console: Any = None,
@@ -706,11 +754,39 @@ def run_demo(out_dir: Path, schema: Schema, *, today: date | None = None, consol
         shared.add_row(sc.key, typed, sc.why)
     console.print(shared)
 
+    _import_legacy(result, schema, today, console)
     _team_loop(result, schema, today, console)
     for step, what in result.steps:
         console.print(f"[bold]{step}[/bold]: {what}")
     console.print(f"Files: {out_dir.resolve()}")
     return result
+
+
+def _import_legacy(result: DemoResult, schema: Schema, today: date, console: Any) -> None:
+    """`xlcrm import` of the legacy list into standard workbooks, which the merge then takes in."""
+    from rich.table import Table
+
+    from xlcrm.importer import import_sources
+
+    legacy = write_legacy_list(result.out_dir / "legacy" / LEGACY_FILE, today)
+    imported = import_sources([legacy], schema, out_dir=result.out_dir / "imported", owner=TEAM[0].owner)
+    result.imported = [w.path for w in imported.workbooks]
+    table = Table(title=f"既存リストの取り込み / xlcrm import {legacy.name}", title_justify="left")
+    for col in ("column", "header", "to", "why"):
+        table.add_column(col)
+    for src in imported.sources:
+        if src.map is None:
+            continue
+        for c in src.map.columns:
+            table.add_row(c.letter, c.header, c.target, c.why)
+    console.print(table)
+    counts = [s.counts for s in imported.sources if s.counts is not None]
+    read = sum(c.rows_read for c in counts)
+    written = sum(c.rows_written for c in counts)
+    skipped = sum(c.rows_skipped for c in counts)
+    books = ", ".join(str(p) for p in result.imported)
+    result.steps.append(("import", f"{legacy}: {read} rows read = {written} written + {skipped} skipped "
+                         f"(the totals row) → {books} and {imported.map_path}"))
 
 
 def _team_loop(result: DemoResult, schema: Schema, today: date, console: Any) -> None:
@@ -725,7 +801,7 @@ def _team_loop(result: DemoResult, schema: Schema, today: date, console: Any) ->
     out_dir = result.out_dir
     master = out_dir / "master" / "master.xlsx"
     master.parent.mkdir(parents=True, exist_ok=True)
-    report = merge(result.files, master, schema, today=today)
+    report = merge([*result.files, *result.imported], master, schema, today=today)
     result.master = master
     merged = narrow_table("マージ / Merge into master.xlsx")
     rows = [(Path(f.file).name, *(str(f.total(k)) for k in
