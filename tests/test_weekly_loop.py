@@ -322,3 +322,27 @@ def test_four_person_loop_keeps_every_typed_row_in_the_master_or_the_handout(tmp
         for ekey, key, value in rows:
             assert len([r for r in records(master, ekey).values() if r[key] == value]) == 1, (person, value)
     assert merge(master, team)["history_rows"] == 0
+
+
+def test_a_handout_with_red_rows_is_annotated_again_without_openpyxl(tmp_path: Path) -> None:
+    """The error workbook of a handout sent back unfixed rewrites the handout's own marks in place (the
+    package patch, not an openpyxl load and save: seconds per large workbook in every merge)."""
+    from xlcrm.annotate import annotate_fast
+
+    team = tmp_path / "team"
+    book(team / "佐藤.xlsx", {"customers": [customer("株式会社青空商事", phone=312345678),
+                                           customer("緑山工業株式会社", email="info@")]}, owner="佐藤")
+    master = tmp_path / "m" / "master.xlsx"
+    merge(master, team)
+    distribute(master, team)
+    handout = team / "佐藤.xlsx"
+    assert len(red_rows(handout, "顧客")) == 2
+    result = validate_workbook(handout, S, today=TODAY)
+    result.findings = [f for f in result.findings if f.key == "phone"]  # as if the e-mail had been fixed
+    out = annotate_fast(result, tmp_path / "again.xlsx")
+    wb = openpyxl.load_workbook(out)
+    assert wb.sheetnames.count("エラー一覧") == 1 and wb["エラー一覧"].max_row == 2
+    comments = {c.coordinate: c.comment.text for row in wb["顧客"].iter_rows() for c in row if c.comment}
+    assert len(comments) == 1 and "先頭の0" in next(iter(comments.values()))
+    assert validate_workbook(out, S, today=TODAY).frames["customers"]["name"].tolist() == [
+        "株式会社青空商事", "緑山工業株式会社"]

@@ -9,9 +9,12 @@ small and edited as text (re-serialising them with ElementTree would rename name
 declarations that ``mc:Ignorable`` refers to, which Excel reports as a damaged file).  Small parts are
 *read* with defusedxml; large sheets are never parsed into a tree.
 
-Anything unexpected (prefixed SpreadsheetML, a sheet that already has comments, rows without ``r``
-attributes, an existing findings sheet ...) raises :class:`FastPathUnsupported`, and
-:func:`xlcrm.validate.annotate` falls back to the openpyxl path for that workbook.
+A workbook annotated before (an error workbook sent in again, or a handout carrying its owner's rejected
+rows, :mod:`xlcrm.distribute`) is annotated afresh: its findings sheet and xlcrm's own comments are
+rewritten in place (a cell fixed since keeps its fill, without a comment).  Anything unexpected
+(prefixed SpreadsheetML, a sheet with comments someone else wrote, rows without ``r`` attributes ...)
+raises :class:`FastPathUnsupported`, and :func:`xlcrm.validate.annotate` falls back to the openpyxl
+path for that workbook.
 
 The findings sheet is inserted as the FIRST sheet (the way the openpyxl path does it, so people see it
 on opening).  Sheet-local defined names (``localSheetId``: print titles, print areas, filters) index
@@ -400,9 +403,10 @@ def _rows_walk(data: bytes, start: int, end: int, wanted: list[int], part: str) 
         yield r, end, None
 
 
-def _patch_sheet(data: bytes, cells: dict[str, int], legacy_rid: str, part: str,
+def _patch_sheet(data: bytes, cells: dict[str, int], legacy_rid: str | None, part: str,
                  index: _RowIndex | None = None) -> bytes:
-    """Set the style of ``cells`` (ref -> xf index), inserting missing cells/rows; add <legacyDrawing>."""
+    """Set the style of ``cells`` (ref -> xf index), inserting missing cells/rows; add <legacyDrawing>
+    (``legacy_rid`` None: the sheet has xlcrm's own, whose comments are rewritten)."""
     _require_unprefixed_root(data, b"worksheet", part)
     sd = re.search(rb"<sheetData\b[^>]*?(/?)>", data)
     if not sd:
@@ -418,7 +422,7 @@ def _patch_sheet(data: bytes, cells: dict[str, int], legacy_rid: str, part: str,
         tail_start = body_end + len(b"</sheetData>")
         open_tag, close_tag = data[sd.start():sd.end()], b"</sheetData>"
     head, tail = data[:sd.start()], data[tail_start:]
-    if re.search(rb"<legacyDrawing\b", tail) or re.search(rb"<legacyDrawing\b", head):
+    if legacy_rid is not None and (re.search(rb"<legacyDrawing\b", tail) or re.search(rb"<legacyDrawing\b", head)):
         raise FastPathUnsupported(f"{part}: the sheet already has comments or a legacy drawing")
 
     by_row: dict[int, dict[int, tuple[str, int]]] = {}
@@ -452,6 +456,8 @@ def _patch_sheet(data: bytes, cells: dict[str, int], legacy_rid: str, part: str,
         pieces += [data[pos:m.start()], b"<row" + attrs + b">" + new_content + b"</row>"]
         pos = row_end
     pieces.append(data[pos:body_end])
+    if legacy_rid is None:
+        return b"".join([_clear_tab_selected(head), open_tag, *pieces, close_tag, tail])
 
     # <legacyDrawing> goes before the first element that the schema puts after it.
     stripped = tail.rstrip()
@@ -687,6 +693,29 @@ def _patch_workbook(data: bytes, title: str, rid: str, rel_prefix: bytes) -> byt
     return data
 
 
+def _activate(data: bytes, position: int) -> bytes:
+    """workbook.xml with the sheet at ``position`` (the rewritten findings sheet) as the one shown."""
+    views = re.search(rb"<workbookView\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*?)(/?)>", data)
+    if not views:
+        return data
+    attrs = _drop_attr(_set_attr(views.group(1), b"activeTab", str(position).encode()), b"firstSheet")
+    return data[:views.start()] + b"<workbookView" + attrs + views.group(2) + b">" + data[views.end():]
+
+
+def _own_comments(zin: zipfile.ZipFile, part: str, rel_map: dict[str, tuple[str, str]],
+                  name_set: set[str]) -> tuple[str, str] | bool | None:
+    """A sheet's comments: None when it has none; (comments part, VML part) when xlcrm wrote them
+    (an earlier annotation); False when someone else did (kept: the openpyxl path merges them)."""
+    comments = [_resolve(part, t) for typ, t in rel_map.values() if typ == _T_COMMENTS]
+    vml = [_resolve(part, t) for typ, t in rel_map.values() if typ == _T_VML]
+    if not comments and not vml:
+        return None
+    if len(comments) != 1 or len(vml) != 1 or comments[0] not in name_set or vml[0] not in name_set:
+        return False
+    authors = re.findall(rb"<author>([^<]*)</author>", _read_small(zin, comments[0]))
+    return (comments[0], vml[0]) if authors == [b"xlcrm"] else False
+
+
 def _add_relationships(data: bytes | None, rels: list[tuple[str, str, str]]) -> bytes:
     items = "".join(f'<Relationship Id="{i}" Type="{t}" Target={quoteattr(target)}/>' for i, t, target in rels)
     if data is None:
@@ -873,7 +902,9 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
                 sheet_parts.append(part)
         lang = result.workbook.lang
         title = SUMMARY_SHEET[lang]
-        if title in {el.get("name") for el in sheets_el}:
+        # A findings sheet from an earlier annotation is rewritten where it is.
+        old_summary = sheets.pop(title).part if title in sheets else None
+        if old_summary is None and title in {el.get("name") for el in sheets_el}:
             raise FastPathUnsupported(f"the workbook already has a {title} sheet")
 
         for f in result.findings:
@@ -889,23 +920,31 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
         need_vml_default = False
         block = 0
         for sh in sheets.values():
-            if not sh.cells:
-                continue
-            data = zin.read(sh.part)
             rels_part = _rels_path(sh.part)
             rels_data = zin.read(rels_part) if rels_part in name_set else None
             used, rel_map = _rel_ids(rels_data, rels_part)
-            if any(t in (_T_COMMENTS, _T_VML) for t, _ in rel_map.values()):
+            own = _own_comments(zin, sh.part, rel_map, name_set)
+            if not sh.cells:
+                if own:  # xlcrm's comments of an earlier annotation: nothing to say any more
+                    block += 1
+                    replaced[own[0]], replaced[own[1]] = _comments_xml({}), _vml_xml({}, block)
+                continue
+            if own is False:
                 raise FastPathUnsupported(f"{sh.part} already has comments")
+            data = zin.read(sh.part)
             index = _RowIndex(data)
             current = _existing_styles(data, set(sh.cells), sh.part, index)
             targets: dict[str, int] = {}
             for ref, fs in sh.cells.items():
                 sev = ERROR if any(f.severity == ERROR for f in fs) else "warning"
                 targets[ref] = styles.with_fill(current[ref] or 0, FILLS[sev])
+            block += 1
+            if own:
+                replaced[sh.part] = _patch_sheet(data, targets, None, sh.part, index)
+                replaced[own[0]], replaced[own[1]] = _comments_xml(sh.cells), _vml_xml(sh.cells, block)
+                continue
             comments_part = _unique_name(lower_names, "xl/comments{}.xml")
             vml_part = _unique_name(lower_names, "xl/drawings/vmlDrawing{}.vml")
-            block += 1
             rid_comments, rid_vml = _new_rid(used), _new_rid(used)
             replaced[sh.part] = _patch_sheet(data, targets, rid_vml, sh.part, index)
             replaced[rels_part] = _add_relationships(rels_data, [
@@ -918,16 +957,21 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
             overrides.append(("/" + comments_part, _CT_COMMENTS))
             need_vml_default = True
 
-        summary_part = _unique_name(lower_names, "xl/worksheets/sheet{}.xml")
-        new_parts[summary_part] = _summary_xml(result, styles)
-        overrides.append(("/" + summary_part, _CT_WORKSHEET))
-        summary_rid = _new_rid(wb_rel_ids)
-        replaced[wb_rels_part] = _add_relationships(wb_rels, [
-            (summary_rid, _T_WORKSHEET, posixpath.relpath(summary_part, posixpath.dirname(wb_part)))])
-        wb_prefix = re.search(rb"xmlns:([\w.-]+)\s*=\s*[\"']" + re.escape(REL_NS.encode()) + rb"[\"']", wb_xml)
-        if not wb_prefix:
-            raise FastPathUnsupported("xl/workbook.xml does not declare the relationships namespace")
-        replaced[wb_part] = _patch_workbook(wb_xml, title, summary_rid, wb_prefix.group(1))
+        if old_summary is not None:
+            replaced[old_summary] = _summary_xml(result, styles)
+            position = [el.get("name") for el in sheets_el].index(title)
+            replaced[wb_part] = _activate(wb_xml, position)
+        else:
+            summary_part = _unique_name(lower_names, "xl/worksheets/sheet{}.xml")
+            new_parts[summary_part] = _summary_xml(result, styles)
+            overrides.append(("/" + summary_part, _CT_WORKSHEET))
+            summary_rid = _new_rid(wb_rel_ids)
+            replaced[wb_rels_part] = _add_relationships(wb_rels, [
+                (summary_rid, _T_WORKSHEET, posixpath.relpath(summary_part, posixpath.dirname(wb_part)))])
+            wb_prefix = re.search(rb"xmlns:([\w.-]+)\s*=\s*[\"']" + re.escape(REL_NS.encode()) + rb"[\"']", wb_xml)
+            if not wb_prefix:
+                raise FastPathUnsupported("xl/workbook.xml does not declare the relationships namespace")
+            replaced[wb_part] = _patch_workbook(wb_xml, title, summary_rid, wb_prefix.group(1))
         replaced["xl/styles.xml"] = styles.render()
 
         # No macros travel: the VBA project, its relationship and the macro-enabled content types go.
