@@ -344,6 +344,8 @@ def test_ledger_and_visit_log_land_beside_their_customers(tmp_path: Path) -> Non
     nxt = tmp_path / "team-05"
     res = run("import", may, "--out", nxt, "--master", master, "--map", out / "import-map.toml", "--json")
     assert res.exit_code == 0, res.output
+    # Found by its header row although the file name differs from last month's.
+    assert {m["why"] for m in json.loads(res.output)["sources"][0]["mapping"]} == {"import-map.toml"}
     (deal,) = sheet(nxt / "高橋.xlsx", "deals")
     assert deal["customer"].startswith("C-") and deal["product"] == "ボルトM8"
     assert sheet(nxt / "高橋.xlsx", "customers") == []
@@ -442,3 +444,38 @@ def test_validate_and_merge_point_a_foreign_list_to_import(tmp_path: Path) -> No
         (f,) = json.loads(proc.stdout)["files"]
         assert says in f["message"] and "`xlcrm import FILE --out DIR`" in f["message"]
         assert "renamed" not in f["message"] and "\n" not in f["message"]
+
+
+def test_several_sheets_english_headers_and_people_without_a_company(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Customers"
+    ws.append(["Company", "Phone", "Email", "Address", "Contact name", "Mobile"])
+    ws.append(["Acme Trading Co., Ltd.", "03-5555-0101", "info@acme.example.com", "東京都港区芝公園4-2",
+               "Ken Sato", "090-1111-2222"])
+    ws.append([None, None, "mika@example.net", "大阪府堺市1-1", "Mika Ito", "080-3333-4444"])
+    visits = wb.create_sheet("問い合わせ")
+    visits.append(["受付日", "顧客", "用件", "分類"])
+    visits.append([dt.date(2024, 6, 3), "Acme Trading", "納期の確認", "納期"])
+    wb.create_sheet("メモ")  # an empty sheet beside the lists: nothing to import, nothing refused
+    path = tmp_path / "crm-export.xlsx"
+    wb.save(path)
+    out = tmp_path / "team"
+    res = run("import", path, "--out", out, "--owner", "Tanaka", "--lang", "en", "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert [(s["sheet"], s["status"], s.get("shape")) for s in report["sources"]] == [
+        ("Customers", "ok", "customers"), ("問い合わせ", "ok", "activities"), ("メモ", "skipped", None)]
+    book = out / "Tanaka.xlsx"
+    assert sheet(book, "customers") == [
+        {"kind": "Company", "name": "Acme Trading Co., Ltd.", "phone": "03-5555-0101", "prefecture": "Tokyo",
+         "address": "港区芝公園4-2"},
+        # No company on the card: the person is the customer, an individual.
+        {"kind": "Individual", "name": "Mika Ito", "phone": "080-3333-4444", "email": "mika@example.net",
+         "prefecture": "Osaka", "address": "堺市1-1"}]
+    # Beside a person's name an e-mail address is the person's (as on a business card).
+    assert sheet(book, "contacts") == [{"customer": "Acme Trading Co., Ltd.", "name": "Ken Sato",
+                                        "mobile": "090-1111-2222", "email": "info@acme.example.com"}]
+    assert sheet(book, "activities") == [{"date": dt.date(2024, 6, 3), "customer": "Acme Trading Co., Ltd.",
+                                          "type": "Inquiry", "category": "納期", "content": "納期の確認"}]
+    assert run("validate", out, "--today", "2025-01-01").exit_code == 0

@@ -69,6 +69,8 @@ class SourceReport:
     delimiter: str | None = None
     map: SourceMap | None = None
     counts: SourceCounts | None = None
+    #: A sheet with values but no table import recognises (its workbook's other sheets came in).
+    not_a_table: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"file": self.file, "sheet": self.sheet, "status": self.status}
@@ -184,6 +186,10 @@ def import_sources(
         reports.extend(file_reports)
 
     shaped = Shaped(default_owner=owner)
+    for r in reports:
+        if r.status == "skipped" and r.not_a_table:
+            shaped.attention.append(Attention(f"{Path(r.file).name} [{r.sheet}]", "sheet not imported: "
+                                              + r.message.split(": ", 1)[-1]))
     registry = Registry()
     master_registry = _master_registry(Path(master), schema) if master is not None else None
     for table, smap, report in mapped:
@@ -254,6 +260,7 @@ def _map_table(table: SourceTable, schema: Schema, saved: Sequence[Any],
     except NoCustomerColumn as exc:
         report.status = "skipped"
         report.message = str(exc)
+        report.not_a_table = True
         return report
     report.map = smap
     mapped.append((table, smap, report))

@@ -483,9 +483,23 @@ def load_maps(path: Path, schema: Schema) -> list[dict[str, Any]]:
 
 
 def saved_map_for(table: SourceTable, saved: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The map entry for ``table``: its file pattern and sheet match, or else (next month's export under
+    another name) its header row holds exactly the headers the entry maps."""
     for s in saved:
         if fnmatch.fnmatch(table.path.name, str(s["file"])) and (
                 s.get("sheet") is None or table.sheet is None or str(s.get("sheet")) == table.sheet):
+            return s
+    for s in saved:
+        row = int(s.get("header_row", 1)) - 1
+        if row >= len(table.rows) or not s.get("columns"):
+            continue
+        want = [fold_header(str(c.get("header", ""))) for c in s["columns"]]
+        have = [fold_header(h) for h in header_cells(table, row)]
+        while have and not have[-1]:
+            have.pop()
+        while want and not want[-1]:
+            want.pop()
+        if want == have:
             return s
     return None
 

@@ -248,12 +248,25 @@ def shape_customers(table: SourceTable, smap: SourceMap, schema: Schema, registr
         name = cust.get("name")
         if name is not None and not isinstance(name, str):
             name = cust["name"] = _text(name)
+        person_only = name is None and contact.get("name") is not None
+        if person_only:
+            # A card without a company: the person is the customer (個人).
+            name = cust["name"] = _text(contact.pop("name"))
+            if not kind_mapped:
+                cust["kind"] = "individual"
+            for k, v in contact.items():
+                target_key = "phone" if k == "mobile" else k
+                if target_key in cust_keys and cust.get(target_key) is None and k != "customer":
+                    cust[target_key] = v
+                else:
+                    notes.append(f"{cont_entity.column(k).ja}: {_text(v)}")
+            contact = {}
         owner = _text(cust["owner"]) if cust.get("owner") is not None else shaped.default_owner
         if not pref_mapped and "address" in cust:
             split = split_prefecture(cust["address"])
             if split:
                 cust["prefecture"], cust["address"] = split[0], split[1] or None
-        if not kind_mapped and name:
+        if not kind_mapped and name and not person_only:
             if company_named or has_legal_form(name):
                 cust["kind"] = "corporate"
             elif _person_header(smap, vocab):
@@ -265,7 +278,7 @@ def shape_customers(table: SourceTable, smap: SourceMap, schema: Schema, registr
             shaped.attention.append(Attention(where, "no customer name: the row is written with 顧客名 "
                                               "blank; fill it in or delete the row"))
         target: Customer | None = None
-        if people and name:
+        if people and name and not person_only:
             found = registry.find(name)
             found = [c for c in found if c.row is not None]
             if len(found) == 1:
@@ -301,7 +314,6 @@ def shape_customers(table: SourceTable, smap: SourceMap, schema: Schema, registr
             if contact:
                 sample["contacts"] = crow
             counts.samples.append(sample)
-    del cont_entity
 
 
 def _person_header(smap: SourceMap, vocab: Any) -> bool:
