@@ -448,14 +448,14 @@ def test_dry_run_writes_nothing(tmp_path: Path, master: Path) -> None:
 
 
 def test_backups_keep_the_last_ten(tmp_path: Path, master: Path) -> None:
-    a = book(tmp_path / "a.xlsx", {"customers": [customer("株式会社青空商事")]})
-    for _ in range(12):
-        merge([a], master, S, today=TODAY)
+    for i in range(12):  # each merge brings a new customer: a change, so each keeps its backup
+        merge([book(tmp_path / f"{i}.xlsx", {"customers": [customer(f"株式会社青空商事{i}号")]})], master, S,
+              today=TODAY)
     backups = sorted((master.parent / "backups").iterdir())
     assert len([p for p in backups if p.suffix == ".db"]) == 10
     assert len([p for p in backups if p.suffix == ".xlsx"]) == 10
     conn = sqlite3.connect([p for p in backups if p.suffix == ".db"][-1])
-    assert conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] == 1
+    assert conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] == 11
 
 
 def test_backup_is_the_database_before_the_merge(tmp_path: Path, master: Path) -> None:
@@ -573,15 +573,18 @@ def test_merging_while_workers_validate_gives_the_same_master(tmp_path: Path,
                           customer("株式会社青空商事", phone=f"03-1111-000{n}", email="info@aozora.example.jp")],
             "activities": [activity(f"株式会社テスト商事{n}", f"訪問 {n}"), activity("株式会社青空商事", f"電話 {n}")],
         }, owner=owner)
-    (team / "1_broken.xlsx").write_text("not a workbook")  # unreadable, between readable ones
+    # Unreadable, between readable ones; found only when validated (a workbook without the sheets).
+    import openpyxl
+
+    openpyxl.Workbook().save(team / "1_broken.xlsx")
     inline = tmp_path / "inline" / "master.xlsx"
     inline.parent.mkdir()
-    first = merge([team], inline, S, today=TODAY)
+    first = merge([team], inline, S, today=TODAY, skip_unreadable=True)
     monkeypatch.setattr(xlcrm.merge, "PARALLEL_BYTES", 0)
     piped = tmp_path / "piped" / "master.xlsx"
     piped.parent.mkdir()
     spools = set(Path(tempfile.gettempdir()).glob("xlcrm-validated-*"))
-    second = merge([team], piped, S, today=TODAY)
+    second = merge([team], piped, S, today=TODAY, skip_unreadable=True)
     assert set(Path(tempfile.gettempdir()).glob("xlcrm-validated-*")) == spools  # workers' results removed
 
     assert dump(piped) == dump(inline)

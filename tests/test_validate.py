@@ -268,7 +268,7 @@ def test_cli_exit_codes_and_json(make_book, tmp_path: Path) -> None:
 def test_cli_usage_error_is_exit_2(tmp_path: Path) -> None:
     proc = run_cli("validate", str(tmp_path))  # a folder without workbooks
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "no .xlsx workbooks" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "no team workbooks (.xlsx, .xlsm)" in proc.stderr
 
 
 # --- fuzz: damaged files end in a clean refusal or a read, never a traceback or a hang -------------

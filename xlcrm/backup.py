@@ -1,5 +1,8 @@
 """Copies of the master database and workbook taken before every change, the last ten kept.
 
+A merge or resolve that fails, or that changes nothing, removes the copy it took (:func:`discard`)
+instead of pruning, so it never pushes an older backup out of the ten.
+
 Why both files: the database is the system of record, but the workbook carries the admin's decisions
 and edits that were not merged yet; restoring one without the other would lose them.  The database is
 copied with SQLite's online backup (a consistent snapshot even if a reader has it open), the workbook
@@ -26,8 +29,10 @@ def backup_dir(master: Path) -> Path:
     return Path(master).parent / FOLDER
 
 
-def take_backup(master: Path, conn: sqlite3.Connection | None, *, keep: int = KEEP) -> list[Path]:
-    """Copy ``master.db`` (through ``conn``) and ``master.xlsx`` into ``backups/``; prune to ``keep``."""
+def take_backup(master: Path, conn: sqlite3.Connection | None, *, keep: int = KEEP,
+                prune_old: bool = True) -> list[Path]:
+    """Copy ``master.db`` (through ``conn``) and ``master.xlsx`` into ``backups/``; prune to ``keep``
+    (unless ``prune_old`` is false: the caller prunes once its change is done, or discards the copy)."""
     master = Path(master)
     folder, stamp = _prepare(master)
     made: list[Path] = []
@@ -42,7 +47,8 @@ def take_backup(master: Path, conn: sqlite3.Connection | None, *, keep: int = KE
             made.append(target)
     except OSError as exc:
         raise _write_error(master, folder, exc) from None
-    prune(master, keep=keep)
+    if prune_old:
+        prune(master, keep=keep)
     return made
 
 
@@ -70,7 +76,7 @@ class BackupJob:
     the merge's transaction begins and keeps it until the copy is done: SQLite lets the merge write
     into its own page cache meanwhile, but nothing can reach the file, so the copy is exactly the
     database before the merge (read with plain file copies, which run outside Python's GIL).  The merge
-    calls :meth:`wait` before it commits.
+    calls :meth:`wait` before it commits, and prunes (or discards the copy) once it knows the outcome.
     """
 
     def __init__(self, master: Path, db_path: Path, *, keep: int = KEEP) -> None:
@@ -112,14 +118,13 @@ class BackupJob:
             self._locked.set()
 
     def wait(self) -> list[Path]:
-        """Wait for the copy (the caller is about to commit); raise what went wrong; prune old copies."""
+        """Wait for the copy (the caller is about to commit); raise what went wrong."""
         self._thread.join()
         if self._error is not None:
             error, self._error = self._error, None
             for made in self.made:
                 made.unlink(missing_ok=True)
             raise error
-        prune(self.master, keep=self.keep)
         return self.made
 
 
@@ -134,6 +139,16 @@ def prune(master: Path, *, keep: int = KEEP) -> None:
         found = sorted(folder.glob(f"{Path(master).stem}-*{suffix}"))
         for old in found[:-keep] if keep else found:
             old.unlink(missing_ok=True)
+
+
+def discard(master: Path, made: list[Path]) -> None:
+    """Remove the copies a run took when the run failed or changed nothing (the backups folder too
+    when that leaves it empty): the older backups keep their places."""
+    for path in made:
+        path.unlink(missing_ok=True)
+    folder = backup_dir(master)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def backups(master: Path) -> list[Path]:

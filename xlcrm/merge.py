@@ -52,6 +52,7 @@ from typing import Any
 
 from xlcrm import db
 from xlcrm.errors import XlcrmError
+from xlcrm.inputs import open_in_excel
 from xlcrm.schema import OWNER_DEFAULTED, Entity, Lang, Schema
 
 #: The five outcomes of an input row; they add up to the rows read.
@@ -119,6 +120,8 @@ class MergeReport:
     deletions_pending: int = 0
     decisions_applied: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: Files in the input folders that are not workbooks xlcrm reads (.xls, .csv, ...), not merged.
+    not_read: list[str] = field(default_factory=list)
     seconds: float = 0.0
     #: Wall seconds per stage (backup, master_workbook_read, merge -- validation runs inside it, in the
     #: workers; validate_wait is how long the merge waited for it --, error_workbooks, search_index,
@@ -129,6 +132,17 @@ class MergeReport:
         d = asdict(self)
         d["files"] = [f.to_json() for f in self.files]
         return d
+
+    @property
+    def skipped(self) -> list[FileReport]:
+        """Inputs left out because they could not be read (only with ``skip_unreadable``)."""
+        return [f for f in self.files if f.status == "unreadable"]
+
+    @property
+    def changed(self) -> bool:
+        """Whether the run changed the master: a record, a field, a decision or a new review item."""
+        return bool(self.history_rows or any(self.records_created.values()) or self.decisions_applied
+                    or self.duplicates_new or self.conflicts_new or self.deletions_new)
 
 
 # --- stored form of the inputs ----------------------------------------------------------------------
@@ -988,6 +1002,12 @@ _MERGE_MESSAGES: dict[str, tuple[str, str]] = {
                            "for a fresh workbook."),
     "ref.rejected_customer": ("この行の顧客の行にエラーがあるため取り込めません。顧客の行を直してください。",
                               "This row's customer row has errors, so it was not merged; fix that row."),
+    "file.open_in_excel": ("Excelで開かれています（{lock} があります）。保存済みの内容を取り込みました。"
+                           "保存していない変更は次回のマージで取り込まれます。",
+                           "open in Excel ({lock} exists): merged what was last saved; unsaved edits "
+                           "come in with the next merge."),
+    "file.skipped": ("読めないため取り込みませんでした（--skip-unreadable）: {reason}",
+                     "not merged, it cannot be read (--skip-unreadable): {reason}"),
 }
 
 
@@ -1014,14 +1034,23 @@ def master_lang(schema: Schema) -> Lang:
     return "en" if lang == "en" else "ja"
 
 
-def collect_inputs(inputs: Sequence[str | Path], master: Path) -> list[Path]:
-    """Expand folders, drop the master itself, its backups and error workbooks; a stable order."""
-    from xlcrm.validate import expand_inputs
+def collect_inputs(inputs: Sequence[str | Path], master: Path, *, not_read: list[str] | None = None) -> list[Path]:
+    """Expand folders, drop the master itself, its backups and error workbooks; a stable order.
+
+    ``not_read`` receives one line per folder naming the files in it that are not workbooks xlcrm
+    reads (:mod:`xlcrm.inputs`).
+    """
+    from xlcrm.inputs import scan
 
     master_r = master.resolve()
     skip_dirs = {(master.parent / "backups").resolve(), (master.parent / ERRORS_DIR).resolve()}
+    db_file = db.db_path_for(master)
+    found = scan(inputs, also_quiet=[db_file, *(db_file.with_name(db_file.name + s)
+                                                for s in ("-journal", "-wal", "-shm"))])
+    if not_read is not None:
+        not_read.extend(found.notes())
     out: list[Path] = []
-    for p in expand_inputs(inputs):
+    for p in found.paths:
         r = p.resolve()
         if r == master_r or any(d == r.parent or d in r.parents for d in skip_dirs):
             continue
@@ -1043,27 +1072,64 @@ ERRORS_DIR = "errors"
 
 def merge(inputs: Sequence[str | Path], master: str | Path, schema: Schema, *, dry_run: bool = False,
           strict: bool = False, today: dt.date | None = None, progress: Progress | None = None,
-          now: dt.datetime | None = None, password: str | None = None) -> MergeReport:
+          now: dt.datetime | None = None, password: str | None = None,
+          skip_unreadable: bool = False) -> MergeReport:
     """Merge team workbooks (files or folders) into ``master``; see the module docstring.
 
     ``password`` encrypts master.xlsx (and opens it, and any encrypted team workbook, to read it).
+    An input that cannot be read refuses the whole run before anything is written (:func:`run`);
+    with ``skip_unreadable`` it is left out and listed in 取込ログ instead (``report.skipped``).
     """
     master = Path(master)
-    paths = collect_inputs(inputs, master)
+    not_read: list[str] = []
+    paths = collect_inputs(inputs, master, not_read=not_read)
     if not paths:
         raise XlcrmError("no team workbooks to merge; give .xlsx files or folders holding them")
     report, _ = run(paths, master, schema, command="merge", dry_run=dry_run, strict=strict, today=today,
-                    progress=progress, now=now, password=password)
+                    progress=progress, now=now, password=password, skip_unreadable=skip_unreadable)
+    report.not_read = not_read
     return report
+
+
+def refused_inputs(paths: Sequence[Path], password: str | None = None) -> list[tuple[Path, str]]:
+    """The inputs the reader refuses without parsing a sheet (missing, a folder, unreadable, empty, not
+    an .xlsx, damaged, a decompression bomb, encrypted with no password given), each with its line."""
+    from xlcrm.errors import UnreadableWorkbook
+    from xlcrm.reader import check_readable
+
+    refused = []
+    for p in paths:
+        try:
+            check_readable(p, password=password)
+        except UnreadableWorkbook as exc:
+            refused.append((p, str(exc)))
+    return refused
+
+
+def _reason(path: Path, message: str) -> str:
+    """A refusal without the file name it starts with (取込ログ shows the file in its own column)."""
+    return message.removeprefix(f"{path}: ")
+
+
+def _refusal(message: str, more: int = 0) -> str:
+    extra = f" (and {more} more file(s) that cannot be read)" if more else ""
+    return (f"{message}{extra}; nothing was merged: fix or remove the file, or add --skip-unreadable to "
+            "merge the other files without it")
 
 
 def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dry_run: bool = False,
         strict: bool = False, today: dt.date | None = None, progress: Progress | None = None,
-        now: dt.datetime | None = None, password: str | None = None) -> tuple[MergeReport, Any]:
+        now: dt.datetime | None = None, password: str | None = None,
+        skip_unreadable: bool = False) -> tuple[MergeReport, Any]:
     """One locked, backed-up, all-or-nothing run: decisions, the admin's edits, then ``paths``.
 
     ``xlcrm resolve`` is this with no team workbooks.  Returns the merge report and the decisions'
     :class:`xlcrm.resolve.ResolveReport` (None when the workbook held none).
+
+    Every input is checked before anything is written; one that cannot be read (found now, or only
+    when it is validated) fails the run with its one line and leaves everything as it was (:class:`_Undo`).
+    With ``skip_unreadable`` such inputs are left out and listed in 取込ログ.  The backup taken before
+    the change is kept (and older ones pruned to ten) only when the run changed the master.
     """
     from xlcrm import backup, lock, masterbook, outputs
     from xlcrm.resolve import apply_decisions
@@ -1071,7 +1137,18 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
 
     started = time.perf_counter()
     outputs.check_master(master)  # a team workbook or any other file is never taken for the master
+    lang = master_lang(schema)
+    report = MergeReport(master=str(master), dry_run=dry_run)
+    refused = refused_inputs(paths, password)
+    if refused and not skip_unreadable:
+        raise XlcrmError(_refusal(refused[0][1], len(refused) - 1))
+    for path, message in refused:
+        report.files.append(FileReport(str(path), "", "unreadable",
+                                       message=merge_message("file.skipped", lang, reason=_reason(path, message))))
+    paths = [p for p in paths if all(p is not r for r, _ in refused)]
+    undo = _Undo(master, dry_run=dry_run)
     if not dry_run and command == "merge" and not master.parent.is_dir():
+        undo.folder = master.parent
         try:
             master.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -1081,13 +1158,12 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
     inputs_seen = outputs.seen(paths) if not dry_run else []
     now = now or dt.datetime.now().replace(microsecond=0)
     today = today or now.date()
-    lang = master_lang(schema)
-    report = MergeReport(master=str(master), dry_run=dry_run)
     decided = None
     db_path = db.db_path_for(master)
 
     ctx = lock.master_lock(master, command) if not dry_run else _nullcontext()
-    with ctx:
+    # _Undo twice: inside the lock for what the run wrote, outside it for the folder (and the lock file).
+    with undo.folder_guard(), ctx, undo:
         if not dry_run:
             lock.refuse_if_open_in_excel(master)
             for leftover in (master, db_path):  # from a killed run: this lock is ours now
@@ -1096,10 +1172,12 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
         clock = _Clock(report.timings)
         workers = _Workers(None if dry_run else master.parent / ERRORS_DIR / now.strftime("%Y%m%d-%H%M%S"),
                            password=password)
+        undo.errors_dir = workers.out_dir if workers.out_dir is not None and not workers.out_dir.exists() else None
         try:
             # Validation starts here, in the workers, and goes on while the merge below runs.
             sources = _Inputs(paths, schema, strict=strict, today=today, progress=progress,
-                              report=report, workers=workers, password=password)
+                              report=report, workers=workers, password=password,
+                              skip_unreadable=skip_unreadable, lang=lang)
         except BaseException:
             workers.close()
             raise
@@ -1112,14 +1190,14 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                 conn = db.memory_master()
                 in_memory = True
                 if master.exists():
-                    backup.take_backup(master, None)
+                    undo.made.extend(backup.take_backup(master, None, prune_old=False))
             else:
                 conn = db.connect(db_path, create=True)
                 if db_path.exists() and db_path.stat().st_size > 0:
                     # Copied by a thread while the merge runs; waited for before the commit.
-                    backup_job = backup.start_backup(master, db_path)
+                    backup_job = undo.job = backup.start_backup(master, db_path)
                 elif master.exists():
-                    backup.take_backup(master, None)
+                    undo.made.extend(backup.take_backup(master, None, prune_old=False))
         except BaseException:
             workers.close()
             raise
@@ -1204,6 +1282,7 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                     from xlcrm.search import full_build_due
 
                     # A full index build (seconds) and the workbook run side by side in two processes.
+                    undo.committing = True
                     report.timings.update(masterbook.write_and_commit(
                         conn, master, schema, lang=lang, progress=progress, password=password,
                         meanwhile=search_index, meanwhile_heavy=full_build_due(conn, schema, run_id),
@@ -1217,8 +1296,70 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
             if backup_job is not None:
                 with contextlib.suppress(Exception):  # already waited for, or the merge failed anyway
                     backup_job.wait()
+    if not dry_run:
+        undo.keep_backup_if(report.changed)
     report.seconds = round(time.perf_counter() - started, 3)
     return report, decided
+
+
+class _Undo:
+    """Everything a failed run created, removed again, so a refused run leaves no trace: its backup
+    copies (no older one was pruned for them), its error workbooks, a ``master.db`` it created, and the
+    master's folder it created (only when empty).  Once the commit has begun, nothing is undone.
+
+    Used as a context manager inside the master's lock; :meth:`folder_guard` goes outside it, since the
+    lock file lives in that folder until the lock is released.
+    """
+
+    def __init__(self, master: Path, *, dry_run: bool) -> None:
+        self.master, self.dry_run = master, dry_run
+        self.db_path = db.db_path_for(master)
+        self.db_existed = self.db_path.exists()
+        self.folder: Path | None = None  # the master's folder, when this run created it
+        self.made: list[Path] = []  # backup copies taken by this run
+        self.job: Any = None  # the backup.BackupJob copying master.db, if any
+        self.errors_dir: Path | None = None  # this run's error workbooks (a folder it creates)
+        self.committing = False
+
+    def backups(self) -> list[Path]:
+        return self.made + (list(self.job.made) if self.job is not None else [])
+
+    def __enter__(self) -> _Undo:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None or self.dry_run or self.committing:
+            return
+        from xlcrm import backup
+
+        backup.discard(self.master, self.backups())
+        if self.errors_dir is not None:
+            shutil.rmtree(self.errors_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.errors_dir.parent.rmdir()  # only when empty
+        if not self.db_existed:
+            for leftover in (self.db_path, self.db_path.with_name(self.db_path.name + "-journal")):
+                leftover.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def folder_guard(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            if self.folder is not None and not self.committing:
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()  # only when empty
+            raise
+
+    def keep_backup_if(self, changed: bool) -> None:
+        """After a successful run: keep this run's backup (pruning to ten) when the master changed;
+        when nothing changed, drop it, so the older backups keep their places."""
+        from xlcrm import backup
+
+        if changed:
+            backup.prune(self.master)
+        else:
+            backup.discard(self.master, self.backups())
 
 
 def _identity_mismatch(conn: sqlite3.Connection, schema: Schema, src: Source, lang: Lang) -> str | None:
@@ -1364,8 +1505,9 @@ class _Inputs:
 
     def __init__(self, paths: Sequence[Path], schema: Schema, *, strict: bool, today: dt.date,
                  progress: Progress | None, report: MergeReport, workers: _Workers | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, skip_unreadable: bool = False, lang: Lang = "ja") -> None:
         self.paths = list(paths)
+        self.skip_unreadable, self.lang = skip_unreadable, lang
         self.schema, self.strict, self.today, self.password = schema, strict, today, password
         self.progress, self.report, self.workers = progress, report, workers
         self.ready: list[Source] = []
@@ -1458,7 +1600,10 @@ class _Inputs:
     def _source(self, path: Path, result: Any, extra: Any) -> Source | None:
         report = self.report
         if result is None:
-            report.files.append(FileReport(str(path), "", "unreadable", message=extra))
+            if not self.skip_unreadable:
+                raise XlcrmError(_refusal(extra))  # the run is rolled back: nothing was written
+            report.files.append(FileReport(str(path), "", "unreadable", message=merge_message(
+                "file.skipped", self.lang, reason=_reason(path, extra))))
             return None
         meta = result.workbook.meta
         key = source_key(path, meta.workbook_id)
@@ -1476,6 +1621,11 @@ class _Inputs:
         if strict_rejected:
             fr.message = ("--strict: the whole file was rejected because of its errors"
                           if meta.lang == "en" else "--strict: エラーがあるためファイル全体を取り込みませんでした")
+        owner_file = open_in_excel(path)
+        if owner_file is not None:
+            note = merge_message("file.open_in_excel", self.lang, lock=owner_file.name)
+            fr.message = f"{fr.message} {note}" if fr.message else note
+            report.warnings.append(f"{path}: {note}")
         report.files.append(fr)
         sheets: dict[str, _SheetRows] = extra
         return Source(path, result, key, who, _file_time(path), meta.lang, strict_rejected, False, fr,

@@ -163,6 +163,7 @@ def read_workbook(path: str | Path, schema: Schema, *, password: str | None = No
     """Read and check a team workbook; raise :class:`UnreadableWorkbook` with one clear line."""
     path = Path(path)
     data = _load_bytes(path, password)
+    assert data is not None
     archive = _open_zip(path, data)
     try:
         with paused_gc():
@@ -178,6 +179,16 @@ def read_workbook(path: str | Path, schema: Schema, *, password: str | None = No
         raise UnreadableWorkbook(f"the workbook is damaged and cannot be read ({_short(exc)}); open it in "
                                  "Excel, which may offer to repair it, save a copy and try again",
                                  path=str(path)) from None
+
+
+def check_readable(path: str | Path, *, password: str | None = None) -> None:
+    """Raise :class:`UnreadableWorkbook` for what :func:`read_workbook` refuses before it parses a sheet:
+    a missing or unreadable file, not an .xlsx, damaged, a decompression bomb, encrypted without a
+    password.  Cheap (the zip's directory only): merge checks every input with it before writing."""
+    path = Path(path)
+    data = _load_bytes(path, password, decrypt=False)
+    if data is not None:
+        _open_zip(path, data).close()
 
 
 def _parse(path: Path, data: bytes, archive: zipfile.ZipFile, schema: Schema, max_rows: int) -> TeamWorkbook:
@@ -519,7 +530,8 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
-def _load_bytes(path: Path, password: str | None) -> bytes:
+def _load_bytes(path: Path, password: str | None, *, decrypt: bool = True) -> bytes | None:
+    """The file's bytes (decrypted); None for an encrypted file when ``decrypt`` is false."""
     if not path.exists():
         raise UnreadableWorkbook("file not found; check the path", path=str(path))
     if path.is_dir():
@@ -541,6 +553,8 @@ def _load_bytes(path: Path, password: str | None) -> bytes:
                 raise UnreadableWorkbook("the workbook is password-protected; give the password "
                                          "(--password or XLCRM_PASSWORD) or remove it in Excel "
                                          "(File > Info > Protect Workbook) and save", path=str(path))
+            if not decrypt:
+                return None
             from xlcrm.crypto import decrypt_bytes
 
             return decrypt_bytes(data, password, path=path)

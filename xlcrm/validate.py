@@ -27,7 +27,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from xlcrm import normalize as nz
-from xlcrm.errors import UnreadableWorkbook, XlcrmError
+from xlcrm.errors import UnreadableWorkbook
 from xlcrm.marks import ERROR, FILLS, SUMMARY_SHEET, WARNING, severity_label, summary_headings
 from xlcrm.reader import SheetData, TeamWorkbook, paused_gc, read_workbook
 from xlcrm.schema import (
@@ -758,19 +758,11 @@ def _col_order(cell: str) -> tuple[int, str]:
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders expanded to the workbooks inside (Excel's ~$ lock files skipped)."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in (".xlsx", ".xlsm")
-                           and not q.name.startswith("~$") and q.is_file())
-            if not found:
-                raise XlcrmError(f"{p}: no .xlsx workbooks in this folder")
-            out.extend(found)
-        else:
-            out.append(p)
-    return out
+    """Files as given; folders expanded to the workbooks inside (:func:`xlcrm.inputs.scan`, whose
+    ``notes()`` name the other files found there)."""
+    from xlcrm.inputs import scan
+
+    return scan(inputs).paths
 
 
 def validate_paths(inputs: Sequence[str | Path], schema: Schema, *, today: date | None = None,

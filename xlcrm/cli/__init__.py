@@ -1,7 +1,7 @@
 """The `xlcrm` command line: a thin layer over the library; one module per command group.
 
-Every command catches :class:`~xlcrm.errors.XlcrmError` and prints its one line to stderr with exit
-code 2, so an admin never sees a traceback for a problem they can fix.
+Every command's :class:`~xlcrm.errors.XlcrmError` and every malformed argument end in one line on
+stderr and exit code 2 (:func:`run`), so an admin never sees a traceback for a problem they can fix.
 """
 
 from __future__ import annotations
@@ -25,11 +25,42 @@ def _register() -> None:
 
 
 def main() -> None:
+    sys.exit(run())
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the command line (``args``, else ``sys.argv``) and return its exit code.
+
+    Every mistake a person can make ends in one line on stderr: an :class:`~xlcrm.errors.XlcrmError`
+    (exit 2, or the error's own code) and a malformed argument alike (a missing option, a word where a
+    number goes, an unknown option: exit 2, with the command's ``--help`` named), never a traceback.
+    """
+    from typer._click import exceptions as click_errors
+    from typer.exceptions import Abort
+
     from xlcrm.errors import XlcrmError
 
     _register()
     try:
-        app()
+        code = app(args=args, prog_name="xlcrm", standalone_mode=False)
     except XlcrmError as exc:
         print(f"xlcrm: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
+    except click_errors.NoArgsIsHelpError as exc:
+        return exc.exit_code  # the help was printed: what a bare `xlcrm` or `xlcrm addin` asks for
+    except click_errors.ClickException as exc:
+        print(usage_line(exc), file=sys.stderr)
+        return exc.exit_code
+    except Abort:
+        print("xlcrm: aborted", file=sys.stderr)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def usage_line(exc: Exception) -> str:
+    """A usage error as one line: the command, what was wrong, where the help is."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "xlcrm"
+    text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    return f"{command}: {message} (see {command} --help)"

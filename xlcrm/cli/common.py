@@ -3,8 +3,10 @@ every command and are described once."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -71,3 +73,22 @@ def add_whole_column(table: Table, header: str, values: Iterable[str], *, justif
     width = max((cell_len(v) for v in values), default=0)
     table.add_column(header, no_wrap=True, min_width=max(width, cell_len(header)),
                      justify=justify)  # type: ignore[arg-type]
+
+
+_DATE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})|(\d{4})(\d{2})(\d{2})")
+
+
+def parse_date(value: str | None, option: str = "--today") -> date | None:
+    """A date typed year first: 2024-04-01, 2024/4/1, 2024.4.1 or 20240401; anything else is refused
+    in one line (4/1/2024 could be April or January)."""
+    if value is None or not value.strip():
+        return None
+    m = _DATE.fullmatch(value.strip())
+    if m is not None:
+        y, mo, d = (int(g) for g in (m.groups()[:3] if m.group(1) else m.groups()[3:]))
+        try:
+            return date(y, mo, d)
+        except ValueError:
+            pass
+    raise typer.BadParameter(f"{value!r} is not a date; type it year first, e.g. 2024-04-01 or 2024/4/1",
+                             param_hint=option)

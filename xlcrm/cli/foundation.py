@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, err, keeping_copies, out
+from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, err, keeping_copies, out, parse_date
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as load
 
@@ -42,7 +42,7 @@ def validate(
     annotate: Annotated[Path | None, typer.Option(help="Write a marked-up copy of each workbook here.")] = None,
     fix: Annotated[Path | None, typer.Option(help="Write a normalised copy of each workbook here.")] = None,
     config: ConfigOpt = None,
-    today: Annotated[str | None, typer.Option(help="Reference date YYYY-MM-DD (default: today).")] = None,
+    today: Annotated[str | None, typer.Option(help="Reference date, year first: 2024-04-01 or 2024/4/1 (default: today).")] = None,
     password: Annotated[str | None, typer.Option(envvar="XLCRM_PASSWORD", help="Password of encrypted workbooks.")] = None,
     force: ForceOpt = False,
 ) -> None:
@@ -51,10 +51,12 @@ def validate(
 
     from xlcrm import outputs
     from xlcrm import validate as v
+    from xlcrm.inputs import scan
 
+    ref_day = parse_date(today)
     schema = load(config)
-    ref_day = date.fromisoformat(today) if today else None
-    paths = v.expand_inputs(inputs)
+    found = scan(inputs)
+    paths = found.paths
     results: list[v.ValidationResult | v.Unreadable] = []
     with Progress(console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
         task = bar.add_task("validating", total=len(paths))
@@ -91,12 +93,15 @@ def validate(
     if as_json:
         payload = {
             "files": [_file_json(r, written) for r in results],
+            "not_read": [str(p) for p in found.not_read_files],
             "findings": [f.to_json() for r in results if isinstance(r, v.ValidationResult) for f in r.findings],
         }
         json.dump(payload, sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
     else:
         _print_results(results, written)
+        for note in found.notes():
+            out.print(f"[yellow]not read[/]: {escape(note)}")
     if any(isinstance(r, v.Unreadable) for r in results):
         raise typer.Exit(2)
     if any(not r.ok for r in results):  # type: ignore[union-attr]
@@ -173,7 +178,7 @@ def show_schema(
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder for the demo team (created).")] = Path("xlcrm-demo"),
-    today: Annotated[str | None, typer.Option(help="Pretend today is YYYY-MM-DD.")] = None,
+    today: Annotated[str | None, typer.Option(help="Pretend today is this date (2024-04-01 or 2024/4/1).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the generated team.")] = 7,
     config: ConfigOpt = None,
 ) -> None:
@@ -183,5 +188,5 @@ def demo(
     """
     from xlcrm.demo import run_demo
 
-    run_demo(out_dir, load(config), today=date.fromisoformat(today) if today else None, console=out,
-             seed=seed)
+    ref_day = parse_date(today)
+    run_demo(out_dir, load(config), today=ref_day, console=out, seed=seed)

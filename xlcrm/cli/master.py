@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from xlcrm.cli import app
 from xlcrm.cli.common import (
@@ -26,6 +26,7 @@ from xlcrm.cli.common import (
     keeping_copies,
     narrow_table,
     out,
+    parse_date,
 )
 from xlcrm.cli.common import load_config as _schema
 
@@ -71,20 +72,27 @@ def merge(
     = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
-    today: Annotated[str | None, typer.Option(help="Reference date YYYY-MM-DD (default: today).")] = None,
+    today: Annotated[str | None, typer.Option(help="Reference date, year first: 2024-04-01 or 2024/4/1 (default: today).")] = None,
     password: PasswordOpt = None,
+    skip_unreadable: Annotated[bool, typer.Option(
+        "--skip-unreadable", help="Merge the other files when one cannot be read (it is listed in 取込ログ; "
+        "exit 1). Without it such a file stops the merge before anything is written (exit 2).")] = False,
 ) -> None:
-    """Merge the team's workbooks into the master (created if missing): IDs, duplicates, conflicts, history."""
+    """Merge the team's workbooks into the master (created if missing): IDs, duplicates, conflicts, history.
+
+    Exit 0: merged; 1: merged, but --skip-unreadable left files out; 2: refused, nothing written.
+    """
     from xlcrm.merge import merge as run_merge
 
+    ref_day = parse_date(today)
     schema = _schema(config)
-    ref_day = date.fromisoformat(today) if today else None
     with _progress(not as_json) as progress:
         report = run_merge(inputs, master, schema, dry_run=dry_run, strict=strict, today=ref_day,
-                           progress=progress, password=password or None)
+                           progress=progress, password=password or None, skip_unreadable=skip_unreadable)
+    code = 1 if report.skipped else 0
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
-        return
+        raise typer.Exit(code)
     table = narrow_table(f"{'dry run: ' if dry_run else ''}merge into {master}")
     # "ok" / "errors" say what the rejected count says; the status column is shown when a file was
     # refused (its message follows the table), so an ordinary run keeps the width for the file names.
@@ -109,7 +117,10 @@ def merge(
               f"削除候補 {report.deletions_pending} (new {report.deletions_new})")
     for w in report.warnings:
         err.print(f"[yellow]warning[/]: {w}")
+    for note in report.not_read:
+        err.print(f"[yellow]not read[/]: {escape(note)}")
     out.print(f"{report.seconds:.1f} s" + ("  (dry run: nothing was written)" if dry_run else ""))
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, MasterOpt, err, keeping_copies
+from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, MasterOpt, err, keeping_copies, parse_date
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as _schema
 
@@ -36,12 +36,7 @@ WhoOpt = Annotated[str | None, typer.Option("--who", help="Your name for the rec
 
 
 def _date(value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD", param_hint="--as-of") from None
+    return parse_date(value, "--as-of")
 
 
 def _party(name: str | None, purpose: str | None):  # type: ignore[no-untyped-def]
@@ -61,7 +56,7 @@ def report(
     master: MasterOpt,
     png: Annotated[Path | None, typer.Option("--png", metavar="DIR", help="Also write every chart as a "
                                              "PNG image into DIR (for e-mail).")] = None,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Report date YYYY-MM-DD (default: today).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Report date, year first: 2024-04-01 or 2024/4/1 (default: today).")] = None,
     lang: LangOpt = "ja",
     lapsed_days: Annotated[int, typer.Option(min=1, help="Lapsed: bought before, nothing for this many "
                                              "days.")] = 365,

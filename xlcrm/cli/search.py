@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, LangOpt, MasterOpt
+from xlcrm.cli.common import ConfigOpt, LangOpt, MasterOpt, parse_date
 from xlcrm.cli.common import check_lang as _lang
 
 if TYPE_CHECKING:
@@ -138,7 +137,7 @@ def history_cmd(
     as_json: JsonOpt = False,
     lang: LangOpt = "ja",
     config: ConfigOpt = None,
-    today: Annotated[str | None, typer.Option(help="Reference date YYYY-MM-DD for overdue TODOs "
+    today: Annotated[str | None, typer.Option(help="Reference date for overdue TODOs, year first: 2024-04-01 "
                                               "(default: today).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Show only the newest N "
                                               "timeline entries and change groups (default: all).")] = None,
@@ -151,10 +150,7 @@ def history_cmd(
     from xlcrm.history import customer_history
 
     lg = _lang(lang)
-    try:
-        ref_day = date.fromisoformat(today) if today else None
-    except ValueError:
-        raise typer.BadParameter(f"{today!r} is not a date; use YYYY-MM-DD", param_hint="--today") from None
+    ref_day = parse_date(today)
     try:
         conn, schema = _open(master, config)
         try:

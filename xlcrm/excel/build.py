@@ -26,6 +26,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xlcrm.errors import XlcrmError
 
@@ -98,9 +99,34 @@ def patch_xlwings_module(source: str) -> str:
     return source.replace(old, new)
 
 
+def _pyopenvba() -> Any:
+    """pyOpenVBA's ``ExcelFile``, or one line saying how to install the version the build is pinned to."""
+    try:
+        from pyopenvba import ExcelFile
+    except ImportError:
+        raise XlcrmError(f"building the add-in needs pyOpenVBA: pip install \"{_pyopenvba_requirement()}\" "
+                         "(installing it is not needed for `xlcrm addin install`, which uses the add-in "
+                         "shipped with xlcrm)") from None
+    return ExcelFile
+
+
+def _pyopenvba_requirement() -> str:
+    """The pin in xlcrm's own metadata (its test extra), so the hint names the version the build needs."""
+    from importlib import metadata
+
+    try:
+        for req in metadata.requires("xlcrm") or ():
+            name = req.split(";")[0].strip()
+            if name.lower().startswith("pyopenvba"):
+                return name
+    except metadata.PackageNotFoundError:
+        pass
+    return "pyOpenVBA"
+
+
 def intended_modules(template: bytes | None = None) -> dict[str, str]:
     """Module name -> source the built add-in must hold (the template's, with our two edits)."""
-    from pyopenvba import ExcelFile
+    ExcelFile = _pyopenvba()
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "template.xlam"
@@ -113,7 +139,7 @@ def intended_modules(template: bytes | None = None) -> dict[str, str]:
 
 
 def _vba_project(template: bytes) -> bytes:
-    from pyopenvba import ExcelFile
+    ExcelFile = _pyopenvba()
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "template.xlam"
