@@ -78,12 +78,13 @@ class Master:
     # --- the weekly loop ------------------------------------------------------------------------------
 
     def merge(self, inputs: Sequence[str | Path], *, dry_run: bool = False, strict: bool = False,
-              today: dt.date | None = None, progress: Callable[..., None] | None = None) -> MergeReport:
+              today: dt.date | None = None, progress: Callable[..., None] | None = None,
+              skip_unreadable: bool = False) -> MergeReport:
         """Merge staff workbooks (files or folders) into the master: ``xlcrm merge``."""
         from xlcrm.merge import merge
 
         return merge(inputs, self.path, self.schema, dry_run=dry_run, strict=strict, today=today,
-                     progress=progress, password=self.password)
+                     progress=progress, password=self.password, skip_unreadable=skip_unreadable)
 
     def resolve(self) -> ResolveReport:
         """Apply the decisions typed into the review sheets now: ``xlcrm resolve``."""
