@@ -10,8 +10,8 @@ the master database: every row carries its company's number in 備考 (``真:<n>
 * a planted re-entry is *found* when it was linked to its company (one record for the number) or its
   two records are on 重複候補 together (one pair or one group);
 * a *wrong link* is a row linked to another company (its 備考 differs: a 競合 on 備考);
-* *review rows* are the rows of 重複候補 (pairs, or a group's members) and *beyond the planted* those
-  that do not join a re-entry to its company;
+* *review rows* are the rows of 重複候補 (one per pair; *groups* counts its グループ, the decisions a
+  person has to make at most) and *beyond the planted* those that do not join a re-entry to its company;
 * precision / recall / F1 count pairs: linked and proposed pairs against the planted ones.
 """
 
@@ -64,22 +64,13 @@ def figures(db_path: Path, planted: int) -> dict[str, Any]:
     by_tag: dict[str, list[str]] = defaultdict(list)
     for rid, t in tag.items():
         by_tag[t].append(rid)
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(duplicates)")}
-    pairs: list[tuple[str, str]] = []
-    rows = 0
-    if "group_id" in cols:
-        groups: dict[Any, list[tuple[str, str]]] = defaultdict(list)
-        for g, a, b in conn.execute("SELECT group_id, a_id, b_id FROM duplicates WHERE status = 'pending' "
-                                    "AND entity = 'customers'"):
-            groups[g].append((a, b))
-        for g, ps in groups.items():
-            members = {x for p in ps for x in p}
-            rows += len(members) if g is not None else len(ps)
-            pairs += ps
-    else:
-        pairs = list(conn.execute("SELECT a_id, b_id FROM duplicates WHERE status = 'pending' AND "
-                                  "entity = 'customers'"))
-        rows = len(pairs)
+    from xlcrm.masterbook import duplicate_groups
+
+    pending = [{"pair_id": i, "entity": "customers", "a_id": a, "b_id": b} for i, a, b in conn.execute(
+        "SELECT pair_id, a_id, b_id FROM duplicates WHERE status = 'pending' AND entity = 'customers'")]
+    pairs = [(p["a_id"], p["b_id"]) for p in pending]
+    rows = len(pairs)
+    groups = len(set(duplicate_groups(pending).values()))
     wrong_links = conn.execute("SELECT count(*) FROM conflicts WHERE entity = 'customers' AND field = 'notes'"
                                ).fetchone()[0]
     linked = sum(1 for ids in by_tag.values() if len(ids) == 1) - (len(by_tag) - planted)
@@ -94,7 +85,7 @@ def figures(db_path: Path, planted: int) -> dict[str, Any]:
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     customers = len(by_tag)
     beyond = max(rows - 2 * len(proposed_tags), 0)
-    return {"customers": customers, "records": len(tag), "review_pairs": len(pairs), "review_rows": rows,
+    return {"customers": customers, "records": len(tag), "review_rows": rows, "review_groups": groups,
             "rows_per_1000": round(1000 * rows / customers, 2),
             "rows_beyond_planted_per_100": round(100 * beyond / customers, 3),
             "linked": linked, "proposed_planted": len(proposed_tags & planted_tags), "found": found,

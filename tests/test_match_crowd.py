@@ -147,3 +147,92 @@ def test_a_common_name_counts_for_less() -> None:
     r = [m for m in index.find(rare) if m.other_id == "R"]
     assert c and r and c[0].score < r[0].score
     assert any(e.startswith("よくある名称") for e in c[0].evidence)
+
+
+def run_cli(*args: str) -> dict:
+    from xlcrm.cli import _register, app
+
+    _register()
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def three_alike(tmp_path: Path) -> Path:
+    # one company typed three times by three colleagues: no phone or e-mail to link it certainly
+    rows = [("株式会社アイウエ商事", "福岡市博多区博多駅前1丁目3番4号", "佐藤"),
+            ("アイウエ商事(株)", "福岡市博多区博多駅前1-3-4", "鈴木"),
+            ("㈱アイウエ商事", "博多駅前一丁目3-4 駅前ビル", "田中")]
+    books = [book(tmp_path / f"{i}.xlsx", {"customers": [customer(
+        name, kana="アイウエショウジ", postal_code="812-0011", prefecture="福岡県", address=addr)]}, owner=who)
+        for i, (name, addr, who) in enumerate(rows)]
+    master = tmp_path / "m" / "master.xlsx"
+    run_merge(books, master)
+    return master
+
+
+def test_records_that_all_look_alike_are_one_group_with_one_decision(tmp_path: Path) -> None:
+    from merge_fixtures import edit_cells
+
+    master = three_alike(tmp_path)
+    pairs = sheet_rows(master, "重複候補")
+    assert len(pairs) == 3 and {p["グループ"] for p in pairs} == {1}
+    # one 統合 on the group's first row merges all three into the oldest record
+    edit_cells(master, "重複候補", {"候補番号": pairs[0]["候補番号"]}, {"判断": "統合"})
+    out = run_cli("resolve", "--master", str(master))
+    assert out["duplicates_pending"] == 0
+    assert list(records(master)) == ["C-000001"]
+    assert sheet_rows(master, "重複候補") == []
+
+
+def test_a_group_whose_rows_disagree_decides_only_the_rows_that_say_something(tmp_path: Path) -> None:
+    from merge_fixtures import edit_cells
+
+    master = three_alike(tmp_path)
+    pairs = sheet_rows(master, "重複候補")
+    edit_cells(master, "重複候補", {"候補番号": pairs[0]["候補番号"]}, {"判断": "別"})
+    edit_cells(master, "重複候補", {"候補番号": pairs[1]["候補番号"]}, {"判断": "保留"})
+    out = run_cli("resolve", "--master", str(master))
+    assert out["duplicates_pending"] == 2 and len(records(master)) == 3
+
+
+def test_a_contact_person_typed_by_two_colleagues_is_proposed_and_merged_on_decision(tmp_path: Path) -> None:
+    from merge_fixtures import edit_cells
+
+    a = book(tmp_path / "a.xlsx", {
+        "customers": [customer("株式会社青空商事", email="info@aozora.co.jp")],
+        "contacts": [{"customer": "株式会社青空商事", "name": "山田 太郎", "email": "T.Yamada@aozora.co.jp",
+                      "phone": "03-1234-5678", "title": "部長"},
+                     {"customer": "株式会社青空商事", "name": "山田 花子", "email": "h.yamada@aozora.co.jp"}]})
+    b = book(tmp_path / "b.xlsx", {
+        "customers": [customer("青空商事(株)", email="INFO@aozora.co.jp")],
+        "contacts": [{"customer": "青空商事(株)", "name": "山田太郎", "email": "t.yamada@aozora.co.jp",
+                      "phone": "0312345678", "mobile": "090-1111-2222"}]}, owner="鈴木")
+    master = tmp_path / "m" / "master.xlsx"
+    out = run_merge([a, b], master)
+    assert len(records(master)) == 1  # the customer linked by its e-mail
+    assert len(records(master, "contacts")) == 3
+    pairs = sheet_rows(master, "重複候補")
+    assert out["duplicates_new"] == 1 and len(pairs) == 1
+    assert {pairs[0]["ID (A)"], pairs[0]["ID (B)"]} == set(list(records(master, "contacts"))[::2])
+    assert "同じ顧客の担当者" in pairs[0]["根拠"] and "メールアドレスが一致" in pairs[0]["根拠"]
+    edit_cells(master, "重複候補", {"候補番号": pairs[0]["候補番号"]}, {"判断": "統合"})
+    run_cli("resolve", "--master", str(master))
+    contacts = records(master, "contacts")
+    assert len(contacts) == 2
+    taro = next(c for c in contacts.values() if c["title"] == "部長")
+    assert taro["mobile"] == "090-1111-2222"  # the empty field filled from the other record
+    assert sheet_rows(master, "重複候補") == []
+
+
+def test_a_customer_typed_twice_in_one_workbook_is_matched_with_the_same_model(tmp_path: Path) -> None:
+    a = book(tmp_path / "a.xlsx", {"customers": [
+        hakata("株式会社アイウエ商事", "アイウエショウジ", "1丁目3番4号", "092-411-1001", "info@aiue.co.jp"),
+        hakata("アイウエ商事(株)", "アイウエショウジ", "1-3-4", "0924111001", None),  # the same, again
+        hakata("株式会社アイウオ商事", "アイウオショウジ", "1丁目5番6号", "092-411-1002", "info@aiuo.co.jp"),
+        hakata("(株)アイウエ商事", "アイウエショウジ", "1-3-4 駅前ビル", None, None)]})  # again, no phone
+    master = tmp_path / "m" / "master.xlsx"
+    out = run_merge([a], master)
+    assert len(records(master)) == 3  # the second row linked to the first by its phone
+    pairs = sheet_rows(master, "重複候補")
+    assert out["duplicates_new"] == 1 and {pairs[0]["ID (A)"], pairs[0]["ID (B)"]} == {"C-000001", "C-000003"}

@@ -81,6 +81,7 @@ LATER = ("保留", "Later")
 _H: dict[str, tuple[str, str]] = {
     "decision": ("判断", "Decision"),
     "pair": ("候補番号", "Pair no."),
+    "group": ("グループ", "Group"),
     "score": ("スコア", "Score"),
     "evidence": ("根拠", "Evidence"),
     "choose": ("採用", "Keep"),
@@ -442,11 +443,14 @@ def _duplicates_sheet(wb: XlcrmWorkbook, conn: sqlite3.Connection, schema: Schem
     compare = _compare_columns(schema)
     choices = ["統合", "別", "保留"] if lang == "ja" else ["Merge", "Different", "Later"]
     columns = [_decision_column(_h("decision", lang), choices), TableColumn(_h("pair", lang), 10, key="pair"),
-               TableColumn(_h("score", lang), 8, "0.00"), TableColumn(_h("evidence", lang), 40),
+               TableColumn(_h("group", lang), 10), TableColumn(_h("score", lang), 8, "0.00"),
+               TableColumn(_h("evidence", lang), 40),
                TableColumn(_h("workbook", lang), 20), TableColumn("ID (A)", 11), TableColumn("ID (B)", 11)]
     for c in compare:
         columns += [TableColumn(f"{c.label(lang)} (A)", c.width), TableColumn(f"{c.label(lang)} (B)", c.width)]
     pairs = db.duplicates(conn)
+    groups = duplicate_groups(pairs)
+    pairs.sort(key=lambda p: (groups[p["pair_id"]], p["pair_id"]))
     cache: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     def rec(ekey: str, rid: str) -> dict[str, Any]:
@@ -457,13 +461,38 @@ def _duplicates_sheet(wb: XlcrmWorkbook, conn: sqlite3.Connection, schema: Schem
     rows = []
     for p in pairs:
         a, b = rec(p["entity"], p["a_id"]), rec(p["entity"], p["b_id"])
-        row: list[Any] = [None, p["pair_id"], p["score"], " / ".join(p["evidence"]), p["source_file"],
-                          p["a_id"], p["b_id"]]
+        row: list[Any] = [None, p["pair_id"], groups[p["pair_id"]], p["score"], " / ".join(p["evidence"]),
+                          p["source_file"], p["a_id"], p["b_id"]]
         for c in compare:
             row += [_label_value(c, a.get(c.key), lang), _label_value(c, b.get(c.key), lang)]
         rows.append(row)
     write_table(wb, ws, "tbl_duplicates", columns, rows)
     _protect(ws)
+
+
+def duplicate_groups(pairs: Sequence[Mapping[str, Any]]) -> dict[int, int]:
+    """Pair number -> group number: pairs that share a record, directly or through others, are one
+    group (records that all look alike), numbered 1, 2, ... in the order of their first pair."""
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(x: tuple[str, str]) -> tuple[str, str]:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    ordered = sorted(pairs, key=lambda p: p["pair_id"])
+    for p in ordered:
+        a, b = root((p["entity"], p["a_id"])), root((p["entity"], p["b_id"]))
+        if a != b:
+            parent[b] = a
+    numbers: dict[tuple[str, str], int] = {}
+    out: dict[int, int] = {}
+    for p in ordered:
+        r = root((p["entity"], p["a_id"]))
+        out[p["pair_id"]] = numbers.setdefault(r, len(numbers) + 1)
+    return out
 
 
 def _conflicts_sheet(wb: XlcrmWorkbook, conn: sqlite3.Connection, schema: Schema, lang: Lang,
@@ -666,7 +695,7 @@ def read_decisions(master: Path, book: Any | None = None, *, password: str | Non
     book = book or _book(master, password)
     out = Decisions()
     _word_decisions(master, book, "duplicates", "pair", DUPLICATE_DECISIONS,
-                    "統合 / 別 / 保留 (Merge / Different / Later)", out.duplicates, out.warnings)
+                    "統合 / 別 / 保留 (Merge / Different / Later)", out.duplicates, out.warnings, group="group")
     found = _sheet_rows(book, SHEETS["conflicts"])
     if found and found[1]:
         _name, rows = found
@@ -691,25 +720,44 @@ def read_decisions(master: Path, book: Any | None = None, *, password: str | Non
 
 
 def _word_decisions(master: Path, book: Any, sheet: str, key: str, words: dict[str, str], allowed: str,
-                    into: dict[int, str], warnings: list[str]) -> None:
-    """A review sheet whose decision column takes one of a few words (重複候補, 削除候補)."""
+                    into: dict[int, str], warnings: list[str], group: str | None = None) -> None:
+    """A review sheet whose decision column takes one of a few words (重複候補, 削除候補).
+
+    With a ``group`` column (重複候補), a decision written on one row of a group holds for the rows of
+    that group left empty: one decision per group of look-alikes; a row's own word still wins, and a group
+    whose rows say different things decides only the rows that say something."""
     found = _sheet_rows(book, SHEETS[sheet])
     if not (found and found[1]):
         return
     name, rows = found
-    idx = _header_index(rows[0], "decision", key)
+    idx = _header_index(rows[0], "decision", key, *((group,) if group else ()))
     if "decision" not in idx or key not in idx:
         return
+    gi = idx.get(group) if group else None
+    said: dict[int, set[str]] = {}  # group -> the actions its rows say (later included)
+    silent: list[tuple[int, int]] = []  # (group, number) of rows without a word
     for r, row in enumerate(rows[1:], start=2):
         word = _word(row[idx["decision"]]) if idx["decision"] < len(row) else ""
         number = _int(row[idx[key]]) if idx[key] < len(row) else None
-        if not word or number is None:
+        g = _int(row[gi]) if gi is not None and gi < len(row) else None
+        if number is None:
+            continue
+        if not word:
+            if g is not None:
+                silent.append((g, number))
             continue
         action = words.get(word)
         if action is None:
             warnings.append(f"{master.name} {name}!A{r}: {row[idx['decision']]!r} is not one of {allowed}; "
                             "left pending")
-        elif action != "later":
+            continue
+        if g is not None:
+            said.setdefault(g, set()).add(action)
+        if action != "later":
+            into[number] = action
+    for g, number in silent:
+        actions = said.get(g)
+        if actions is not None and len(actions) == 1 and (action := next(iter(actions))) != "later":
             into[number] = action
 
 

@@ -417,6 +417,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "address_floor_differs": ("番地は同じで建物・階が違う ({0} / {1})",
                               "Same street number, different building or floor ({0} / {1})"),
     "common_name": ("よくある名称 (同名 {0} 件)", "Common name ({0} records share it)"),
+    "common_email": ("多くの顧客が使うメールアドレス ({0} 件)", "E-mail address shared by {0} records"),
 }
 
 #: Comparison levels whose weight is learnt from how often each occurs: (m, u) = the probability of the
@@ -749,9 +750,9 @@ class _Pair:
     form_differs: bool
 
 
-def _compare(q: CustomerKeys, o: CustomerKeys, common: tuple[int, int] = (1, 1)) -> _Pair:
-    """The evidence of a pair; ``common``: how many known records share the looked-up record's exact name
-    and its postal code (each counting the record itself), for the term-frequency adjustment."""
+def _compare(q: CustomerKeys, o: CustomerKeys, common: tuple[int, int, int] = (1, 1, 1)) -> _Pair:
+    """The evidence of a pair; ``common``: how many known records share the looked-up record's exact name,
+    its postal code and its e-mail (each counting the record itself), for the term-frequency adjustment."""
     codes: list[str] = []
     args: list[tuple[Any, ...]] = []
     w = 0.0
@@ -780,6 +781,9 @@ def _compare(q: CustomerKeys, o: CustomerKeys, common: tuple[int, int] = (1, 1))
     email = bool(q.email and q.email == o.email)
     if email:
         ev("email", W_EMAIL, q.email)
+        shared = _common_email_bits(common[2])
+        if shared:  # one accountant's or head office's mailbox on many customers
+            ev("common_email", -shared, common[2])
     shared_phone = next((p for p in q.phones if p in o.phones), None)
     if shared_phone is not None:
         ev("phone", W_PHONE, q.shown.get(shared_phone, shared_phone))  # formatted by _match, if shown
@@ -911,6 +915,12 @@ def _common_name_bits(n: int) -> float:
     return min(round(2 * log2(n / 8)) / 2, 4.0) if n > 8 else 0.0
 
 
+def _common_email_bits(n: int) -> float:
+    """Term frequency of an e-mail address: one bit less for each doubling beyond 4 records (a company
+    typed a few times shares its own), at most 6 (one accountant's mailbox on thirty clients)."""
+    return min(round(2 * log2(n / 4)) / 2, 6.0) if n > 4 else 0.0
+
+
 def _common_postal_bits(n: int) -> float:
     """Term frequency of a postal code: a code held by up to 64 records weighs in full, one bit less for
     each doubling beyond, nothing from 256 on (a business district where thousands share one code)."""
@@ -956,7 +966,7 @@ def compare(a: Mapping[str, Any] | CustomerKeys, b: Mapping[str, Any] | Customer
     return _match(ka, kb, other_id, 0 if lang == "ja" else 1)
 
 
-def _match(q: CustomerKeys, o: CustomerKeys, other_id: str, li: int, common: tuple[int, int] = (1, 1)
+def _match(q: CustomerKeys, o: CustomerKeys, other_id: str, li: int, common: tuple[int, int, int] = (1, 1, 1)
            ) -> Match | None:
     if _hopeless(q, o):
         return None
@@ -1137,7 +1147,7 @@ class MatchIndex:
             return []
         li = self._lang
         out: list[Match] = []
-        common = (self._count("n", q.name), self._count("z", q.postal))
+        common = (self._count("n", q.name), self._count("z", q.postal), self._count("e", q.email or ""))
         for other_id in supported:  # all in cand
             del cand[other_id]
             m = _match(q, known[other_id], other_id, li, common)
@@ -1215,3 +1225,43 @@ def _near_ids(q: CustomerKeys, cand: Mapping[str, str], days: Mapping[str, str],
     if big:
         hits.update(i for i in cand if i not in hits and any(i in ids for ids in big))
     return list(hits)
+
+
+# --- contact persons (担当者) -----------------------------------------------------------------------
+
+#: The contacts columns contact matching reads.
+CONTACT_COLUMNS = ("name", "kana", "email", "phone", "mobile")
+_CONTACT_TEXTS: dict[str, tuple[str, str]] = {
+    "same_customer": ("同じ顧客の担当者", "Contact of the same customer"),
+    "person_name": ("氏名が一致 ({0})", "Same name ({0})"),
+}
+
+
+def contact_keys(record: Mapping[str, Any]) -> CustomerKeys:
+    """A contact person (``{column key: value}`` of the contacts sheet) folded like an individual customer:
+    name with or without its space, variant kanji, e-mail case, phone and mobile digits."""
+    get = record.get
+    return _fold("individual", get("name"), get("kana"), None, get("email"), get("phone"), get("mobile"),
+                 None, None, None, None)
+
+
+def same_contact(q: CustomerKeys, o: CustomerKeys, other_id: str, *, lang: str = "ja") -> Match | None:
+    """Two contacts of one customer that may be one person typed by two colleagues: what the person
+    model says (:func:`compare`), or - since both work for the same customer - the same name alone when
+    no phone or e-mail on both rows says otherwise.  Always a 重複候補 (``probable``): a person decides."""
+    li = 0 if lang == "ja" else 1
+    m = _match(q, o, other_id, li)
+    same_name = bool(q.name and q.name == o.name) or bool(q.kana and q.kana == o.kana and _ratio(q.name, o.name) >= 0.5)
+    if m is None:
+        if not same_name:
+            return None
+        if q.phones and o.phones and not set(q.phones) & set(o.phones):
+            return None
+        if q.email and o.email and q.email != o.email:
+            return None
+        evidence = (_CONTACT_TEXTS["person_name"][li].format(q.shown.get("name", q.name)),)
+        m = Match(other_id, "probable", _score(PROBABLE_AT), evidence, ("person_name",))
+    elif "given_name_differs" in m.codes:
+        return None
+    return Match(other_id, "probable", m.score, (*m.evidence, _CONTACT_TEXTS["same_customer"][li]),
+                 (*m.codes, "same_customer"))

@@ -415,6 +415,9 @@ class Merger:
         #: (source index, customers row) -> resolved customer id, for the children's references.
         self.customer_of_row: dict[tuple[int, int], str] = {}
         self._matcher: Any = None
+        #: customer id -> its contacts (id, and their match keys once folded), built when a new contact
+        #: needs it (:meth:`_contact_duplicates`)
+        self._contacts_of: dict[Any, list[list[Any]]] | None = None
         #: entity -> the records table's last rowid before this run's new records went in
         self._rowid0: dict[str, int] = {}
         #: the agreed edits _judge applied last, with the file each came from
@@ -700,6 +703,8 @@ class Merger:
                             else:
                                 index.add_keys(rid, index.keys_for_values(vals))
                             self.customer_of_row[(si, row)] = rid
+                        elif ekey == "contacts" and ref_i is not None:
+                            self._contact_duplicates(entity, rid, vals, ref_i, recs, states)
                         new_origins.append((ekey, fp, rid))
                         base_rows[rid] = None  # its base is copied from the inserted record (below)
                         created_here.append(rid)
@@ -827,6 +832,37 @@ class Merger:
                              run_id=self.run_id)
         if conflict_values:
             db.add_conflict_values(self.conn, conflict_values)
+
+    def _contact_duplicates(self, entity: Entity, rid: str, vals: Sequence[Any], ref_i: int,
+                            recs: Mapping[str, tuple[Any, ...]], states: Mapping[str, Any]) -> None:
+        """A new contact person that may be one its customer already has, typed again by a colleague
+        (山田 太郎 / 山田太郎, the e-mail in capitals, the phone without hyphens): 重複候補 for a person,
+        never linked silently.  Only the contacts of the same customer are compared."""
+        from xlcrm.match import contact_keys, proposals, same_contact
+
+        keys = entity.keys
+        index = self._contacts_of
+        if index is None:
+            index = {}
+            for other, v in recs.items():
+                if other not in states:
+                    index.setdefault(v[ref_i], []).append([other, None])
+            self._contacts_of = index
+        q = contact_keys(dict(zip(keys, vals, strict=True)))
+        found = []
+        mine = index.setdefault(vals[ref_i], [])
+        for entry in mine:
+            if entry[1] is None:
+                entry[1] = contact_keys(dict(zip(keys, recs[entry[0]], strict=True)))
+            m = same_contact(q, entry[1], entry[0], lang=self.lang)
+            if m is not None:
+                found.append(m)
+        found.sort(key=lambda m: (-m.score, m.other_id))
+        for m in proposals(found):
+            if db.add_duplicate(self.conn, entity.key, rid, m.other_id, score=m.score, kind=m.kind,
+                                evidence=m.evidence, run_id=self.run_id):
+                self.duplicates_new += 1
+        mine.append([rid, q])
 
     def _edited_into_duplicates(self, entity: Entity, recs: Mapping[str, tuple[Any, ...]],
                                 states: dict[str, tuple[str, str | None]], created: dict[str, list[Any]]) -> None:

@@ -89,11 +89,14 @@ def combine_dm(a: Any, b: Any) -> Any:
 
 
 def combine_customers(conn: sqlite3.Connection, schema: Schema, a_id: str, b_id: str, *, run_id: int,
-                      at: str, who: str, how: str = "merge", lang: Lang = "ja") -> str:
-    """Merge customers ``a_id`` and ``b_id`` into the older one; returns the survivor's id."""
-    entity = schema.entity("customers")
-    a_id, _ = survivor_of(conn, schema, "customers", a_id)
-    b_id, _ = survivor_of(conn, schema, "customers", b_id)
+                      at: str, who: str, how: str = "merge", lang: Lang = "ja", entity_key: str = "customers") -> str:
+    """Merge customers ``a_id`` and ``b_id`` into the older one; returns the survivor's id.
+
+    ``entity_key="contacts"`` merges two contact persons the same way (empty fields filled, the other's
+    phone and e-mail kept in 備考); the rows attached to a customer follow only a customer."""
+    entity = schema.entity(entity_key)
+    a_id, _ = survivor_of(conn, schema, entity_key, a_id)
+    b_id, _ = survivor_of(conn, schema, entity_key, b_id)
     if a_id == b_id:
         return a_id
     keep, other = sorted((a_id, b_id), key=_id_number)
@@ -132,13 +135,13 @@ def combine_customers(conn: sqlite3.Connection, schema: Schema, a_id: str, b_id:
     db.update_fields(conn, entity, changes, run_id=run_id)
     db.set_state(conn, entity, other, "merged", keep, run_id=run_id)
     history.append((run_id, at, entity.key, other, "_merged_into", None, keep, None, who, how))
-    for child in schema:
+    for child in schema if entity_key == "customers" else ():
         if child.key == "customers" or child.ref_column is None:
             continue
         for cid in db.repoint(conn, child, other, keep, run_id=run_id):
             history.append((run_id, at, child.key, cid, child.ref_column.key, other, keep, None, who, how))
-    db.repoint_duplicates(conn, "customers", other, keep)
-    db.repoint_conflicts(conn, "customers", other, keep)
+    db.repoint_duplicates(conn, entity_key, other, keep)
+    db.repoint_conflicts(conn, entity_key, other, keep)
     db.add_history(conn, history)
     return keep
 
@@ -179,9 +182,11 @@ def apply_decisions(conn: sqlite3.Connection, schema: Schema, decisions: Any, *,
             continue  # decided before, or no longer pending
         if action == "merge":
             combine_customers(conn, schema, p["a_id"], p["b_id"], run_id=run_id, at=at, who=who,
-                              how="decision", lang=lang)
+                              how="decision", lang=lang, entity_key=p["entity"])
             db.decide_duplicate(conn, pair_id, "merged", run_id=run_id, at=at)
             rep.merged += 1
+            # the merged-away record's other pairs now name the survivor, or closed (a group's pairs)
+            pairs = {p["pair_id"]: p for p in db.duplicates(conn)}
         elif action == "different":
             db.decide_duplicate(conn, pair_id, "different", run_id=run_id, at=at)
             rep.different += 1
