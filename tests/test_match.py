@@ -576,10 +576,11 @@ def test_find_agrees_with_comparing_every_candidate(team: list[tuple[str, dict[s
     for rid, rec in team:
         keys = index.keys_for(rec)
         expected = []
+        common = index.frequencies(keys)
         for other in index.candidates(keys) - {rid}:
-            kind = _decide(_compare(keys, customer_keys(records[other])))
+            kind = _decide(_compare(keys, customer_keys(records[other]), common))
             if kind is not None:
-                m = compare(keys, records[other], other_id=other)
+                m = compare(keys, records[other], other_id=other, common=common)
                 assert m is not None and m.kind == kind
                 expected.append(m)
         expected.sort(key=lambda m: (m.kind != "certain", -m.score, m.other_id))

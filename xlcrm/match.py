@@ -959,11 +959,12 @@ _SHOWN_PARSERS = {"phone": normalize.phone, "postal_code": normalize.postal, "ph
 
 
 def compare(a: Mapping[str, Any] | CustomerKeys, b: Mapping[str, Any] | CustomerKeys, *,
-            lang: str = "ja", other_id: str = "") -> Match | None:
-    """Compare two records directly (no index): the match of ``b`` for ``a``, or None."""
+            lang: str = "ja", other_id: str = "", common: tuple[int, int, int] = (1, 1, 1)) -> Match | None:
+    """Compare two records directly (no index): the match of ``b`` for ``a``, or None.  ``common``: how
+    many records share ``a``'s name, postal code and e-mail (:meth:`MatchIndex.frequencies`)."""
     ka = a if isinstance(a, CustomerKeys) else customer_keys(a)
     kb = b if isinstance(b, CustomerKeys) else customer_keys(b)
-    return _match(ka, kb, other_id, 0 if lang == "ja" else 1)
+    return _match(ka, kb, other_id, 0 if lang == "ja" else 1, common)
 
 
 def _match(q: CustomerKeys, o: CustomerKeys, other_id: str, li: int, common: tuple[int, int, int] = (1, 1, 1)
@@ -1090,6 +1091,11 @@ class MatchIndex:
                 if not ids:
                     del by_value[value]
 
+    def frequencies(self, keys: CustomerKeys) -> tuple[int, int, int]:
+        """How many known records share the exact name, the postal code and the e-mail of ``keys``, each
+        counting the record looked up (the term frequencies a lookup weighs its evidence by)."""
+        return self._count("n", keys.name), self._count("z", keys.postal), self._count("e", keys.email or "")
+
     def _count(self, tag: str, value: str) -> int:
         """Records holding blocking key ``value`` of kind ``tag``, plus the one looked up."""
         if not value:
@@ -1147,7 +1153,7 @@ class MatchIndex:
             return []
         li = self._lang
         out: list[Match] = []
-        common = (self._count("n", q.name), self._count("z", q.postal), self._count("e", q.email or ""))
+        common = self.frequencies(q)
         for other_id in supported:  # all in cand
             del cand[other_id]
             m = _match(q, known[other_id], other_id, li, common)
