@@ -50,7 +50,8 @@ from xlcrm.fakedata import (
     corporate_number,
 )
 from xlcrm.schema import DEFAULT_SCHEMA
-from xlcrm.search import FTS_TABLE, ROWS_TABLE, VOCAB_TABLE, build_index, search, update_index
+from xlcrm.search import search
+from xlcrm.searchindex import FTS_TABLE, ROWS_TABLE, VOCAB_TABLE, build_index, update_index
 
 S = DEFAULT_SCHEMA
 OWNERS = ("佐藤 花子", "鈴木 一郎", "高橋 健", "田中 美咲", "伊藤 大輔", "渡辺 直樹", "山本 陽子", "中村 誠")

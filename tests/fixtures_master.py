@@ -190,7 +190,7 @@ def build_master(directory: Path, schema: Schema = DEFAULT_SCHEMA, *, index: boo
             insert(conn, schema, "todos", TODOS)
             insert_history(conn, HISTORY)
         if index:
-            from xlcrm.search import build_index
+            from xlcrm.searchindex import build_index
 
             build_index(conn, schema)
     finally:

@@ -21,20 +21,19 @@ from xlcrm.errors import XlcrmError
 from xlcrm.normalize import fold_search, phone_digits
 from xlcrm.resolve import combine_customers
 from xlcrm.schema import DEFAULT_SCHEMA, Schema, build_schema
-from xlcrm.search import (
+from xlcrm.search import SearchHit, search
+from xlcrm.searchindex import (
     COMPANY_KEY,
     FTS_TABLE,
     ROWS_TABLE,
     VOCAB_TABLE,
-    SearchHit,
-    _company_fold,
-    _digits_many,
-    _fold_column,
-    _fold_many,
     build_index,
+    digits_many,
+    fold_column,
+    fold_company,
+    fold_many,
     index_is_current,
     indexed_columns,
-    search,
     trigram_available,
     update_index,
 )
@@ -377,8 +376,8 @@ _text = st.text(alphabet=st.sampled_from(_TRICKY), max_size=12)
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_text, max_size=8))
 def test_batch_folding_equals_fold_search(values: list[str]) -> None:
-    assert _fold_many(values) == [fold_search(v) for v in values]
-    assert _digits_many(values) == [phone_digits(v) for v in values]
+    assert fold_many(values) == [fold_search(v) for v in values]
+    assert digits_many(values) == [phone_digits(v) for v in values]
 
 
 @settings(max_examples=200, deadline=None)
@@ -387,16 +386,16 @@ def test_fold_column_equals_value_by_value(values: list[object]) -> None:
     def one(fn: object, v: object) -> str | None:
         return None if v is None else (fn(v) or None)  # type: ignore[operator]
 
-    assert _fold_column(values, "fold") == [one(fold_search, v) for v in values]
-    assert _fold_column(values, "digits") == [one(phone_digits, v) for v in values]
-    assert _fold_column(values, "company") == [one(_company_fold, v) for v in values]
+    assert fold_column(values, "fold") == [one(fold_search, v) for v in values]
+    assert fold_column(values, "digits") == [one(phone_digits, v) for v in values]
+    assert fold_column(values, "company") == [one(fold_company, v) for v in values]
 
 
 def test_batch_folding_on_realistic_values() -> None:
     values = ["株式会社 山田製作所", "ﾔﾏﾀﾞ ｾｲｻｸｼｮ", "やまだ　たろう", "03ー1234ー5678", "ＩＮＦＯ@Example.CO.JP",
               "千代田区丸の内1-2-3 丸の内ビル5F", "スーパー", "", "＋８１ ３-1234-5678", "a|b"]
-    assert _fold_many(values) == [fold_search(v) for v in values]
-    assert _digits_many(values) == [phone_digits(v) for v in values]
+    assert fold_many(values) == [fold_search(v) for v in values]
+    assert digits_many(values) == [phone_digits(v) for v in values]
 
 
 # --- incremental update: the same index as a full rebuild ------------------------------------------
@@ -450,7 +449,7 @@ def fresh(tmp_path: Path) -> Iterator[sqlite3.Connection]:
 @pytest.fixture
 def full_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts full builds, so a test can tell the incremental path from the fallback."""
-    import xlcrm.search as search_mod
+    import xlcrm.searchindex as search_mod
 
     calls: list[int] = []
     real = search_mod.build_index
@@ -556,7 +555,7 @@ def test_update_index_falls_back_to_a_full_build(fresh: sqlite3.Connection, full
     _run(fresh, edit)
     assert len(full_builds) == 2
     # A run that changed too much of the master.
-    monkeypatch.setattr("xlcrm.search.FULL_BUILD_SHARE", 0.0)
+    monkeypatch.setattr("xlcrm.searchindex.FULL_BUILD_SHARE", 0.0)
     _run(fresh, edit)
     assert len(full_builds) == 3
     assert top(fresh, "ABCトレード").customer_id == "C-000003"

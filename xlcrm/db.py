@@ -4,7 +4,7 @@ The master's system of record is one SQLite file beside the master workbook (``m
 ``master.xlsx``): one file to back up, transactions that make a merge all-or-nothing, and an FTS5
 index for search.  Every other module goes through the functions here (reads as well as writes;
 they only open and close transactions themselves), so that a server database could later take
-SQLite's place for a firm that outgrows one file.  The one exception is :mod:`xlcrm.search`: its FTS5
+SQLite's place for a firm that outgrows one file.  The one exception is the search index (:mod:`xlcrm.searchindex`, queried by :mod:`xlcrm.search`): its FTS5
 index is SQLite-specific storage of its own, so the index and the queries that build and rank it stay
 there, the part a server backend would replace alongside this module.
 

@@ -103,7 +103,7 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
                 db.add_history(conn, [(run_id, at, c.entity, c.record_id, c.field, c.old, c.new, None, who, HOW)
                                       for c in changes])
                 db.finish_run(conn, run_id, at)
-                from xlcrm.search import update_index  # 担当営業 may be a search column (xlcrm.toml)
+                from xlcrm.searchindex import update_index  # 担当営業 may be a search column (xlcrm.toml)
 
                 update_index(conn, schema, run_id)
                 book = None

@@ -25,7 +25,8 @@ from xlcrm.db import format_id
 from xlcrm.errors import XlcrmError
 from xlcrm.normalize import company_key, fold_search
 from xlcrm.schema import CLOSED_PHASES, Entity, Lang, Schema
-from xlcrm.search import COMPANY_KEY, search, survivors
+from xlcrm.search import search
+from xlcrm.searchindex import COMPANY_KEY, survivors
 
 _ID_QUERY = re.compile(r"^([a-z])-?0*(\d{1,9})$")
 #: How a change-history row came about (merge and resolve write these keys; same labels as the master

@@ -1315,7 +1315,7 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
                     report.timings["search_index"] = round(time.perf_counter() - started, 3)
                     conn.execute("ROLLBACK")
                 else:
-                    from xlcrm.search import full_build_due
+                    from xlcrm.searchindex import full_build_due
 
                     # A full index build (seconds) and the workbook run side by side in two processes.
                     undo.committing = True
@@ -1904,7 +1904,7 @@ def _import_log(conn: sqlite3.Connection, sources: Sequence[Source], report: Mer
 def _search_index(conn: sqlite3.Connection, schema: Schema, run_id: int) -> None:
     """Bring the add-in's search index up to date with what this run changed (a full build the first
     time, or when most of the master changed)."""
-    from xlcrm.search import update_index
+    from xlcrm.searchindex import update_index
 
     update_index(conn, schema, run_id)
 
