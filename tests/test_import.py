@@ -163,14 +163,18 @@ def test_map_file_reruns_and_edits_take_effect(tmp_path: Path) -> None:
     text = (first / "import-map.toml").read_text(encoding="utf-8")
     edited = tmp_path / "edited.toml"
     # The admin decides the memo column belongs to the contact person.
-    edited.write_text(text.replace('header = "メモ", to = "customers.notes"', 'header = "メモ", to = "contacts.notes"'),
+    assert "prefecture_from_address = true" in text
+    edited.write_text(text.replace('header = "メモ", to = "customers.notes"', 'header = "メモ", to = "contacts.notes"')
+                      .replace("prefecture_from_address = true", "prefecture_from_address = false"),
                       encoding="utf-8")
     second = tmp_path / "second"
     res = run("import", src, "--out", second, "--map", edited, "--owner", "佐藤")
     assert res.exit_code == 0, res.output
     contacts = sheet(second / "佐藤.xlsx", "contacts")
     assert contacts[0]["notes"] == "年末に\n再訪問"
-    assert "年末" not in str(sheet(second / "佐藤.xlsx", "customers"))
+    customers = sheet(second / "佐藤.xlsx", "customers")
+    assert "年末" not in str(customers)
+    assert customers[0]["address"] == "東京都千代田区千代田1-1 山田ビル3F" and "prefecture" not in customers[0]
 
 
 def test_an_unreadable_source_is_one_line_and_the_others_go_on(tmp_path: Path) -> None:

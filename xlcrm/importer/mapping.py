@@ -88,6 +88,8 @@ class SourceMap:
     #: Remarks for the report (a mapped header missing from the file, the prefecture split ...).
     notes: list[str] = field(default_factory=list)
     from_map_file: bool = False
+    #: Split 都道府県 off the start of the address (customer lists without a 都道府県 column).
+    prefecture_from_address: bool = False
 
     def targets(self, entity: str) -> list[ColumnMap]:
         return [c for c in self.columns if c.entity == entity]
@@ -212,8 +214,13 @@ def infer_map(table: SourceTable, schema: Schema, header_idx: int, *, shape: Sha
     else:
         columns = _map_child(shape, headers, folded, body, vocab, schema)
     smap = SourceMap(table.path.name, table.sheet, header_idx + 1, shape, columns)
+    smap.prefecture_from_address = _splits_prefecture(smap)
     check_customer_column(smap, table, schema)
     return smap
+
+
+def _splits_prefecture(smap: SourceMap) -> bool:
+    return smap.shape == "customers" and smap.has("customers.address") and not smap.has("customers.prefecture")
 
 
 def check_customer_column(smap: SourceMap, table: SourceTable, schema: Schema) -> None:
@@ -424,6 +431,7 @@ def dump_maps(maps: Sequence[SourceMap]) -> str:
         "# xlcrm import mapping: edit `to` and run `xlcrm import ... --map import-map.toml` again.",
         '# to = "customers.name" (sheet.column key, see `xlcrm schema`), "notes" (kept in 備考 as',
         '# 元の列名: 値) or "ignore" (left out, listed in the report). shape = customers, activities or deals.',
+        "# prefecture_from_address = true splits 都道府県 off the start of 住所; part = N joins columns in order.",
         f"version = {_MAP_VERSION}",
         "",
     ]
@@ -434,6 +442,8 @@ def dump_maps(maps: Sequence[SourceMap]) -> str:
             lines.append(f"sheet = {_q(m.sheet)}")
         lines.append(f"header_row = {m.header_row}")
         lines.append(f"shape = {_q(m.shape)}")
+        if m.shape == "customers":
+            lines.append(f"prefecture_from_address = {'true' if m.prefecture_from_address else 'false'}")
         lines.append("columns = [")
         for c in m.columns:
             part = f", part = {c.part}" if c.part else ""
@@ -530,5 +540,6 @@ def apply_saved(table: SourceTable, saved: Mapping[str, Any], schema: Schema) ->
         for e in rest:
             notes.append(f"mapped column {e.get('header')!r} ({e.get('column')}) is not in this file")
     smap = SourceMap(table.path.name, table.sheet, header_idx + 1, shape, columns, notes, from_map_file=True)
+    smap.prefecture_from_address = bool(saved.get("prefecture_from_address", _splits_prefecture(smap)))
     check_customer_column(smap, table, schema)
     return smap

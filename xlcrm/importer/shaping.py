@@ -229,7 +229,7 @@ def shape_customers(table: SourceTable, smap: SourceMap, schema: Schema, registr
     company_named = fold_header(company_header) in vocab.company_words and \
         fold_header(company_header) not in {fold_header(a) for a in ("お客様名", "顧客名", "顧客", "Customer name")}
     kind_mapped = "customers.kind" in plan.by_target
-    pref_mapped = "customers.prefecture" in plan.by_target
+    split_prefecture_off = smap.prefecture_from_address and "customers.prefecture" not in plan.by_target
     cust_keys = set(cust_entity.keys)
     for i in range(smap.header_row, len(table.rows)):
         cells = table.rows[i]
@@ -262,7 +262,7 @@ def shape_customers(table: SourceTable, smap: SourceMap, schema: Schema, registr
                     notes.append(f"{cont_entity.column(k).ja}: {_text(v)}")
             contact = {}
         owner = _text(cust["owner"]) if cust.get("owner") is not None else shaped.default_owner
-        if not pref_mapped and "address" in cust:
+        if split_prefecture_off and "address" in cust:
             split = split_prefecture(cust["address"])
             if split:
                 cust["prefecture"], cust["address"] = split[0], split[1] or None
