@@ -346,3 +346,45 @@ def test_a_handout_with_red_rows_is_annotated_again_without_openpyxl(tmp_path: P
     assert len(comments) == 1 and "先頭の0" in next(iter(comments.values()))
     assert validate_workbook(out, S, today=TODAY).frames["customers"]["name"].tolist() == [
         "株式会社青空商事", "緑山工業株式会社"]
+
+
+def test_someone_whose_every_row_was_rejected_still_gets_a_handout(tmp_path: Path) -> None:
+    team = tmp_path / "team"
+    book(team / "佐藤.xlsx", {"customers": [customer("株式会社青空商事")]}, owner="佐藤")
+    book(team / "鈴木.xlsx", {"customers": [customer("緑山工業株式会社", phone=312345678)]}, owner="鈴木")
+    master = tmp_path / "m" / "master.xlsx"
+    merge(master, team)
+    out = tmp_path / "handout"
+    assert "2 workbook(s)" in str(cli("distribute", "--master", master, "--out", out))
+    assert [r["顧客名"] for r in sheet_rows(out / "鈴木.xlsx", "顧客")] == ["緑山工業株式会社"]
+    assert list(red_rows(out / "鈴木.xlsx", "顧客")) == [2]
+    assert "1 workbook(s)" in str(cli("distribute", "--master", master, "--out", tmp_path / "one",
+                                      "--owner", "鈴木"))
+
+
+def test_rejected_rows_stay_with_the_handout_that_holds_them_and_come_back_once(tmp_path: Path) -> None:
+    import shutil
+
+    team = tmp_path / "team"
+    book(team / "佐藤.xlsx", {"customers": [customer("株式会社青空商事"),
+                                           customer("緑山工業株式会社", phone=312345678)]}, owner="佐藤")
+    master = tmp_path / "m" / "master.xlsx"
+    merge(master, team)
+    distribute(master, team)
+    # The handout is not sent back this week; another workbook of 佐藤's is (new customers typed into
+    # a template): the red row stays pending and comes back in the next handout.
+    extra = tmp_path / "extra"
+    book(extra / "佐藤_追加.xlsx", {"customers": [customer("白川物産株式会社")]}, owner="佐藤")
+    merge(master, extra)
+    later = tmp_path / "later"
+    distribute(master, later)
+    names = [r["顧客名"] for r in sheet_rows(later / "佐藤.xlsx", "顧客")]
+    assert sorted(names) == ["株式会社青空商事", "白川物産株式会社", "緑山工業株式会社"]
+    assert len(red_rows(later / "佐藤.xlsx", "顧客")) == 1
+    # The handout and a copy of it both sent back unfixed: the red row still comes back once.
+    shutil.copy(later / "佐藤.xlsx", later / "佐藤 - コピー.xlsx")
+    report = merge(master, later)
+    assert sum(f["counts"]["rejected"] for f in report["files"]) == 2
+    (later / "佐藤 - コピー.xlsx").unlink()
+    distribute(master, later)
+    assert [r["顧客名"] for r in sheet_rows(later / "佐藤.xlsx", "顧客")].count("緑山工業株式会社") == 1

@@ -34,9 +34,10 @@ Bookkeeping tables of merge and distribute (also created by :func:`create_tables
   review queues with their ``status`` ('pending' until decided) — values are JSON text there, since
   one column holds values of any field.
 - ``import_log`` (取込ログ): per run, input file and sheet, the row outcome counts.
-- ``rejected_rows``: per owner, the rows their last merged workbook(s) sent that were rejected, each
-  exactly as typed (``cells``: column key -> cell value, JSON) with its findings; the next
-  ``distribute`` hands them back in place, marked.  Replaced whenever that owner's workbook is merged.
+- ``rejected_rows``: per owner and the workbook holding them (``source``), the rows a merge rejected,
+  each exactly as typed (``cells``: column key -> cell value, JSON) with its findings.  A merge replaces
+  the rows of each workbook it reads; ``distribute`` hands all of an owner's rows back in place, marked,
+  and from then on they are held by that handout.
 - ``meta``: schema version, ``next_id:<entity>`` counters, the master workbook's generation and stat.
 
 Created on first use only: ``provisions`` (提供記録, the third-party provision record export writes).
@@ -164,6 +165,8 @@ def create_tables(conn: sqlite3.Connection, schema: Schema) -> None:
             conn.execute(statement)
     if "source_file" not in {row[1] for row in conn.execute("PRAGMA table_info(duplicates)")}:
         conn.execute("ALTER TABLE duplicates ADD COLUMN source_file TEXT")  # the file that raised the pair
+    if "source" not in {row[1] for row in conn.execute("PRAGMA table_info(rejected_rows)")}:
+        conn.execute("ALTER TABLE rejected_rows ADD COLUMN source TEXT")
     for entity in schema:
         _create_entity_table(conn, entity)
         _create_base_table(conn, entity)
@@ -304,7 +307,7 @@ CREATE TABLE IF NOT EXISTS deletions (
 );
 CREATE TABLE IF NOT EXISTS rejected_rows (
     owner TEXT NOT NULL, entity TEXT NOT NULL, seq INTEGER NOT NULL, record_id TEXT, source_file TEXT,
-    source_row INTEGER, cells TEXT NOT NULL, findings TEXT NOT NULL, run_id INTEGER,
+    source_row INTEGER, cells TEXT NOT NULL, findings TEXT NOT NULL, run_id INTEGER, source TEXT,
     PRIMARY KEY (owner, entity, seq)
 );
 CREATE TABLE IF NOT EXISTS import_log (
@@ -879,7 +882,9 @@ def _cell_json(value: Any) -> Any:
         return {"date": value.isoformat()}
     if isinstance(value, time):
         return {"time": value.isoformat()}
-    return value
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    return str(value)  # anything else a cell reader may give (a duration): shown as text
 
 
 def _cell_from_json(value: Any) -> Any:
@@ -893,34 +898,45 @@ def _cell_from_json(value: Any) -> Any:
     return value
 
 
-def replace_rejected_rows(conn: sqlite3.Connection, owners: Iterable[str],
-                          rows: Iterable[tuple[str, str, str | None, str, int, Mapping[str, Any],
-                                               Sequence[Sequence[Any]]]], *, run_id: int) -> None:
-    """The rejected rows of ``owners`` are now ``rows``: (owner, entity, record id, source file, row,
-    cells, findings as [key, severity, rule, message]); every earlier one of theirs is dropped."""
-    conn.executemany("DELETE FROM rejected_rows WHERE owner = ?", ((o,) for o in owners))
+def replace_rejected_rows(conn: sqlite3.Connection, sources: Iterable[str],
+                          rows: Iterable[Mapping[str, Any]], *, run_id: int | None) -> None:
+    """The rejected rows held by the workbooks ``sources`` are now ``rows`` (dicts as
+    :func:`rejected_rows` returns them, with ``owner`` and ``source``); their earlier ones are dropped."""
+    conn.executemany("DELETE FROM rejected_rows WHERE source = ?", ((s,) for s in sources))
     seq: dict[tuple[str, str], int] = {}
     out = []
-    for owner, entity, rid, source_file, row, cells, findings in rows:
-        n = seq[(owner, entity)] = seq.get((owner, entity), 0) + 1
-        out.append((owner, entity, n, rid, source_file, row,
-                    json.dumps({k: _cell_json(v) for k, v in cells.items()}, ensure_ascii=False),
-                    json.dumps([list(f) for f in findings], ensure_ascii=False), run_id))
+    for r in rows:
+        owner, entity = r["owner"], r["entity"]
+        if (owner, entity) not in seq:
+            seq[(owner, entity)] = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM rejected_rows WHERE owner = ? "
+                                                "AND entity = ?", (owner, entity)).fetchone()[0]
+        n = seq[(owner, entity)] = seq[(owner, entity)] + 1
+        out.append((owner, entity, n, r["record_id"], r["source_file"], r["source_row"],
+                    json.dumps({k: _cell_json(v) for k, v in r["cells"].items()}, ensure_ascii=False),
+                    json.dumps([list(f) for f in r["findings"]], ensure_ascii=False), run_id, r["source"]))
     conn.executemany("INSERT INTO rejected_rows(owner, entity, seq, record_id, source_file, source_row, cells, "
-                     "findings, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", out)
+                     "findings, run_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", out)
+
+
+def hand_back_rejected_rows(conn: sqlite3.Connection, owner: str, workbook_id: str,
+                            rows: Iterable[Mapping[str, Any]]) -> None:
+    """``owner``'s rejected rows are now ``rows``, held by the handout ``workbook_id``."""
+    conn.execute("DELETE FROM rejected_rows WHERE owner = ?", (owner,))
+    replace_rejected_rows(conn, (), ({**r, "owner": owner, "source": workbook_id} for r in rows), run_id=None)
 
 
 def rejected_rows(conn: sqlite3.Connection, owner: str) -> list[dict[str, Any]]:
-    """``owner``'s rejected rows in the order they were typed: entity, record_id, source_file,
-    source_row, cells (column key -> value as typed), findings ([key, severity, rule, message])."""
+    """``owner``'s rejected rows in the order they were typed: entity, record_id, source (the workbook
+    holding it), source_file, source_row, cells (column key -> value as typed), findings ([key,
+    severity, rule, message])."""
     if not table_exists(conn, "rejected_rows"):
         return []
     out = []
-    for entity, rid, source_file, source_row, cells, findings in conn.execute(
-            "SELECT entity, record_id, source_file, source_row, cells, findings FROM rejected_rows "
+    for entity, rid, source, source_file, source_row, cells, findings in conn.execute(
+            "SELECT entity, record_id, source, source_file, source_row, cells, findings FROM rejected_rows "
             "WHERE owner = ? ORDER BY entity, seq", (owner,)):
-        out.append({"entity": entity, "record_id": rid, "source_file": source_file, "source_row": source_row,
-                    "cells": {k: _cell_from_json(v) for k, v in json.loads(cells).items()},
+        out.append({"entity": entity, "record_id": rid, "source": source, "source_file": source_file,
+                    "source_row": source_row, "cells": {k: _cell_from_json(v) for k, v in json.loads(cells).items()},
                     "findings": json.loads(findings)})
     return out
 

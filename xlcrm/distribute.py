@@ -152,6 +152,23 @@ def write_handout(path: Path, schema: Schema, *, owner: str, lang: Lang, rows: d
     return path
 
 
+def held_once(rejected: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each rejected row once, though several workbooks of the owner hold it (the handout and an old
+    copy sent instead): a row is its ID, or without one its cells; a row typed twice in one workbook
+    stays twice."""
+    by_source: dict[Any, dict[tuple[Any, ...], list[dict[str, Any]]]] = {}
+    for r in rejected:
+        same = (r["entity"], r["record_id"]) if r["record_id"] else (r["entity"], repr(sorted(r["cells"].items())))
+        by_source.setdefault(r["source"], {}).setdefault(same, []).append(r)
+    most: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for rows in by_source.values():
+        for same, copies in rows.items():
+            if len(copies) > len(most.get(same, ())):
+                most[same] = copies
+    keep = {id(r) for copies in most.values() for r in copies}
+    return [r for r in rejected if id(r) in keep]
+
+
 def carry_back(schema: Schema, rows: dict[str, list[dict[str, Any]]], rejected: Sequence[dict[str, Any]]
                ) -> list[tuple[str, int, list[Any]]]:
     """Put ``rejected`` rows (:func:`xlcrm.db.rejected_rows`) into ``rows`` in place: a row with the ID
@@ -243,12 +260,14 @@ def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | 
         wid = uuid.uuid4().hex
         wlang: Lang = lang or ("en" if langs.get(owner) == "en" else "ja")
         shown = {k: _rows(schema.entity(k), v) for k, v in rows.items()}
-        marks = carry_back(schema, shown, db.rejected_rows(conn, owner))
+        pending = held_once(db.rejected_rows(conn, owner))
+        marks = carry_back(schema, shown, pending)
         with guard.write(path) if guard is not None else contextlib.nullcontext():
             writer(path, schema, owner=owner, lang=wlang, rows=shown, workbook_id=wid, created=now,
                    marks=marks)
         for e in schema:
             db.save_base(conn, e, wid, rows[e.key])
+        db.hand_back_rejected_rows(conn, owner, wid, pending)
         db.register_workbook(conn, wid, kind="distributed", owner=owner, lang=wlang,
                              created=now.isoformat(timespec="seconds"), path=str(path), run_id=None)
         db.prune_workbooks(conn, schema, owner, KEEP_WORKBOOKS)

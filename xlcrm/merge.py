@@ -1850,41 +1850,36 @@ class _Workers:
 
 
 def keep_rejected(conn: sqlite3.Connection, schema: Schema, sources: Sequence[Source], run_id: int) -> None:
-    """Keep each owner's rejected rows, exactly as typed with their findings, for their next handout
-    (``distribute`` puts them back in place, marked like the error workbook).
+    """Keep the rows each workbook had rejected, exactly as typed with their findings, for its owner's
+    next handout (``distribute`` puts them back in place, marked like the error workbook).
 
-    An owner's rows are replaced by what this run rejected from their workbooks: a row fixed and
-    merged leaves, one still wrong stays, and one sent again unchanged is the same row, not a second
-    copy.  Two workbooks of one owner in one run (an old copy and the handout) holding the same
-    rejected row keep it once.  A workbook ``--strict`` refused leaves its owner's rows as they were.
+    A workbook's rows are replaced by what this run rejected from it: a row fixed and merged leaves, one
+    still wrong stays, and one sent again unchanged is the same row, not a second copy.  Rows held by
+    the owner's other workbooks (a handout not sent back this week) stay.  A workbook ``--strict``
+    refused keeps its rows as they were.
     """
-    owners: dict[str, dict[tuple[Any, ...], list[tuple[Any, ...]]]] = {}
+    taken: list[str] = []
+    rows: list[dict[str, Any]] = []
     for src in sources:
         if src.is_master or src.strict_rejected or src.report is None:
             continue
-        kept = owners.setdefault(src.who, {})
+        taken.append(src.key)
         res = src.result
         if not any(res.error_rows.values()):
             continue
         found: dict[tuple[str, int], list[tuple[str, str, str, str]]] = {}
         for f in res.findings:
             found.setdefault((f.entity, f.row), []).append((f.key, f.severity, f.rule, f.message))
-        mine: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
         for entity in schema:
             data = src.sheets.get(entity.key)
             typed = {**((data.rejected or {}) if data is not None else {}), **src.late_rows.get(entity.key, {})}
             for row in sorted(res.error_rows.get(entity.key, ())):
-                if row not in typed:
-                    continue
-                rid, cells = typed[row]
-                same = (entity.key, rid) if rid else (entity.key, repr(sorted(cells.items())))
-                mine.setdefault(same, []).append((src.who, entity.key, rid, src.name, row, cells,
-                                                  found.get((entity.key, row), [])))
-        for same, rows in mine.items():
-            if len(rows) > len(kept.get(same, ())):
-                kept[same] = rows
-    db.replace_rejected_rows(conn, owners, (r for kept in owners.values() for rows in kept.values() for r in rows),
-                             run_id=run_id)
+                if row in typed:
+                    rid, cells = typed[row]
+                    rows.append({"owner": src.who, "source": src.key, "entity": entity.key, "record_id": rid,
+                                 "source_file": src.name, "source_row": row, "cells": cells,
+                                 "findings": found.get((entity.key, row), [])})
+    db.replace_rejected_rows(conn, taken, rows, run_id=run_id)
 
 
 def _import_log(conn: sqlite3.Connection, sources: Sequence[Source], report: MergeReport,
