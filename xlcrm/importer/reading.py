@@ -232,7 +232,8 @@ def read_text(path: Path, data: bytes) -> SourceTable:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         for rec in reader:
-            rows.append([c if c and not c.isspace() else None for c in rec])
+            # A cell of spaces only is blank; most cells start with a visible character and skip the test.
+            rows.append([c if c and ((c[0] > " " and c[0] != "\u3000") or not c.isspace()) else None for c in rec])
     except csv.Error as exc:
         raise SourceError(f"{path}: row {reader.line_num}: broken quoting ({exc}); a \" inside a value "
                           "must be doubled (\"\") — fix that row or save the file again from Excel"

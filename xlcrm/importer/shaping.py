@@ -134,13 +134,22 @@ def _joined(pieces: list[tuple[int, Any]], multiline: bool) -> Any:
     return sep.join(_text(v).strip() for _, v in sorted(pieces, key=lambda p: p[0]))
 
 
-def is_totals_row(cells: Sequence[Any]) -> bool:
-    """A row whose first non-empty cell says 合計 / 小計 / Total (the sums at the bottom of a list)."""
+_BLANK, _TOTALS_ROW, _DATA = range(3)
+
+
+def row_kind(cells: Sequence[Any]) -> int:
+    """Blank row, totals row (its first non-empty cell says 合計 / 小計 / Total) or a data row."""
     for v in cells:
         if v is not None:
-            return isinstance(v, str) and len(v) < 20 and bool(
-                _TOTALS.match(unicodedata.normalize("NFKC", v).strip()))
-    return False
+            if type(v) is str and len(v) < 20 and _TOTALS.match(unicodedata.normalize("NFKC", v).strip()):
+                return _TOTALS_ROW
+            return _DATA
+    return _BLANK
+
+
+def is_totals_row(cells: Sequence[Any]) -> bool:
+    """A row whose first non-empty cell says 合計 / 小計 / Total (the sums at the bottom of a list)."""
+    return row_kind(cells) == _TOTALS_ROW
 
 
 def has_legal_form(name: str) -> bool:
@@ -233,11 +242,12 @@ def shape_customers(table: SourceTable, smap: SourceMap, schema: Schema, registr
     cust_keys = set(cust_entity.keys)
     for i in range(smap.header_row, len(table.rows)):
         cells = table.rows[i]
-        if all(v is None for v in cells):
+        kind = row_kind(cells)
+        if kind == _BLANK:
             continue
         counts.rows_read += 1
         where = f"{table.label} row {i + 1}"
-        if is_totals_row(cells):
+        if kind == _TOTALS_ROW:
             counts.rows_skipped += 1
             counts.skipped.append(Attention(where, "totals row (合計) skipped: "
                                             + ", ".join(_text(v) for v in cells if v is not None)))
@@ -355,10 +365,11 @@ def shape_children(table: SourceTable, smap: SourceMap, schema: Schema, registry
     books = shaped.rows
     for i in range(smap.header_row, len(table.rows)):
         cells = table.rows[i]
-        if all(v is None for v in cells):
+        kind = row_kind(cells)
+        if kind == _BLANK:
             continue
         counts.rows_read += 1
-        if is_totals_row(cells):
+        if kind == _TOTALS_ROW:
             where = f"{label} row {i + 1}"
             counts.rows_skipped += 1
             counts.skipped.append(Attention(where, "totals row (合計) skipped: "
