@@ -100,7 +100,7 @@ def test_deleting_a_customer_row_takes_its_activities_into_the_deletion_question
     # Decided together: 削除 on the customer deletes its activities too.
     wb = openpyxl.load_workbook(master)
     ws = wb["削除候補"]
-    assert [c.value for c in ws[2]][3] == aozora
+    assert [c.value for c in ws[2]][3:5] == [aozora, "株式会社青空商事（活動履歴 1件 も一緒に削除）"]
     ws.cell(2, 1).value = "削除"
     wb.save(master)
     cli("resolve", "--master", master)

@@ -560,6 +560,21 @@ def attached_records(conn: sqlite3.Connection, entity: Entity, customer_ids: Seq
                         f'ORDER BY "{entity.id_column.key}"', list(customer_ids)).fetchall()
 
 
+def attached_counts(conn: sqlite3.Connection, entity: Entity, customer_ids: Sequence[str]) -> dict[str, int]:
+    """Active ``entity`` rows per customer of ``customer_ids`` (those with none are left out)."""
+    ref = entity.ref_column
+    if ref is None or not customer_ids or ref.key not in table_columns(conn, entity.key):
+        return {}
+    out: dict[str, int] = {}
+    for i in range(0, len(customer_ids), 500):
+        chunk = list(customer_ids[i:i + 500])
+        marks = ", ".join("?" * len(chunk))
+        for cid, n in conn.execute(f'SELECT "{ref.key}", COUNT(*) FROM "{entity.key}" WHERE "{ref.key}" IN ({marks}) '
+                                   f'AND {ACTIVE} GROUP BY "{ref.key}"', chunk):
+            out[cid] = n
+    return out
+
+
 def customer_name_rows(conn: sqlite3.Connection, customers: Entity) -> list[sqlite3.Row]:
     """Active customers' (id, ``name``, ``kana``, ``owner``) in id order: what a typed name is matched
     against and a choice between several is listed with."""

@@ -541,9 +541,24 @@ def _deletions_sheet(wb: XlcrmWorkbook, conn: sqlite3.Connection, schema: Schema
                TableColumn(_h("sheet", lang), 10), TableColumn(_h("id", lang), 11),
                TableColumn(_h("record", lang), 28), TableColumn(_h("workbook", lang), 28),
                TableColumn(_h("who", lang), 12), TableColumn(_h("run", lang), 8)]
-    rows = [[None, d["deletion_id"], schema.entity(d["entity"]).label(lang), d["record_id"],
-             names.get((d["entity"], d["record_id"])), d["source_file"], d["who"], d["run_id"]]
-            for d in db.deletions(conn)]
+    pending = db.deletions(conn)
+    # A customer deleted takes what is attached to it (resolve): the row says so, so it is decided together.
+    customers = [d["record_id"] for d in pending if d["entity"] == "customers"]
+    attached = {e: db.attached_counts(conn, e, customers) for e in schema if e.key != "customers" and e.ref_column}
+
+    def record(d: Mapping[str, Any]) -> Any:
+        name = names.get((d["entity"], d["record_id"]))
+        if d["entity"] != "customers":
+            return name
+        parts = [(e.label(lang), n[d["record_id"]]) for e, n in attached.items() if d["record_id"] in n]
+        if not parts:
+            return name
+        if lang == "ja":
+            return f"{name or ''}（{'・'.join(f'{label} {n}件' for label, n in parts)} も一緒に削除）"
+        return f"{name or ''} (with {', '.join(f'{n} {label}' for label, n in parts)})"
+
+    rows = [[None, d["deletion_id"], schema.entity(d["entity"]).label(lang), d["record_id"], record(d),
+             d["source_file"], d["who"], d["run_id"]] for d in pending]
     write_table(wb, ws, "tbl_deletions", columns, rows)
     _protect(ws)
 
