@@ -172,6 +172,16 @@ def test_map_file_reruns_and_edits_take_effect(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     contacts = sheet(second / "佐藤.xlsx", "contacts")
     assert contacts[0]["notes"] == "年末に\n再訪問"
+    # A column the map names is gone from next month's file: imported, and a person is asked to look.
+    wb = openpyxl.load_workbook(src)
+    wb.active.delete_cols(4)  # TEL
+    (tmp_path / "next").mkdir()
+    wb.save(tmp_path / "next" / "顧客リスト.xlsx")
+    res = run("import", tmp_path / "next" / "顧客リスト.xlsx", "--out", tmp_path / "third", "--map", edited,
+              "--owner", "佐藤", "--json")
+    assert res.exit_code == 1
+    (need,) = json.loads(res.output)["needs_a_person"]
+    assert need["what"] == "mapped column 'TEL' (D) is not in this file"
     customers = sheet(second / "佐藤.xlsx", "customers")
     assert "年末" not in str(customers)
     assert customers[0]["address"] == "東京都千代田区千代田1-1 山田ビル3F" and "prefecture" not in customers[0]

@@ -577,7 +577,7 @@ def builtin_entities() -> tuple[Entity, ...]:
                help_ja="クレームでは必須。どう対応したか。", help_en="Required for complaints: what we did."),
             _c("result", "結果", "Outcome", "choice", choices=ACTIVITY_RESULT, aliases=("対応結果",)),
             _c("handled_by", "対応者", "Handled by", "name", required=True, optional=False,
-               aliases=("受付者", "訪問者", "自社担当", "営業担当", "担当営業"),
+               aliases=("受付者", "訪問者", "自社担当", "営業担当", "担当営業", "担当"),
                help_ja="空欄ならこのブックの担当者になります。", help_en="Left blank: the workbook's owner."),
         ),
         rules=(

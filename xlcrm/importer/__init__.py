@@ -186,6 +186,8 @@ def import_sources(
         reports.extend(file_reports)
 
     shaped = Shaped(default_owner=owner)
+    for table, smap, _ in mapped:
+        shaped.attention.extend(Attention(table.label, m) for m in smap.missing_columns)
     for r in reports:
         if r.status == "skipped" and r.not_a_table:
             shaped.attention.append(Attention(f"{Path(r.file).name} [{r.sheet}]", "sheet not imported: "

@@ -90,6 +90,8 @@ class SourceMap:
     from_map_file: bool = False
     #: Split 都道府県 off the start of the address (customer lists without a 都道府県 column).
     prefecture_from_address: bool = False
+    #: Headers the map file names that this file does not have (a person checks the export).
+    missing_columns: list[str] = field(default_factory=list)
 
     def targets(self, entity: str) -> list[ColumnMap]:
         return [c for c in self.columns if c.entity == entity]
@@ -536,10 +538,12 @@ def apply_saved(table: SourceTable, saved: Mapping[str, Any], schema: Schema) ->
         entries.remove(entry)
         columns.append(ColumnMap(c.index, c.header, str(entry["to"]), "import-map.toml",
                                  int(entry.get("part", 0))))
+    missing: list[str] = []
     for rest in by_header.values():
         for e in rest:
-            notes.append(f"mapped column {e.get('header')!r} ({e.get('column')}) is not in this file")
-    smap = SourceMap(table.path.name, table.sheet, header_idx + 1, shape, columns, notes, from_map_file=True)
+            missing.append(f"mapped column {e.get('header')!r} ({e.get('column')}) is not in this file")
+    smap = SourceMap(table.path.name, table.sheet, header_idx + 1, shape, columns, notes + missing,
+                     from_map_file=True, missing_columns=missing)
     smap.prefecture_from_address = bool(saved.get("prefecture_from_address", _splits_prefecture(smap)))
     check_customer_column(smap, table, schema)
     return smap

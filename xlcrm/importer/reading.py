@@ -133,14 +133,9 @@ def read_excel(path: Path, data: bytes, *, password: str | None = None) -> list[
             raise SourceError(f"{path}: sheet {meta.name} cannot be read ({str(exc)[:120]}); open it in "
                               "Excel and save it again") from None
         merged = [(a[0], a[1], b[0], b[1]) for a, b in merged_raw]
-        tables.append(SourceTable(path, meta.name, [[_cell(v) for v in r] for r in rows], merged=merged))
+        cells = [[None if v == "" or (type(v) is str and v.isspace()) else v for v in r] for r in rows]
+        tables.append(SourceTable(path, meta.name, cells, merged=merged))
     return tables
-
-
-def _cell(v: Any) -> Any:
-    if v is None or (isinstance(v, str) and not v.strip()):
-        return None
-    return v
 
 
 # --- text ---------------------------------------------------------------------------------------------
