@@ -223,7 +223,8 @@ def test_no_output_replaces_any_master_even_without_master_option(site: Path) ->
 
 @pytest.mark.parametrize("command", [
     ["merge", "team/suzuki.xlsx"], ["resolve"], ["distribute", "--out", "handout"], ["export-master"],
-    ["handover", "--from", "佐藤", "--to", "鈴木", "hand.xlsx"],
+    ["handover", "--from", "佐藤", "--to", "鈴木", "hand.xlsx"], ["report", "r.xlsx"],
+    ["export", "x.xlsx", "--role", "analyst"], ["search", "青空"], ["history", "C-000001"],
 ])
 def test_master_must_be_a_master(site: Path, command: list[str]) -> None:
     staff = site / "team" / "sato.xlsx"
@@ -235,7 +236,7 @@ def test_master_must_be_a_master(site: Path, command: list[str]) -> None:
         assert code == 2 and what in one_line(msg) and target.name in msg, msg
         assert hashes(staff, notes) == before
         assert not target.with_suffix(".db").exists()
-    assert not (site / "handout").exists() and not (site / "hand.xlsx").exists()
+    assert not any((site / name).exists() for name in ("handout", "hand.xlsx", "r.xlsx", "x.xlsx"))
 
 
 def test_first_merge_creates_the_master_folder(site: Path) -> None:

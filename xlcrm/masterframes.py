@@ -19,9 +19,12 @@ from xlcrm.schema import Entity, Schema
 
 def open_master(master: str | Path) -> sqlite3.Connection:
     """Connect to the database beside ``master`` (``master.xlsx`` -> ``master.db``); refuse if absent."""
+    from xlcrm.outputs import check_master
+
     m = Path(master)
     if m.suffix.lower() == ".db":
         m = m.with_suffix(".xlsx")
+    check_master(m)  # a team workbook given as --master is named as such, not "no database"
     return db.connect(db.db_path_for(m))
 
 

@@ -54,9 +54,11 @@ def _fail(exc: Exception) -> typer.Exit:
 
 def _open(master: Path, config: Path | None) -> tuple[sqlite3.Connection, Schema]:
     from xlcrm.db import connect, db_path_for
+    from xlcrm.outputs import check_master
     from xlcrm.schema import load_schema
 
     schema = load_schema(config)
+    check_master(master)
     return connect(db_path_for(master)), schema
 
 
