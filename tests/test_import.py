@@ -348,6 +348,12 @@ def test_ledger_and_visit_log_land_beside_their_customers(tmp_path: Path) -> Non
     assert [(a["date"], a["content"]) for a in acts[2:]] == [("令和6年5月7日", "見積書を持参"), (dt.date(2024, 5, 8), "受注の御礼")]
 
     assert run("validate", out, "--today", "2025-01-01").exit_code == 0
+    # The card spelled the company 山田精機(株): listed as a spelling of the customer it joined.
+    both = write_csv(tmp_path / "顧客.csv", [["会社名", "担当者名"], ["山田精機株式会社", "山田 太郎"],
+                                           ["山田精機(株)", "田中 一郎"]], "utf-8")
+    res = run("import", both, "--dry-run", "--json", "--owner", "o")
+    assert json.loads(res.output)["matched_by_company_key"] == [
+        {"typed": "山田精機(株)", "customer": "山田精機株式会社", "rows": 1}]
     master = tmp_path / "m" / "master.xlsx"
     master.parent.mkdir()
     assert run("merge", out, "--master", master, "--today", "2025-01-01").exit_code == 0

@@ -16,6 +16,9 @@ from xlcrm.cli.common import ConfigOpt, LangOpt, out
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as load
 
+#: Lines of each list printed (the JSON report holds every one).
+SHOWN = 50
+
 
 @app.command("import")
 def import_(
@@ -78,7 +81,7 @@ def _print(result, schema, lang) -> None:  # type: ignore[no-untyped-def]
                     out.print(f"  [dim]{entity.label(lang)}:[/] {escape(shown)}")
         for note in m.notes:
             out.print(f"  [yellow]![/] {escape(note)}")
-        for a in c.skipped:
+        for a in c.skipped[:SHOWN]:
             out.print(f"  [yellow]skipped[/] {escape(a.where)}: {escape(a.what)}")
     for w in result.workbooks:
         counts = ", ".join(f"{schema.entity(e).label(lang)} {n}" for e, n in w.rows.items())
@@ -86,14 +89,18 @@ def _print(result, schema, lang) -> None:  # type: ignore[no-untyped-def]
         out.print(escape(f"{verb} {w.path} (owner {w.owner or '-'}): {counts}"))
     for (typed, cust), n in list(result.matched.items())[:20]:
         out.print(escape(f"  matched {typed!r} → {cust!r} ({n} rows)"))
-    for a in result.created:
+    for a in result.created[:SHOWN]:
         out.print(f"  [cyan]created[/] {escape(a.where)}: {escape(a.what)}")
+    if len(result.created) > SHOWN:
+        out.print(f"  ... and {len(result.created) - SHOWN} more customers created (all of them with --json)")
     for s in result.suggestions:
         out.print(f"  [dim]hint[/] {escape(s)}")
     if result.attention:
         out.print(f"[yellow]{len(result.attention)} need a person:[/]")
-        for a in result.attention:
+        for a in result.attention[:SHOWN]:
             out.print(f"  [yellow]![/] {escape(a.where)}: {escape(a.what)}")
+        if len(result.attention) > SHOWN:
+            out.print(f"  ... and {len(result.attention) - SHOWN} more (all of them with --json)")
     if result.map_path:
         out.print(escape(f"mapping: {result.map_path} (edit it and pass --map to run the same import again)"))
         first = result.map_path.parent

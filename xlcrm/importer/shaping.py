@@ -311,6 +311,10 @@ def shape_customers(table: SourceTable, smap: SourceMap, schema: Schema, registr
                 if target.row is not None and target.row.get(k) is None:
                     target.row[k] = v
             notes = differ + notes
+            if name != target.name:
+                # Another spelling of the company (㈱ for 株式会社 ...): listed with the rows it joined.
+                pair = (name, target.name)
+                shaped.matched[pair] = shaped.matched.get(pair, 0) + 1
         if contact:
             crow: Row = {"contact_id": None, "customer": target.name or None}
             crow.update(contact)
