@@ -478,6 +478,9 @@ def test_several_sheets_english_headers_and_people_without_a_company(tmp_path: P
     visits.append(["受付日", "顧客", "用件", "分類"])
     visits.append([dt.date(2024, 6, 3), "Acme Trading", "納期の確認", "納期"])
     wb.create_sheet("メモ")  # an empty sheet beside the lists: nothing to import, nothing refused
+    lists = wb.create_sheet("選択肢")  # the hidden lists behind the dropdowns
+    lists.append(["A", "B", "C"])
+    lists.sheet_state = "hidden"
     path = tmp_path / "crm-export.xlsx"
     wb.save(path)
     out = tmp_path / "team"
@@ -485,7 +488,8 @@ def test_several_sheets_english_headers_and_people_without_a_company(tmp_path: P
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
     assert [(s["sheet"], s["status"], s.get("shape")) for s in report["sources"]] == [
-        ("Customers", "ok", "customers"), ("問い合わせ", "ok", "activities"), ("メモ", "skipped", None)]
+        ("Customers", "ok", "customers"), ("問い合わせ", "ok", "activities"), ("メモ", "skipped", None),
+        ("選択肢", "skipped", None)]
     book = out / "Tanaka.xlsx"
     assert sheet(book, "customers") == [
         {"kind": "Company", "name": "Acme Trading Co., Ltd.", "phone": "03-5555-0101", "prefecture": "Tokyo",

@@ -262,7 +262,8 @@ def _map_table(table: SourceTable, schema: Schema, saved: Sequence[Any],
     except NoCustomerColumn as exc:
         report.status = "skipped"
         report.message = str(exc)
-        report.not_a_table = True
+        # A hidden sheet without a table (the lists behind dropdowns) is listed, not asked about.
+        report.not_a_table = not table.hidden
         return report
     report.map = smap
     mapped.append((table, smap, report))

@@ -49,6 +49,8 @@ class SourceTable:
     encoding: str | None = None
     delimiter: str | None = None
     merged: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: A hidden sheet (Excel's Unhide lists it): often the lists behind a workbook's dropdowns.
+    hidden: bool = False
 
     @property
     def label(self) -> str:
@@ -123,7 +125,8 @@ def read_excel(path: Path, data: bytes, *, password: str | None = None) -> list[
                           "save it again as Excel Workbook (.xlsx)") from None
     tables: list[SourceTable] = []
     for meta in book.sheets_metadata:
-        if str(getattr(meta, "visible", "")).lower().endswith("veryhidden"):
+        visible = str(getattr(meta, "visible", "")).lower()
+        if visible.endswith("veryhidden") or "chart" in str(getattr(meta, "typ", "")).lower():
             continue
         try:
             sheet = book.get_sheet_by_name(meta.name)
@@ -134,7 +137,7 @@ def read_excel(path: Path, data: bytes, *, password: str | None = None) -> list[
                               "Excel and save it again") from None
         merged = [(a[0], a[1], b[0], b[1]) for a, b in merged_raw]
         cells = [[None if v == "" or (type(v) is str and v.isspace()) else v for v in r] for r in rows]
-        tables.append(SourceTable(path, meta.name, cells, merged=merged))
+        tables.append(SourceTable(path, meta.name, cells, merged=merged, hidden=visible.endswith("hidden")))
     return tables
 
 
