@@ -127,7 +127,7 @@ def test_business_card_csv_in_each_encoding_groups_people_by_company(tmp_path: P
 
 
 def test_tsv_and_blank_headers_judged_by_their_values(tmp_path: Path) -> None:
-    rows = [["お客様名", "列1", "", "住所"],
+    rows = [["お客様名（正式名称）", "列1", "", "住所"],
             ["株式会社みどり園", "045-222-3333", "info@midori.example.jp", "神奈川県横浜市西区1-1"],
             ["青空商事株式会社", "(03)5555-6666", "sales@aozora.example.jp", "東京都港区芝1-2"]]
     src = write_csv(tmp_path / "list.tsv", rows, "utf-8", "\t")
@@ -136,6 +136,7 @@ def test_tsv_and_blank_headers_judged_by_their_values(tmp_path: Path) -> None:
     (s,) = json.loads(res.output)["sources"]
     assert s["delimiter"] == "\t"
     by_col = {m["column"]: m for m in s["mapping"]}
+    assert by_col["A"]["to"] == "customers.name" and by_col["A"]["why"] == "header お客様名（正式名称） = 顧客名"
     assert by_col["B"]["to"] == "customers.phone" and "phone numbers (2 of 2)" in by_col["B"]["why"]
     assert by_col["C"]["to"] == "customers.email" and "e-mail" in by_col["C"]["why"]
     assert s["samples"][0]["customers"]["phone"] == "045-222-3333"

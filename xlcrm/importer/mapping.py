@@ -141,6 +141,19 @@ def header_text(value: Any) -> str:
     return " ".join(str(value).split())
 
 
+_REMARK = re.compile(r"[(（【\[<＜][^)）】\]>＞]*[)）】\]>＞]|[※*＊].*$")
+
+
+def known_header(header: str, vocab: _Vocab) -> str:
+    """The folded header, or what is left of it without a bracketed or ※ remark when only that is
+    known (会社名（正式名称） -> 会社名, TEL※代表 -> TEL)."""
+    f = fold_header(header)
+    if f in vocab.all_words or not f:
+        return f
+    bare = fold_header(_REMARK.sub("", header))
+    return bare if bare in vocab.all_words else f
+
+
 def says_nothing(header: str) -> bool:
     """A header that names nothing: blank, 列1, Column3, Unnamed: 4."""
     f = fold_header(header)
@@ -169,7 +182,7 @@ def find_header(table: SourceTable, schema: Schema) -> int | None:
     vocab = vocabulary(schema)
     best, best_hits = None, 0
     for i in range(min(HEADER_SCAN_ROWS, len(table.rows))):
-        folded = [fold_header(h) for h in header_cells(table, i) if h]
+        folded = [known_header(h, vocab) for h in header_cells(table, i) if h]
         hits = sum(1 for f in folded if f in vocab.all_words)
         names = any(f in vocab.company_words or f in vocab.person_words for f in folded)
         if hits > best_hits and (hits >= 2 or names):
@@ -208,7 +221,7 @@ def infer_map(table: SourceTable, schema: Schema, header_idx: int, *, shape: Sha
     """The mapping of one table whose header is at 0-based ``header_idx``."""
     vocab = vocabulary(schema)
     headers = header_cells(table, header_idx)
-    folded = [fold_header(h) for h in headers]
+    folded = [known_header(h, vocab) for h in headers]
     body = table.rows[header_idx + 1:]
     shape = shape or _judge_shape(folded, vocab)
     if shape == "customers":
