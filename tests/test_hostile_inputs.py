@@ -168,3 +168,90 @@ def test_macros_of_an_xlsm_never_travel_into_a_copy(make_book: MakeBook, tmp_pat
     errors = list((tmp_path / "m" / "errors").rglob("*.xlsx"))
     assert len(errors) == 1
     assert_no_macros(errors[0])
+
+
+def _cli(*args: str | Path) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from xlcrm.cli import _register, app
+
+    _register()
+    run = CliRunner().invoke(app, [str(a) for a in args])
+    assert run.exception is None or isinstance(run.exception, SystemExit), run.exception
+    return run.exit_code, run.output
+
+
+def test_control_characters_in_cells_are_shown_escaped_and_fixed_copies_keep_them(
+        make_book: MakeBook, tmp_path: Path) -> None:
+    book = make_book({"customers": [{"name": "株式会社\x1b[2J\x1b]0;pwned\x07青空", "kind": "corporate",
+                                     "phone": "０３-1234-5678", "notes": "行1\x01\x9b行2"},
+                                    {"name": "川口商店", "kind": "corporate", "phone": "03-1234-5678\x1b[31m"}]},
+                     name="ctl.xlsx")
+    code, text = _cli("validate", book, "--fix", tmp_path / "fixed")
+    assert code == 1
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", text), repr(text)
+    assert "\\x1b[31m" in text
+    fixed = tmp_path / "fixed" / "ctl_修正済.xlsx"
+    import openpyxl
+
+    sheet = openpyxl.load_workbook(fixed).worksheets[-1]
+    assert "株式会社_x001B_[2J_x001B_]0;pwned_x0007_青空" in [c.value for row in sheet.iter_rows() for c in row]
+
+    master = tmp_path / "m" / "master.xlsx"
+    master.parent.mkdir()
+    assert _cli("merge", book, "--master", master)[0] == 0
+    code, text = _cli("search", "--master", master, "pwned")
+    assert code == 0 and "顧客" in text
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", text), repr(text)
+    code, text = _cli("history", "--master", master, "pwned")
+    assert code == 0 and "顧客" in text
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", text), repr(text)
+
+
+def _main(capsys, *args: str | Path) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    """The installed entry point (``xlcrm.cli.main``, which prints a refusal as one line), in-process."""
+    from xlcrm.cli import main
+
+    argv = sys.argv
+    sys.argv = ["xlcrm", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_long_and_path_like_names_get_one_line_and_nothing_half_written(
+        make_book: MakeBook, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    long_owner = "営" * 200
+    customers = [{"name": f"株式会社{i}", "kind": "corporate", "owner": long_owner if i % 2 else f"担当{i}"}
+                 for i in range(15)]
+    book = make_book({"customers": customers}, name="team.xlsx")
+    master = tmp_path / "m" / "master.xlsx"
+    master.parent.mkdir()
+    assert _cli("merge", book, "--master", master)[0] == 0
+    out = tmp_path / "handout"
+    code, text = _cli("distribute", "--master", master, "--out", out)
+    assert code == 0, text
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == 9  # 担当0, 担当2 ... 担当14 and the long name
+    assert all(len(n.encode()) <= 160 for n in written)
+
+    # The new 担当営業's name is text: the default book lands beside the master, never above it.
+    code, text = _cli("handover", "--master", master, "--from", "担当2", "--to", "../x")
+    assert code == 0, text
+    assert [p.name for p in tmp_path.glob("*.xlsx")] == ["team.xlsx"]
+    assert [p.name for p in master.parent.glob("引き継ぎ*")] == ["引き継ぎ_.._x.xlsx"]
+
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    too_long = "あ" * 100 + ".xlsx"
+    for args in (("template", tmp_path / too_long), ("template", tmp_path),
+                 ("handover", "--master", master, "--from", "担当4", "--to", "y", master.parent / too_long)):
+        code, text = _main(capsys, *args)
+        assert code == 2, text
+        assert len(text.strip().splitlines()) == 1 and "Traceback" not in text
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

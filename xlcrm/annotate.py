@@ -107,11 +107,16 @@ def col_index(letters: str) -> int:
     return n
 
 
+def ooxml_text(text: str) -> str:
+    """OOXML's _xHHHH_ form for the characters XML 1.0 cannot carry (a cell holding U+0001 is stored as
+    ``_x0001_``, and Excel shows the character again); text that already looks like it is escaped."""
+    text = _ESCAPE_LIKE.sub(lambda m: "_x005F" + m.group(0), text)
+    return _ILLEGAL_XML.sub(lambda m: f"_x{ord(m.group(0)):04X}_", text)
+
+
 def _xml_text(text: str) -> str:
     """Escape for element text: OOXML's _xHHHH_ form for characters XML 1.0 cannot carry."""
-    text = _ESCAPE_LIKE.sub(lambda m: "_x005F" + m.group(0), text)
-    text = _ILLEGAL_XML.sub(lambda m: f"_x{ord(m.group(0)):04X}_", text)
-    return escape(text)
+    return escape(ooxml_text(text))
 
 
 def _sheet_ref(sheet: str, cell: str) -> str:

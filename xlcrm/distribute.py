@@ -39,13 +39,18 @@ from xlcrm.schema import OWNER_DEFAULTED, Entity, Lang, Schema
 #: Distributed workbooks per person whose bases are kept.
 KEEP_WORKBOOKS = 3
 
-_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f]+')
+_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]+')
+#: UTF-8 bytes of the name part: file systems allow 255 bytes per name, and the temp files written
+#: beside a handout (``.{name}.xxxxxxxx.tmp``, ``.{stem}.{pid}.plain.xlsx``) need room around it.
+MAX_NAME_BYTES = 150
 
 
-def file_name(owner: str) -> str:
-    """A file name for ``owner`` that every OS accepts (spaces kept, path characters replaced)."""
-    name = _UNSAFE.sub("_", owner).strip(" .") or "owner"
-    return f"{name[:80]}.xlsx"
+def file_name(owner: str, n: int = 1) -> str:
+    """A file name for ``owner`` that every OS accepts (spaces kept, path characters replaced, a long
+    name shortened); ``n`` > 1 numbers the second person of the same name."""
+    name = (_UNSAFE.sub("_", owner).strip(" .") or "owner").encode()[:MAX_NAME_BYTES]
+    text = name.decode("utf-8", "ignore").rstrip(" .") or "owner"
+    return f"{text}_{n}.xlsx" if n > 1 else f"{text}.xlsx"
 
 
 def _file_names(owners: Sequence[str], out: Path) -> dict[str, Path]:
@@ -56,7 +61,7 @@ def _file_names(owners: Sequence[str], out: Path) -> dict[str, Path]:
         name = file_name(owner)
         n = 2
         while name.casefold() in used:
-            name = file_name(f"{owner}_{n}")
+            name = file_name(owner, n)
             n += 1
         used.add(name.casefold())
         names[owner] = out / name

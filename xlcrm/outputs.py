@@ -266,7 +266,10 @@ def claim(paths: Path | Sequence[Path], kind: str, *, force: bool = False, maste
     ``folder`` (distribute's out folder): also refuse while any handout in it has edits not merged.
     """
     targets = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    from xlcrm.writer import check_file_name
+
     for p in targets:
+        check_file_name(p)
         refuse_master_target(p, master)
         if p.is_dir():
             raise XlcrmError("is a folder; give the name of the file to write", path=str(p))

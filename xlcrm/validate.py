@@ -794,10 +794,12 @@ def _load_for_edit(path: Path) -> Any:
 
 
 def _put_text(cell: Any, text: str) -> None:
-    """Store text as text: openpyxl would turn a string starting with "=" into a formula."""
+    """Store text as text: openpyxl would turn a string starting with "=" into a formula (and refuse a
+    control character, which is stored in OOXML's escaped form instead)."""
+    from xlcrm.annotate import ooxml_text
     from xlcrm.writer import looks_like_formula
 
-    cell.value = text
+    cell.value = ooxml_text(text)
     cell.data_type = "s"
     if looks_like_formula(text):
         cell.quotePrefix = True
@@ -830,6 +832,8 @@ def _annotate_openpyxl(result: ValidationResult, out: str | Path) -> Path:
     from openpyxl.comments import Comment
     from openpyxl.styles import Font, PatternFill
 
+    from xlcrm.annotate import ooxml_text
+
     out = Path(out)
     book = _load_for_edit(result.path)
     lang = result.workbook.lang
@@ -842,7 +846,7 @@ def _annotate_openpyxl(result: ValidationResult, out: str | Path) -> Path:
         ws = book[sheet]
         severity = ERROR if any(f.severity == ERROR for f in fs) else WARNING
         ws[cell].fill = fills[severity]
-        comment = Comment("\n".join(f"• {f.message}" for f in fs), "xlcrm")
+        comment = Comment(ooxml_text("\n".join(f"• {f.message}" for f in fs)), "xlcrm")
         comment.width, comment.height = 320, 40 + 40 * len(fs)
         ws[cell].comment = comment
 

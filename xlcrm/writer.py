@@ -479,6 +479,13 @@ def close_workbook(wb: XlcrmWorkbook) -> None:
 
 # --- atomic writes ---------------------------------------------------------------------------------
 
+def check_file_name(path: Path) -> None:
+    """Refuse a name no file system takes (255 bytes; the temp file beside it adds 14) in one line."""
+    if len(path.name.encode("utf-8", "surrogateescape")) > 255 - 14:
+        raise XlcrmError(f"the file name is too long ({len(path.name)} characters); choose a shorter name",
+                         path=str(path))
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path`` atomically.
@@ -492,7 +499,12 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise XlcrmError(f"folder {parent} does not exist; create it first", path=str(target))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    check_file_name(target)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise XlcrmError(f"cannot create a file in {parent} ({exc.strerror}); check the folder and its "
+                         "permissions", path=str(target)) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

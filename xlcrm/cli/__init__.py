@@ -38,18 +38,19 @@ def run(args: list[str] | None = None) -> int:
     from typer._click import exceptions as click_errors
     from typer.exceptions import Abort
 
+    from xlcrm.cli.common import shown
     from xlcrm.errors import XlcrmError
 
     _register()
     try:
         code = app(args=args, prog_name="xlcrm", standalone_mode=False)
     except XlcrmError as exc:
-        print(f"xlcrm: {exc}", file=sys.stderr)
+        print(f"xlcrm: {shown(exc, one_line=True)}", file=sys.stderr)
         return exc.exit_code
     except click_errors.NoArgsIsHelpError as exc:
         return exc.exit_code  # the help was printed: what a bare `xlcrm` or `xlcrm addin` asks for
     except click_errors.ClickException as exc:
-        print(usage_line(exc), file=sys.stderr)
+        print(shown(usage_line(exc), one_line=True), file=sys.stderr)
         return exc.exit_code
     except Abort:
         print("xlcrm: aborted", file=sys.stderr)

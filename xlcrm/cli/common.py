@@ -11,16 +11,53 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.segment import Segment
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from xlcrm.schema import Lang, Schema
 
+#: C0 and C1 control characters (ESC starts the sequences that move the cursor, clear the screen or
+#: retitle the window), DEL, and the Unicode controls that reorder what follows them on screen.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(value: object, *, one_line: bool = False) -> str:
+    """Text from a cell or a file as a terminal may show it: control characters written as ``\\x1b``.
+
+    A cell holding ESC[2J would otherwise clear the admin's screen when printed.  Line breaks and tabs
+    stay (a 備考 of several lines), unless ``one_line``.
+    """
+    text = str(value)
+    return (_UNSAFE_LINE if one_line else _UNSAFE).sub(_escaped, text)
+
+
+class SafeConsole(Console):
+    """A rich Console whose printed text never carries a control character to the terminal.
+
+    Values are escaped where they are added (:func:`shown`, so tables measure what is shown); this is
+    the net under every print: rich's own styles are not part of the text and are unaffected.
+    """
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control is None and _UNSAFE.search(segment.text):
+                yield Segment(shown(segment.text), segment.style)
+            else:
+                yield segment
+
+
 #: soft_wrap: a one-line message stays one line when stdout is not a terminal (scripts, CI logs).
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
+out = SafeConsole(soft_wrap=True)
 
 MasterOpt = Annotated[Path, typer.Option("--master", "-m", help="The master workbook (master.xlsx); its "
                                          "database master.db sits beside it.")]

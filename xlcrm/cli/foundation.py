@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, err, keeping_copies, out, parse_date
+from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, err, keeping_copies, out, parse_date, shown
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as load
 
@@ -127,7 +127,7 @@ def _print_results(results: list, written: dict[str, dict[str, str]]) -> None:
 
     for r in results:
         if isinstance(r, Unreadable):
-            out.print(f"[bold red]✗ {r.path}[/]  {r.message}")
+            out.print(f"[bold red]✗ {escape(str(r.path))}[/]  {escape(shown(r.message))}")
             continue
         rows = sum(r.workbook.rows_read.values())
         head = "[green]✓[/]" if r.ok else "[red]✗[/]"
@@ -142,7 +142,8 @@ def _print_results(results: list, written: dict[str, dict[str, str]]) -> None:
                 mark = "[red]E[/]" if f.severity == "error" else "[yellow]W[/]"
                 from xlcrm.validate import _display
 
-                t.add_row(mark, f.address, f.column, _display(f.value)[:30], f.message)
+                t.add_row(mark, *(escape(shown(text)) for text in
+                                  (f.address, f.column, _display(f.value)[:30], f.message)))
             out.print(t)
         for kind, path in written.get(str(r.path), {}).items():
             if kind != "fixes":

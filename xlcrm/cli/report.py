@@ -102,11 +102,13 @@ def handover(
     force: ForceOpt = False,
 ) -> None:
     """Reassign 担当営業 (customers, open deals, open TODOs) with history, and write the handover book."""
+    from xlcrm.distribute import file_name
     from xlcrm.export import default_who
     from xlcrm.handover import handover as run
 
     schema = _schema(config)
-    target = out or Path(master).with_name(f"{'引き継ぎ' if lang == 'ja' else 'handover'}_{to_owner.strip()}.xlsx")
+    # The new 担当営業's name is text, not a path: "../x" names a file beside the master, not above it.
+    target = out or Path(master).with_name(file_name(f"{'引き継ぎ' if lang == 'ja' else 'handover'}_{to_owner.strip()}"))
     with keeping_copies():
         result = run(master, schema, from_owner, to_owner, customers=customer, out=target,
                      lang=_lang(lang), who=default_who(who), password=password,  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, LangOpt, MasterOpt, parse_date
+from xlcrm.cli.common import ConfigOpt, LangOpt, MasterOpt, SafeConsole, parse_date, shown
 from xlcrm.cli.common import check_lang as _lang
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ _HEAD = {
 
 def _fail(exc: Exception) -> typer.Exit:
     code = getattr(exc, "exit_code", 2)
-    print(f"xlcrm: {exc}", file=sys.stderr)
+    print(f"xlcrm: {shown(exc, one_line=True)}", file=sys.stderr)
     return typer.Exit(code)
 
 
@@ -106,12 +106,11 @@ def search_cmd(
 
 
 def _print_hits(hits: list[SearchHit], schema: Schema, lang: Lang) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     head = _HEAD[lang]
-    console = Console()
+    console = SafeConsole()
     if not hits:
         console.print(head["none"])
         return
@@ -127,7 +126,7 @@ def _print_hits(hits: list[SearchHit], schema: Schema, lang: Lang) -> None:
     table.add_column(head["why"])
     for i, h in enumerate(hits, 1):
         cells = [h.customer_id or "-", h.name, h.contact_name, h.phone, h.owner, h.last_contact, h.why]
-        table.add_row(str(i), *(escape(c or "") for c in cells),
+        table.add_row(str(i), *(escape(shown(c or "")) for c in cells),
                       style="dim" if h.source != "master" else None)
     console.print(table)
 
@@ -171,12 +170,11 @@ def history_cmd(
 
 
 def _print_history(h: CustomerHistory, lang: Lang, *, each_change: bool = False) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     head = _HEAD[lang]
-    console = Console()
+    console = SafeConsole()
     s = h.summary
     title = f"[bold]{h.customer_id} {escape(h.name or '')}[/]" + (f"  {escape(h.kana)}" if h.kana else "")
     console.print(title)
