@@ -103,6 +103,14 @@ def test_template_refuses_a_workbook_full_of_customers(tmp_path: Path) -> None:
     assert sha(filled) != before
 
 
+def test_demo_refuses_a_real_workbook_in_its_folder(tmp_path: Path) -> None:
+    real = book(tmp_path / "team" / "sato.xlsx", {"customers": [customer("株式会社本物")]})
+    before = sha(real)
+    code, msg = cli("demo", tmp_path / "team", "--today", "2024-06-01")
+    assert code == 2 and "sato.xlsx" in one_line(msg) and "--force" in msg
+    assert sha(real) == before and sorted(p.name for p in real.parent.iterdir()) == ["sato.xlsx"]
+
+
 def test_template_rewrites_its_own_unchanged_output_only(tmp_path: Path) -> None:
     out = tmp_path / "t.xlsx"
     assert cli("template", out, "--owner", "佐藤")[0] == 0

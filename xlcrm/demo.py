@@ -20,6 +20,7 @@ not filled, and a mistake planted in it is dropped from the plan.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -698,17 +699,26 @@ class DemoResult:
 
 
 def run_demo(out_dir: Path, schema: Schema, *, today: date | None = None, console: Any = None,
-             seed: int = 7) -> DemoResult:
-    """Generate the team, validate it, and tell the user what happened and where the files are."""
+             seed: int = 7, force: bool = False) -> DemoResult:
+    """Generate the team, validate it, and tell the user what happened and where the files are.
+
+    The staff workbooks replace files in ``out_dir`` only where they are an earlier demo's, unchanged,
+    or with ``force`` (a copy is kept beside each): :mod:`xlcrm.outputs`.
+    """
     from rich.console import Console
 
+    from xlcrm import outputs
     from xlcrm.cli.common import add_whole_column, narrow_table
 
     console = console or Console()
     out_dir = Path(out_dir)
     today = today or date.today()
     plan = plan_team(schema, seed=seed, today=today)
-    files = write_plan(plan, out_dir, schema)
+    claim = outputs.claim([out_dir / wb.path_name for wb in plan.workbooks], "demo", force=force)
+    with contextlib.ExitStack() as stack:
+        for wb in plan.workbooks:
+            stack.enter_context(claim.write(out_dir / wb.path_name))
+        files = write_plan(plan, out_dir, schema)
     result = DemoResult(out_dir, files, plan)
     result.steps.append(("generate", f"{len(files)} staff workbooks in {out_dir}"))
 

@@ -45,9 +45,11 @@ from pathlib import Path
 from xlcrm.errors import XlcrmError
 
 #: Kinds a command writes; a target is overwritten without ``--force`` only by its own kind.
-KINDS = ("template", "handout", "report", "chart", "export", "mailing-list", "handover", "annotated", "fixed")
-#: What merge records for each team workbook it read in (free for a handout to replace).
+KINDS = ("template", "handout", "report", "chart", "export", "mailing-list", "handover", "annotated", "fixed",
+         "demo")
+#: What merge records for each team workbook it read in (free for a handout or the demo to replace).
 MERGED = "merged"
+_TEAM_KINDS = ("handout", "demo")
 #: The ledger keeps at most this many files (the oldest are forgotten first).
 LEDGER_SIZE = 5000
 
@@ -274,7 +276,7 @@ def claim(paths: Path | Sequence[Path], kind: str, *, force: bool = False, maste
         if p.is_dir():
             raise XlcrmError("is a folder; give the name of the file to write", path=str(p))
     entries = _load()
-    accepted = {kind, MERGED} if kind == "handout" else {kind}
+    accepted = {kind, MERGED} if kind in _TEAM_KINDS else {kind}
     busy: list[Path] = []
     for p in targets:
         try:

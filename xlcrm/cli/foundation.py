@@ -182,6 +182,7 @@ def demo(
     today: Annotated[str | None, typer.Option(help="Pretend today is this date (2024-04-01 or 2024/4/1).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the generated team.")] = 7,
     config: ConfigOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Create a realistic demo team (4 staff workbooks) and run the whole pipeline on it.
 
@@ -190,4 +191,5 @@ def demo(
     from xlcrm.demo import run_demo
 
     ref_day = parse_date(today)
-    run_demo(out_dir, load(config), today=ref_day, console=out, seed=seed)
+    with keeping_copies():
+        run_demo(out_dir, load(config), today=ref_day, console=out, seed=seed, force=force)
