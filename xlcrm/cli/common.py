@@ -59,8 +59,32 @@ class SafeConsole(Console):
 err = SafeConsole(stderr=True, soft_wrap=True)
 out = SafeConsole(soft_wrap=True)
 
-MasterOpt = Annotated[Path, typer.Option("--master", "-m", help="The master workbook (master.xlsx); its "
-                                         "database master.db sits beside it.")]
+def master_path(value: Path | None) -> Path | None:
+    """``--master`` names a workbook file: an empty value or a folder is refused in one line."""
+    if value is not None and (not str(value).strip() or not value.name or value.is_dir()):
+        raise typer.BadParameter(f"{str(value)!r} is a folder; give the master workbook's path, e.g. "
+                                 "顧客/master.xlsx", param_hint="--master")
+    return value
+
+
+def folder_path(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """An option naming a folder to write into: a file there, or a file where a folder on its way
+    should be, is refused in one line."""
+    if value is None:
+        return value
+    existing = next((p for p in (value, *value.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "" if existing == value else f" (on the way to {str(value)!r})"
+        hint = param.metavar if param.param_type_name == "argument" and param.metavar else \
+            (param.opts or [param.name or "folder"])[0]
+        raise typer.BadParameter(f"{str(existing)!r}{where} is a file; give a folder (it is created when "
+                                 "missing)", param_hint=hint)
+    return value
+
+
+MasterOpt = Annotated[Path, typer.Option("--master", "-m", callback=master_path,
+                                         help="The master workbook (master.xlsx); its database master.db "
+                                              "sits beside it.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="xlcrm.toml with custom columns, "
                                                 "switched-off columns and roles (default: ./xlcrm.toml "
                                                 "if present).")]
@@ -116,16 +140,16 @@ _DATE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})|(\d{4})(\d{2})(\d{2})")
 
 
 def parse_date(value: str | None, option: str = "--today") -> date | None:
-    """A date typed year first: 2024-04-01, 2024/4/1, 2024.4.1 or 20240401; anything else is refused
-    in one line (4/1/2024 could be April or January)."""
+    """A date typed year first: 2024-04-01, 2024/4/1, 2024.4.1 or 20240401 (years 1900-2199); anything
+    else is refused in one line (4/1/2024 could be April or January)."""
     if value is None or not value.strip():
         return None
     m = _DATE.fullmatch(value.strip())
-    if m is not None:
+    if m is not None and 1900 <= int(m.group(1) or m.group(4)) <= 2199:
         y, mo, d = (int(g) for g in (m.groups()[:3] if m.group(1) else m.groups()[3:]))
         try:
             return date(y, mo, d)
         except ValueError:
             pass
-    raise typer.BadParameter(f"{value!r} is not a date; type it year first, e.g. 2024-04-01 or 2024/4/1",
+    raise typer.BadParameter(f"{value!r} is not a date; type it year first (1900-2199), e.g. 2024-04-01 or 2024/4/1",
                              param_hint=option)

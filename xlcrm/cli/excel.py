@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from xlcrm.cli import app
+from xlcrm.cli.common import folder_path
 from xlcrm.errors import XlcrmError
 
 addin_app = typer.Typer(name="addin", help="The Excel ribbon add-in (顧客管理 tab): build and install.",
@@ -34,7 +35,7 @@ def install(
     master: Annotated[Path | None, typer.Option("--master", "-m", help="The master workbook (master.xlsx, "
                                                 "with master.db beside it) search and history read.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="The firm's xlcrm.toml, if any.")] = None,
-    dest: Annotated[Path | None, typer.Option("--dest", help="Copy the add-in into this folder instead of "
+    dest: Annotated[Path | None, typer.Option("--dest", callback=folder_path, help="Copy the add-in into this folder instead of "
                                               "Excel's start-up folder.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")] = False,
 ) -> None:

@@ -12,7 +12,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, err, keeping_copies, out, parse_date, shown
+from xlcrm.cli.common import (
+    ConfigOpt,
+    ForceOpt,
+    LangOpt,
+    err,
+    folder_path,
+    keeping_copies,
+    out,
+    parse_date,
+    shown,
+)
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as load
 
@@ -39,8 +49,10 @@ def template(
 def validate(
     inputs: Annotated[list[Path], typer.Argument(metavar="FILE_OR_DIR...", help="Workbooks or folders.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON for scripts.")] = False,
-    annotate: Annotated[Path | None, typer.Option(help="Write a marked-up copy of each workbook here.")] = None,
-    fix: Annotated[Path | None, typer.Option(help="Write a normalised copy of each workbook here.")] = None,
+    annotate: Annotated[Path | None, typer.Option(callback=folder_path, help="Write a marked-up copy of each "
+                                                  "workbook into this folder.")] = None,
+    fix: Annotated[Path | None, typer.Option(callback=folder_path, help="Write a normalised copy of each "
+                                             "workbook into this folder.")] = None,
     config: ConfigOpt = None,
     today: Annotated[str | None, typer.Option(help="Reference date, year first: 2024-04-01 or 2024/4/1 (default: today).")] = None,
     password: Annotated[str | None, typer.Option(envvar="XLCRM_PASSWORD", help="Password of encrypted workbooks.")] = None,
@@ -102,7 +114,10 @@ def validate(
         _print_results(results, written)
         for note in found.notes():
             out.print(f"[yellow]not read[/]: {escape(note)}")
-    if any(isinstance(r, v.Unreadable) for r in results):
+    unreadable = [r for r in results if isinstance(r, v.Unreadable)]
+    if unreadable:
+        more = f" (and {len(unreadable) - 1} more file(s) that cannot be read)" if len(unreadable) > 1 else ""
+        print(f"xlcrm: {unreadable[0].message}{more}", file=sys.stderr)
         raise typer.Exit(2)
     if any(not r.ok for r in results):  # type: ignore[union-attr]
         raise typer.Exit(1)
@@ -178,7 +193,8 @@ def show_schema(
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder for the demo team (created).")] = Path("xlcrm-demo"),
+    out_dir: Annotated[Path, typer.Argument(metavar="DIR", callback=folder_path,
+                                            help="Folder for the demo team (created).")] = Path("xlcrm-demo"),
     today: Annotated[str | None, typer.Option(help="Pretend today is this date (2024-04-01 or 2024/4/1).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the generated team.")] = 7,
     config: ConfigOpt = None,

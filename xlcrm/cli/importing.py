@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, LangOpt, out
+from xlcrm.cli.common import ConfigOpt, LangOpt, folder_path, out
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as load
 
@@ -24,7 +24,7 @@ SHOWN = 50
 def import_(
     sources: Annotated[list[Path], typer.Argument(metavar="SOURCE...", help="Files or folders: .xlsx .xlsm "
                                                   ".xls .xlsb .csv .tsv .txt")],
-    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the standard workbooks "
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", callback=folder_path, help="Folder for the standard workbooks "
                                                  "(one per owner) and import-map.toml.")] = None,
     owner: Annotated[str, typer.Option(help="Owner (担当営業) of rows without a 担当 column.")] = "",
     master: Annotated[Path | None, typer.Option("--master", "-m", help="Match customer names also against "

@@ -23,6 +23,7 @@ from xlcrm.cli.common import (
     MasterOpt,
     add_whole_column,
     err,
+    folder_path,
     keeping_copies,
     narrow_table,
     out,
@@ -126,7 +127,8 @@ def merge(
 @app.command()
 def distribute(
     master: MasterOpt,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the workbooks (one per 担当営業).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", callback=folder_path,
+                                          help="Folder for the workbooks (one per 担当営業).")],
     owner: Annotated[list[str] | None, typer.Option("--owner", help="Only these 担当営業 (repeatable).")]
     = None,
     lang: Annotated[str | None, typer.Option("--lang", help="ja or en for every workbook (default: each "

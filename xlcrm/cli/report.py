@@ -15,7 +15,16 @@ import typer
 from rich.markup import escape
 
 from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, MasterOpt, err, keeping_copies, parse_date
+from xlcrm.cli.common import (
+    ConfigOpt,
+    ForceOpt,
+    LangOpt,
+    MasterOpt,
+    err,
+    folder_path,
+    keeping_copies,
+    parse_date,
+)
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as _schema
 
@@ -54,7 +63,7 @@ def _party(name: str | None, purpose: str | None):  # type: ignore[no-untyped-de
 def report(
     out: OutArg,
     master: MasterOpt,
-    png: Annotated[Path | None, typer.Option("--png", metavar="DIR", help="Also write every chart as a "
+    png: Annotated[Path | None, typer.Option("--png", metavar="DIR", callback=folder_path, help="Also write every chart as a "
                                              "PNG image into DIR (for e-mail).")] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Report date, year first: 2024-04-01 or 2024/4/1 (default: today).")] = None,
     lang: LangOpt = "ja",
