@@ -25,6 +25,7 @@ sheets by position, so each is shifted by one, as are ``activeTab``/``firstSheet
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import operator
 import posixpath
@@ -839,25 +840,29 @@ class _ZipWriter:
 
 # --- entry point ----------------------------------------------------------------------------------
 
-def annotate_fast(result: ValidationResult, out: str | Path) -> Path:
+def annotate_fast(result: ValidationResult, out: str | Path, *, source: BinaryIO | None = None,
+                  password: str | None = None) -> Path:
     """Write the annotated copy of ``result``'s workbook to ``out`` by patching its package.
 
+    ``source``: the workbook's plain bytes in memory (a decrypted input) instead of its file;
+    ``password`` encrypts the copy before it reaches the disk (:func:`xlcrm.writer.sealed`).
     Raises FastPathUnsupported (nothing written) when the workbook needs the openpyxl path; a
     malformed part met on the way (bad numbers, truncated deflate data ...) counts as such too.
     """
     try:
-        return _annotate_fast(result, out)
+        return _annotate_fast(result, out, source, password)
     except (ValueError, KeyError, IndexError, AssertionError, UnicodeDecodeError, zlib.error,
             zipfile.BadZipFile, EOFError) as exc:
         raise FastPathUnsupported(f"{result.path}: {type(exc).__name__}: {exc}") from exc
 
 
-def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
+def _annotate_fast(result: ValidationResult, out: str | Path, source: BinaryIO | None,
+                   password: str | None) -> Path:
     from xlcrm.marks import ERROR, FILLS, SUMMARY_SHEET
-    from xlcrm.writer import atomic_write
+    from xlcrm.writer import atomic_write, sealed
 
     out = Path(out)
-    src = result.path
+    src: Any = result.path if source is None else source
     try:
         zin = zipfile.ZipFile(src)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -875,7 +880,8 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
         if any(i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or i.flag_bits & ~_COPYABLE_FLAGS
                for i in zin.infolist()):
             raise FastPathUnsupported("members compressed other than stored or deflated, or unusual zip flags")
-        if sum(i.compress_size for i in zin.infolist()) > Path(src).stat().st_size:
+        size = Path(src).stat().st_size if source is None else len(source.getbuffer())  # type: ignore[attr-defined]
+        if sum(i.compress_size for i in zin.infolist()) > size:
             raise FastPathUnsupported("zip members overlap")
         wb_part = "xl/workbook.xml"
         wb_rels_part = _rels_path(wb_part)
@@ -1010,7 +1016,9 @@ def _annotate_fast(result: ValidationResult, out: str | Path) -> Path:
                 replaced[part] = _clear_tab_selected(zin.read(part))
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out) as tmp, open(src, "rb") as raw, open(tmp, "wb") as fh:
+        with atomic_write(out) as tmp, sealed(tmp, password) as target, \
+                (open(src, "rb") if source is None else contextlib.nullcontext(source)) as raw, \
+                (open(target, "wb") if isinstance(target, Path) else contextlib.nullcontext(target)) as fh:
             zout = _ZipWriter(fh)
             for info in zin.infolist():
                 if info.filename in dropped:

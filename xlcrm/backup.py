@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from xlcrm import db
+from xlcrm import db, fileperm
 from xlcrm.errors import XlcrmError
 
 KEEP = 10
@@ -44,6 +44,7 @@ def take_backup(master: Path, conn: sqlite3.Connection | None, *, keep: int = KE
         if master.exists():
             target = folder / f"{master.stem}-{stamp}{master.suffix}"
             shutil.copy2(master, target)
+            fileperm.restrict(target)
             made.append(target)
     except OSError as exc:
         raise _write_error(master, folder, exc) from None
@@ -56,7 +57,7 @@ def _prepare(master: Path) -> tuple[Path, str]:
     """The backups folder (created) and the time stamp naming this backup's files."""
     folder = backup_dir(master)
     try:
-        folder.mkdir(exist_ok=True)
+        fileperm.make_dirs(folder)
     except OSError as exc:
         raise XlcrmError(f"cannot create the backups folder {folder} ({exc.strerror}); the master's folder "
                          "must be writable", path=str(master)) from None
@@ -108,6 +109,7 @@ class BackupJob:
                             continue
                         part = target.with_name(f".{target.name}.part")
                         shutil.copyfile(source, part)
+                        fileperm.restrict(part)
                         os.replace(part, target)
                         self.made.append(target)
                 except OSError as exc:

@@ -59,6 +59,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from xlcrm import fileperm
 from xlcrm.errors import XlcrmError
 from xlcrm.schema import Column, Entity, Schema
 
@@ -107,8 +108,11 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     if not create and not path.exists():
         raise XlcrmError(f"{path}: no master database here; run `xlcrm merge ... --master "
                          f"{path.with_suffix('.xlsx')}` first")
+    existed = path.exists()
     try:
         conn = sqlite3.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT in transaction()
+        if not existed:
+            fileperm.restrict(path)  # personal data: its owner's only (its journal inherits the mode)
         conn.execute("PRAGMA foreign_keys = ON")
         # A rollback journal, not WAL: the database stays one file to back up and copy.
         conn.execute("PRAGMA journal_mode = DELETE")
@@ -1160,6 +1164,7 @@ def save_image(conn: sqlite3.Connection, path: Path) -> None:
 def backup_to(conn: sqlite3.Connection, target: Path) -> None:
     """A consistent copy of the database (SQLite's online backup), e.g. before a merge changes it."""
     dest = sqlite3.connect(target)
+    fileperm.restrict(target)
     try:
         conn.backup(dest)
     finally:

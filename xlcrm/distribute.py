@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import re
 import uuid
 from collections.abc import Sequence
@@ -111,7 +112,7 @@ def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owner
                                      f"run `xlcrm resolve --master {master}` first", path=str(master))
                 out.mkdir(parents=True, exist_ok=True)
                 paths = _write_all(conn, schema, out, owners=owners, lang=lang, now=now,
-                                   writer=_sealed(write_handout, password),
+                                   writer=functools.partial(write_handout, password=password),
                                    claim=lambda targets: outputs.claim(targets, "handout", force=force,
                                                                        master=master, folder=out))
                 conn.execute("COMMIT")
@@ -121,39 +122,37 @@ def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owner
 
 
 def write_handout(path: Path, schema: Schema, *, owner: str, lang: Lang, rows: dict[str, list[dict[str, Any]]],
-                  workbook_id: str, created: dt.datetime, marks: Sequence[tuple[str, int, list[Any]]] = ()) -> Path:
+                  workbook_id: str, created: dt.datetime, marks: Sequence[tuple[str, int, list[Any]]] = (),
+                  password: str | None = None) -> Path:
     """The team workbook, with ``marks`` (entity, index into ``rows``, findings) annotated like an error
-    workbook: the rejected rows handed back."""
+    workbook: the rejected rows handed back.  With ``password`` it is encrypted; the plain workbook is
+    only ever in memory."""
     from xlcrm.template import write_team_workbook
 
     if not marks:
         return write_team_workbook(path, schema, owner=owner, lang=lang, rows=rows, workbook_id=workbook_id,
-                                   created=created)
-    import os
+                                   created=created, password=password)
+    import io
 
     from xlsxwriter.utility import xl_col_to_name
 
     from xlcrm.reader import TeamWorkbook, WorkbookMeta
     from xlcrm.validate import Finding, ValidationResult, annotate
 
-    plain = path.with_name(f".{path.stem}.{os.getpid()}.plain.xlsx")  # annotate writes a copy
-    try:
-        write_team_workbook(plain, schema, owner=owner, lang=lang, rows=rows, workbook_id=workbook_id,
-                            created=created)
-        findings = []
-        for ekey, index, found in marks:
-            entity = schema.entity(ekey)
-            sheet, row = entity.label(lang), index + 2  # data starts below the header row
-            cells = rows[ekey][index]
-            for key, severity, rule, message in found:
-                known = entity.has(key)
-                cell = f"{xl_col_to_name(entity.keys.index(key))}{row}" if known else ""
-                findings.append(Finding(str(path), sheet, cell, row, entity.column(key).label(lang) if known else "",
-                                        key, ekey, cells.get(key), rule, severity, message))
-        annotate(ValidationResult(TeamWorkbook(plain, WorkbookMeta(owner=owner, lang=lang), {}), schema, {},
-                                  findings, {}), path)
-    finally:
-        plain.unlink(missing_ok=True)
+    plain = io.BytesIO()  # annotate reads the plain workbook from memory and writes the marked copy
+    write_team_workbook(plain, schema, owner=owner, lang=lang, rows=rows, workbook_id=workbook_id, created=created)
+    findings = []
+    for ekey, index, found in marks:
+        entity = schema.entity(ekey)
+        sheet, row = entity.label(lang), index + 2  # data starts below the header row
+        cells = rows[ekey][index]
+        for key, severity, rule, message in found:
+            known = entity.has(key)
+            cell = f"{xl_col_to_name(entity.keys.index(key))}{row}" if known else ""
+            findings.append(Finding(str(path), sheet, cell, row, entity.column(key).label(lang) if known else "",
+                                    key, ekey, cells.get(key), rule, severity, message))
+    annotate(ValidationResult(TeamWorkbook(path, WorkbookMeta(owner=owner, lang=lang), {}), schema, {},
+                              findings, {}), path, source=plain, password=password)
     return path
 
 
@@ -199,23 +198,6 @@ def carry_back(schema: Schema, rows: dict[str, list[dict[str, Any]]], rejected: 
             shown[i] = cells
         marks.append((ekey, i, r["findings"]))
     return marks
-
-
-def _sealed(writer: Any, password: str | None) -> Any:
-    """``writer`` as is, or writing into a temp file that is encrypted before it replaces the target."""
-    if not password:
-        return writer
-
-    def write(path: Path, *args: Any, **kw: Any) -> Path:
-        from xlcrm.crypto import protect_file
-        from xlcrm.writer import atomic_write
-
-        with atomic_write(path) as tmp:
-            writer(tmp, *args, **kw)
-            protect_file(tmp, password)
-        return path
-
-    return write
 
 
 def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | None, lang: Lang | None,

@@ -39,6 +39,7 @@ from xlcrm.writer import (
     close_workbook,
     entity_columns,
     open_workbook,
+    sealed,
     write_table,
     write_text,
 )
@@ -373,8 +374,8 @@ def _write_with_record(conn: sqlite3.Connection, schema: Schema, write: Any, par
 def _write_sheets(out: Path, schema: Schema, cols: Mapping[str, Sequence[Column]],
                   data: Mapping[str, list[dict[str, Any]]], lang: Lang, password: str | None,
                   title: list[str], sheet_names: Mapping[str, str] | None = None) -> None:
-    with atomic_write(out) as tmp:
-        wb = open_workbook(tmp)
+    with atomic_write(out) as tmp, sealed(tmp, password) as target:
+        wb = open_workbook(target)
         info = wb.add_worksheet("出力情報" if lang == "ja" else "About")
         for i, line in enumerate(title):
             write_text(info, i, 0, line, wb, **({"bold": True, "font_size": 13} if i == 0 else {}))
@@ -389,10 +390,6 @@ def _write_sheets(out: Path, schema: Schema, cols: Mapping[str, Sequence[Column]
             write_table(wb, ws, e.table_name(lang), tcols,
                         ([_cell(c, r.get(c.key)) for c in keep] for r in data.get(e.key, ())))
         close_workbook(wb)
-        if password:
-            from xlcrm.crypto import protect_file
-
-            protect_file(tmp, password)
 
 
 # --- mailing list -------------------------------------------------------------------------------------------
@@ -587,8 +584,8 @@ def _write_mailing(out: Path, schema: Schema, rows: list[tuple[str, dict[str, An
                 out_row.append(db.from_db(schema[e].column(k), v))
             yield out_row
 
-    with atomic_write(out) as tmp:
-        wb = open_workbook(tmp)
+    with atomic_write(out) as tmp, sealed(tmp, password) as target:
+        wb = open_workbook(target)
         ws = wb.add_worksheet("DM送付先" if ja else "Mailing list")
         write_table(wb, ws, "tbl_mailing", tcols, values())
         info = wb.add_worksheet("出力情報" if ja else "About")
@@ -601,7 +598,3 @@ def _write_mailing(out: Path, schema: Schema, rows: list[tuple[str, dict[str, An
             write_text(info, i, 0, line, wb)
         info.set_column(0, 0, 100)
         close_workbook(wb)
-        if password:
-            from xlcrm.crypto import protect_file
-
-            protect_file(tmp, password)

@@ -27,7 +27,7 @@ from xlcrm import db
 from xlcrm.blocks import Block, Col, cell_value, schema_cols, schema_values, write_block
 from xlcrm.errors import XlcrmError
 from xlcrm.schema import OPEN_PHASES, Entity, Lang, Schema
-from xlcrm.writer import atomic_write, close_workbook, open_workbook, write_text
+from xlcrm.writer import atomic_write, close_workbook, open_workbook, sealed, write_text
 
 HOW = "handover"
 #: How many of the latest activities the handover book shows per customer.
@@ -242,8 +242,8 @@ def write_handover_book(conn: sqlite3.Connection, schema: Schema, ids: list[str]
     cust_e = schema["customers"]
     people = schema["contacts"]
     acts, deals, todos = schema["activities"], schema["deals"], schema["todos"]
-    with atomic_write(out) as tmp:
-        wb = open_workbook(tmp, created=at, title=_w("title", lang))
+    with atomic_write(out) as tmp, sealed(tmp, password) as target:
+        wb = open_workbook(target, created=at, title=_w("title", lang))
         index = wb.add_worksheet(_w("index", lang))
         write_text(index, 0, 0, f"{_w('title', lang)} — {_w('from_to', lang, src=src, dst=dst, date=at.date())}",
                    wb, bold=True, font_size=14)
@@ -308,10 +308,6 @@ def write_handover_book(conn: sqlite3.Connection, schema: Schema, ids: list[str]
         index.fit_to_pages(1, 0)
         index.activate()
         close_workbook(wb)
-        if password:
-            from xlcrm.crypto import protect_file
-
-            protect_file(tmp, password)
     return out
 
 

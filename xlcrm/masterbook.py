@@ -5,9 +5,9 @@
 sheets 重複候補, 競合, 削除候補 (each with an unlocked decision column), 変更履歴 and 取込ログ, plus
 提供記録 (the third-party provision record of :mod:`xlcrm.export`) once there is one.
 
-**Passwords.** With ``password`` the workbook is encrypted with Excel's own encryption inside the
-atomic write (plain into the temp file, sealed, then ``os.replace``), so no plain copy ever sits under
-the master's name.  Every read of it (decisions, the admin's edits) decrypts first.  A command that
+**Passwords.** With ``password`` the workbook is built in memory and encrypted with Excel's own
+encryption there (:func:`xlcrm.writer.sealed`); only the sealed bytes go into the atomic write's temp
+file, so no plain copy ever reaches the disk.  Every read of it (decisions, the admin's edits) decrypts first.  A command that
 rewrites an encrypted master refuses without the right password: writing it plain would drop the
 protection, writing it with another password would lock the owner out.  The database's meta
 ``master_encrypted`` remembers the choice, so ``export-master`` of a lost encrypted workbook asks for
@@ -51,6 +51,7 @@ from xlcrm.writer import (
     atomic_write,
     close_workbook,
     open_workbook,
+    sealed,
     write_table,
     write_text,
 )
@@ -253,7 +254,7 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
     The commit happens before the replace: if the process dies in between, the database is new and
     the workbook old; the generation check then refuses to read stale edits from it and the next
     command rewrites it.  If writing fails, the transaction is rolled back by the caller and both
-    files stay as they were.  With ``password`` the temp file is encrypted before the replace.
+    files stay as they were.  With ``password`` only encrypted bytes reach the temp file.
 
     ``meanwhile`` is more work for the same transaction that the workbook does not show (merge's
     search index).  When it is ``meanwhile_heavy`` (a full index build) and the master is large, the
@@ -294,9 +295,8 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
         with atomic_write(master) as tmp:
             def write(c: sqlite3.Connection) -> dict[str, float]:
                 def work() -> None:
-                    write_master(c, tmp, schema, lang=lang, wb_id=wb_id)
-                    if password:
-                        crypto.protect_file(tmp, password)
+                    with sealed(tmp, password) as target:
+                        write_master(c, target, schema, lang=lang, wb_id=wb_id)
                 return timed("master_workbook", work)
 
             def index() -> dict[str, float]:

@@ -1682,31 +1682,23 @@ def _annotate_job(result: Any, out: Path, password: str | None = None) -> str:
 def annotate_source(result: Any, out: Path, password: str | None = None) -> Path:
     """The error workbook of one input; an encrypted input gets an encrypted error workbook.
 
-    validate's ``annotate`` edits a copy of the file with openpyxl, which cannot open an encrypted
-    workbook: the input is decrypted into a temp file beside ``out`` (removed afterwards), annotated,
-    and the result sealed with the same password before it replaces ``out`` — it holds the same
+    An encrypted input is decrypted in memory and annotated from there, and its error workbook is
+    sealed with the same password before anything of it reaches the disk — it holds the same
     personal data as the input.
     """
-    import dataclasses
+    import io
 
-    from xlcrm import crypto
+    from xlcrm import crypto, fileperm
     from xlcrm.validate import annotate
-    from xlcrm.writer import atomic_write
 
+    fileperm.make_dirs(out.parent)  # errors/<time>/: its owner's only, like the copies in it
     src = Path(result.path)
-    if not crypto.is_encrypted(src.read_bytes()):
+    data = src.read_bytes()
+    if not crypto.is_encrypted(data):
         return annotate(result, out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    plain = out.with_name(f".{out.stem}.{os.getpid()}.plain.xlsx")  # openpyxl goes by the suffix
-    try:
-        plain.write_bytes(crypto.read_workbook_bytes(src, password))
-        copy = dataclasses.replace(result, workbook=dataclasses.replace(result.workbook, path=plain))
-        with atomic_write(out) as tmp:
-            annotate(copy, tmp)
-            crypto.protect_file(tmp, password or "")
-    finally:
-        plain.unlink(missing_ok=True)
-    return out
+    plain = io.BytesIO(crypto.decrypt_bytes(data, password, path=src))
+    del data
+    return annotate(result, out, source=plain, password=password or "")
 
 
 #: How much the worker processes step back (``nice``) for the merge process: see _lower_priority.

@@ -26,7 +26,7 @@ from xlcrm import masterframes as mf
 from xlcrm.blocks import WIDTH, Block, Col, cell_value, put_text, write_block
 from xlcrm.errors import XlcrmError
 from xlcrm.schema import Lang, Schema
-from xlcrm.writer import XlcrmWorkbook, atomic_write, close_workbook, open_workbook
+from xlcrm.writer import XlcrmWorkbook, atomic_write, close_workbook, open_workbook, sealed
 
 ChartKind = Literal["column", "bar", "stacked", "clustered_bar"]
 
@@ -573,8 +573,8 @@ def write_report(report: Report, out: str | Path, *, password: str | None = None
                  created: dt.datetime | None = None) -> Path:
     """Write ``report`` to ``out`` atomically (encrypted with ``password`` when given)."""
     out = Path(out)
-    with atomic_write(out) as tmp:
-        wb = open_workbook(tmp, created=created, title=t("title", report.lang))
+    with atomic_write(out) as tmp, sealed(tmp, password) as target:
+        wb = open_workbook(target, created=created, title=t("title", report.lang))
         placed: dict[str, _Placed] = {}
         sheets = {}
         for page in report.pages:
@@ -593,10 +593,6 @@ def write_report(report: Report, out: str | Path, *, password: str | None = None
                 row += 18
         wb.worksheets()[0].activate()
         close_workbook(wb)
-        if password:
-            from xlcrm.crypto import protect_file
-
-            protect_file(tmp, password)
     return out
 
 

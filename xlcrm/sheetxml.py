@@ -530,14 +530,15 @@ def _member(content: bytes, splice: tuple[int, Stream] | None) -> tuple[list[byt
     return [_deflate(before, False), *middle, _deflate(after, True)], crc, len(before) + stream.size + len(after)
 
 
-def write_package(out: IO[bytes], files: list[tuple[str, str, bool]],
+def write_package(out: IO[bytes], files: list[tuple[Any, str, bool]],
                   splices: dict[str, tuple[int, Stream]]) -> None:
-    """The .xlsx zip container of the packager's parts (its temp files), in the packager's order."""
+    """The .xlsx zip container of the packager's parts (in memory), in the packager's order."""
     offset = 0
     central = []
-    for os_filename, xml_filename, _binary in files:
-        with open(os_filename, "rb") as fh:
-            content = fh.read()
+    for part, xml_filename, _binary in files:
+        content = part.getvalue()
+        if isinstance(content, str):
+            content = content.encode("utf-8")
         pieces, crc, size = _member(content, splices.get(xml_filename))
         csize = sum(len(p) for p in pieces)
         name = xml_filename.encode("utf-8")

@@ -24,6 +24,7 @@ formats and widths come from each column, dropdowns from the choice lists.  Deci
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 import sys
 import zipfile
@@ -53,6 +54,7 @@ from xlcrm.writer import (
     close_workbook,
     fit_text,
     open_workbook,
+    sealed,
     sheet_range,
     write_entity_table,
     write_text,
@@ -140,7 +142,7 @@ _MSG: dict[Lang, dict[str, str]] = {
 # --- public API ------------------------------------------------------------------------------------
 
 def write_team_workbook(
-    path: str | Path,
+    path: str | Path | io.BytesIO,
     schema: Schema,
     *,
     owner: str,
@@ -149,22 +151,32 @@ def write_team_workbook(
     workbook_id: str = "",
     created: dt.datetime | None = None,
     validation_rows: int = VALIDATION_ROWS,
+    password: str | None = None,
 ) -> Path:
     """Write the standard team workbook for ``owner``, optionally filled with ``rows``.
 
     ``rows`` maps an entity key to row dicts of canonical values keyed by column key (choices as
     canonical keys, dates as ``datetime.date``); they are shown as labels in ``lang``.  Used for the
-    empty template, ``xlcrm distribute`` and the demo.  The file is written atomically.
+    empty template, ``xlcrm distribute`` and the demo.  The file is written atomically; with
+    ``password`` it is encrypted before it reaches the disk (:func:`xlcrm.writer.sealed`).  A buffer
+    given as ``path`` receives the plain workbook in memory (to be annotated before it is written).
     """
     _check_lang(lang)
     if validation_rows < 0:
         raise XlcrmError(f"validation_rows must be 0 or more, got {validation_rows}")
-    target = Path(path)
-    with atomic_write(target) as tmp:
-        wb = open_workbook(tmp, created=created, title=_TITLE[lang], author=owner)
+
+    def fill(out: Path | io.BytesIO) -> None:
+        wb = open_workbook(out, created=created, title=_TITLE[lang], author=owner)
         add_standard_sheets(wb, schema, lang=lang, owner=owner, rows=rows, validation_rows=validation_rows)
         add_meta_sheet(wb, schema, owner=owner, lang=lang, workbook_id=workbook_id)
         close_workbook(wb)
+
+    if isinstance(path, io.BytesIO):
+        fill(path)
+        return Path(f"<memory {owner}>")
+    target = Path(path)
+    with atomic_write(target, private=bool(rows)) as tmp, sealed(tmp, password) as out:
+        fill(out)
     return target
 
 

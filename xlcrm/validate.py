@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -786,11 +786,11 @@ _SUMMARY_SHEET = SUMMARY_SHEET
 _FIXES_SHEET = {"ja": "修正一覧", "en": "Fixes"}
 
 
-def _load_for_edit(path: Path) -> Any:
+def _load_for_edit(path: Path, source: BinaryIO | None = None) -> Any:
     import openpyxl
 
     # Without keep_vba a macro-enabled workbook's VBA project is left out: copies carry no macros.
-    return openpyxl.load_workbook(path, rich_text=True)
+    return openpyxl.load_workbook(path if source is None else source, rich_text=True)
 
 
 def _put_text(cell: Any, text: str) -> None:
@@ -805,37 +805,43 @@ def _put_text(cell: Any, text: str) -> None:
         cell.quotePrefix = True
 
 
-def _save(book: Any, out: Path) -> Path:
-    from xlcrm.writer import atomic_write
+def _save(book: Any, out: Path, password: str | None = None) -> Path:
+    from xlcrm.writer import atomic_write, sealed
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as tmp:
-        book.save(tmp)
+    with atomic_write(out) as tmp, sealed(tmp, password) as target:
+        book.save(target)
     return out
 
 
-def annotate(result: ValidationResult, out: str | Path) -> Path:
+def annotate(result: ValidationResult, out: str | Path, *, source: BinaryIO | None = None,
+             password: str | None = None) -> Path:
     """A copy with bad cells coloured, a comment on each and a linked list of findings.
 
     The package is patched in place when its structure allows (see :mod:`xlcrm.annotate`: seconds
-    faster per 10,000 rows); anything it does not handle goes through openpyxl instead.
+    faster per 10,000 rows); anything it does not handle goes through openpyxl instead.  ``source``
+    is the workbook's plain bytes in memory (a decrypted input) instead of its file; ``password``
+    encrypts the copy before anything of it reaches the disk.
     """
     from xlcrm.annotate import FastPathUnsupported, annotate_fast
 
     try:
-        return annotate_fast(result, out)
+        return annotate_fast(result, out, source=source, password=password)
     except FastPathUnsupported:
-        return _annotate_openpyxl(result, out)
+        if source is not None:
+            source.seek(0)
+        return _annotate_openpyxl(result, out, source, password)
 
 
-def _annotate_openpyxl(result: ValidationResult, out: str | Path) -> Path:
+def _annotate_openpyxl(result: ValidationResult, out: str | Path, source: BinaryIO | None = None,
+                       password: str | None = None) -> Path:
     from openpyxl.comments import Comment
     from openpyxl.styles import Font, PatternFill
 
     from xlcrm.annotate import ooxml_text
 
     out = Path(out)
-    book = _load_for_edit(result.path)
+    book = _load_for_edit(result.path, source)
     lang = result.workbook.lang
     fills = {k: PatternFill("solid", start_color=v, end_color=v) for k, v in _FILL.items()}
     by_cell: dict[tuple[str, str], list[Finding]] = {}
@@ -874,7 +880,7 @@ def _annotate_openpyxl(result: ValidationResult, out: str | Path) -> Path:
     for sheet in book.worksheets:
         sheet.sheet_view.tabSelected = sheet is ws
     book.active = 0
-    return _save(book, out)
+    return _save(book, out, password)
 
 
 @dataclass

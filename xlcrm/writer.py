@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import glob
+import io
 import math
 import numbers
 import os
@@ -62,7 +63,7 @@ from xlsxwriter.utility import (
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet, convert_range_args
 
-from xlcrm import sheetxml
+from xlcrm import fileperm, sheetxml
 from xlcrm.errors import LockedError, XlcrmError
 from xlcrm.schema import Column, Entity, ImeMode, Lang
 
@@ -93,6 +94,10 @@ WORKBOOK_OPTIONS: dict[str, Any] = {
     "strings_to_urls": False,
     "remove_timezone": True,
     "default_date_format": DATE_FORMAT,
+    # The package's parts are assembled in memory, never in temp files of their own: a killed run
+    # leaves no plain copy of its sheets in the temp folder, and an encrypted workbook is sealed
+    # before anything of it reaches the disk (see ``sealed``).
+    "in_memory": True,
 }
 
 _FORMULA_START = frozenset("=+-@＝＋－＠")
@@ -369,9 +374,9 @@ class XlcrmWorkbook(Workbook):
     def _deflater(self) -> ThreadPoolExecutor | None:
         """The one worker thread that deflates rendered rows while the next ones are rendered.
 
-        None when this workbook is packaged by XlsxWriter itself (reference mode, ZIP64, in memory).
+        None when this workbook is packaged by XlsxWriter itself (reference mode, ZIP64).
         """
-        if not self.fast_tables or self.allow_zip64 or self.in_memory:
+        if not self.fast_tables or self.allow_zip64:
             return None
         if self._deflate_pool is None:
             self._deflate_pool = ThreadPoolExecutor(1, thread_name_prefix="xlcrm-deflate")
@@ -424,10 +429,6 @@ class XlcrmWorkbook(Workbook):
         finally:
             if out is not self.filename:
                 out.close()
-            for os_filename, _name, _binary in xml_files:
-                if isinstance(os_filename, str):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(os_filename)
             pool.shutdown()
             self._deflate_pool = None
 
@@ -487,13 +488,15 @@ def check_file_name(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_write(path: str | os.PathLike[str], *, private: bool = True) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path`` atomically.
 
     The temp file sits in the same directory (``os.replace`` is only atomic within one file system)
     and its name does not end in ``.xlsx``, so a folder scan never mistakes a leftover for a team
     workbook.  If the body raises, the temp file is removed and the old file is untouched.  The new
-    file keeps the old file's permission bits (or the umask's default), not mkstemp's private 0600.
+    file keeps the old file's permission bits; a new one holding personal data (``private``) is
+    readable by its owner only unless xlcrm.toml says otherwise (:mod:`xlcrm.fileperm`), any other
+    gets the umask's default.
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -512,9 +515,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         try:
             mode = target.stat().st_mode & 0o7777
         except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
+            mode = fileperm.new_file_mode(private)
         os.chmod(tmp, mode)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -528,6 +529,32 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def sealed(tmp: Path, password: str | None) -> Iterator[Path | io.BytesIO]:
+    """Where to write a workbook bound for ``tmp`` (a temp file of :func:`atomic_write`).
+
+    Without a password that is ``tmp`` itself.  With one it is a buffer in memory: on leaving the
+    block its bytes are encrypted (Excel's own encryption, :mod:`xlcrm.crypto`) and only the sealed
+    bytes are written to ``tmp``, so no plain copy of the workbook ever reaches the disk, not even
+    for the moment a killed process would leave behind.
+    """
+    if not password:
+        yield tmp
+        return
+    from xlcrm.crypto import encrypt_bytes
+
+    buf = io.BytesIO()
+    yield buf
+    data = encrypt_bytes(buf.getvalue(), password)
+    buf.close()
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        raise XlcrmError(f"cannot write the workbook: {exc.strerror}; check free space and permissions",
+                         path=str(tmp)) from None
 
 
 def remove_leftovers(path: str | os.PathLike[str]) -> list[Path]:

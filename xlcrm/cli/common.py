@@ -113,9 +113,12 @@ def check_lang(value: str) -> Lang:
 
 def load_config(config: Path | None) -> Schema:
     """The schema after xlcrm.toml; imported lazily so that `--help` stays fast."""
+    from xlcrm import fileperm
     from xlcrm.schema import load_schema
 
-    return load_schema(config)
+    schema = load_schema(config)
+    fileperm.configure(schema.settings, str(schema.config_path or "xlcrm.toml"))
+    return schema
 
 
 def narrow_table(title: str | None = None) -> Table:
