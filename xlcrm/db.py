@@ -51,10 +51,11 @@ merge changes the file in place in one transaction.
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -148,13 +149,46 @@ def rollback_on_error(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
     For work that commits by itself once the master workbook is on disk (merge, distribute,
     handover, export-master): the database must not move ahead of a workbook that failed to write.
+    A fault of the machine (a full disk, a read-only file, an I/O error) becomes one line saying that
+    nothing was changed and what to do (:func:`fault_error`).
     """
     try:
         yield conn
-    except BaseException:
+    except BaseException as exc:
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # the original error is the one to report
+                conn.execute("ROLLBACK")
+        error = fault_error(exc) if isinstance(exc, sqlite3.Error | OSError) else None
+        if error is not None:
+            raise error from None
         raise
+
+
+#: errno values meaning "no room": no space, over the quota, file larger than allowed.
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NO_RIGHT = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def fault_error(exc: BaseException) -> XlcrmError | None:
+    """The one-line refusal for a fault of the machine met inside a transaction that was rolled back,
+    or None for anything else (a bug: its traceback is worth having)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = text.lower()
+    if (isinstance(exc, OSError) and exc.errno in _NO_ROOM) or "disk is full" in low:
+        what = f"not enough disk space ({exc.strerror if isinstance(exc, OSError) else text})"
+        todo = "free some space"
+    elif (isinstance(exc, OSError) and exc.errno in _NO_RIGHT) or "readonly database" in low:
+        what = f"a file or folder of the master cannot be written ({text})"
+        todo = "make it writable for this user"
+    elif "disk i/o error" in low or (isinstance(exc, OSError) and exc.errno == errno.EIO):
+        what = f"the disk could not be written ({text})"
+        todo = "check free space and the disk"
+    elif "unable to open database file" in low:
+        what = f"the master database cannot be opened ({text})"
+        todo = "check the folder's permissions and free space"
+    else:
+        return None
+    return XlcrmError(f"{what}; nothing was changed — {todo} and run again")
 
 
 def create_tables(conn: sqlite3.Connection, schema: Schema) -> None:

@@ -72,4 +72,5 @@ def make_dirs(path: str | os.PathLike[str]) -> Path:
         q = q.parent
     for d in reversed(missing):
         d.mkdir(mode=DIR_MODE, exist_ok=True)
+    p.mkdir(mode=DIR_MODE, exist_ok=True)  # FileExistsError when a file stands in its place
     return p

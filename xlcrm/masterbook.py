@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -52,6 +53,7 @@ from xlcrm.writer import (
     close_workbook,
     open_workbook,
     sealed,
+    settle,
     write_table,
     write_text,
 )
@@ -245,6 +247,23 @@ def check_master_password(master: Path, password: str | None, conn: sqlite3.Conn
     return False
 
 
+def check_writable(master: Path) -> None:
+    """Refuse (one line, nothing changed) when master.db, master.xlsx or their folder cannot be written.
+
+    Checked before any work and again right before the commit: a database committed ahead of a
+    workbook that cannot replace the old one would leave the two disagreeing.
+    """
+    master = Path(master)
+    folder = master.parent if str(master.parent) else Path(".")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise XlcrmError(f"the folder {folder} is read-only for this user; make it writable and run again "
+                         "(nothing was changed)", path=str(master))
+    for path in (db.db_path_for(master), master):
+        if path.exists() and not os.access(path, os.W_OK):
+            raise XlcrmError("the file is read-only; make it writable (file properties / chmod u+w) and "
+                             "run again (nothing was changed)", path=str(path))
+
+
 def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, lang: Lang,
                      progress: Callable[[str, int, int], None] | None = None,
                      password: str | None = None, meanwhile: Callable[[], None] | None = None,
@@ -275,6 +294,7 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
 
     if not password:
         check_master_password(master, None, conn)  # never silently drop an encrypted master's protection
+    check_writable(master)
     db.set_meta(conn, "master_encrypted", "1" if password else "0")
     generation = int(db.get_meta(conn, "master_generation", "0") or 0) + 1
     db.set_meta(conn, "master_generation", str(generation))
@@ -317,7 +337,9 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
                             with contextlib.suppress(OSError, MemoryError):  # no fork: one after the other
                                 job = snapshot.ForkedJob(conn, index_and_image)
                         timings.update(write(conn))
+                        settle(tmp, master)  # the workbook is complete on disk before the commit
                         timings.update(job.wait() if job is not None else index_and_image(conn))
+                        check_writable(master)
                     if conn.in_transaction:
                         conn.execute("COMMIT")  # this process's copy (the child wrote the file)
                 else:
@@ -326,6 +348,8 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
                             job = snapshot.ForkedJob(conn, write)
                     timings.update(index())
                     timings.update(job.wait() if job is not None else write(conn))
+                    settle(tmp, master)  # the workbook is complete on disk before the commit
+                    check_writable(master)
                     conn.execute("COMMIT")
                 committed = True
             except BaseException:
@@ -337,15 +361,23 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
             raise LockedError(f"{exc}; the database was updated — close the workbook and run "
                               "`xlcrm export-master` to rewrite it") from None
         raise
+    except XlcrmError as exc:
+        if committed:
+            raise XlcrmError(f"{exc}; master.db was updated but {master.name} could not be replaced — run "
+                             f"`xlcrm export-master --master {master}` to rewrite it") from None
+        raise
     if progress:
         progress("master.xlsx", 1, 1)
-    target = db.connect(persist) if persist is not None else conn
-    try:
-        with db.transaction(target):
-            db.set_meta(target, "master_stat", _stat(master))
-    finally:
-        if target is not conn:
-            target.close()
+    # Only lets the next run skip reading an untouched workbook: a failure here (a full disk) costs
+    # that run a read, never data.
+    with contextlib.suppress(sqlite3.Error, OSError, XlcrmError):
+        target = db.connect(persist) if persist is not None else conn
+        try:
+            with db.transaction(target):
+                db.set_meta(target, "master_stat", _stat(master))
+        finally:
+            if target is not conn:
+                target.close()
     return timings
 
 
@@ -365,6 +397,7 @@ def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = Non
     with lock.master_lock(master, "export-master"):
         lock.refuse_if_open_in_excel(master)
         check_master_password(master, password)
+        check_writable(master)
         conn = db.connect(db.db_path_for(master))
         try:
             if master.exists():

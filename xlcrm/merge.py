@@ -1202,12 +1202,13 @@ def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dr
     with undo.folder_guard(), ctx, undo:
         if not dry_run:
             lock.refuse_if_open_in_excel(master)
+            masterbook.check_writable(master)  # before any work: a read-only file is one line, not a rollback
             for leftover in (master, db_path):  # from a killed run: this lock is ours now
                 remove_leftovers(leftover)
         masterbook.check_master_password(master, password)  # before any work: one line, nothing changed
         clock = _Clock(report.timings)
         workers = _Workers(None if dry_run else master.parent / ERRORS_DIR / now.strftime("%Y%m%d-%H%M%S"),
-                           password=password)
+                           password=password, spool_beside=None if dry_run else master)
         undo.errors_dir = workers.out_dir if workers.out_dir is not None and not workers.out_dir.exists() else None
         try:
             # Validation starts here, in the workers, and goes on while the merge below runs.
@@ -1705,6 +1706,14 @@ def annotate_source(result: Any, out: Path, password: str | None = None) -> Path
 WORKER_NICE = 10
 
 
+def _worker_init(parent: int) -> None:
+    """A worker dies with the merge (a killed merge leaves no worker validating on) and steps back."""
+    from xlcrm.snapshot import die_with
+
+    die_with(parent)
+    _lower_priority()
+
+
 def _lower_priority() -> None:
     """The merge process is the run's critical path (one transaction, one process); the workers'
     validation is throughput that only has to stay ahead of it.  Three busy processes on two cores
@@ -1733,9 +1742,12 @@ class _Workers:
     """
 
     def __init__(self, out_dir: Path | None, background_rows: int | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, spool_beside: Path | None = None) -> None:
         self.out_dir = out_dir
         self.password = password
+        #: validated inputs are spooled beside this file (the master), in a temp folder the next run
+        #: removes if this one is killed (writer.remove_leftovers); None: the system's temp folder
+        self.spool_beside = spool_beside
         self.annotate = out_dir is not None
         self.background_rows = BACKGROUND_ANNOTATE_ROWS if background_rows is None else background_rows
         self.pool: Any = None
@@ -1758,7 +1770,8 @@ class _Workers:
                 import xlcrm.validate  # noqa: F401
             ctx = multiprocessing.get_context("fork" if fork else "spawn")
             self.pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=max(1, min(2, os.cpu_count() or 1)), mp_context=ctx, initializer=_lower_priority)
+                max_workers=max(1, min(2, os.cpu_count() or 1)), mp_context=ctx, initializer=_worker_init,
+                initargs=(os.getpid(),))
         return self.pool
 
     def parallel(self, paths: Sequence[Path]) -> bool:
@@ -1782,7 +1795,9 @@ class _Workers:
 
         try:
             pool = self._pool()
-            self.spool = Path(tempfile.mkdtemp(prefix="xlcrm-validated-"))
+            beside = self.spool_beside
+            self.spool = Path(tempfile.mkdtemp(prefix=f".{beside.name}.", suffix=".tmp", dir=beside.parent)
+                              if beside is not None else tempfile.mkdtemp(prefix="xlcrm-validated-"))
             return [pool.submit(_validate_to_file, p, schema, today, password, self.spool / f"{i}.pickle")
                     for i, p in enumerate(paths)]
         except Exception:

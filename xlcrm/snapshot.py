@@ -74,7 +74,7 @@ class ForkedJob:
             raise
         if pid == 0:  # the child: never returns
             os.close(read_fd)
-            _die_with(parent)
+            die_with(parent)
             _child(data, job, write_fd, conn)
         del data  # the parent's copy: freed before the parent goes on
         os.close(write_fd)
@@ -151,8 +151,12 @@ def _child(data: list[bytes], job: Callable[[sqlite3.Connection], Any], write_fd
         os._exit(code)
 
 
-def _die_with(parent: int) -> None:
-    """A killed merge must not leave a child writing on: ask Linux for SIGKILL when the parent dies."""
+def die_with(parent: int) -> None:
+    """A killed merge must not leave a child working on: ask Linux for SIGKILL when the parent dies.
+
+    Called first thing in a child forked by ``parent`` (this module's job, merge's worker processes).
+    Elsewhere (no prctl) it does nothing: spawned workers end when their pipe to the parent closes.
+    """
     with contextlib.suppress(Exception):
         import ctypes
 

@@ -40,6 +40,7 @@ import math
 import numbers
 import os
 import re
+import shutil
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -496,7 +497,9 @@ def atomic_write(path: str | os.PathLike[str], *, private: bool = True) -> Itera
     workbook.  If the body raises, the temp file is removed and the old file is untouched.  The new
     file keeps the old file's permission bits; a new one holding personal data (``private``) is
     readable by its owner only unless xlcrm.toml says otherwise (:mod:`xlcrm.fileperm`), any other
-    gets the umask's default.
+    gets the umask's default.  A caller that commits something else in the same step (the master
+    database) calls :func:`settle` on the temp file first, so that only the rename is left after its
+    commit.
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -506,29 +509,54 @@ def atomic_write(path: str | os.PathLike[str], *, private: bool = True) -> Itera
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
     except OSError as exc:
-        raise XlcrmError(f"cannot create a file in {parent} ({exc.strerror}); check the folder and its "
-                         "permissions", path=str(target)) from None
+        raise XlcrmError(f"cannot create a file in {parent} ({exc.strerror}); check the folder, its "
+                         "permissions and free space", path=str(target)) from None
     os.close(fd)
     tmp = Path(tmp_name)
+    _private_temps[tmp] = private
     try:
         yield tmp
-        try:
-            mode = target.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = fileperm.new_file_mode(private)
-        os.chmod(tmp, mode)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if tmp in _private_temps:
+            settle(tmp, target)
         try:
             os.replace(tmp, target)
         except PermissionError:
-            raise LockedError("cannot replace the file: it is open in another program (Excel?); "
-                              "close it and try again", path=str(target)) from None
+            raise LockedError("cannot replace the file: it is open in another program (Excel?) or the "
+                              "folder is read-only; close it and try again", path=str(target)) from None
+        except OSError as exc:
+            raise XlcrmError(f"cannot replace the file ({exc.strerror}); check the folder",
+                             path=str(target)) from None
         _fsync_dir(parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    finally:
+        _private_temps.pop(tmp, None)
+
+
+#: Temp files of :func:`atomic_write` not settled yet -> whether they hold personal data.
+_private_temps: dict[Path, bool] = {}
+
+
+def settle(tmp: Path, target: str | os.PathLike[str]) -> None:
+    """Give a finished temp file of :func:`atomic_write` its permissions and flush it to the disk.
+
+    Everything that can still fail before the rename (a full disk, a file system refusing the sync)
+    fails here, with one line; afterwards only the rename is left.
+    """
+    private = _private_temps.pop(tmp, True)
+    try:
+        try:
+            mode = Path(target).stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = fileperm.new_file_mode(private)
+        with open(tmp, "rb") as fh:  # fsync works on a read-only descriptor: the mode may be 0444
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+    except OSError as exc:
+        raise XlcrmError(f"cannot write the file ({exc.strerror}); check free space and permissions",
+                         path=str(target)) from None
 
 
 @contextlib.contextmanager
@@ -569,7 +597,10 @@ def remove_leftovers(path: str | os.PathLike[str]) -> list[Path]:
     removed = []
     for leftover in parent.glob(f".{glob.escape(target.name)}.*.tmp"):
         with contextlib.suppress(OSError):
-            leftover.unlink()
+            if leftover.is_dir() and not leftover.is_symlink():  # a killed merge's spool of validated inputs
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
             removed.append(leftover)
     return removed
 
