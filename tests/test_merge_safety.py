@@ -42,22 +42,27 @@ def _customers(db_file: Path) -> int | None:
         conn.close()
 
 
-def _writers_left(parent: int) -> list[int]:
+def _writers_left(parent: int, marker: str) -> list[int]:
     """Live processes whose parent was ``parent`` (re-parented orphans show PPid 1, so look for the
-    command line of a merge child that is still running after a short grace)."""
-    time.sleep(0.3)
-    left = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"xlcrm.snapshot" in cmd and "State:\tZ" not in status and int(entry.name) != os.getpid():
-            left.append(int(entry.name))
-    return left
+    command line of this test's merge child, ``marker`` being its master's path, that is still running
+    after a grace for the kernel to end it: other tests, and other people's, run the same code)."""
+    deadline = time.monotonic() + 5
+    while True:
+        left = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                status = (entry / "status").read_text()
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"xlcrm.snapshot" in cmd and marker.encode() in cmd and "State:\tZ" not in status \
+                    and int(entry.name) != os.getpid():
+                left.append(int(entry.name))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
@@ -99,7 +104,7 @@ def test_kill_at_any_moment_leaves_old_or_new_master(team: Path, tmp_path: Path,
             assert len(wb.sheets["customers"].frame) in (0, n_final)
         assert not any(p.suffix == ".xlsx" and p.name.startswith(".") for p in work.parent.iterdir())
         if forked:
-            assert not _writers_left(proc.pid), "the forked writer outlived the killed merge"
+            assert not _writers_left(proc.pid, str(work)), "the forked writer outlived the killed merge"
         if n == n_final:
             break
     merge([team], work, S)  # finishing (or re-running) the merge after the kills

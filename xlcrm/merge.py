@@ -1418,11 +1418,18 @@ def _identity_mismatch(conn: sqlite3.Connection, schema: Schema, src: Source, la
         return (f"このファイルの所有者は「{claimed}」です" if ja else f"this file's owner is {claimed!r}")
     base: set[str] = set()
     held: set[str] = set()
-    for entity in schema:
-        base |= db.base_ids(conn, entity, wid)
-        rows = src.sheets.get(entity.key)
-        if rows is not None:
-            held.update(v for v in rows.cols[0] if v)
+    # The customers tell (a fraction of the rows: the check stays cheap on a large re-merge); the other
+    # sheets only for a base without customers.
+    customers = schema.entity("customers")
+    for entities in ([customers], [e for e in schema if e is not customers]):
+        for entity in entities:
+            base |= db.base_ids(conn, entity, wid)
+            rows = src.sheets.get(entity.key)
+            if rows is not None:
+                held.update(v for v in rows.cols[0] if v)
+        if base:
+            break
+        held.clear()
     if not base:
         return None
     ours = len(held & base)
