@@ -103,6 +103,14 @@ def hook(event, args):
         raise OSError(errno.ENOSPC, "No space left on device", args[0])
 sys.addaudithook(hook)
 """
+_FLUSH_FAILS = """
+import errno, os, sys
+def hook(event, args):
+    if event == "open" and isinstance(args[0], str) and os.path.basename(args[0]).startswith(".master.xlsx.") \
+            and isinstance(args[1], str) and "r" in args[1]:
+        raise OSError(errno.EIO, "Input/output error", args[0])
+sys.addaudithook(hook)
+"""
 _MASTER_NOT_REPLACEABLE = """
 import errno, os, sys
 def hook(event, args):
@@ -118,6 +126,12 @@ def test_the_database_never_commits_ahead_of_a_workbook_that_cannot_be_written(m
                           code=_NO_SPACE_FOR_WORKBOOK))
     assert "No space left on device" in line, line
     assert _state(master.parent) == before  # rolled back: the database did not move
+
+    # The complete workbook cannot be flushed to the disk (reopened for fsync): still before the commit.
+    line = _one_line(_cli("merge", "more", "--master", str(master), cwd=master.parent.parent,
+                          code=_FLUSH_FAILS))
+    assert "Input/output error" in line, line
+    assert _state(master.parent) == before
 
     # The last step fails after the commit: the line says so and how to rebuild the workbook.
     line = _one_line(_cli("merge", "more", "--master", str(master), cwd=master.parent.parent,
