@@ -255,3 +255,31 @@ def test_long_and_path_like_names_get_one_line_and_nothing_half_written(
         assert code == 2, text
         assert len(text.strip().splitlines()) == 1 and "Traceback" not in text
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_the_vectorised_cell_scan_finds_what_expat_finds(make_book: MakeBook, tmp_path: Path) -> None:
+    import numpy as np
+
+    from xlcrm import reader
+
+    base = make_book({"customers": [{"name": f"株式会社{i}", "kind": "corporate", "phone": "03-1234-5678"}
+                                    for i in range(30)],
+                      "activities": [{"customer": "株式会社1", "date": "2024-04-01", "type": "visit"}]},
+                     name="base.xlsx")
+    extra = ('<row r="900000"><c r="B900000" s="1"/><c r="C900000"><v></v></c><c r="D900000"></c>'
+             '<c r="E900000" t="s"><v>0</v></c><c r="AB900000"><f>1+1</f><v>2</v></c>'
+             '<c r="XFD900001" t="inlineStr"><is><t>x&gt;y</t></is></c></row>')
+    book = _rewrite(base, tmp_path / "far.xlsx", CUSTOMERS,
+                    lambda d: d.replace(b"</sheetData>", extra.encode() + b"</sheetData>"))
+    with zipfile.ZipFile(book) as z:
+        raw = z.read(CUSTOMERS)
+    fast = reader._filled_cells_fast(raw)
+    assert fast is not None
+    rows, cols, spans = reader._filled_cells(book, "顧客", raw)
+    assert np.array_equal(fast[0], np.frombuffer(rows, dtype=np.int64))
+    assert np.array_equal(fast[1], np.frombuffer(cols, dtype=np.int64))
+    assert np.array_equal(fast[2], np.frombuffer(spans, dtype=np.int64))
+    assert (899999, 27) in set(zip(fast[0].tolist(), fast[1].tolist(), strict=True))
+    assert (899999, 1) not in set(zip(fast[0].tolist(), fast[1].tolist(), strict=True))
+    # A second r attribute (calamine reads the last) leaves the sheet to expat.
+    assert reader._filled_cells_fast(raw.replace(b'<c r="E900000"', b'<c r="E900000" r="A1"')) is None
