@@ -388,3 +388,18 @@ def test_rejected_rows_stay_with_the_handout_that_holds_them_and_come_back_once(
     (later / "佐藤 - コピー.xlsx").unlink()
     distribute(master, later)
     assert [r["顧客名"] for r in sheet_rows(later / "佐藤.xlsx", "顧客")].count("緑山工業株式会社") == 1
+
+
+def test_held_once_keeps_the_version_merged_last_and_rows_typed_twice() -> None:
+    from xlcrm.distribute import held_once
+
+    def row(entity: str, rid: str | None, cells: dict[str, Any], source: str, run: int) -> dict[str, Any]:
+        return {"entity": entity, "record_id": rid, "cells": cells, "source": source, "run_id": run}
+
+    newer_first = row("activities", None, {"content": "x"}, "W2", 5)
+    rows = [newer_first, row("customers", "C-000001", {"phone": 1}, "W1", 3),
+            row("customers", "C-000001", {"phone": 2}, "W2", 5),
+            row("customers", None, {"name": "a"}, "W1", 3), row("customers", None, {"name": "a"}, "W1", 3),
+            row("customers", None, {"name": "a"}, "W2", 5)]
+    kept = held_once(rows)
+    assert [r["cells"] for r in kept] == [{"content": "x"}, {"phone": 2}, {"name": "a"}, {"name": "a"}]

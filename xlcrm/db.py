@@ -966,7 +966,8 @@ def replace_rejected_rows(conn: sqlite3.Connection, sources: Iterable[str],
         n = seq[(owner, entity)] = seq[(owner, entity)] + 1
         out.append((owner, entity, n, r["record_id"], r["source_file"], r["source_row"],
                     json.dumps({k: _cell_json(v) for k, v in r["cells"].items()}, ensure_ascii=False),
-                    json.dumps([list(f) for f in r["findings"]], ensure_ascii=False), run_id, r["source"]))
+                    json.dumps([list(f) for f in r["findings"]], ensure_ascii=False), r.get("run_id", run_id),
+                    r["source"]))
     conn.executemany("INSERT INTO rejected_rows(owner, entity, seq, record_id, source_file, source_row, cells, "
                      "findings, run_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", out)
 
@@ -981,16 +982,16 @@ def hand_back_rejected_rows(conn: sqlite3.Connection, owner: str, workbook_id: s
 def rejected_rows(conn: sqlite3.Connection, owner: str) -> list[dict[str, Any]]:
     """``owner``'s rejected rows in the order they were typed: entity, record_id, source (the workbook
     holding it), source_file, source_row, cells (column key -> value as typed), findings ([key,
-    severity, rule, message])."""
+    severity, rule, message]) and run_id (the merge that rejected it)."""
     if not table_exists(conn, "rejected_rows"):
         return []
     out = []
-    for entity, rid, source, source_file, source_row, cells, findings in conn.execute(
-            "SELECT entity, record_id, source, source_file, source_row, cells, findings FROM rejected_rows "
+    for entity, rid, source, source_file, source_row, cells, findings, run_id in conn.execute(
+            "SELECT entity, record_id, source, source_file, source_row, cells, findings, run_id FROM rejected_rows "
             "WHERE owner = ? ORDER BY entity, seq", (owner,)):
         out.append({"entity": entity, "record_id": rid, "source": source, "source_file": source_file,
                     "source_row": source_row, "cells": {k: _cell_from_json(v) for k, v in json.loads(cells).items()},
-                    "findings": json.loads(findings)})
+                    "findings": json.loads(findings), "run_id": run_id})
     return out
 
 

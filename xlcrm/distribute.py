@@ -159,15 +159,16 @@ def write_handout(path: Path, schema: Schema, *, owner: str, lang: Lang, rows: d
 def held_once(rejected: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each rejected row once, though several workbooks of the owner hold it (the handout and an old
     copy sent instead): a row is its ID, or without one its cells; a row typed twice in one workbook
-    stays twice."""
+    stays twice.  Of two versions of one ID's row the one merged last is kept."""
     by_source: dict[Any, dict[tuple[Any, ...], list[dict[str, Any]]]] = {}
     for r in rejected:
         same = (r["entity"], r["record_id"]) if r["record_id"] else (r["entity"], repr(sorted(r["cells"].items())))
         by_source.setdefault(r["source"], {}).setdefault(same, []).append(r)
     most: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for rows in by_source.values():
+    last_run = {s: max(r["run_id"] or 0 for rs in rows.values() for r in rs) for s, rows in by_source.items()}
+    for _source, rows in sorted(by_source.items(), key=lambda kv: last_run[kv[0]]):
         for same, copies in rows.items():
-            if len(copies) > len(most.get(same, ())):
+            if len(copies) >= len(most.get(same, ())):
                 most[same] = copies
     keep = {id(r) for copies in most.values() for r in copies}
     return [r for r in rejected if id(r) in keep]
