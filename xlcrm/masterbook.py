@@ -221,7 +221,7 @@ def write_master(conn: sqlite3.Connection, path: Path, schema: Schema, *, lang: 
                        author="xlcrm")
     rows = {e.key: _LazyRows(conn, e, db.count_active(conn, e)) for e in schema}
     add_standard_sheets(wb, schema, lang=lang, owner=admin_name(lang), rows=rows, validation_rows=0,
-                        protect=True)
+                        protect=True, customer_labels=False)
     names = _names(conn, schema)
     _duplicates_sheet(wb, conn, schema, lang)
     _conflicts_sheet(wb, conn, schema, lang, names)

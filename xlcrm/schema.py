@@ -28,6 +28,8 @@ SCHEMA_VERSION = "1.0"
 META_SHEET = "_xlcrm"
 #: The hidden, protected sheet holding the dropdown lists.
 LISTS_SHEET = "_lists"
+#: The word before a row number in a customer reference: 佐藤運輸株式会社 (行5) (template, validate).
+ROW_WORD: dict[str, str] = {"ja": "行", "en": "row "}
 #: Keys written (in this order) into the meta sheet as key/value rows in columns A:B.
 META_KEYS = ("schema_version", "owner", "lang", "created", "workbook_id", "generator")
 

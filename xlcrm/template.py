@@ -32,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from xlsxwriter.utility import quote_sheetname, xl_col_to_name
+
 from xlcrm import __version__
 from xlcrm.errors import XlcrmError
 from xlcrm.schema import (
@@ -41,6 +43,7 @@ from xlcrm.schema import (
     META_KEYS,
     META_SHEET,
     OWNER_DEFAULTED,
+    ROW_WORD,
     Column,
     Entity,
     Lang,
@@ -229,11 +232,14 @@ def add_standard_sheets(
     rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     validation_rows: int = VALIDATION_ROWS,
     protect: bool = False,
+    customer_labels: bool = True,
 ) -> dict[str, XlcrmWorksheet]:
     """Add one validated table sheet per entity, then the hidden lists sheet; returns sheets by key.
 
     ``protect=True`` (the master workbook) protects the entity sheets while still allowing filters,
     sorting and column widths; team workbooks leave them unprotected (see the module docstring).
+    ``customer_labels`` gives the customer dropdown the labels of :func:`add_customer_labels`; without
+    it (the master, where every customer has an ID) the dropdown lists the names themselves.
     """
     rows = rows or {}
     unknown = sorted(set(rows) - {e.key for e in schema})
@@ -244,8 +250,9 @@ def add_standard_sheets(
     customers = schema.entity("customers")
     n_customers = len(rows.get("customers", ()))
     name_col = customers.keys.index("name")
-    wb.define_name(CUSTOMER_NAMES, "=" + sheet_range(customers.label(lang), 1, name_col,
-                                                     max(n_customers + validation_rows, 1)))
+    last_row = max(n_customers + validation_rows, 1)
+    if not customer_labels:
+        wb.define_name(CUSTOMER_NAMES, "=" + sheet_range(customers.label(lang), 1, name_col, last_row))
 
     sheets: dict[str, XlcrmWorksheet] = {}
     for entity in schema:
@@ -261,7 +268,9 @@ def add_standard_sheets(
         if protect:
             ws.protect("", {"autofilter": True, "sort": True, "format_columns": True, "format_rows": True})
         sheets[entity.key] = ws
-    add_lists_sheet(wb, schema, lang)
+    lists = add_lists_sheet(wb, schema, lang)
+    if customer_labels:
+        add_customer_labels(wb, lists, schema, lang, rows.get("customers", ()), last_row)
     return sheets
 
 
@@ -282,6 +291,74 @@ def add_lists_sheet(wb: XlcrmWorkbook, schema: Schema, lang: Lang) -> XlcrmWorks
     ws.hide()
     ws.protect()
     return ws
+
+
+def add_customer_labels(wb: XlcrmWorkbook, lists: XlcrmWorksheet, schema: Schema, lang: Lang,
+                        rows: Sequence[Mapping[str, Any]], last_row: int) -> None:
+    """The customer dropdown's list: one formula per 顧客 row, on the lists sheet.
+
+    A name that occurs once in the 顧客 sheet is listed as it is.  Two new customers with the same
+    name (佐藤運輸株式会社 in two cities) have no ID yet to tell them apart, so each is listed as
+    ``name (電話番号)``, else ``name (住所)`` when the phone is blank or shared, else ``name (行5)``;
+    validate resolves such a reference to that row.  Formulas, so that a customer typed in Excel is
+    in the list at once, without the add-in.  The cached values are the labels of ``rows``, so a
+    reader that does not recalculate (LibreOffice, calamine) sees the same list.
+    """
+    customers = schema.entity("customers")
+    sheet = quote_sheetname(customers.label(lang))
+    first, last = 2, last_row + 1  # Excel rows of the data and validation stretch
+    cols = {k: xl_col_to_name(customers.keys.index(k)) for k in ("name", "phone", "address")
+            if customers.has(k)}
+    ranges = {k: f"{sheet}!${c}${first}:${c}${last}" for k, c in cols.items()}
+    word = ROW_WORD[lang]
+    col = len(schema.choice_lists())
+    write_text(lists, 0, col, "customer_labels", wb, bold=True)
+    lists.set_column(col, col, 28)
+
+    def formula(r: int) -> str:
+        n = f"{sheet}!{cols['name']}{r}"
+        tail = f'"{word}"&ROW({n})'
+        for key in ("address", "phone"):  # innermost first: the phone is tried before the address
+            if key in cols:
+                v = f"{sheet}!{cols[key]}{r}"
+                tail = f'IF(AND({v}<>"",COUNTIFS({ranges["name"]},{n},{ranges[key]},{v})<2),{v},{tail})'
+        label = f'IF({n}="","",IF(COUNTIF({ranges["name"]},{n})<2,{n},{n}&" ("&{tail}&")"))'
+        return f'=IFERROR({label},{n}&" ({word}"&ROW({n})&")")'
+
+    for i, text in enumerate(customer_labels(rows, lang, last - first + 1)):
+        lists.write_formula(i + 1, col, formula(first + i), None, text)
+    wb.define_name(CUSTOMER_NAMES, "=" + sheet_range(LISTS_SHEET, 1, col, last_row))
+
+
+def customer_labels(rows: Sequence[Mapping[str, Any]], lang: Lang, n: int, first_row: int = 2) -> list[str]:
+    """What :func:`add_customer_labels`' formulas give for ``rows`` (then blanks, ``n`` in all);
+    ``first_row`` is the Excel row of ``rows[0]``."""
+    def text(row: Mapping[str, Any], key: str) -> str:
+        v = row.get(key)
+        return "" if v is None else str(v)
+
+    names = [text(r, "name") for r in rows]
+    count: dict[str, int] = {}
+    for name in names:
+        count[name.casefold()] = count.get(name.casefold(), 0) + 1
+    pairs: dict[tuple[str, str, str], int] = {}
+    for r, name in zip(rows, names, strict=True):
+        for key in ("phone", "address"):
+            k = (name.casefold(), key, text(r, key).casefold())
+            pairs[k] = pairs.get(k, 0) + 1
+    out = []
+    for i, (r, name) in enumerate(zip(rows, names, strict=True)):
+        if not name or count[name.casefold()] < 2:
+            out.append(name)
+            continue
+        tag = f"{ROW_WORD[lang]}{i + first_row}"
+        for key in ("phone", "address"):
+            v = text(r, key)
+            if v and pairs[(name.casefold(), key, v.casefold())] < 2:
+                tag = v
+                break
+        out.append(f"{name} ({tag})")
+    return out + [""] * (n - len(out))
 
 
 def add_meta_sheet(wb: XlcrmWorkbook, schema: Schema, *, owner: str, lang: Lang,

@@ -32,6 +32,7 @@ from xlcrm.marks import ERROR, FILLS, SUMMARY_SHEET, WARNING, severity_label, su
 from xlcrm.reader import SheetData, TeamWorkbook, paused_gc, read_workbook
 from xlcrm.schema import (
     OWNER_DEFAULTED,
+    ROW_WORD,
     Column,
     Entity,
     Lang,
@@ -98,8 +99,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ref.unknown": ("顧客「{value}」が {sheet} シートにありません。一覧から選ぶか顧客IDを入力してください。{hint}",
                     "Customer \"{value}\" is not on the {sheet} sheet; pick it from the list or type its "
                     "customer ID.{hint}"),
-    "ref.ambiguous": ("顧客名「{value}」の顧客が {count} 件あります（{rows}）。顧客IDで指定してください。",
-                      "{count} customers are named \"{value}\" ({rows}); use the customer ID instead."),
+    "ref.ambiguous": ("顧客名「{value}」の顧客が {count} 件あります（{rows}）。{choices}のどれかを入力するか、"
+                      "一覧から選んでください。",
+                      "{count} customers are named \"{value}\" ({rows}); type one of {choices}, or pick it "
+                      "from the list."),
+    "ref.qualified": ("顧客名「{name}」の顧客（{rows}）に（{tag}）に当たるものがありません。{choices}のどれかを"
+                      "入力するか、一覧から選び直してください。",
+                      "No customer named \"{name}\" ({rows}) matches ({tag}); type one of {choices}, or pick "
+                      "it from the list again."),
     "formula": ("数式が入っています（={formula}）。計算式ではなく値を直接入力してください。",
                 "This cell holds a formula (={formula}); type the value itself instead."),
     "duplicate": ("{label} が {other} と同じです。同じ顧客を二重に登録していませんか？",
@@ -577,6 +584,7 @@ def _resolve_refs(ctx: _SheetCtx, df: pd.DataFrame, schema: Schema,
     if "customer_index" not in ctx.shared:
         ctx.shared["customer_index"] = _customer_index(customers, id_key, ctx.shared)
     by_id, by_name, id_of_row, closest = ctx.shared["customer_index"]
+    tags = _CustomerTags(customers, id_of_row, lang)
     hints_left = [50]
     id_parse = _id_parser(cust_entity.id_prefix)
     sheet = ctx.wb.sheets["customers"].sheet_name
@@ -594,7 +602,18 @@ def _resolve_refs(ctx: _SheetCtx, df: pd.DataFrame, schema: Schema,
             return target, None, ""
         if len(hits) > 1:
             return None, "ref.ambiguous", message("ref.ambiguous", lang, value=value, count=len(hits),
-                                                  rows=", ".join(f"{sheet}!{r}" for r in hits[:5]))
+                                                  rows=", ".join(f"{sheet}!{r}" for r in hits[:5]),
+                                                  choices=tags.choices(value, hits))
+        qualified = _QUALIFIED.match(value)
+        if qualified is not None and qualified["name"] in by_name:
+            name, tag = qualified["name"], qualified["tag"].strip()
+            candidates = by_name[name]
+            chosen = tags.match(candidates, tag)
+            if len(chosen) == 1:
+                return chosen[0], None, ""
+            return None, "ref.qualified", message("ref.qualified", lang, value=value, name=name, tag=tag,
+                                                  rows=", ".join(f"{sheet}!{r}" for r in candidates[:5]),
+                                                  choices=tags.choices(name, candidates))
         # A "did you mean" costs a scan of every name; a sheet with hundreds of unknown references
         # has a bigger problem than spelling, so only the first few get one.
         hints_left[0] -= 1
@@ -623,6 +642,65 @@ def _resolve_refs(ctx: _SheetCtx, df: pd.DataFrame, schema: Schema,
     df[ref.key] = pd.Series(ids, index=df.index, dtype=object)
     df["_customer_row"] = pd.Series(rows, index=df.index, dtype=object)
     return df
+
+
+#: A reference qualified by what tells same-named customers apart: ``佐藤運輸株式会社 (06-1234-5678)``,
+#: ``佐藤運輸株式会社 (名古屋市)``, ``佐藤運輸株式会社 (行5)`` (half- or full-width brackets).
+_QUALIFIED = re.compile(r"^(?P<name>.+?)\s*[(（](?P<tag>[^()（）]+)[)）]\s*$")
+_ROW_TAG = re.compile(r"^(?:行|row)\s*(\d+)\s*(?:行目)?$", re.IGNORECASE)
+
+
+class _CustomerTags:
+    """What tells customer rows of the same name apart, as the dropdown shows it (template
+    ``add_customer_labels``): the phone, else the address, else the row; an ID when the row has one."""
+
+    def __init__(self, customers: pd.DataFrame | None, id_of_row: dict[int, Any], lang: Lang) -> None:
+        self.customers = customers
+        self.id_of_row = id_of_row
+        self.lang = lang
+
+    def _value(self, row: int, key: str) -> str:
+        if self.customers is None or key not in self.customers:
+            return ""
+        v = self.customers.at[row, key]
+        return "" if v is None or v != v else str(v)
+
+    def match(self, rows: Sequence[int], tag: str) -> list[int]:
+        """The rows ``tag`` points at: a row number, or the phone, e-mail, 法人番号 or (part of the)
+        address of exactly the rows returned."""
+        m = _ROW_TAG.match(nz.code(tag) or "")
+        if m is not None:
+            return [r for r in rows if r == int(m.group(1))]
+        digits = nz.phone_digits_of_text(tag)
+        folded = nz.fold_search(tag)
+        hits: list[int] = []
+        for r in rows:
+            phone = nz.phone_digits_of_stored(self._value(r, "phone")) if self._value(r, "phone") else ""
+            email = self._value(r, "email").casefold()
+            corporate = self._value(r, "corporate_number")
+            address = nz.fold_search(self._value(r, "address"))
+            if ((digits and digits == phone) or (email and folded == nz.fold_search(email))
+                    or (corporate and folded == corporate) or (folded and folded in address)):
+                hits.append(r)
+        return hits
+
+    def choices(self, name: str, rows: Sequence[int]) -> str:
+        """The references to type for the first rows, quoted: an ID, else ``name (tag)``."""
+        out = []
+        for r in rows[:5]:
+            cid = self.id_of_row.get(r)
+            if cid:
+                out.append(str(cid))
+                continue
+            tag = f"{ROW_WORD[self.lang]}{r}"
+            for key in ("phone", "address"):
+                v = self._value(r, key)
+                if v and self.match(rows, v) == [r]:
+                    tag = v
+                    break
+            out.append(f"{name} ({tag})")
+        return ("、" if self.lang == "ja" else ", ").join(
+            (f"「{c}」" if self.lang == "ja" else f"\"{c}\"") for c in out)
 
 
 def _customer_index(customers: pd.DataFrame | None, id_key: str, shared: dict[str, Any]) -> tuple[
@@ -702,10 +780,44 @@ def _duplicates_in_workbook(ctx: _SheetCtx, df: pd.DataFrame) -> None:
         if not later.any():
             continue
         first_row = {fk: int(r) for r, fk in k[~later].items()}
+        if key == "name":
+            first_row = _same_name_not_told_apart(df, entity, k)
         for row, fk in k[later].items():
+            if key == "name":
+                if int(row) not in first_row:
+                    continue
+                fk = int(row)
             other = ctx.sd.cell(key, first_row[fk]) if key in ctx.sd.letters else str(first_row[fk])
             ctx.add(col, int(row), df.at[row, key], "duplicate", WARNING,
                     message("duplicate", ctx.lang, label=col.label(ctx.lang), other=other))
+
+
+#: Columns that tell two customers of the same name apart when both are filled in and differ.
+_TELL_APART = (("phone", nz.phone_digits_of_stored), ("email", lambda v: str(v).casefold()),
+               ("address", nz.fold_search), ("corporate_number", str))
+
+
+def _same_name_not_told_apart(df: pd.DataFrame, entity: Entity, keys: pd.Series) -> dict[int, int]:
+    """Later row -> the first earlier row of the same company name that nothing tells apart from it
+    (no phone, e-mail, address or 法人番号 filled in on both and different): 佐藤運輸株式会社 in two
+    cities is two customers, not one entered twice."""
+    usable = [(k, fn) for k, fn in _TELL_APART if entity.has(k) and k in df]
+    groups: dict[str, list[int]] = {}
+    for row, fk in keys.items():
+        groups.setdefault(fk, []).append(int(row))
+    out: dict[int, int] = {}
+    for rows in groups.values():
+        if len(rows) < 2:
+            continue
+        facts = {r: {k: fn(v) for k, fn in usable if (v := df.at[r, k]) is not None and v == v and v != ""}
+                 for r in rows}
+        for i, r in enumerate(rows[1:], start=1):
+            for earlier in rows[:i]:
+                a, b = facts[r], facts[earlier]
+                if not any(k in a and k in b and a[k] and b[k] and a[k] != b[k] for k, _ in usable):
+                    out[r] = earlier
+                    break
+    return out
 
 
 # --- entry points ---------------------------------------------------------------------------------

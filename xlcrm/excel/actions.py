@@ -724,7 +724,7 @@ def new_activity_action(book: WorkbookAdapter, ctx: Context) -> str | None:
     owner = read_meta(book).get("owner") or ""
     values: dict[str, Any] = {"date": ctx.day}
     if act.ref_column is not None:
-        values[act.ref_column.key] = ref.typed
+        values[act.ref_column.key] = ref.typed if ref.customer_id else _reference(book, schema, lang, ref)
     handled = next((c.key for c in act.columns if c.key == "handled_by"), None)
     if handled and owner:
         values[handled] = owner
@@ -739,6 +739,21 @@ def new_activity_action(book: WorkbookAdapter, ctx: Context) -> str | None:
     if handled and not owner:
         return w["no_owner"].format(row=row)
     return None
+
+
+def _reference(book: WorkbookAdapter, schema: Schema, lang: Lang, ref: CustomerRef) -> str:
+    """A customer without an ID as the dropdown lists it: its name, or ``name (電話番号)`` / ``name (行5)``
+    when another row of the 顧客 sheet has the same name (template ``customer_labels``)."""
+    from xlcrm.template import customer_labels
+
+    table = entity_table(book, schema, "customers")
+    if table is None or table.sheet != ref.sheet or "name" not in table.columns:
+        return ref.typed
+    first = table.header_row + 1
+    rows = [{k: _text(table.get(r, k)) for k in ("name", "phone", "address") if k in table.columns}
+            for r in range(first, table.last_row + 1)]
+    labels = customer_labels(rows, lang, len(rows), first_row=first)
+    return labels[ref.row - first] if first <= ref.row <= table.last_row and labels[ref.row - first] else ref.typed
 
 
 # --- 最新化 -------------------------------------------------------------------------------------------
