@@ -13,8 +13,9 @@ formats and widths come from each column, dropdowns from the choice lists.  Deci
 * **Validation covers the data rows plus ``validation_rows`` empty rows below** (2,000 by default), not
   just the table's first empty row: people type below the table and Excel extends it, and the rules
   must already be there.  The customer dropdown of the 顧客 reference columns reads a defined name over
-  the same stretch of the customers sheet's name column, with error style *warning* because a customer
-  ID may be typed instead of a name.
+  one label per row of the same stretch of the customers sheet (the name, qualified when two rows share
+  it: :func:`add_customer_labels`), with error style *warning* because a customer ID may be typed
+  instead.
 * Choice dropdowns read one defined name per list (``list_industry`` ...) on the lists sheet, so a list
   shared by two columns (DM可否) is written once.
 * Text format ``@`` on phone, FAX, postal code, 法人番号 and ID columns (from ``Column.number_format``)
