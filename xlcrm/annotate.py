@@ -43,6 +43,7 @@ from defusedxml import ElementTree as DET
 
 from xlcrm.errors import XlcrmError
 from xlcrm.reader import is_macro_part
+from xlcrm.schema import META_SHEET
 from xlcrm.sheetxml import DEFLATE_LEVEL
 
 if TYPE_CHECKING:
@@ -687,6 +688,7 @@ def _patch_workbook(data: bytes, title: str, rid: str, rel_prefix: bytes) -> byt
     if not m or data[m.end() - 2:m.end()] == b"/>":
         raise FastPathUnsupported("xl/workbook.xml: no <sheets>")
     data = data[:m.end()] + new_sheet + data[m.end():]
+    data = _meta_very_hidden(data)
     data = re.sub(rb"(<definedName\b[^>]*?\slocalSheetId\s*=\s*[\"'])(\d+)([\"'])",
                   lambda d: d.group(1) + str(int(d.group(2)) + 1).encode() + d.group(3), data)
     views = re.search(rb"<workbookView\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*?)(/?)>", data)
@@ -720,6 +722,16 @@ def _own_comments(zin: zipfile.ZipFile, part: str, rel_map: dict[str, tuple[str,
         return False
     authors = re.findall(rb"<author>([^<]*)</author>", _read_small(zin, comments[0]))
     return (comments[0], vml[0]) if authors == [b"xlcrm"] else False
+
+
+def _meta_very_hidden(data: bytes) -> bytes:
+    """The meta sheet back to very hidden: LibreOffice saves it as merely hidden (listed under Unhide)."""
+    name = re.escape(META_SHEET.encode())
+
+    def fix(m: re.Match[bytes]) -> bytes:
+        return b"<sheet" + _set_attr(m.group(1), b"state", b"veryHidden") + m.group(2) + b">"
+
+    return re.sub(rb"<sheet\b((?=[^>]*\sname\s*=\s*[\"']" + name + rb"[\"'])[^>]*?)(/?)>", fix, data)
 
 
 def _add_relationships(data: bytes | None, rels: list[tuple[str, str, str]]) -> bytes:

@@ -63,11 +63,13 @@ def _norm(name: str) -> str:
 def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str, *,
              customers: Sequence[str] | None = None, out: str | Path | None = None, lang: Lang = "ja",
              who: str = "admin", password: str | None = None, now: dt.datetime | None = None,
-             rewrite_master: bool = True, force: bool = False) -> HandoverResult:
+             rewrite_master: bool = True, force: bool = False, new_owner: bool = False) -> HandoverResult:
     """Move ``from_owner``'s customers (all, or the IDs in ``customers``) to ``to_owner``.
 
     The handover book ``out`` never replaces the master's files, nor a file xlcrm did not write unless
-    ``force`` (a copy is kept beside it): :mod:`xlcrm.outputs`.
+    ``force`` (a copy is kept beside it): :mod:`xlcrm.outputs`.  ``to_owner`` must be a 担当営業 the
+    master knows (of a customer, a deal, a TODO or a handed-out workbook), so a typo does not hand
+    customers to nobody; ``new_owner`` allows someone new.
     """
     from xlcrm import backup, lock, outputs
 
@@ -98,6 +100,8 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
             conn.execute("BEGIN IMMEDIATE")
             with db.rollback_on_error(conn):
                 picked = _pick_customers(conn, schema, src, customers)
+                if not new_owner:
+                    _check_known(conn, schema, dst)
                 run_id = db.start_run(conn, HOW, [src, dst, *picked], at)
                 changes = _reassign(conn, schema, picked, src, dst, run_id=run_id, today=now.date())
                 db.add_history(conn, [(run_id, at, c.entity, c.record_id, c.field, c.old, c.new, None, who, HOW)
@@ -115,6 +119,30 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
         finally:
             conn.close()
     return HandoverResult(picked, changes, run_id, book, rewritten, notes)
+
+
+def known_owners(conn: sqlite3.Connection, schema: Schema) -> set[str]:
+    """Every 担当営業 the master knows: of its customers, deals and TODOs, and of handed-out workbooks."""
+    names: set[str] = set()
+    for key, col in (("customers", "owner"), ("deals", "owner"), ("todos", "assignee")):
+        if key in {e.key for e in schema} and schema.entity(key).has(col):
+            e = schema.entity(key)
+            i = e.keys.index(col)
+            names.update(_norm(str(r[i])) for r in db.iter_records(conn, e) if r[i])
+    names.update(_norm(o) for o in db.owner_langs(conn) if o)
+    return names - {""}
+
+
+def _check_known(conn: sqlite3.Connection, schema: Schema, dst: str) -> None:
+    known = known_owners(conn, schema)
+    if dst in known:
+        return
+    from rapidfuzz import process
+
+    close = process.extractOne(dst, sorted(known), score_cutoff=60)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise XlcrmError(f"--to {dst} is no 担当営業 in this master; {hint}known: {', '.join(sorted(known)) or '(none)'}"
+                     f". To hand over to someone new, add --new-owner")
 
 
 def _pick_customers(conn: sqlite3.Connection, schema: Schema, src: str, wanted: Sequence[str] | None) -> list[str]:

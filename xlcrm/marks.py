@@ -7,7 +7,7 @@ Kept free of pandas: the add-in imports it on every click.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 ERROR = "error"
 WARNING = "warning"
@@ -29,3 +29,12 @@ def summary_headings(lang: Literal["ja", "en"]) -> tuple[str, ...]:
 
 def severity_label(severity: str, lang: Literal["ja", "en"]) -> str:
     return _SEVERITY[lang][severity]
+
+
+def restore_meta_state(book: Any) -> None:
+    """An openpyxl workbook's meta sheet back to very hidden (LibreOffice saves it as merely hidden, so
+    it would be listed under Unhide)."""
+    from xlcrm.schema import META_SHEET
+
+    if META_SHEET in book.sheetnames:
+        book[META_SHEET].sheet_state = "veryHidden"

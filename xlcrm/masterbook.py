@@ -166,6 +166,25 @@ def _stat(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def _digest(path: Path) -> str:
+    """The content of master.xlsx as xlcrm wrote it: a copy (cp, a NAS restore, a cloud sync) has
+    another file time but the same bytes, and is not an admin's edit."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "blake2b").hexdigest()
+
+
+def _as_written(master: Path, conn: sqlite3.Connection) -> bool:
+    """Is ``master.xlsx`` what xlcrm last wrote?  Its size and file time say so cheaply; when they
+    differ, its content decides."""
+    stored = db.get_meta(conn, "master_stat")
+    if stored is not None and stored == _stat(master):
+        return True
+    digest = db.get_meta(conn, "master_digest")
+    return digest is not None and digest == _digest(master)
+
+
 # --- writing ----------------------------------------------------------------------------------------
 
 class _LazyRows:
@@ -375,6 +394,7 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
         try:
             with db.transaction(target):
                 db.set_meta(target, "master_stat", _stat(master))
+                db.set_meta(target, "master_digest", _digest(master))
         finally:
             if target is not conn:
                 target.close()
@@ -814,9 +834,8 @@ def has_unread_changes(master: Path, conn: sqlite3.Connection) -> bool:
     master = Path(master)
     if not master.exists():
         return False
-    stored = db.get_meta(conn, "master_stat")
     try:
-        return stored != _stat(master)
+        return not _as_written(master, conn)
     except OSError:
         return False
 
@@ -829,13 +848,11 @@ def read_master_state(master: Path, conn: sqlite3.Connection, schema: Schema, *,
     master = Path(master)
     if not master.exists():
         return state
-    stored = db.get_meta(conn, "master_stat")
     try:
-        current = _stat(master)
+        if _as_written(master, conn):
+            return state  # untouched since written: nothing to read
     except OSError:
         return state
-    if stored is not None and stored == current:
-        return state  # untouched since written: nothing to read
     book = _book(master, password)
     meta = read_meta(book)
     parsed = parse_workbook_id(meta.get("workbook_id", ""))

@@ -4,8 +4,8 @@ Decisions are read at the start of every merge and by ``xlcrm resolve``:
 
 * 重複候補 統合 (merge): the two customers become one (:func:`combine_customers`); 別 (different): the
   pair is never suggested again; 保留 (later): stays on the sheet.
-* 競合: マスタ keeps the master's value, 候補N takes that competing value, or a value typed into
-  採用する値 is checked like a cell of that column and applied.
+* 競合: マスタ keeps the master's value, 候補N (or just N) takes that competing value, and a value
+  typed into 採用 itself or into 採用する値 is checked like a cell of that column and applied.
 * 削除候補 削除: the record is marked deleted (kept in the database with its history, hidden from
   the sheets), a customer together with everything attached to it; 残す (keep): the question is
   closed and the record stays.
@@ -146,6 +146,20 @@ def combine_customers(conn: sqlite3.Connection, schema: Schema, a_id: str, b_id:
     return keep
 
 
+def _names_a_choice(choice: str, candidates: int, words: set[str]) -> bool:
+    """Whether what was typed into 採用 is one of its words (マスタ, 保留), a candidate (候補2, 2), or a
+    候補 that does not exist; anything else there is the value to keep."""
+    from xlcrm.masterbook import CANDIDATE
+
+    word = choice.strip().casefold()
+    if word in words:
+        return True
+    if word.isdigit():
+        return 1 <= int(word) <= candidates
+    return any(word.startswith(p.strip().casefold()) and word[len(p.strip()):].strip().isdigit()
+               for p in CANDIDATE)
+
+
 def parse_typed(col: Column, raw: Any) -> tuple[Any, str | None]:
     """A value typed into 採用する値, checked like a cell of ``col``: (stored value, problem code)."""
     from xlcrm import normalize as nz
@@ -205,6 +219,9 @@ def apply_decisions(conn: sqlite3.Connection, schema: Schema, decisions: Any, *,
         if state != "active":
             db.decide_conflict(conn, cid, "moot", None, run_id=run_id, at=at)
             continue
+        if typed is None and choice is not None and not _names_a_choice(choice, len(c["values"]),
+                                                                           keep_words | later_words):
+            typed = choice  # a value typed into 採用 itself is the value to keep
         if typed is not None:
             value, problem = parse_typed(col, typed)
             if problem is not None:

@@ -28,7 +28,15 @@ from pandera.errors import SchemaErrors
 
 from xlcrm import normalize as nz
 from xlcrm.errors import UnreadableWorkbook
-from xlcrm.marks import ERROR, FILLS, SUMMARY_SHEET, WARNING, severity_label, summary_headings
+from xlcrm.marks import (
+    ERROR,
+    FILLS,
+    SUMMARY_SHEET,
+    WARNING,
+    restore_meta_state,
+    severity_label,
+    summary_headings,
+)
 from xlcrm.reader import SheetData, TeamWorkbook, paused_gc, read_workbook
 from xlcrm.schema import (
     OWNER_DEFAULTED,
@@ -107,6 +115,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
                       "入力するか、一覧から選び直してください。",
                       "No customer named \"{name}\" ({rows}) matches ({tag}); type one of {choices}, or pick "
                       "it from the list again."),
+    "owner.unknown": ("このブックには持ち主（担当営業）が記録されていないため（xlcrm のテンプレート以外で作られたか、"
+                      "--owner なしで作られたブック）、空欄の {labels} を補えません（{rows} 行、最初は {first}）。"
+                      "各行に {labels} を入力するか、`xlcrm template 新しいブック.xlsx --owner 氏名` で作った"
+                      "ブックに行を貼り付けてください。",
+                      "This workbook records no owner (it was not made from xlcrm's template, or made without "
+                      "--owner), so blank {labels} cannot be filled in ({rows} rows, first {first}). Type "
+                      "{labels} on each row, or paste the rows into a workbook made with `xlcrm template "
+                      "new.xlsx --owner NAME`."),
     "formula": ("数式が入っています（={formula}）。計算式ではなく値を直接入力してください。",
                 "This cell holds a formula (={formula}); type the value itself instead."),
     "duplicate": ("{label} が {other} と同じです。同じ顧客を二重に登録していませんか？",
@@ -792,6 +808,23 @@ def _duplicates_in_workbook(ctx: _SheetCtx, df: pd.DataFrame) -> None:
                     message("duplicate", ctx.lang, label=col.label(ctx.lang), other=other))
 
 
+def _owner_unknown(wb: TeamWorkbook, schema: Schema, findings: list[Finding]) -> None:
+    """A workbook that records no owner (written by pandas or by hand, or a template made without
+    --owner) cannot fill blank 担当営業 / 対応者 / 担当: one finding says so and how to fix it, in place of
+    a 「必須」 error on every such cell (the rows stay rejected)."""
+    blank = [f for f in findings if f.rule == "required" and f.key == OWNER_DEFAULTED.get(f.entity)]
+    if not blank:
+        return
+    drop = {id(f) for f in blank}
+    findings[:] = [f for f in findings if id(f) not in drop]
+    labels = "・".join(dict.fromkeys(f.column for f in blank))
+    rows = len({(f.entity, f.row) for f in blank})
+    first = blank[0]
+    findings.append(Finding(str(wb.path), first.sheet, "", 0, "", "", first.entity, None, "owner.unknown",
+                            ERROR, message("owner.unknown", wb.lang, labels=labels, rows=rows,
+                                           first=first.address)))
+
+
 #: Columns that tell two customers of the same name apart when both are filled in and differ.
 _TELL_APART = (("phone", nz.phone_digits_of_stored), ("email", lambda v: str(v).casefold()),
                ("address", nz.fold_search), ("corporate_number", str))
@@ -855,6 +888,8 @@ def _validate_workbook(source: str | Path | TeamWorkbook, schema: Schema, today:
             findings.append(Finding(str(wb.path), sd.sheet_name, addr, row, "", "", entity.key, text,
                                     "stray_cell", WARNING, message("stray_cell", lang, cell=addr, value=text)))
         frames[entity.key] = _validate_sheet(ctx, schema, today, frames.get("customers"))
+    if not wb.meta.owner:
+        _owner_unknown(wb, schema, findings)
     # The name hints hold `shared`, which holds them: a cycle that kept a list per customer name alive
     # until the next full garbage collection (each costs tens of ms with pandas loaded).
     shared.clear()
@@ -902,7 +937,9 @@ def _load_for_edit(path: Path, source: BinaryIO | None = None) -> Any:
     import openpyxl
 
     # Without keep_vba a macro-enabled workbook's VBA project is left out: copies carry no macros.
-    return openpyxl.load_workbook(path if source is None else source, rich_text=True)
+    book = openpyxl.load_workbook(path if source is None else source, rich_text=True)
+    restore_meta_state(book)
+    return book
 
 
 def _put_text(cell: Any, text: str) -> None:

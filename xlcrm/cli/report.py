@@ -104,6 +104,8 @@ def handover(
                                                "担当営業 (default: 引き継ぎ_<to>.xlsx beside the master).")] = None,
     customer: Annotated[list[str] | None, typer.Option("--customer", help="Only this customer ID (repeat "
                                                        "for several); default: all of --from's customers.")] = None,
+    new_owner: Annotated[bool, typer.Option("--new-owner", help="--to is someone new (not yet a 担当営業 "
+                                            "in the master); without it an unknown --to is refused.")] = False,
     lang: LangOpt = "ja",
     who: WhoOpt = None,
     password: PasswordOpt = None,
@@ -121,7 +123,7 @@ def handover(
     with keeping_copies():
         result = run(master, schema, from_owner, to_owner, customers=customer, out=target,
                      lang=_lang(lang), who=default_who(who), password=password,  # type: ignore[arg-type]
-                     force=force)
+                     force=force, new_owner=new_owner)
     err.print(f"[green]handed over[/] {len(result.customers)} customers, {result.count('deals')} open deals, "
               f"{result.count('todos')} open TODOs from {from_owner} to {to_owner}  "
               f"({len(result.changes)} history rows, run {result.run_id})")

@@ -37,6 +37,9 @@ class OpenpyxlBook:
         except Exception as exc:  # openpyxl raises many kinds for damaged files
             raise UnreadableWorkbook(f"cannot be opened for editing ({type(exc).__name__}: {exc}); open it "
                                      "in Excel and save it again", path=str(self._path)) from None
+        from xlcrm.marks import restore_meta_state
+
+        restore_meta_state(self.wb)
         #: Messages the actions showed: (text, is_error); the CLI prints them, tests read them.
         self.messages: list[tuple[str, bool]] = []
 
