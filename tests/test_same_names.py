@@ -162,3 +162,32 @@ def test_new_activity_button_writes_the_reference_the_dropdown_offers(tmp_path: 
         ws = openpyxl.load_workbook(path)["活動履歴"]
         head = [c.value for c in ws[1]]
         assert ws.cell(ws.max_row, head.index("顧客") + 1).value == expected
+
+
+def test_the_weekly_loop_keeps_same_named_customers_apart(tmp_path: Path) -> None:
+    """merge → distribute → a new activity picked from the handout's dropdown → merge: it lands on the
+    customer it names, and the handout's own rows (by 顧客ID) stay where they were."""
+    book(tmp_path / "team" / "sato.xlsx", {
+        "customers": [OSAKA, NAGOYA],
+        "activities": [activity("佐藤運輸株式会社 (06-1234-5678)", "大阪で訪問"),
+                       activity("佐藤運輸株式会社 (名古屋市)", "名古屋で訪問")]}, owner="佐藤")
+    master = tmp_path / "m" / "master.xlsx"
+    master.parent.mkdir()
+    assert xlcrm("merge", "team", "--master", str(master), "--today", "2024-06-01", cwd=tmp_path).returncode == 0
+    assert xlcrm("distribute", "--master", str(master), "--out", "handout", cwd=tmp_path).returncode == 0
+    handout = tmp_path / "handout" / "佐藤.xlsx"
+    lists = openpyxl.load_workbook(handout, data_only=True)[LISTS_SHEET]  # the values the dropdown shows
+    labels = [c.value for c in lists[openpyxl.utils.get_column_letter(lists.max_column)]]
+    assert "佐藤運輸株式会社 (052-123-4567)" in labels and "佐藤運輸株式会社 (06-1234-5678)" in labels
+    wb = openpyxl.load_workbook(handout)
+    acts = wb["活動履歴"]
+    head = [c.value for c in acts[1]]
+    row = acts.max_row + 1
+    for key, v in (("日付", date(2024, 5, 20)), ("顧客", "佐藤運輸株式会社 (052-123-4567)"), ("種別", "電話"),
+                   ("内容", "名古屋に電話")):
+        acts.cell(row, head.index(key) + 1).value = v
+    wb.save(handout)
+    proc = xlcrm("merge", str(handout), "--master", str(master), "--today", "2024-06-01", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert activity_customers(master) == {"大阪で訪問": "06-1234-5678", "名古屋で訪問": "052-123-4567",
+                                          "名古屋に電話": "052-123-4567"}
