@@ -40,7 +40,7 @@ def test_handover_reassigns_open_work_and_records_history(tmp_path: Path) -> Non
     assert before_cust and closed_deals and open_todos
 
     out = tmp_path / "book.xlsx"
-    res = handover(m, S, SRC, DST, out=out, who="管理者", now=NOW)
+    res = handover(m, S, SRC, DST, new_owner=True, out=out, who="管理者", now=NOW)
 
     assert set(res.customers) == before_cust
     assert {r[0] for r in q(m, "SELECT customer_id FROM customers WHERE owner=?", DST)} == before_cust
@@ -85,18 +85,18 @@ def test_handover_reassigns_open_work_and_records_history(tmp_path: Path) -> Non
 def test_handover_of_selected_customers_and_refusals(tmp_path: Path) -> None:
     m = build_master(tmp_path, customers=12)
     mine = [r[0] for r in q(m, "SELECT customer_id FROM customers WHERE _state='active' AND owner=? ORDER BY 1", SRC)]
-    res = handover(m, S, SRC, DST, customers=[mine[0]], now=NOW)
+    res = handover(m, S, SRC, DST, new_owner=True, customers=[mine[0]], now=NOW)
     assert res.customers == [mine[0]] and res.workbook is None
     assert q(m, "SELECT owner FROM customers WHERE customer_id=?", mine[1]) == [(SRC,)]
 
     history = q(m, "SELECT COUNT(*) FROM history")
     someone_else = q(m, "SELECT customer_id FROM customers WHERE owner=? LIMIT 1", OWNERS[1])[0][0]
     with pytest.raises(XlcrmError, match=f"{someone_else} belongs to {OWNERS[1]}"):
-        handover(m, S, SRC, DST, customers=[mine[1], someone_else], now=NOW)
+        handover(m, S, SRC, DST, new_owner=True, customers=[mine[1], someone_else], now=NOW)
     with pytest.raises(XlcrmError, match="C-900002 is merged into C-000001"):
-        handover(m, S, OWNERS[1], DST, customers=["C-900002"], now=NOW)
+        handover(m, S, OWNERS[1], DST, new_owner=True, customers=["C-900002"], now=NOW)
     with pytest.raises(XlcrmError, match="does not exist"):
-        handover(m, S, SRC, DST, customers=["C-123456"], now=NOW)
+        handover(m, S, SRC, DST, new_owner=True, customers=["C-123456"], now=NOW)
     with pytest.raises(XlcrmError, match="same person"):
         handover(m, S, SRC, f" {SRC} ", now=NOW)
     with pytest.raises(XlcrmError, match="known: "):
@@ -110,7 +110,7 @@ def test_failed_book_write_rolls_back_the_reassignment(tmp_path: Path) -> None:
     m = build_master(tmp_path, customers=6)
     before = q(m, "SELECT customer_id, owner FROM customers ORDER BY 1")
     with pytest.raises(XlcrmError):
-        handover(m, S, SRC, DST, out=tmp_path / "no-such-folder" / "book.xlsx", now=NOW)
+        handover(m, S, SRC, DST, new_owner=True, out=tmp_path / "no-such-folder" / "book.xlsx", now=NOW)
     assert q(m, "SELECT customer_id, owner FROM customers ORDER BY 1") == before
     assert q(m, "SELECT COUNT(*) FROM history WHERE how='handover'") == [(0,)]
     assert not list(tmp_path.glob(".*.lock"))
@@ -122,13 +122,17 @@ def test_master_workbook_is_rewritten_when_untouched(tmp_path: Path) -> None:
 
     m = build_master(tmp_path, customers=6)
     masterbook.export_master(m, S)
-    res = handover(m, S, SRC, DST, now=NOW)
+    res = handover(m, S, SRC, DST, new_owner=True, now=NOW)
     assert res.master_rewritten and not res.notes
     rows = CalamineWorkbook.from_path(str(m)).get_sheet_by_name("顧客").to_python()
     owner_col = rows[0].index("担当営業")
     owners = {r[0]: r[owner_col] for r in rows[1:] if r[0]}
     assert all(owners[c] == DST for c in res.customers)
-    # Changed since written (a person saved it): left alone, with a note.
+    # Only its file time changed (a copy, a restore, a sync): the same content, rewritten as usual.
     os.utime(m, (1, 1))
-    res2 = handover(m, S, DST, SRC, now=NOW)
+    assert handover(m, S, DST, SRC, now=NOW).master_rewritten
+    # Saved by a person since written (its content changed): left alone, with a note.
+    wb = openpyxl.load_workbook(m)
+    wb.save(m)
+    res2 = handover(m, S, SRC, DST, new_owner=True, now=NOW)
     assert not res2.master_rewritten and res2.notes and "not rewritten" in res2.notes[0]

@@ -118,7 +118,7 @@ def test_without_or_with_a_wrong_password_the_library_refuses_and_changes_nothin
         with pytest.raises(XlcrmError, match="password"):
             export_master(master, S, password=pw)
         with pytest.raises(XlcrmError, match="password"):
-            handover(master, S, "佐藤", "鈴木", password=pw)
+            handover(master, S, "佐藤", "鈴木", password=pw, new_owner=True)
     assert master.read_bytes() == before  # never rewritten plain nor with another password
     assert master.with_suffix(".db").read_bytes() == db_before
     assert not (tmp_path / "out").exists()
@@ -206,13 +206,13 @@ def test_handover_rewrites_an_encrypted_master_with_its_password_and_leaves_a_pl
         tmp_path: Path, master: Path) -> None:
     a, _ = _pair(tmp_path)
     merge([a], master, S, today=TODAY, password=PW)
-    res = handover(master, S, "佐藤", "鈴木", password=PW)
+    res = handover(master, S, "佐藤", "鈴木", password=PW, new_owner=True)
     assert res.master_rewritten and is_encrypted(master.read_bytes())
     assert {r["担当営業"] for r in sheet_rows(_plain_copy(master, tmp_path), "顧客")} == {"鈴木"}
     plain_master = tmp_path / "p" / "master.xlsx"
     plain_master.parent.mkdir()
     merge([a], plain_master, S, today=TODAY)
-    res = handover(plain_master, S, "佐藤", "鈴木", password=PW, out=tmp_path / "ho.xlsx")
+    res = handover(plain_master, S, "佐藤", "鈴木", password=PW, new_owner=True, out=tmp_path / "ho.xlsx")
     assert res.master_rewritten and not is_encrypted(plain_master.read_bytes())
     assert is_encrypted((tmp_path / "ho.xlsx").read_bytes())
 
