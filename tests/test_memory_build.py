@@ -42,7 +42,7 @@ def _tables(path: Path) -> dict[str, list[tuple[object, ...]]]:
         for name in names:
             rows = conn.execute(f'SELECT * FROM "{name}"').fetchall()
             if name == "meta":
-                rows = [r for r in rows if r[0] not in ("master_uuid", "master_stat")]
+                rows = [r for r in rows if r[0] not in ("master_uuid", "master_stat", "master_digest")]
             if name == "runs":  # (run_id, started, finished, ...): finished is the real clock's
                 rows = [(*r[:2], *r[3:]) for r in rows]
             if name == "import_log":  # names the error workbook in each master's own folder
