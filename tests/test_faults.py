@@ -177,30 +177,36 @@ def test_a_killed_merge_leaves_no_worker_and_no_temp_file(tmp_path: Path) -> Non
     master.parent.mkdir()
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "xlcrm", "merge", str(team), "--master", str(master)],
-                            cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmpdir)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    workers: list[int] = []
-    try:
-        deadline = time.monotonic() + 120
-        while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    for extra in ([], ["--dry-run"]):
+        proc = subprocess.Popen([sys.executable, "-m", "xlcrm", "merge", str(team), "--master", str(master),
+                                 *extra], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        workers: list[int] = []
+        try:
+            deadline = time.monotonic() + 120
+            while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                workers = _children(proc.pid)
+            assert len(workers) == 2, "the merge did not start its worker processes"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
-            workers = _children(proc.pid)
-        assert len(workers) == 2, "the merge did not start its worker processes"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    deadline = time.monotonic() + 20
-    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    alive = [w for w in workers if _alive(w)]
-    for w in alive:  # (a failing run must not leave them either)
-        os.kill(w, signal.SIGKILL)
-    assert not alive, "worker processes outlived the killed merge"
-    assert list(tmpdir.iterdir()) == []
-    # What it left beside the master (its lock, the spool of validated inputs) the next run removes.
+        alive = [w for w in workers if _alive(w)]
+        for w in alive:  # (a failing run must not leave them either)
+            os.kill(w, signal.SIGKILL)
+        assert not alive, "worker processes outlived the killed merge"
+        if not extra:
+            assert list(tmpdir.iterdir()) == []
+    # What the merge left beside the master (its lock, the spool of validated inputs) and the dry run
+    # in the temp folder (which it may not write beside the master) the next run removes.
     small = book(tmp_path / "small" / "s.xlsx", {"customers": [customer("小さな商店")]}, owner="佐藤")
-    done = _cli("merge", str(small), "--master", str(master), cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-m", "xlcrm", "merge", str(small), "--master", str(master)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert list(tmpdir.iterdir()) == []
     assert sorted(p.name for p in master.parent.iterdir()) == ["backups", "master.db", "master.xlsx"] or \
         sorted(p.name for p in master.parent.iterdir()) == ["master.db", "master.xlsx"]

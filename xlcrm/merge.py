@@ -1740,6 +1740,31 @@ def _slim(result: Any) -> Any:
     return ValidationResult(TeamWorkbook(wb.path, wb.meta, {}), result.schema, {}, list(result.findings), {})
 
 
+#: The spool of a dry run (which writes nothing beside the master) in the system's temp folder:
+#: ``xlcrm-validated-<pid>-…``, removed by a later run once that process is gone.
+_SPOOL_PREFIX = "xlcrm-validated-"
+
+
+def _remove_dead_spools() -> None:
+    import tempfile
+
+    for spool in Path(tempfile.gettempdir()).glob(f"{_SPOOL_PREFIX}*-*"):
+        pid = spool.name[len(_SPOOL_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
 class _Workers:
     """Worker processes (2 at most: the target is a small office PC) for validation and error workbooks.
 
@@ -1755,6 +1780,7 @@ class _Workers:
         #: validated inputs are spooled beside this file (the master), in a temp folder the next run
         #: removes if this one is killed (writer.remove_leftovers); None: the system's temp folder
         self.spool_beside = spool_beside
+        _remove_dead_spools()
         self.annotate = out_dir is not None
         self.background_rows = BACKGROUND_ANNOTATE_ROWS if background_rows is None else background_rows
         self.pool: Any = None
@@ -1804,7 +1830,8 @@ class _Workers:
             pool = self._pool()
             beside = self.spool_beside
             self.spool = Path(tempfile.mkdtemp(prefix=f".{beside.name}.", suffix=".tmp", dir=beside.parent)
-                              if beside is not None else tempfile.mkdtemp(prefix="xlcrm-validated-"))
+                              if beside is not None else
+                              tempfile.mkdtemp(prefix=f"{_SPOOL_PREFIX}{os.getpid()}-"))
             return [pool.submit(_validate_to_file, p, schema, today, password, self.spool / f"{i}.pickle")
                     for i, p in enumerate(paths)]
         except Exception:
