@@ -236,10 +236,17 @@ _HEADERS = ["担当者名", "部署", "TEL", "住所1", "住所2", "メモ", "�
 _WORD = st.text(alphabet="山田精機鈴木商店abc0123-@.株式会社（）", min_size=1, max_size=6)
 
 
+_LEDGER_HEADERS = ["伝票番号", "商品名", "数量", "単価", "担当者", "税区分", "列1", ""]
+
+
 @st.composite
 def _tables(draw: Any) -> list[list[str]]:
-    extra = draw(st.lists(st.sampled_from(_HEADERS), min_size=1, max_size=6))
-    headers = ["会社名", *extra]
+    if draw(st.booleans()):  # a customer or card list
+        extra = draw(st.lists(st.sampled_from(_HEADERS), min_size=1, max_size=6))
+        headers = ["会社名", *extra]
+    else:  # a sales ledger
+        extra = draw(st.lists(st.sampled_from(_LEDGER_HEADERS), min_size=0, max_size=5))
+        headers = ["得意先名", "金額", *extra]
     n = draw(st.integers(min_value=1, max_value=8))
     rows = []
     for r in range(n):
