@@ -565,7 +565,7 @@ def builtin_entities() -> tuple[Entity, ...]:
                aliases=("訪問日", "対応日", "受付日", "活動日", "面談日", "日時", "Visit date"),
                help_ja="対応した日（例 2024/4/1）。", help_en="When it happened (e.g. 2024-04-01)."),
             _ref(),
-            _c("contact", "担当者", "Contact", "name", max_length=100, aliases=("先方担当者", "先方担当", "面談者"),
+            _c("contact", "担当者", "Contact", "name", max_length=100, aliases=("先方担当者", "先方担当", "面談者", "担当者名"),
                help_ja="先方の担当者名。", help_en="The customer's person you dealt with."),
             _c("type", "種別", "Type", "choice", choices=ACTIVITY_TYPE, required=True, optional=False,
                aliases=("活動種別", "対応種別", "区分")),
