@@ -11,7 +11,8 @@ the master database: every row carries its company's number in 備考 (``真:<n>
   two records are on 重複候補 together (one pair or one group);
 * a *wrong link* is a row linked to another company (its 備考 differs: a 競合 on 備考);
 * *review rows* are the rows of 重複候補 (one per pair; *groups* counts its グループ, the decisions a
-  person has to make at most) and *beyond the planted* those that do not join a re-entry to its company;
+  person has to make at most) and *beyond the planted* those that do not join a re-entry to its company
+  (a planted re-entry proposed costs one row, its pair);
 * precision / recall / F1 count pairs: linked and proposed pairs against the planted ones.
 """
 
@@ -84,10 +85,11 @@ def figures(db_path: Path, planted: int) -> dict[str, Any]:
     recall = found / planted if planted else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     customers = len(by_tag)
-    beyond = max(rows - 2 * len(proposed_tags), 0)
+    beyond = rows - len(true_proposed)
     return {"customers": customers, "records": len(tag), "review_rows": rows, "review_groups": groups,
             "rows_per_1000": round(1000 * rows / customers, 2),
-            "rows_beyond_planted_per_100": round(100 * beyond / customers, 3),
+            "rows_beyond_planted": beyond, "rows_beyond_planted_per_100": round(100 * beyond / customers, 3),
+            "rows_beyond_planted_per_1000": round(1000 * beyond / customers, 2),
             "linked": linked, "proposed_planted": len(proposed_tags & planted_tags), "found": found,
             "recall": round(recall, 4), "precision": round(precision, 4), "f1": round(f1, 4),
             "wrong_links": wrong_links}

@@ -197,17 +197,20 @@ def test_a_group_whose_rows_disagree_decides_only_the_rows_that_say_something(tm
 
 
 def test_a_contact_person_typed_by_two_colleagues_is_proposed_and_merged_on_decision(tmp_path: Path) -> None:
-    from merge_fixtures import edit_cells
+    from merge_fixtures import activity, edit_cells, history
 
     a = book(tmp_path / "a.xlsx", {
         "customers": [customer("株式会社青空商事", email="info@aozora.co.jp")],
         "contacts": [{"customer": "株式会社青空商事", "name": "山田 太郎", "email": "T.Yamada@aozora.co.jp",
                       "phone": "03-1234-5678", "title": "部長"},
-                     {"customer": "株式会社青空商事", "name": "山田 花子", "email": "h.yamada@aozora.co.jp"}]})
+                     {"customer": "株式会社青空商事", "name": "山田 花子", "email": "h.yamada@aozora.co.jp"}],
+        "activities": [activity("株式会社青空商事", "見積依頼", contact="山田 太郎"),
+                       activity("株式会社青空商事", "請求書送付", contact="山田 花子")]})
     b = book(tmp_path / "b.xlsx", {
         "customers": [customer("青空商事(株)", email="INFO@aozora.co.jp")],
         "contacts": [{"customer": "青空商事(株)", "name": "山田太郎", "email": "t.yamada@aozora.co.jp",
-                      "phone": "0312345678", "mobile": "090-1111-2222"}]}, owner="鈴木")
+                      "phone": "0312345678", "mobile": "090-1111-2222"}],
+        "activities": [activity("青空商事(株)", "訪問", contact="山田太郎")]}, owner="鈴木")
     master = tmp_path / "m" / "master.xlsx"
     out = run_merge([a, b], master)
     assert len(records(master)) == 1  # the customer linked by its e-mail
@@ -223,6 +226,11 @@ def test_a_contact_person_typed_by_two_colleagues_is_proposed_and_merged_on_deci
     taro = next(c for c in contacts.values() if c["title"] == "部長")
     assert taro["mobile"] == "090-1111-2222"  # the empty field filled from the other record
     assert sheet_rows(master, "重複候補") == []
+    # the activities that name the other spelling of the person now name the one kept, with history
+    by_content = {r["content"]: r["contact"] for r in records(master, "activities").values()}
+    assert by_content == {"見積依頼": "山田 太郎", "請求書送付": "山田 花子", "訪問": "山田 太郎"}
+    moved = [h for h in history(master) if h["entity"] == "activities" and h["field"] == "contact"]
+    assert [(h["old"], h["new"], h["how"]) for h in moved] == [("山田太郎", "山田 太郎", "decision")]
 
 
 def test_a_customer_typed_twice_in_one_workbook_is_matched_with_the_same_model(tmp_path: Path) -> None:

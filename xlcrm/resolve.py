@@ -93,7 +93,8 @@ def combine_customers(conn: sqlite3.Connection, schema: Schema, a_id: str, b_id:
     """Merge customers ``a_id`` and ``b_id`` into the older one; returns the survivor's id.
 
     ``entity_key="contacts"`` merges two contact persons the same way (empty fields filled, the other's
-    phone and e-mail kept in 備考); the rows attached to a customer follow only a customer."""
+    phone and e-mail kept in 備考); the rows attached to a customer follow only a customer, and the rows
+    of the customer that name the other person (活動履歴.担当者) name the one kept."""
     entity = schema.entity(entity_key)
     a_id, _ = survivor_of(conn, schema, entity_key, a_id)
     b_id, _ = survivor_of(conn, schema, entity_key, b_id)
@@ -140,10 +141,38 @@ def combine_customers(conn: sqlite3.Connection, schema: Schema, a_id: str, b_id:
             continue
         for cid in db.repoint(conn, child, other, keep, run_id=run_id):
             history.append((run_id, at, child.key, cid, child.ref_column.key, other, keep, None, who, how))
+    if entity_key != "customers" and entity.ref_column is not None:
+        history += _rename_person(conn, schema, {s.get(entity.ref_column.key), o.get(entity.ref_column.key)},
+                                  o.get("name"), s.get("name"), run_id=run_id, at=at, who=who, how=how)
     db.repoint_duplicates(conn, entity_key, other, keep)
     db.repoint_conflicts(conn, entity_key, other, keep)
     db.add_history(conn, history)
     return keep
+
+
+def _rename_person(conn: sqlite3.Connection, schema: Schema, customer_ids: set[Any], old_name: Any, new_name: Any,
+                   *, run_id: int, at: str, who: str, how: str) -> list[tuple[Any, ...]]:
+    """The rows of ``customer_ids`` whose 担当者 (a contact person's name, ``contact``) is ``old_name``
+    however spaced or written (the person folds of duplicate matching) now read ``new_name``; their
+    history rows."""
+    from xlcrm.match import contact_keys
+
+    folded = contact_keys({"name": old_name}).name
+    ids = [c for c in customer_ids if c is not None]
+    if not folded or not new_name or not ids:
+        return []
+    history: list[tuple[Any, ...]] = []
+    for child in schema:
+        if child.ref_column is None or not child.has("contact"):
+            continue
+        idc, ref = child.id_column.key, child.ref_column.key
+        rows = [(rid, name) for rid, name in conn.execute(
+            f'SELECT "{idc}", "contact" FROM "{child.key}" WHERE "{ref}" IN ({", ".join("?" * len(ids))}) '
+            f"AND {db.ACTIVE}", ids)
+            if name is not None and name != new_name and contact_keys({"name": name}).name == folded]
+        db.update_fields(conn, child, [(rid, "contact", new_name) for rid, _ in rows], run_id=run_id)
+        history += [(run_id, at, child.key, rid, "contact", name, new_name, None, who, how) for rid, name in rows]
+    return history
 
 
 def _names_a_choice(choice: str, candidates: int, words: set[str]) -> bool:
