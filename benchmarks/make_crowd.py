@@ -159,9 +159,9 @@ def reentry(base: dict[str, Any], style: str, m: _Make) -> dict[str, Any]:
     return row
 
 
-def make(kind: str, directory: str | Path, files: int = 10, per_file: int = 2000, reentries: int = 100,
-         seed: int = 1) -> dict[str, Any]:
-    """Write the set; returns what was planted."""
+def rows(kind: str, files: int = 10, per_file: int = 2000, reentries: int = 100,
+         seed: int = 1) -> tuple[list[list[dict[str, Any]]], dict[str, int]]:
+    """The customers rows of each workbook of the set, and how many re-entries of each style."""
     m = _Make(seed)
     n = files * per_file
     companies = _crowded(m, n) if kind == "crowded" else _spread(m, n)
@@ -173,12 +173,19 @@ def make(kind: str, directory: str | Path, files: int = 10, per_file: int = 2000
         other = (home + 1 + m.rng.randrange(files - 1)) % files if files > 1 else home
         books[other].append(reentry(companies[i], style, m))
         planted[style] += 1
+    return books, planted
+
+
+def make(kind: str, directory: str | Path, files: int = 10, per_file: int = 2000, reentries: int = 100,
+         seed: int = 1) -> dict[str, Any]:
+    """Write the set; returns what was planted."""
+    books, planted = rows(kind, files, per_file, reentries, seed)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    for f, rows in enumerate(books):
+    for f, customers in enumerate(books):
         write_team_workbook(out / f"team{f:02d}.xlsx", DEFAULT_SCHEMA, owner=_OWNERS[f % len(_OWNERS)],
-                            rows={"customers": rows}, created=CREATED)
-    return {"companies": n, "rows": sum(map(len, books)), "reentries": planted}
+                            rows={"customers": customers}, created=CREATED)
+    return {"companies": files * per_file, "rows": sum(map(len, books)), "reentries": planted}
 
 
 def main(argv: list[str] | None = None) -> int:
