@@ -73,7 +73,7 @@ def test_messy_customer_list_lands_cell_by_cell_then_validates_and_merges(tmp_pa
     out = tmp_path / "team"
     res = run("import", src, "--out", out, "--owner", "佐藤")
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in out.iterdir()) == ["import-map.toml", "佐藤.xlsx", "鈴木.xlsx"]
+    assert sorted(p.name for p in out.iterdir()) == ["import-map.toml", "import-report.csv", "佐藤.xlsx", "鈴木.xlsx"]
 
     sato = sheet(out / "佐藤.xlsx", "customers")
     assert sato == [
@@ -248,7 +248,8 @@ def _tables(draw: Any) -> list[list[str]]:
         extra = draw(st.lists(st.sampled_from(_LEDGER_HEADERS), min_size=0, max_size=5))
         headers = ["得意先名", "金額", *extra]
     n = draw(st.integers(min_value=1, max_value=8))
-    rows = []
+    # Sometimes the drawn rows sit below 32 plain ones, out of the rows the header is searched in.
+    rows = [[f"株式会社F{i}"] + [""] * (len(headers) - 1) for i in range(32 * draw(st.integers(0, 1)))]
     for r in range(n):
         row = []
         for c in range(len(headers)):
@@ -258,6 +259,8 @@ def _tables(draw: Any) -> list[list[str]]:
             row = ["合計", *row[1:]]
         if draw(st.integers(0, 4)) == 0:  # same company as the row above
             row[0] = rows[-1][0] if rows else row[0]
+        if draw(st.integers(0, 4)) == 0:  # more fields than the header (a comma without quotes)
+            row += [f"v{r}x{k}{draw(_WORD)}" for k in range(draw(st.integers(1, 2)))]
         rows.append(row)
     return [headers, *rows]
 
@@ -511,3 +514,105 @@ def test_several_sheets_english_headers_and_people_without_a_company(tmp_path: P
     assert sheet(book, "activities") == [{"date": dt.date(2024, 6, 3), "customer": "Acme Trading Co., Ltd.",
                                           "type": "Inquiry", "category": "納期", "content": "納期の確認"}]
     assert run("validate", out, "--today", "2025-01-01").exit_code == 0
+
+
+# --- nothing lost on sources the engineer did not have in mind ---------------------------------------
+
+def test_a_department_without_a_person_stays_with_the_customer(tmp_path: Path) -> None:
+    """A 顧客リスト whose row names a 部署 but no 担当者名: no 担当者 row without a name (validate
+    would refuse it), the 部署 kept in the customer's 備考 under its source header."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "顧客リスト"
+    ws["B1"] = "得意先一覧　令和6年4月現在"
+    ws.append([])
+    ws.append([None, "会社名", "部署", "担当者名", "TEL", "〒", "住所1", "住所2", "最終訪問日", "メモ"])
+    ws.append([None, "さくら歯科クリニック", "受付", None, "03-9999-0000", "150-0001", "東京都渋谷区神宮前1-1",
+               "2F", "R6.3.15", "院長は土曜のみ"])
+    ws.append([None, "㈱髙橋製作所", "購買課", "髙橋 一", "045-222-3333", None, None, None, None, None])
+    ws.append([None, "合計", "2件"])
+    src = tmp_path / "顧客リスト.xlsx"
+    wb.save(src)
+    out = tmp_path / "team"
+    res = run("import", src, "--out", out, "--owner", "佐藤", "--json")
+    assert res.exit_code == 0, res.output
+    (s,) = json.loads(res.output)["sources"]
+    assert (s["header_row"], s["rows_read"], s["rows_written"], s["rows_skipped"]) == (3, 3, 2, 1)
+    sakura, _ = sheet(out / "佐藤.xlsx", "customers")
+    assert sakura["notes"] == "院長は土曜のみ\n最終訪問日: R6.3.15\n部署: 受付"
+    assert sheet(out / "佐藤.xlsx", "contacts") == [
+        {"customer": "㈱髙橋製作所", "name": "髙橋 一", "department": "購買課"}]
+    assert run("validate", out, "--today", "2025-01-01").exit_code == 0
+
+
+def test_a_text_row_longer_than_its_header_keeps_its_extra_fields(tmp_path: Path) -> None:
+    """An unquoted comma inside an address, deep in a CP932 card export: the extra fields land in 備考
+    under their column letter and the row is listed for a person, not dropped."""
+    rows = [CARDS[0]] + [[f"株式会社テスト{i:02d}", "営業部", "", "山田", f"{i}郎", f"y{i}@t{i}.jp", "100-0001",
+                          "東京都千代田区1-1", "03-1234-5678"] for i in range(40)]
+    rows.append(["丸一食品㈱", "総務部", "", "森", "①子", "mori@maruichi.jp", "", "東京都港区芝1-1", "2F 奥",
+                 "03-5555-1212", "内線12"])
+    src = write_csv(tmp_path / "名刺エクスポート.csv", rows, "cp932")
+    out = tmp_path / "team"
+    res = run("import", src, "--out", out, "--owner", "佐藤", "--json")
+    assert res.exit_code == 1, res.output
+    report = json.loads(res.output)
+    (need,) = report["needs_a_person"]
+    assert need["where"] == "名刺エクスポート.csv" and need["what"].startswith("row 42: more fields than the header")
+    maru = sheet(out / "佐藤.xlsx", "customers")[-1]
+    assert (maru["name"], maru["phone"], maru["notes"]) == ("丸一食品㈱", "2F 奥", "J: 03-5555-1212\nK: 内線12")
+    assert sheet(out / "佐藤.xlsx", "contacts")[-1]["name"] == "森 ①子"
+
+
+def test_date_serials_typed_into_a_text_log_become_dates(tmp_path: Path) -> None:
+    """A visit log exported with dates as Excel serials (45390) and as 和暦 text: validate reads both."""
+    customers = write_csv(tmp_path / "顧客.csv", [["会社名", "住所"], ["株式会社ミナミ", "東京都港区1-1"]], "utf-8-sig")
+    log = write_csv(tmp_path / "訪問記録.tsv", [["日付", "顧客名", "内容"], ["45390", "ミナミ", "打合せ"],
+                                               ["令和6年4月1日", "株式会社ミナミ", "電話で問い合わせ"]],
+                    "utf-8-sig", "\t")
+    out = tmp_path / "team"
+    res = run("import", customers, log, "--out", out, "--owner", "佐藤")
+    assert res.exit_code == 0, res.output
+    acts = sheet(out / "佐藤.xlsx", "activities")
+    assert [(a["date"], a["customer"], a["type"]) for a in acts] == [
+        (dt.date(2024, 4, 8), "株式会社ミナミ", "訪問"), ("令和6年4月1日", "株式会社ミナミ", "訪問")]
+    assert run("validate", out, "--today", "2025-01-01").exit_code == 0
+
+
+def test_report_file_lists_everything_and_merge_passes_it_over(tmp_path: Path) -> None:
+    """import-report.csv (Excel's CSV with BOM) holds every skipped row, left-out column and row that
+    needs a person with where it came from; a column the map says to ignore is counted with its cells;
+    merge and validate of the folder do not mention the report."""
+    ledger = write_csv(tmp_path / "売上台帳.csv", [["売上日", "得意先", "商品", "金額", "摘要"],
+                                                   ["2024/04/10", "ABC商事株式会社", "制御盤A", "1200000", "初回"],
+                                                   ["2024/04/12", "-ABC商事", "部品B", "35000", ""],
+                                                   ["2024/04/13", "=HYPERLINK(\"x\")", "部品C", "100", ""],
+                                                   ["", "合計", "", "1235100", ""]], "cp932")
+    first = tmp_path / "first"
+    assert run("import", ledger, "--out", first, "--owner", "佐藤").exit_code == 1
+    edited = tmp_path / "map.toml"
+    edited.write_text((first / "import-map.toml").read_text(encoding="utf-8").replace(
+        'header = "摘要", to = "notes"', 'header = "摘要", to = "ignore"'), encoding="utf-8")
+    out = tmp_path / "team"
+    res = run("import", ledger, "--out", out, "--owner", "佐藤", "--map", edited, "--json")
+    assert res.exit_code == 1, res.output
+    report = json.loads(res.output)
+    assert report["report"] == str(out / "import-report.csv")
+    assert report["sources"][0]["notes"] == [
+        "column E (摘要): 1 values left out as import-map.toml says (to = \"ignore\"), cells E2:E2"]
+    text = (out / "import-report.csv").read_bytes()
+    assert text.startswith(b"\xef\xbb\xbf")
+    import csv
+    import io
+
+    lines = list(csv.reader(io.StringIO(text.decode("utf-8-sig"))))
+    assert lines[0] == ["kind", "where", "what"]
+    kinds = {(k, w) for k, w, _ in lines[1:]}
+    assert {("column", "売上台帳.csv"), ("skipped", "売上台帳.csv row 5"), ("needs a person", "売上台帳.csv row 4"),
+            ("created", "売上台帳.csv row 4"), ("matched", "'-ABC商事")} <= kinds
+    # A source value that starts like a formula is text in Excel: a leading apostrophe.
+    assert not any(v.startswith(("=", "-")) for line in lines for v in line)
+    assert "初回" not in str(sheet(out / "佐藤.xlsx", "deals"))
+    for cmd in (("validate", out, "--today", "2025-01-01"), ("merge", out, "--master", tmp_path / "m.xlsx")):
+        res = run(*cmd)
+        assert "import-report" not in res.output and "not read" not in res.output, res.output

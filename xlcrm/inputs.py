@@ -4,7 +4,8 @@ A folder is expanded to the team workbooks in it (.xlsx, .xlsm; not its subfolde
 in it is either a person's data that xlcrm does not read as a team workbook (.xls, .csv, .xlsb, .txt,
 a PDF...) -- listed by name, so nothing is left out without a word, with a pointer to ``xlcrm import``
 -- or a file that holds no one's data and is passed over silently: Excel's ``~$`` owner files, hidden
-files (``.`` names), configuration (``.toml``, ``.conf``), Windows' Thumbs.db / desktop.ini, and the
+files (``.`` names), configuration (``.toml``, ``.conf``), Windows' Thumbs.db / desktop.ini, the
+report ``xlcrm import`` writes beside its workbooks (import-report.csv), and the
 files a caller names (the master's database beside it).  A folder with no team workbook in it is an
 error naming what it does hold.  No heavy imports: merge and validate both start here.
 """
@@ -21,7 +22,8 @@ from xlcrm.errors import XlcrmError
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm")
 #: Files that hold configuration or system data, never a person's records.
 QUIET_SUFFIXES = frozenset({".toml", ".conf"})
-QUIET_NAMES = frozenset({"thumbs.db", "desktop.ini"})
+#: ... and the report ``xlcrm import`` writes beside the workbooks it makes.
+QUIET_NAMES = frozenset({"thumbs.db", "desktop.ini", "import-report.csv"})
 #: How many names one line lists before it says "and N more".
 LISTED = 8
 

@@ -103,6 +103,9 @@ def _print(result, schema, lang) -> None:  # type: ignore[no-untyped-def]
             out.print(f"  ... and {len(result.attention) - SHOWN} more (all of them with --json)")
     if result.map_path:
         out.print(escape(f"mapping: {result.map_path} (edit it and pass --map to run the same import again)"))
+        if result.report_path:
+            out.print(escape(f"report: {result.report_path} (every skipped row, column note and row that "
+                             "needs a person, with where it came from)"))
         first = result.map_path.parent
         out.print(escape(f"next: xlcrm validate {first}  then  xlcrm merge {first} --master master.xlsx"))
 

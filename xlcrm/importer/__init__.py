@@ -14,6 +14,7 @@ Modules, in the order an import runs them:
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import re
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 from xlcrm.errors import XlcrmError
 from xlcrm.importer.mapping import (
+    IGNORE,
     NOTES,
     ColumnMap,
     NoCustomerColumn,
@@ -35,7 +37,7 @@ from xlcrm.importer.mapping import (
     load_maps,
     saved_map_for,
 )
-from xlcrm.importer.reading import SourceError, SourceTable, expand_sources, read_source
+from xlcrm.importer.reading import REPORT_FILE, SourceError, SourceTable, expand_sources, read_source
 from xlcrm.importer.shaping import (
     Attention,
     Customer,
@@ -47,7 +49,7 @@ from xlcrm.importer.shaping import (
 )
 from xlcrm.schema import Lang, Schema
 
-__all__ = ["MAP_FILE", "ImportResult", "SourceReport", "WorkbookOut", "import_sources"]
+__all__ = ["MAP_FILE", "REPORT_FILE", "ImportResult", "SourceReport", "WorkbookOut", "import_sources"]
 
 #: The mapping written beside the workbooks (merge reads only .xlsx/.xlsm, so it is left alone).
 MAP_FILE = "import-map.toml"
@@ -107,6 +109,7 @@ class ImportResult:
     sources: list[SourceReport]
     workbooks: list[WorkbookOut] = field(default_factory=list)
     map_path: Path | None = None
+    report_path: Path | None = None
     attention: list[Attention] = field(default_factory=list)
     created: list[Attention] = field(default_factory=list)
     matched: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -119,6 +122,25 @@ class ImportResult:
             return 2
         return 1 if self.attention else 0
 
+    def report_lines(self) -> list[tuple[str, str, str]]:
+        """(kind, where, what) of everything the import reports: sources not read, columns left out
+        or remarked on, rows skipped, rows that need a person, customers created, names matched by
+        company key, hints."""
+        lines: list[tuple[str, str, str]] = []
+        for s in self.sources:
+            where = Path(s.file).name + (f" [{s.sheet}]" if s.sheet else "")
+            if s.status != "ok":
+                lines.append((s.status, where, s.message))
+            for note in s.map.notes if s.map is not None else ():
+                lines.append(("column", where, note))
+            for a in s.counts.skipped if s.counts is not None else ():
+                lines.append(("skipped", a.where, a.what))
+        lines += [("needs a person", a.where, a.what) for a in self.attention]
+        lines += [("created", a.where, a.what) for a in self.created]
+        lines += [("matched", typed, f"{typed!r} → {cust!r} ({n} rows)") for (typed, cust), n in self.matched.items()]
+        lines += [("hint", "", s) for s in self.suggestions]
+        return lines
+
     def to_json(self) -> dict[str, Any]:
         return {
             "dry_run": self.dry_run,
@@ -126,6 +148,7 @@ class ImportResult:
             "sources": [s.to_json() for s in self.sources],
             "workbooks": [{"owner": w.owner, "file": str(w.path), "rows": w.rows} for w in self.workbooks],
             "map": str(self.map_path) if self.map_path else None,
+            "report": str(self.report_path) if self.report_path else None,
             "needs_a_person": [a.to_json() for a in self.attention],
             "created_customers": [a.to_json() for a in self.created],
             "matched_by_company_key": [{"typed": t, "customer": c, "rows": n}
@@ -203,6 +226,8 @@ def import_sources(
             report.counts = SourceCounts(table.label)
             shape_children(table, smap, schema, registry, master_registry, shaped, report.counts)
 
+    for table, smap, _ in mapped:
+        smap.notes.extend(_ignored(table, smap))
     if "" in shaped.rows and any(shaped.rows[""].values()):
         shaped.attention.append(Attention(
             f"{NO_OWNER_FILE}.xlsx", "no owner for these rows: give --owner NAME (or map a 担当 column) and "
@@ -234,7 +259,33 @@ def import_sources(
     with atomic_write(map_target) as tmp:
         Path(tmp).write_text(dump_maps([m for _, m, _ in mapped]), encoding="utf-8")
     result.map_path = map_target
+    report_target = out / REPORT_FILE
+    with atomic_write(report_target) as tmp, Path(tmp).open("w", encoding="utf-8-sig", newline="") as fh:
+        csv.writer(fh).writerows([("kind", "where", "what"),
+                                  *([_csv_cell(v) for v in line] for line in result.report_lines())])
+    result.report_path = report_target
     return result
+
+
+def _csv_cell(text: str) -> str:
+    """Text Excel opens as text: a source value starting like a formula gets a leading apostrophe."""
+    from xlcrm.writer import looks_like_formula
+
+    return "'" + text if looks_like_formula(text) else text
+
+
+def _ignored(table: SourceTable, smap: SourceMap) -> list[str]:
+    """One line per column the map file leaves out that holds values: where they are and how many."""
+    out: list[str] = []
+    for c in smap.columns:
+        if c.target != IGNORE:
+            continue
+        rows = [i + 1 for i in range(smap.header_row, len(table.rows))
+                if c.index < len(table.rows[i]) and table.rows[i][c.index] is not None]
+        if rows:
+            out.append(f"column {c.letter} ({c.header or 'blank'}): {len(rows)} values left out as "
+                       f"import-map.toml says (to = \"ignore\"), cells {c.letter}{rows[0]}:{c.letter}{rows[-1]}")
+    return out
 
 
 def _map_table(table: SourceTable, schema: Schema, saved: Sequence[Any],

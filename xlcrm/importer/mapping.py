@@ -163,9 +163,10 @@ def says_nothing(header: str) -> bool:
 # --- the header row ------------------------------------------------------------------------------------
 
 def header_cells(table: SourceTable, row: int) -> list[str]:
-    """Header texts of 0-based ``row``; a merged header cell names every column it spans."""
+    """Header texts of 0-based ``row``, as many as the table's widest row has cells (a column right of
+    the header is blank-headed); a merged header cell names every column it spans."""
     cells = list(table.rows[row]) if row < len(table.rows) else []
-    width = max((len(r) for r in table.rows[:HEADER_SCAN_ROWS + 1]), default=0)
+    width = table.width
     cells += [None] * (width - len(cells))
     for r1, c1, r2, c2 in table.merged:
         if r1 <= row <= r2 and c1 < width:
@@ -224,10 +225,14 @@ def infer_map(table: SourceTable, schema: Schema, header_idx: int, *, shape: Sha
     folded = [known_header(h, vocab) for h in headers]
     body = table.rows[header_idx + 1:]
     shape = shape or _judge_shape(folded, vocab)
+    # Fields right of the header row's last cell (a text row with more fields than the header) are
+    # no column of the source: their cells go to the notes, whatever they look like.
+    beyond = len(table.rows[header_idx]) if table.encoding is not None else len(headers)
+    judged = [h if j < beyond else None for j, h in enumerate(folded)]
     if shape == "customers":
-        columns = _map_customers(headers, folded, body, vocab, schema)
+        columns = _map_customers(headers, judged, body, vocab, schema)
     else:
-        columns = _map_child(shape, headers, folded, body, vocab, schema)
+        columns = _map_child(shape, headers, judged, body, vocab, schema)
     smap = SourceMap(table.path.name, table.sheet, header_idx + 1, shape, columns)
     smap.prefecture_from_address = _splits_prefecture(smap)
     check_customer_column(smap, table, schema)
@@ -275,7 +280,7 @@ def _why_header(header: str, entity: Entity, key: str) -> str:
     return f"header {header} = {col.ja}"
 
 
-def _map_customers(headers: list[str], folded: list[str], body: Sequence[Sequence[Any]], vocab: _Vocab,
+def _map_customers(headers: list[str], folded: list[str | None], body: Sequence[Sequence[Any]], vocab: _Vocab,
                    schema: Schema) -> list[ColumnMap]:
     cust, cont = vocab.lookup["customers"], vocab.lookup["contacts"]
     cparts, pparts = vocab.parts["customers"], vocab.parts["contacts"]
@@ -306,6 +311,9 @@ def _map_customers(headers: list[str], folded: list[str], body: Sequence[Sequenc
 
     for j, f in enumerate(folded):
         h = headers[j]
+        if f is None:
+            out.append(ColumnMap(j, h, NOTES, "right of the header row → 備考"))
+            continue
         if not f or says_nothing(h):
             shape = value_shape(_column_values(body, j))
             if shape is None:
@@ -381,7 +389,7 @@ def _unmapped_why(header: str, schema: Schema) -> str:
     return "no matching column → 備考"
 
 
-def _map_child(shape: Shape, headers: list[str], folded: list[str], body: Sequence[Sequence[Any]],
+def _map_child(shape: Shape, headers: list[str], folded: list[str | None], body: Sequence[Sequence[Any]],
                vocab: _Vocab, schema: Schema) -> list[ColumnMap]:
     entity = schema.entity(shape)
     lookup, parts = vocab.lookup[shape], vocab.parts[shape]
@@ -390,6 +398,9 @@ def _map_child(shape: Shape, headers: list[str], folded: list[str], body: Sequen
     used: set[str] = set()
     for j, f in enumerate(folded):
         h = headers[j]
+        if f is None:
+            out.append(ColumnMap(j, h, NOTES, "right of the header row → " + _fallback_label(entity)))
+            continue
         key: str | None = None
         why = ""
         part = 0

@@ -16,6 +16,7 @@ import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 SUFFIXES = EXCEL_SUFFIXES + TEXT_SUFFIXES
 #: Bytes of a text file that charset-normalizer looks at (the whole file is then decoded strictly).
 SNIFF_BYTES = 64 * 1024
+#: Everything an import reports, one line each, for a person to work through in Excel; written beside
+#: the workbooks, passed over by merge and validate (:data:`xlcrm.inputs.QUIET_NAMES`) and by import.
+REPORT_FILE = "import-report.csv"
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _DELIMITERS = ",\t;|"
 
@@ -52,6 +56,11 @@ class SourceTable:
     #: A hidden sheet (Excel's Unhide lists it): often the lists behind a workbook's dropdowns.
     hidden: bool = False
 
+    @cached_property
+    def width(self) -> int:
+        """Cells of the longest row (a text file's rows can be longer than its header)."""
+        return max((len(r) for r in self.rows), default=0)
+
     @property
     def label(self) -> str:
         return f"{self.path.name} [{self.sheet}]" if self.sheet else self.path.name
@@ -64,7 +73,7 @@ def expand_sources(inputs: Iterable[str | Path]) -> list[Path]:
         p = Path(item)
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in SUFFIXES
-                           and not q.name.startswith(("~$", ".")))
+                           and not q.name.startswith(("~$", ".")) and q.name != REPORT_FILE)
             if not found:
                 raise SourceError(f"{p}: no .xlsx/.xls/.xlsb/.csv/.tsv/.txt files in this folder")
             out.extend(found)

@@ -187,6 +187,16 @@ class _Plan:
                 col = schema.entity(ent).column(key)
                 self.multiline[c.target] = col.type == "text" and (col.max_length or 0) >= 1000
         self.width = max((c.index for c in smap.columns), default=-1) + 1
+        # Columns right of the last one with a header: in a text file, a row with more fields than
+        # the header (a comma inside a value without quotes); their cells go to the notes.
+        last_named = max((c.index for c in smap.columns if c.header), default=-1)
+        self.beyond = [c.index for c in smap.columns if c.index > last_named]
+        #: The source header of each target (a 担当者 value without a person goes to 備考 under it).
+        self.header = {c.target: c.header or c.letter for c in smap.columns}
+        # An Excel date serial (45390) or 20240401 in a text file is digits; given to validate as
+        # the number Excel would have stored, which it reads as the date.
+        self.dates = {c.target for c in smap.columns if "." in c.target
+                      and schema.entity(c.target.split(".")[0]).column(c.target.split(".")[1]).type == "date"}
         # One column per target is the common case: (entity, key, column) read straight from the row.
         self.single: list[tuple[str, str, int]] = []
         self.joined: list[tuple[str, str, list[tuple[int, int]], bool]] = []
@@ -205,6 +215,8 @@ class _Plan:
         for ent, key, j in self.single:
             v = cells[j]
             if v is not None:
+                if type(v) is str and f"{ent}.{key}" in self.dates and v.isdigit() and len(v) in (5, 8):
+                    v = int(v)
                 d = out.get(ent)
                 if d is None:
                     d = out[ent] = {}
@@ -215,6 +227,20 @@ class _Plan:
                 out.setdefault(ent, {})[key] = _joined(pieces, multiline)
         notes = [f"{h}: {_text(cells[j])}" for j, h in self.notes if cells[j] is not None] if self.notes else []
         return out, notes
+
+
+def _long_row(plan: _Plan, table: SourceTable, cells: Sequence[Any]) -> bool:
+    """A text file's row with values right of the header's last column."""
+    return table.encoding is not None and any(j < len(cells) and cells[j] is not None for j in plan.beyond)
+
+
+def _report_long_rows(rows: list[int], table: SourceTable, shaped: Shaped, fallback: str) -> None:
+    if not rows:
+        return
+    shown = ", ".join(str(n) for n in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+    shaped.attention.append(Attention(
+        table.label, f"row {shown}: more fields than the header (a comma inside a value without quotes?); "
+        f"the extra fields went to {fallback} under their column letter: check these rows"))
 
 
 def _add_note(row: Row, key: str, lines: list[str], sep: str = "\n") -> None:
@@ -240,6 +266,7 @@ def shape_customers(table: SourceTable, smap: SourceMap, schema: Schema, registr
     kind_mapped = "customers.kind" in plan.by_target
     split_prefecture_off = smap.prefecture_from_address and "customers.prefecture" not in plan.by_target
     cust_keys = set(cust_entity.keys)
+    long_rows: list[int] = []
     for i in range(smap.header_row, len(table.rows)):
         cells = table.rows[i]
         kind = row_kind(cells)
@@ -253,8 +280,14 @@ def shape_customers(table: SourceTable, smap: SourceMap, schema: Schema, registr
                                             + ", ".join(_text(v) for v in cells if v is not None)))
             continue
         values, notes = plan.values(cells)
+        if plan.beyond and _long_row(plan, table, cells):
+            long_rows.append(i + 1)
         cust = dict(values.get("customers", {}))
         contact = dict(values.get("contacts", {}))
+        if contact and contact.get("name") is None:
+            # A 部署 or 役職 without a person's name is no 担当者: it stays with the customer, in 備考.
+            notes.extend(f"{plan.header[f'contacts.{k}']}: {_text(v)}" for k, v in contact.items())
+            contact = {}
         name = cust.get("name")
         if name is not None and not isinstance(name, str):
             name = cust["name"] = _text(name)
@@ -328,6 +361,7 @@ def shape_customers(table: SourceTable, smap: SourceMap, schema: Schema, registr
             if contact:
                 sample["contacts"] = crow
             counts.samples.append(sample)
+    _report_long_rows(long_rows, table, shaped, cust_entity.column("notes").ja)
 
 
 def _person_header(smap: SourceMap, vocab: Any) -> bool:
@@ -367,6 +401,7 @@ def shape_children(table: SourceTable, smap: SourceMap, schema: Schema, registry
     label = table.label
     found_by_name: dict[str, Customer] = {}
     books = shaped.rows
+    long_rows: list[int] = []
     for i in range(smap.header_row, len(table.rows)):
         cells = table.rows[i]
         kind = row_kind(cells)
@@ -380,6 +415,8 @@ def shape_children(table: SourceTable, smap: SourceMap, schema: Schema, registry
                                             + ", ".join(_text(v) for v in cells if v is not None)))
             continue
         values, notes = plan.values(cells)
+        if plan.beyond and _long_row(plan, table, cells):
+            long_rows.append(i + 1)
         row: Row = {id_col: None}
         row.update(values.get(ekey, {}))
         typed = row.get("customer")
@@ -420,6 +457,7 @@ def shape_children(table: SourceTable, smap: SourceMap, schema: Schema, registry
         counts.rows_written += 1
         if len(counts.samples) < 3:
             counts.samples.append({ekey: dict(row)})
+    _report_long_rows(long_rows, table, shaped, entity.column(fallback).ja)
 
 
 def _find_customer(name: str, where: str, registry: Registry, master: Registry | None, shaped: Shaped,
