@@ -616,3 +616,27 @@ def test_report_file_lists_everything_and_merge_passes_it_over(tmp_path: Path) -
     for cmd in (("validate", out, "--today", "2025-01-01"), ("merge", out, "--master", tmp_path / "m.xlsx")):
         res = run(*cmd)
         assert "import-report" not in res.output and "not read" not in res.output, res.output
+
+
+def test_xlsb_ledger_from_a_sales_system(tmp_path: Path) -> None:
+    """A sales ledger as an .xlsb (what some sales and accounting systems export): a title row, dates
+    as Excel serials, a totals row; each row finds the customer of a CP932 card export."""
+    from helpers import write_xlsb
+
+    cards = write_csv(tmp_path / "名刺.csv", CARDS, "cp932")
+    ledger = write_xlsb(tmp_path / "売上明細.xlsb", {"売上明細": [
+        ["売上明細（2024年4月）"], [],
+        ["売上日", "得意先", "商品", "金額"],
+        [45383, "山田精機株式会社", "制御盤A", 1200000],
+        [45390, "佐藤工務店", "部品B", 35000],
+        [None, "合計", None, 1235000]]})
+    out = tmp_path / "team"
+    res = run("import", cards, ledger, "--out", out, "--owner", "高橋", "--json")
+    assert res.exit_code == 0, res.output
+    src = next(s for s in json.loads(res.output)["sources"] if s["file"].endswith(".xlsb"))
+    assert (src["sheet"], src["header_row"], src["shape"]) == ("売上明細", 3, "deals")
+    assert (src["rows_read"], src["rows_written"], src["rows_skipped"]) == (3, 2, 1)
+    deals = sheet(out / "高橋.xlsx", "deals")
+    assert [(d["closed_on"], d["customer"], d["product"], d["amount"]) for d in deals] == [
+        (dt.date(2024, 4, 1), "山田精機(株)", "制御盤A", 1200000), (dt.date(2024, 4, 8), "有限会社佐藤工務店", "部品B", 35000)]
+    assert run("validate", out, "--today", "2025-01-01").exit_code == 0

@@ -193,17 +193,17 @@ class _Plan:
         self.beyond = [c.index for c in smap.columns if c.index > last_named]
         #: The source header of each target (a 担当者 value without a person goes to 備考 under it).
         self.header = {c.target: c.header or c.letter for c in smap.columns}
-        # An Excel date serial (45390) or 20240401 in a text file is digits; given to validate as
-        # the number Excel would have stored, which it reads as the date.
-        self.dates = {c.target for c in smap.columns if "." in c.target
-                      and schema.entity(c.target.split(".")[0]).column(c.target.split(".")[1]).type == "date"}
         # One column per target is the common case: (entity, key, column) read straight from the row.
         self.single: list[tuple[str, str, int]] = []
+        #: Single columns of a date column: an Excel date serial (45390) or 20240401 in a text file is
+        #: digits, given to validate as the number Excel would have stored, which it reads as the date.
+        self.single_dates: list[tuple[str, str, int]] = []
         self.joined: list[tuple[str, str, list[tuple[int, int]], bool]] = []
         for target, cols in self.by_target.items():
             ent, key = target.split(".")
             if len(cols) == 1:
-                self.single.append((ent, key, cols[0][1]))
+                is_date = schema.entity(ent).column(key).type == "date"
+                (self.single_dates if is_date else self.single).append((ent, key, cols[0][1]))
             else:
                 self.joined.append((ent, key, sorted(cols), self.multiline[target]))
 
@@ -215,12 +215,16 @@ class _Plan:
         for ent, key, j in self.single:
             v = cells[j]
             if v is not None:
-                if type(v) is str and f"{ent}.{key}" in self.dates and v.isdigit() and len(v) in (5, 8):
-                    v = int(v)
                 d = out.get(ent)
                 if d is None:
                     d = out[ent] = {}
                 d[key] = v
+        for ent, key, j in self.single_dates:
+            v = cells[j]
+            if v is not None:
+                if type(v) is str and len(v) in (5, 8) and v.isdigit():
+                    v = int(v)
+                out.setdefault(ent, {})[key] = v
         for ent, key, cols, multiline in self.joined:
             pieces = [(p, cells[j]) for p, j in cols if cells[j] is not None]
             if pieces:
