@@ -640,3 +640,31 @@ def test_xlsb_ledger_from_a_sales_system(tmp_path: Path) -> None:
     assert [(d["closed_on"], d["customer"], d["product"], d["amount"]) for d in deals] == [
         (dt.date(2024, 4, 1), "山田精機(株)", "制御盤A", 1200000), (dt.date(2024, 4, 8), "有限会社佐藤工務店", "部品B", 35000)]
     assert run("validate", out, "--today", "2025-01-01").exit_code == 0
+
+
+def test_a_company_cell_merged_over_its_people_rows(tmp_path: Path) -> None:
+    """会社名 and TEL merged down over two people's rows (Excel keeps the value in the top cell only):
+    both people are 担当者 of the company, none becomes a customer of their own; the report says so."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "顧客"
+    ws.append(["会社名", "TEL", "担当者名", "役職", "メモ"])
+    ws.append(["株式会社結合", "03-1111-2222", "山田 一", "部長", "年2回訪問"])
+    ws.append([None, None, "田中 二", "課長", None])
+    ws.append(["有限会社単独", "06-1111-2222", "佐藤 三", None, None])
+    ws.merge_cells("A2:A3")
+    ws.merge_cells("B2:B3")
+    ws.merge_cells("E2:E3")
+    src = tmp_path / "顧客リスト.xlsx"
+    wb.save(src)
+    out = tmp_path / "team"
+    res = run("import", src, "--out", out, "--owner", "o", "--json")
+    assert res.exit_code == 0, res.output
+    (s,) = json.loads(res.output)["sources"]
+    assert s["notes"] == ["merged cells A2:A3: '株式会社結合' taken for each of its rows 2-3",
+                          "merged cells B2:B3: '03-1111-2222' taken for each of its rows 2-3",
+                          "merged cells E2:E3: '年2回訪問' taken for each of its rows 2-3"]
+    assert [(c["name"], c.get("notes")) for c in sheet(out / "o.xlsx", "customers")] == [
+        ("株式会社結合", "年2回訪問"), ("有限会社単独", None)]
+    assert [(c["customer"], c["name"]) for c in sheet(out / "o.xlsx", "contacts")] == [
+        ("株式会社結合", "山田 一"), ("株式会社結合", "田中 二"), ("有限会社単独", "佐藤 三")]

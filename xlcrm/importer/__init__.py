@@ -46,6 +46,7 @@ from xlcrm.importer.shaping import (
     SourceCounts,
     shape_children,
     shape_customers,
+    spread_merged,
 )
 from xlcrm.schema import Lang, Schema
 
@@ -215,6 +216,8 @@ def import_sources(
         if r.status == "skipped" and r.not_a_table:
             shaped.attention.append(Attention(f"{Path(r.file).name} [{r.sheet}]", "sheet not imported: "
                                               + r.message.split(": ", 1)[-1]))
+    for table, smap, _ in mapped:
+        smap.notes.extend(spread_merged(table, smap))
     registry = Registry()
     master_registry = _master_registry(Path(master), schema) if master is not None else None
     for table, smap, report in mapped:

@@ -167,6 +167,32 @@ def split_prefecture(address: Any) -> tuple[str, str] | None:
     return None
 
 
+def spread_merged(table: SourceTable, smap: SourceMap) -> list[str]:
+    """Give each row a vertically merged cell below the header spans its value (one company cell merged
+    over its people's rows); return one remark per range for the report.
+
+    Excel keeps the value in the range's top cell only; the rows below would otherwise lose their
+    company (and a person would become a customer of their own).  A range across columns only is
+    left as it is: its value belongs to its first column.
+    """
+    from xlcrm.reader import column_letter
+
+    notes: list[str] = []
+    for r1, c1, r2, c2 in sorted(table.merged):
+        if r1 < smap.header_row or r2 <= r1 or r1 >= len(table.rows):
+            continue
+        top = table.rows[r1][c1] if c1 < len(table.rows[r1]) else None
+        if top is None:
+            continue
+        for r in range(r1 + 1, min(r2 + 1, len(table.rows))):
+            row = table.rows[r]
+            if c1 < len(row) and row[c1] is None:
+                row[c1] = top
+        span = f"{column_letter(c1)}{r1 + 1}:{column_letter(c2)}{r2 + 1}"
+        notes.append(f"merged cells {span}: {_text(top)!r} taken for each of its rows {r1 + 1}-{r2 + 1}")
+    return notes
+
+
 class _Plan:
     """A table's mapping turned into per-row work: target -> [(part, column index)]."""
 
