@@ -668,3 +668,22 @@ def test_a_company_cell_merged_over_its_people_rows(tmp_path: Path) -> None:
         ("株式会社結合", "年2回訪問"), ("有限会社単独", None)]
     assert [(c["customer"], c["name"]) for c in sheet(out / "o.xlsx", "contacts")] == [
         ("株式会社結合", "山田 一"), ("株式会社結合", "田中 二"), ("有限会社単独", "佐藤 三")]
+
+
+def test_a_card_app_export_with_bracketed_kana_headers(tmp_path: Path) -> None:
+    """A card app's CSV (UTF-8 with BOM, every field quoted) whose headers put カナ in brackets:
+    氏名（カナ） is the person's フリガナ and 会社名（カナ） the company's, not a second 氏名 or 会社名."""
+    src = write_csv(tmp_path / "名刺データ.csv", [
+        ['"会社名"', '"会社名（カナ）"', '"部署名"', '"氏名"', '"氏名（カナ）"', '"TEL直通"'],
+        ['"株式会社サンプル"', '"サンプル"', '"営業部"', '"見本 太郎"', '"ミホン タロウ"', '"03-1111-0002"']],
+        "utf-8-sig")
+    out = tmp_path / "team"
+    res = run("import", src, "--out", out, "--owner", "o", "--json")
+    assert res.exit_code == 0, res.output
+    (s,) = json.loads(res.output)["sources"]
+    assert [m["to"] for m in s["mapping"]] == ["customers.name", "customers.kana", "contacts.department",
+                                                "contacts.name", "contacts.kana", "contacts.phone"]
+    assert sheet(out / "o.xlsx", "customers") == [{"kind": "法人", "name": "株式会社サンプル", "kana": "サンプル"}]
+    assert sheet(out / "o.xlsx", "contacts") == [{"customer": "株式会社サンプル", "name": "見本 太郎",
+                                                  "kana": "ミホン タロウ", "department": "営業部",
+                                                  "phone": "03-1111-0002"}]

@@ -142,14 +142,19 @@ def header_text(value: Any) -> str:
 
 
 _REMARK = re.compile(r"[(（【\[<＜][^)）】\]>＞]*[)）】\]>＞]|[※*＊].*$")
+_BRACKETS = re.compile(r"[()（）【】\[\]<>＜＞]")
 
 
 def known_header(header: str, vocab: _Vocab) -> str:
-    """The folded header, or what is left of it without a bracketed or ※ remark when only that is
-    known (会社名（正式名称） -> 会社名, TEL※代表 -> TEL)."""
+    """The folded header; else the header without its brackets when that is known (氏名（カナ） ->
+    氏名カナ, the person's フリガナ); else what is left of it without a bracketed or ※ remark when
+    only that is known (会社名（正式名称） -> 会社名, TEL※代表 -> TEL)."""
     f = fold_header(header)
     if f in vocab.all_words or not f:
         return f
+    joined = fold_header(_BRACKETS.sub("", header))
+    if joined in vocab.all_words:
+        return joined
     bare = fold_header(_REMARK.sub("", header))
     return bare if bare in vocab.all_words else f
 
