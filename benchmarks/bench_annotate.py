@@ -1,4 +1,4 @@
-"""Annotated copy: zip patching (xlcrm.annotate) vs the openpyxl load + save it replaces (run on demand).
+"""Annotated copy: zip patching (xlcrm.xlsx.annotate) vs the openpyxl load + save it replaces (run on demand).
 
     /tmp/venv/bin/python benchmarks/bench_annotate.py [--customers 10000 --activities 30000]
     /tmp/venv/bin/python benchmarks/bench_annotate.py --team /tmp/bm/work/team-10-100000-300000 [--no-openpyxl]
@@ -10,7 +10,7 @@ finding came from.
 
 ``--team FILE|DIR ...``: what ``xlcrm merge`` does for each file of a team (the merge benchmark's
 ten ~2 MB staff workbooks, ``make_data.py --team``): validate it as merge does
-(``merge._validate_job``: rules plus cascaded rejections), slim the result as merge sends it to a
+(``merge.validate_job``: rules plus cascaded rejections), slim the result as merge sends it to a
 worker, and write its error workbook, timed alone.  The merge writes these copies in worker processes
 while it merges, so the CPU seconds (``time.process_time``) are the figure that matters there.
 
@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from make_data import make_large_workbook
 
-from xlcrm.annotate import annotate_fast
+from xlcrm.intake.validate import _annotate_openpyxl, validate_workbook
 from xlcrm.schema import DEFAULT_SCHEMA
-from xlcrm.validate import _annotate_openpyxl, validate_workbook
+from xlcrm.xlsx.annotate import annotate_fast
 
 TODAY = date(2026, 11, 23)
 
@@ -58,12 +58,12 @@ def _paths(items: list[Path]) -> list[Path]:
 
 
 def bench_team(paths: list[Path], repeat: int, openpyxl: bool) -> None:
-    from xlcrm.merge import _slim, _validate_job
+    from xlcrm.master.workers import _slim, validate_job
 
     total = {"zip_patch_cpu": 0.0, "zip_patch_wall": 0.0}
     with tempfile.TemporaryDirectory() as d:
         for path in paths:
-            result, _ = _validate_job(path, DEFAULT_SCHEMA, TODAY)
+            result, _ = validate_job(path, DEFAULT_SCHEMA, TODAY)
             if result is None:
                 print(json.dumps({"file": str(path), "error": "unreadable"}))
                 continue

@@ -4,7 +4,7 @@
     python benchmarks/bench_crowd.py --sets crowded --workdir /tmp/crowd --repeat 3
 
 Makes the sets with ``make_crowd.py`` (cached in the work folder), merges each into an empty master in a
-fresh process (``xlcrm.merge.merge``, as ``xlcrm merge`` runs it; wall seconds include start-up) and reads
+fresh process (``xlcrm.master.merge.merge``, as ``xlcrm merge`` runs it; wall seconds include start-up) and reads
 the master database: every row carries its company's number in 備考 (``真:<n>``), so
 
 * a planted re-entry is *found* when it was linked to its company (one record for the number) or its
@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 MERGE = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from xlcrm.merge import merge
+    from xlcrm.master.run import merge
     from xlcrm.schema import DEFAULT_SCHEMA
     t0 = time.perf_counter()
     r = merge([Path(sys.argv[1])], Path(sys.argv[2]), DEFAULT_SCHEMA)
@@ -65,7 +65,7 @@ def figures(db_path: Path, planted: int) -> dict[str, Any]:
     by_tag: dict[str, list[str]] = defaultdict(list)
     for rid, t in tag.items():
         by_tag[t].append(rid)
-    from xlcrm.masterbook import duplicate_groups
+    from xlcrm.master.masterbook import duplicate_groups
 
     pending = [{"pair_id": i, "entity": "customers", "a_id": a, "b_id": b} for i, a, b in conn.execute(
         "SELECT pair_id, a_id, b_id FROM duplicates WHERE status = 'pending' AND entity = 'customers'")]

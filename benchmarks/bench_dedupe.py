@@ -1,4 +1,4 @@
-"""Duplicate-detection quality: xlcrm.match against recordlinkage's classic pipeline on the same data.
+"""Duplicate-detection quality: xlcrm.master.match against recordlinkage's classic pipeline on the same data.
 
 Run on demand (dev dependencies: recordlinkage installed with --no-deps, jellyfish, scikit-learn,
 Faker)::
@@ -54,7 +54,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xlcrm import normalize
-from xlcrm.match import MatchIndex
+from xlcrm.master.match import MatchIndex
 from xlcrm.schema import load_schema
 
 SCHEMA = load_schema(None)
@@ -525,7 +525,7 @@ def run_xlcrm(ds: Dataset, lang: str = "ja", show_errors: int = 0) -> Result:
     seconds = time.perf_counter() - t0
     found = set(kinds)
     certain = {p for p, k in kinds.items() if k == "certain"}
-    res = Result("xlcrm.match", len(found), len(truth), len(found & truth), len(certain), len(certain - truth),
+    res = Result("xlcrm.master.match", len(found), len(truth), len(found & truth), len(certain), len(certain - truth),
                  seconds)
     if show_errors:
         recs = dict(ds.records)
@@ -629,8 +629,8 @@ def table(rows: list[tuple[str, Result]]) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for data, r in rows:
         lines.append(f"| {data} | {r.method} | {r.true} | {r.found} | {r.precision:.4f} | {r.recall:.4f} | "
-                     f"{r.f1:.4f} | {r.certain if r.method == 'xlcrm.match' else '-'} | "
-                     f"{r.certain_wrong if r.method == 'xlcrm.match' else '-'} | {r.seconds:.1f} |")
+                     f"{r.f1:.4f} | {r.certain if r.method == 'xlcrm.master.match' else '-'} | "
+                     f"{r.certain_wrong if r.method == 'xlcrm.master.match' else '-'} | {r.seconds:.1f} |")
     return "\n".join(lines)
 
 
@@ -659,7 +659,7 @@ def speed(n: int, seed: int) -> None:
 def stored(raw: dict[str, Any]) -> tuple[Any, ...]:
     """A row as merge holds it: every customers column in ``entity.keys`` order, in the stored form
     (validate's parsers, then ``db.to_db``: ISO date text, hyphenated phones); invalid -> None."""
-    from xlcrm import db
+    from xlcrm.store import db
 
     out: list[Any] = []
     for col in CUSTOMERS.columns:

@@ -68,7 +68,7 @@ def child(kind: str, args: list[str]) -> None:
     """One measured step in this process; prints a JSON line with seconds and peak RSS (MB)."""
     t0 = time.perf_counter()
     if kind == "import":
-        from xlcrm.importer import import_sources
+        from xlcrm.intake.importer import import_sources
         from xlcrm.schema import DEFAULT_SCHEMA
 
         *sources, out = args
@@ -77,7 +77,7 @@ def child(kind: str, args: list[str]) -> None:
                                                                if s.counts),
                  "exit_code": res.exit_code}
     elif kind == "merge":
-        from xlcrm.merge import merge
+        from xlcrm.master.run import merge
         from xlcrm.schema import DEFAULT_SCHEMA
 
         team, master = args

@@ -10,7 +10,7 @@ reported separately).  Steps:
 
 1. ``naive``: the script a user would write — ``pandas.read_excel(engine="openpyxl")`` of every file's
    顧客 and 活動履歴 sheets, ``concat``, ``drop_duplicates`` on the e-mail, ``to_excel`` with openpyxl.
-2. ``first merge``: ``xlcrm.merge`` of the team into an empty master (validation, IDs, duplicate
+2. ``first merge``: ``xlcrm.master.merge`` of the team into an empty master (validation, IDs, duplicate
    detection, history, error workbooks, search index, master.xlsx with review sheets).
 3. ``distribute`` (shown for information), then 5% of the customer and activity rows of every
    distributed workbook are edited (not timed) and
@@ -71,10 +71,10 @@ NAIVE = _PEAK + textwrap.dedent("""
 
 MERGE = _PEAK + textwrap.dedent("""
     from pathlib import Path
-    from xlcrm.merge import merge
+    from xlcrm.master.run import merge
     from xlcrm.schema import DEFAULT_SCHEMA
     r = merge([Path(sys.argv[1])], Path(sys.argv[2]), DEFAULT_SCHEMA)
-    files = [f.to_json()["counts"] for f in r.files]
+    files = [f.to_dict()["counts"] for f in r.files]
     totals = {k: sum(f[k] for f in files) for k in files[0]} if files else {}
     print(json.dumps({"timings": r.timings, "totals": totals, "records_created": r.records_created,
                       "history_rows": r.history_rows, "duplicates_new": r.duplicates_new,
@@ -84,7 +84,7 @@ MERGE = _PEAK + textwrap.dedent("""
 
 DISTRIBUTE = _PEAK + textwrap.dedent("""
     from pathlib import Path
-    from xlcrm.distribute import distribute
+    from xlcrm.master.distribute import distribute
     from xlcrm.schema import DEFAULT_SCHEMA
     paths = distribute(Path(sys.argv[1]), Path(sys.argv[2]), DEFAULT_SCHEMA)
     print(json.dumps({"workbooks": len(paths), **_peak()}))
@@ -106,9 +106,9 @@ def edit_workbooks(folder: Path, fraction: float, seed: int = 5) -> dict[str, in
     """Edit ``fraction`` of the customer and activity rows of each workbook, as its owner would."""
     import pandas as pd
 
+    from xlcrm.intake.template import write_team_workbook
+    from xlcrm.intake.validate import validate_workbook
     from xlcrm.schema import DEFAULT_SCHEMA as S
-    from xlcrm.template import write_team_workbook
-    from xlcrm.validate import validate_workbook
 
     rng = random.Random(seed)
     edited = {"customers": 0, "activities": 0}

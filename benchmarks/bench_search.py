@@ -4,7 +4,7 @@
     /tmp/venv/bin/python benchmarks/bench_search.py --index-only [--db MASTER.db] [--share 0.05]
 
 Builds a master database the way merge stores it (canonical values, one row per record, bookkeeping
-columns) with direct inserts of generated Japanese data from :mod:`xlcrm.fakedata`'s vocabularies:
+columns) with direct inserts of generated Japanese data from :mod:`xlcrm.demo.fakedata`'s vocabularies:
 ~70% companies (前株/後株, regions, branches), ~30% individuals, about one contact person and two
 activities per customer.  Then measures:
 
@@ -17,7 +17,7 @@ activities per customer.  Then measures:
 - per-query latency over a mix of query kinds, each run ``--repeat`` times on a warm connection,
   opening a fresh connection per query as the ribbon does (target < 50 ms);
 - wall time of ``xlcrm search --master M QUERY --json`` as a subprocess, from process start to the
-  JSON on stdout (target < 1 s), and ``python -X importtime -c "import xlcrm.search"``.
+  JSON on stdout (target < 1 s), and ``python -X importtime -c "import xlcrm.views.search"``.
 
 Targets are printed next to the figures; nothing here runs in the test suite.
 """
@@ -38,8 +38,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from xlcrm import db
-from xlcrm.fakedata import (
+from xlcrm.demo.fakedata import (
     BUILDINGS,
     COMPANY_BUSINESSES,
     COMPANY_REGIONS,
@@ -50,8 +49,9 @@ from xlcrm.fakedata import (
     corporate_number,
 )
 from xlcrm.schema import DEFAULT_SCHEMA
-from xlcrm.search import search
-from xlcrm.searchindex import FTS_TABLE, ROWS_TABLE, VOCAB_TABLE, build_index, update_index
+from xlcrm.store import db
+from xlcrm.store.searchindex import FTS_TABLE, ROWS_TABLE, VOCAB_TABLE, build_index, update_index
+from xlcrm.views.search import search
 
 S = DEFAULT_SCHEMA
 OWNERS = ("佐藤 花子", "鈴木 一郎", "高橋 健", "田中 美咲", "伊藤 大輔", "渡辺 直樹", "山本 陽子", "中村 誠")
@@ -256,7 +256,7 @@ def bench_cli(master: Path, repeat: int) -> None:
 
 
 def bench_imports() -> None:
-    for mod in ("xlcrm.search", "xlcrm.history", "xlcrm.cli.search"):
+    for mod in ("xlcrm.views.search", "xlcrm.views.history", "xlcrm.cli.search"):
         res = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {mod}"],
                              capture_output=True, text=True, check=True)
         total = 0
@@ -269,10 +269,10 @@ def bench_imports() -> None:
         heavy.sort(reverse=True)
         top = ", ".join(f"{name} {us / 1000:.0f}" for us, name in heavy[:5])
         print(f"  import {mod}: {total / 1000:.0f} ms cumulative (top: {top} ms)")
-    res = subprocess.run([sys.executable, "-c", "import sys, xlcrm.search, xlcrm.history; "
+    res = subprocess.run([sys.executable, "-c", "import sys, xlcrm.views.search, xlcrm.views.history; "
                           "print(','.join(m for m in ('pandas', 'pandera', 'numpy', 'openpyxl', 'rapidfuzz') "
                           "if m in sys.modules) or 'none')"], capture_output=True, text=True, check=True)
-    print(f"  heavy modules loaded by `import xlcrm.search, xlcrm.history`: {res.stdout.strip()}")
+    print(f"  heavy modules loaded by `import xlcrm.views.search, xlcrm.views.history`: {res.stdout.strip()}")
 
 
 def _spread(values: list[float]) -> str:

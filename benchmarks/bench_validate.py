@@ -29,7 +29,7 @@ kind, path = sys.argv[1], sys.argv[2]
 if kind == "xlcrm":
     from datetime import date
     from xlcrm.schema import DEFAULT_SCHEMA
-    from xlcrm.validate import validate_workbook
+    from xlcrm.intake.validate import validate_workbook
     r = validate_workbook(path, DEFAULT_SCHEMA, today=date(2026, 11, 23))
     extra = {"errors": len(r.errors), "warnings": len(r.warnings)}
 elif kind == "openpyxl":
@@ -50,10 +50,10 @@ TEAM_CHILD = r"""
 import json, sys, tempfile, time
 from datetime import date
 from pathlib import Path
-from xlcrm.reader import read_workbook
+from xlcrm.xlsx.reader import read_workbook
 from xlcrm.schema import DEFAULT_SCHEMA
-from xlcrm.template import write_team_workbook
-from xlcrm.validate import validate_workbook
+from xlcrm.intake.template import write_team_workbook
+from xlcrm.intake.validate import validate_workbook
 today = date(2026, 11, 23)
 paths = sorted(p for p in Path(sys.argv[1]).glob("*.xlsx") if not p.name.startswith("~$"))
 with tempfile.TemporaryDirectory() as tmp:  # warm up (imports, phone metadata) on another workbook

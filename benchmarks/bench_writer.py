@@ -1,8 +1,8 @@
-"""Writer throughput: rendered table rows (xlcrm.sheetxml) against XlsxWriter cell by cell (run on demand).
+"""Writer throughput: rendered table rows (xlcrm.xlsx.sheetxml) against XlsxWriter cell by cell (run on demand).
 
     /tmp/venv/bin/python benchmarks/bench_writer.py [ROWS] [--master PATH/master.db] [--repeat N]
 
-1. A team workbook with ROWS customers (default 100,000) through xlcrm.template (tables, validation,
+1. A team workbook with ROWS customers (default 100,000) through xlcrm.intake.template (tables, validation,
    formats, meta), written both ways in separate processes; prints seconds, rows/s, size, peak RSS and
    whether every zip member is byte-identical.
 2. With ``--master``: ``masterbook.write_master`` of that master database (opened read-only), both ways.
@@ -62,7 +62,7 @@ def customers(n: int) -> list[dict[str, object]]:
 
 def child(kind: str, mode: str, arg: str, out: Path) -> None:
     """One write in this process; prints a JSON line with seconds and peak RSS."""
-    import xlcrm.writer as writer
+    import xlcrm.xlsx.writer as writer
 
     fast = mode == "fast"
     real_init = writer.XlcrmWorkbook.__init__
@@ -73,15 +73,15 @@ def child(kind: str, mode: str, arg: str, out: Path) -> None:
 
     writer.XlcrmWorkbook.__init__ = init  # type: ignore[method-assign]
     if kind == "team":
+        from xlcrm.intake.template import write_team_workbook
         from xlcrm.schema import DEFAULT_SCHEMA
-        from xlcrm.template import write_team_workbook
 
         rows = customers(int(arg))
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
         write_team_workbook(out, DEFAULT_SCHEMA, owner="山田太郎", rows={"customers": rows}, created=CREATED)
     else:
-        from xlcrm.masterbook import write_master
+        from xlcrm.master.masterbook import write_master
         from xlcrm.schema import DEFAULT_SCHEMA
 
         conn = sqlite3.connect(f"file:{arg}?mode=ro", uri=True)

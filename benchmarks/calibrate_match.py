@@ -1,5 +1,5 @@
 """How often each "differs" level of duplicate detection occurs among true duplicates (m) and among
-different customers (u), measured on the generated sets, beside the values ``xlcrm.match.M_U`` uses.
+different customers (u), measured on the generated sets, beside the values ``xlcrm.master.match.M_U`` uses.
 
     python benchmarks/calibrate_match.py                         # FEBRL 1-4, ja, crowded and spread sets
     python benchmarks/calibrate_match.py --sets ja --n 20000
@@ -46,7 +46,7 @@ def levels(q: Any, o: Any) -> dict[str, bool]:
 def count(records: list[tuple[str, dict[str, Any]]], entity: dict[str, str]) -> dict[str, Counter[str]]:
     from bench_dedupe import SCHEMA
 
-    from xlcrm.match import MatchIndex
+    from xlcrm.master.match import MatchIndex
 
     index = MatchIndex(SCHEMA)
     index.add_many(records)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     from bench_dedupe import JapaneseSet, febrl_sets
 
-    from xlcrm.match import M_U
+    from xlcrm.master.match import M_U
 
     total: dict[str, Counter[str]] = {lv: Counter() for lv in LEVELS}
     print("| set | level | true pairs (field on both) | m | other pairs | u | log2(m/u) |")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         row("all", lv, total[lv])
     for lv in LEVELS:
         m, u = M_U[lv]
-        print(f"| model (xlcrm.match.M_U) | {lv} | | {m:.3f} | | {u:.3f} | {log2(m / u):+.1f} |")
+        print(f"| model (xlcrm.master.match.M_U) | {lv} | | {m:.3f} | | {u:.3f} | {log2(m / u):+.1f} |")
     return 0
 
 

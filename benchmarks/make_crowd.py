@@ -32,9 +32,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from xlcrm.fakedata import COMPANY_BUSINESSES, PLACES, SURNAMES, corporate_number, to_fullwidth, to_hiragana
+from xlcrm.demo.fakedata import (
+    COMPANY_BUSINESSES,
+    PLACES,
+    SURNAMES,
+    corporate_number,
+    to_fullwidth,
+    to_hiragana,
+)
+from xlcrm.intake.template import write_team_workbook
 from xlcrm.schema import DEFAULT_SCHEMA
-from xlcrm.template import write_team_workbook
 
 CREATED = datetime(2025, 6, 30, 9, 0)
 STYLES = ("phone", "email", "address", "moved_phone")

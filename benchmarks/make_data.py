@@ -3,7 +3,7 @@
     python benchmarks/make_data.py OUT.xlsx --customers 100000 --activities 300000
     python benchmarks/make_data.py --team DIR --files 10 --customers 100000 --activities 300000
 
-Files are real standard workbooks written by :func:`xlcrm.template.write_team_workbook` (tables,
+Files are real standard workbooks written by :func:`xlcrm.intake.template.write_team_workbook` (tables,
 validation, formats), so the benchmark reads what staff would hand in.  The data has the variety of a
 real list (tens of thousands of distinct phones, e-mails, names and dates), the spellings people use
 (full-width digits, phones without hyphens, 和暦 and 2024年4月1日 dates, hiragana フリガナ, ㈱ and (株),
@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from xlcrm.fakedata import (
+from xlcrm.demo.fakedata import (
     COMPANY_BUSINESSES,
     COMPANY_REGIONS,
     COMPANY_STEMS,
@@ -38,8 +38,8 @@ from xlcrm.fakedata import (
     to_hiragana,
     to_wareki,
 )
+from xlcrm.intake.template import write_team_workbook
 from xlcrm.schema import DEFAULT_SCHEMA, Schema
-from xlcrm.template import write_team_workbook
 
 Row = dict[str, Any]
 

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from xlcrm.intake.template import TEMPLATE_CREATED, write_team_workbook
 from xlcrm.schema import DEFAULT_SCHEMA
-from xlcrm.template import TEMPLATE_CREATED, write_team_workbook
 
 DPI = 80
 #: Top strip of an A4 landscape page at 80 dpi (935 x 661 px): header row and the example rows.

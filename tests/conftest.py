@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from xlcrm.intake.template import write_team_workbook
 from xlcrm.schema import DEFAULT_SCHEMA, Schema
-from xlcrm.template import write_team_workbook
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -19,7 +19,7 @@ MakeBook = Callable[..., Path]
 
 @pytest.fixture(autouse=True)
 def _outputs_ledger(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test records the outputs xlcrm writes (xlcrm.outputs) in its own ledger, not the user's."""
+    """Each test records the outputs xlcrm writes (xlcrm.store.outputs) in its own ledger, not the user's."""
     monkeypatch.setenv("XLCRM_STATE_DIR", str(tmp_path_factory.mktemp("xlcrm-state")))
 
 

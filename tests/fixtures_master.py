@@ -1,7 +1,7 @@
 """A small but rich master database, built the way merge stores it (canonical values, bookkeeping).
 
 Search and history tests (and the add-in's) read a master without waiting for merge: this builds
-one with :func:`xlcrm.db.connect` / :func:`xlcrm.db.create_tables` and plain inserts.  Values are what
+one with :func:`xlcrm.store.db.connect` / :func:`xlcrm.store.db.create_tables` and plain inserts.  Values are what
 merge would store: hyphenated phone numbers, full-width katakana フリガナ, ISO dates, canonical choice
 keys.  It holds a merged-away duplicate (C-000007 -> C-000001), a deleted customer (C-000008), contacts
 of both, and for C-000001 a full story (activities, deals, TODOs, change history) dated around
@@ -16,8 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from xlcrm import db
 from xlcrm.schema import DEFAULT_SCHEMA, Schema
+from xlcrm.store import db
 
 #: "Today" for the fixture's story: T-000001 (due 2024-05-10, open) is overdue, T-000002 is not.
 TODAY = date(2024, 6, 1)
@@ -190,7 +190,7 @@ def build_master(directory: Path, schema: Schema = DEFAULT_SCHEMA, *, index: boo
             insert(conn, schema, "todos", TODOS)
             insert_history(conn, HISTORY)
         if index:
-            from xlcrm.searchindex import build_index
+            from xlcrm.store.searchindex import build_index
 
             build_index(conn, schema)
     finally:

@@ -1,7 +1,7 @@
 """A small, realistic master database for report, export and handover tests.
 
 Built with plain INSERTs (not through merge) so these tests do not depend on merge's code path; the
-layout comes from ``xlcrm.db.create_tables``.  Deterministic for a seed.  It plants the cases the
+layout comes from ``xlcrm.store.db.create_tables``.  Deterministic for a seed.  It plants the cases the
 tests need: merged and deleted rows that must never be counted, DM refusals shared by e-mail / phone
 across records, overdue TODOs, unresolved complaints, deals in every pipeline bucket, a customer
 whose only sale is older than a year, and blanks in key fields.
@@ -14,9 +14,9 @@ import sqlite3
 from datetime import date, timedelta
 from pathlib import Path
 
-from xlcrm import db
-from xlcrm.fakedata import Faker
+from xlcrm.demo.fakedata import Faker
 from xlcrm.schema import DEFAULT_SCHEMA, Schema
+from xlcrm.store import db
 
 AS_OF = date(2025, 6, 15)
 OWNERS = ("佐藤 花子", "鈴木 一郎", "高橋 健")

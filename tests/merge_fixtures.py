@@ -11,9 +11,9 @@ from typing import Any
 
 import openpyxl
 
-from xlcrm import db
+from xlcrm.intake.template import write_team_workbook
 from xlcrm.schema import DEFAULT_SCHEMA, Schema
-from xlcrm.template import write_team_workbook
+from xlcrm.store import db
 
 TODAY = date(2024, 6, 1)
 

@@ -20,12 +20,12 @@ import pytest
 from conftest import MakeBook
 from fixtures_master import TODAY, build_master
 
-from xlcrm import db
 from xlcrm.excel import actions
 from xlcrm.excel.adapter import ERROR_FILL, LOCAL_FILL, OVERDUE_FILL
 from xlcrm.excel.conf import KEY_MASTER, write_conf
 from xlcrm.excel.openpyxl_adapter import OpenpyxlBook
 from xlcrm.excel.ribbon import LOG_NAME, command_for, dispatch
+from xlcrm.store import db
 
 REPO = Path(__file__).resolve().parents[1]
 CREATED = dt.datetime(2024, 5, 1, 9, 0, 0)
@@ -52,8 +52,8 @@ def master(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def book_path(tmp_path: Path) -> Path:
+    from xlcrm.intake.template import write_team_workbook
     from xlcrm.schema import DEFAULT_SCHEMA
-    from xlcrm.template import write_team_workbook
 
     return write_team_workbook(tmp_path / "sato.xlsx", DEFAULT_SCHEMA, owner="佐藤 花子", lang="ja",
                                rows=ROWS, created=CREATED)
@@ -433,10 +433,10 @@ def test_edited_workbook_keeps_its_validations_and_opens_in_libreoffice(book_pat
 
 def test_actions_on_a_distributed_workbook_against_a_merged_master(tmp_path: Path) -> None:
     """The real pipeline: team workbook -> xlcrm merge -> xlcrm distribute -> ribbon on the result."""
-    from xlcrm.distribute import distribute
-    from xlcrm.merge import merge
+    from xlcrm.intake.template import write_team_workbook
+    from xlcrm.master.distribute import distribute
+    from xlcrm.master.run import merge
     from xlcrm.schema import DEFAULT_SCHEMA
-    from xlcrm.template import write_team_workbook
 
     team = tmp_path / "team"
     team.mkdir()

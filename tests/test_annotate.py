@@ -18,16 +18,16 @@ from defusedxml import ElementTree as DET
 from helpers import libreoffice_convert
 from openpyxl.comments import Comment
 
-from xlcrm.annotate import (
+from xlcrm.intake.validate import Finding, _annotate_openpyxl, annotate, validate_workbook
+from xlcrm.xlsx.annotate import (
     FastPathUnsupported,
     _existing_styles,
     _patch_sheet,
     _RowIndex,
     annotate_fast,
-    col_index,
 )
-from xlcrm.sheetxml import DEFLATE_LEVEL
-from xlcrm.validate import Finding, _annotate_openpyxl, annotate, validate_workbook
+from xlcrm.xlsx.cells import column_index
+from xlcrm.xlsx.sheetxml import DEFLATE_LEVEL
 
 TODAY = date(2026, 11, 23)
 CO = {"kind": "corporate", "name": "株式会社アクメ", "owner": "佐藤"}
@@ -124,7 +124,7 @@ def test_blank_required_cells_are_created_filled_and_keep_the_column_format(make
                 rs = [int(r.get("r")) for r in rows]
                 assert rs == sorted(set(rs)), name
                 for r in rows:
-                    cols = [col_index("".join(ch for ch in c.get("r") if ch.isalpha())) for c in r]
+                    cols = [column_index("".join(ch for ch in c.get("r") if ch.isalpha())) for c in r]
                     assert cols == sorted(set(cols)), (name, r.get("r"))
 
 
@@ -244,7 +244,7 @@ def test_openpyxl_fallback_selects_only_the_list(make_book, schema, tmp_path) ->
     """Two selected tabs open grouped in Excel (typing edits both), so only エラー一覧 is selected."""
     import openpyxl
 
-    from xlcrm.validate import _annotate_openpyxl, validate_workbook
+    from xlcrm.intake.validate import _annotate_openpyxl, validate_workbook
 
     path = make_book({"customers": [{"kind": "corporate", "name": "株式会社アクメ", "phone": 312345678}]})
     out = _annotate_openpyxl(validate_workbook(path, schema), tmp_path / "fallback.xlsx")

@@ -47,7 +47,7 @@ def test_public_names() -> None:
     for name in xlcrm.__all__:
         assert getattr(xlcrm, name) is not None
     # The functions do not shadow the modules of the same stage.
-    for module in ("xlcrm.template", "xlcrm.validate"):
+    for module in ("xlcrm.intake.template", "xlcrm.intake.validate"):
         importlib.import_module(module)
-    assert inspect.ismodule(xlcrm.template) and inspect.ismodule(xlcrm.validate)
+    assert inspect.ismodule(xlcrm.intake.template) and inspect.ismodule(xlcrm.intake.validate)
     assert callable(xlcrm.template_workbook) and callable(xlcrm.validate_workbooks)

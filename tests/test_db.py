@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from xlcrm import db
 from xlcrm.errors import XlcrmError
 from xlcrm.schema import DEFAULT_SCHEMA, build_schema
+from xlcrm.store import db
 
 S = DEFAULT_SCHEMA
 CUST = S.entity("customers")

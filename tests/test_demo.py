@@ -22,7 +22,7 @@ from xlcrm.demo import (
     run_demo,
     write_plan,
 )
-from xlcrm.fakedata import corporate_check_digit, spoil_check_digit, to_fullwidth, to_wareki
+from xlcrm.demo.fakedata import corporate_check_digit, spoil_check_digit, to_fullwidth, to_wareki
 from xlcrm.schema import DEFAULT_SCHEMA, build_schema
 
 TODAY = date(2025, 6, 15)
@@ -258,7 +258,7 @@ def _make_data():  # type: ignore[no-untyped-def]
 
 def test_benchmark_data_generator_small(tmp_path: Path) -> None:
     """The benchmark generator keeps working (tiny sizes here; the real run is on demand)."""
-    from xlcrm.reader import read_workbook
+    from xlcrm.xlsx.reader import read_workbook
 
     md = _make_data()
     info = md.make_large_workbook(tmp_path / "large.xlsx", n_customers=300, n_activities=900, seed=2)

@@ -8,13 +8,13 @@ import pytest
 from merge_fixtures import TODAY, activity, book, connect, customer, dump, edit_cells, records
 from typer.testing import CliRunner
 
-from xlcrm import db
-from xlcrm.distribute import distribute, file_name
 from xlcrm.errors import XlcrmError
-from xlcrm.merge import merge
-from xlcrm.reader import read_workbook
+from xlcrm.intake.validate import validate_workbook
+from xlcrm.master.distribute import distribute, file_name
+from xlcrm.master.run import merge
 from xlcrm.schema import DEFAULT_SCHEMA as S
-from xlcrm.validate import validate_workbook
+from xlcrm.store import db
+from xlcrm.xlsx.reader import read_workbook
 
 
 @pytest.fixture

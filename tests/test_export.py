@@ -19,20 +19,14 @@ from fixtures_report import OWNERS, build_master, insert
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xlcrm import db
-from xlcrm.crypto import decrypt_bytes, is_encrypted, read_workbook_bytes
 from xlcrm.errors import UnreadableWorkbook, XlcrmError
-from xlcrm.export import (
-    PROVISION_TABLE,
-    ThirdParty,
-    export_for_role,
-    mailing_list,
-    provision_sheet,
-    provisions,
-)
 from xlcrm.normalize import phone_digits
 from xlcrm.schema import DEFAULT_SCHEMA as S
 from xlcrm.schema import build_schema
+from xlcrm.store import db
+from xlcrm.store.provisions import PROVISION_TABLE, ThirdParty, provision_sheet, provisions
+from xlcrm.views.export import export_for_role, mailing_list
+from xlcrm.xlsx.crypto import decrypt_bytes, is_encrypted, read_workbook_bytes
 
 PERSONAL = ("phone", "fax", "mobile", "email", "postal_code", "address", "birthday")
 
@@ -326,7 +320,7 @@ def test_encrypted_export_opens_with_the_password_only(master: Path, tmp_path: P
     with pytest.raises(UnreadableWorkbook, match="wrong password"):
         decrypt_bytes(data, "違う", path=out)
     # The team reader refuses it the same way without the password.
-    from xlcrm.reader import read_workbook
+    from xlcrm.xlsx.reader import read_workbook
 
     with pytest.raises(UnreadableWorkbook, match="password"):
         read_workbook(out, S)

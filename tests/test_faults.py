@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from merge_fixtures import book, customer
 
-from xlcrm import db
+from xlcrm.store import db
 
 
 def _no_root_override() -> None:

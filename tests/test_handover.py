@@ -11,10 +11,10 @@ import openpyxl
 import pytest
 from fixtures_report import OWNERS, build_master
 
-from xlcrm import db
 from xlcrm.errors import XlcrmError
-from xlcrm.handover import handover
+from xlcrm.master.handover import handover
 from xlcrm.schema import DEFAULT_SCHEMA as S
+from xlcrm.store import db
 
 NOW = datetime(2025, 6, 16, 9, 30)
 SRC, DST = OWNERS[0], "田中 新人"
@@ -117,7 +117,7 @@ def test_failed_book_write_rolls_back_the_reassignment(tmp_path: Path) -> None:
 
 
 def test_master_workbook_is_rewritten_when_untouched(tmp_path: Path) -> None:
-    masterbook = pytest.importorskip("xlcrm.masterbook")
+    masterbook = pytest.importorskip("xlcrm.master.masterbook")
     from python_calamine import CalamineWorkbook
 
     m = build_master(tmp_path, customers=6)

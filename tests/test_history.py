@@ -11,11 +11,11 @@ import pytest
 from fixtures_master import ACTIVITIES, DEALS, HISTORY, TODAY, TODOS, build_master
 from typer.testing import CliRunner
 
-from xlcrm import db
 from xlcrm.cli import _register, app
 from xlcrm.errors import XlcrmError
-from xlcrm.history import customer_history, resolve_customer
 from xlcrm.schema import DEFAULT_SCHEMA
+from xlcrm.store import db
+from xlcrm.views.history import customer_history, resolve_customer
 
 S = DEFAULT_SCHEMA
 

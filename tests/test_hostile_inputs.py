@@ -242,7 +242,7 @@ def test_long_and_path_like_names_get_one_line_and_nothing_half_written(
     assert all(len(n.encode()) <= 160 for n in written)
 
     # The new 担当営業's name is text: the default book lands beside the master, never above it.
-    code, text = _cli("handover", "--master", master, "--from", "担当2", "--to", "../x")
+    code, text = _cli("handover", "--master", master, "--from", "担当2", "--to", "../x", "--new-owner")
     assert code == 0, text
     assert [p.name for p in tmp_path.glob("*.xlsx")] == ["team.xlsx"]
     assert [p.name for p in master.parent.glob("引き継ぎ*")] == ["引き継ぎ_.._x.xlsx"]
@@ -250,7 +250,7 @@ def test_long_and_path_like_names_get_one_line_and_nothing_half_written(
     before = sorted(p.name for p in tmp_path.rglob("*"))
     too_long = "あ" * 100 + ".xlsx"
     for args in (("template", tmp_path / too_long), ("template", tmp_path),
-                 ("handover", "--master", master, "--from", "担当4", "--to", "y", master.parent / too_long)):
+                 ("handover", "--master", master, "--from", "担当4", "--to", "y", "--new-owner", master.parent / too_long)):
         code, text = _main(capsys, *args)
         assert code == 2, text
         assert len(text.strip().splitlines()) == 1 and "Traceback" not in text
@@ -260,7 +260,7 @@ def test_long_and_path_like_names_get_one_line_and_nothing_half_written(
 def test_the_vectorised_cell_scan_finds_what_expat_finds(make_book: MakeBook, tmp_path: Path) -> None:
     import numpy as np
 
-    from xlcrm import reader
+    from xlcrm.xlsx import reader
 
     base = make_book({"customers": [{"name": f"株式会社{i}", "kind": "corporate", "phone": "03-1234-5678"}
                                     for i in range(30)],

@@ -13,8 +13,8 @@ from pathlib import Path
 import openpyxl
 from merge_fixtures import activity, book, customer, edit_cells
 
-from xlcrm import db
 from xlcrm.schema import META_SHEET
+from xlcrm.store import db
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from xlcrm.cli import _register, app
-from xlcrm.reader import read_workbook
 from xlcrm.schema import DEFAULT_SCHEMA
+from xlcrm.xlsx.reader import read_workbook
 
 _register()
 runner = CliRunner()
@@ -274,7 +274,7 @@ def test_counts_add_up_and_no_cell_disappears(table: list[list[str]]) -> None:
 
     import python_calamine
 
-    from xlcrm.importer import import_sources
+    from xlcrm.intake.importer import import_sources
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "list.csv"
@@ -420,7 +420,7 @@ def test_merged_header_cells_and_date_serials(tmp_path: Path) -> None:
 
 
 def test_bad_sources_one_line_each_nothing_written_for_them(tmp_path: Path) -> None:
-    from xlcrm.crypto import encrypt_bytes
+    from xlcrm.xlsx.crypto import encrypt_bytes
 
     good = write_csv(tmp_path / "名刺.csv", CARDS, "utf-8")
     plain = messy_customer_list(tmp_path / "plain.xlsx")

@@ -18,14 +18,13 @@ import openpyxl
 import pytest
 from merge_fixtures import TODAY, activity, book, customer, edit_cells, records, sheet_rows
 
-from xlcrm.crypto import is_encrypted, protect_file, read_workbook_bytes
-from xlcrm.distribute import distribute
 from xlcrm.errors import XlcrmError
-from xlcrm.handover import handover
-from xlcrm.masterbook import export_master
-from xlcrm.merge import merge
-from xlcrm.resolve import resolve
+from xlcrm.master.distribute import distribute
+from xlcrm.master.handover import handover
+from xlcrm.master.masterbook import export_master
+from xlcrm.master.run import merge, resolve
 from xlcrm.schema import DEFAULT_SCHEMA as S
+from xlcrm.xlsx.crypto import is_encrypted, protect_file, read_workbook_bytes
 
 PW = "himitsu-2024"
 
@@ -37,7 +36,7 @@ def master(tmp_path: Path) -> Path:
 
 
 def _plain_copy(path: Path, tmp: Path, password: str = PW) -> Path:
-    """Open the encrypted workbook the way Excel does (msoffcrypto, independent of xlcrm.crypto)."""
+    """Open the encrypted workbook the way Excel does (msoffcrypto, independent of xlcrm.xlsx.crypto)."""
     office = msoffcrypto.OfficeFile(io.BytesIO(path.read_bytes()))
     office.load_key(password=password)
     out = io.BytesIO()

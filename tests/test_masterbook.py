@@ -1,4 +1,4 @@
-"""The master workbook (xlcrm.masterbook): rebuilt from the database as it was, its typed decisions
+"""The master workbook (xlcrm.master.masterbook): rebuilt from the database as it was, its typed decisions
 read back, and untouched (or merely copied) masters read as holding no edits."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from pathlib import Path
 from merge_fixtures import activity, book, customer, delete_rows, edit_cells, sheet_rows
 from typer.testing import CliRunner
 
-from xlcrm import db, masterbook
 from xlcrm.cli import _register, app
+from xlcrm.master import masterbook
 from xlcrm.schema import DEFAULT_SCHEMA as S
+from xlcrm.store import db
 
 runner = CliRunner()
 _register()

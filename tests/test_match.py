@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xlcrm import normalize
-from xlcrm.match import Match, MatchIndex, address_key, compare, customer_keys
+from xlcrm.master.match import Match, MatchIndex, address_key, compare, customer_keys
 from xlcrm.schema import DEFAULT_SCHEMA, build_schema
 
 CORP_A = "7000012050002"  # valid check digit
@@ -409,7 +409,7 @@ def test_spellings_fold_to_the_same_keys(why: str, records: list[dict[str, Any]]
 
 def _plain_keys(record: dict[str, Any]) -> tuple[Any, ...]:
     """customer_keys' fields the plain way: every key from its own normalize fold of the raw value."""
-    from xlcrm.match import _FORM, _FORM_CANONICAL, _ITAIJI, _KANA_ONLY, _MID_FORM
+    from xlcrm.master.match import _FORM, _FORM_CANONICAL, _ITAIJI, _KANA_ONLY, _MID_FORM
 
     kind = normalize.text(record.get("kind"))
     kind = {"法人": "corporate", "個人": "individual"}.get(kind or "", kind)
@@ -478,7 +478,7 @@ def test_keys_equal_the_plain_folds(record: dict[str, Any]) -> None:
     index = MatchIndex(DEFAULT_SCHEMA)
     values = [record.get(c) for c in DEFAULT_SCHEMA.entity("customers").keys]
     assert index.keys_for_values(values) == index.keys_for(record) == k
-    from xlcrm.match import _blocks
+    from xlcrm.master.match import _blocks
 
     # the blocking keys customer_keys keeps are the ones the fields give
     assert list(_blocks(k)) == list(_blocks(k._replace(blocks=())))
@@ -490,7 +490,7 @@ def _team(n: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
     birthday), branches sharing the head office's phone, family members sharing an address."""
     import random
 
-    from xlcrm.fakedata import (
+    from xlcrm.demo.fakedata import (
         COMPANY_BUSINESSES,
         COMPANY_STEMS,
         GIVEN_NAMES,
@@ -567,7 +567,7 @@ def team() -> list[tuple[str, dict[str, Any]]]:
 
 def test_find_agrees_with_comparing_every_candidate(team: list[tuple[str, dict[str, Any]]]) -> None:
     """On a generated team: find() returns exactly what the full comparison of every candidate gives."""
-    from xlcrm.match import _compare, _decide
+    from xlcrm.master.match import _compare, _decide
 
     index = MatchIndex(DEFAULT_SCHEMA)
     index.add_many(team)
@@ -626,7 +626,7 @@ def test_near_test_in_bulk_equals_the_pairwise_test() -> None:
     birthdays one digit off, two neighbouring digits swapped (across a hyphen too), two digits off."""
     import random
 
-    from xlcrm.match import _near_ids, _near_place_or_day
+    from xlcrm.master.match import _near_ids, _near_place_or_day
 
     rng = random.Random(3)
     bases = ["千代田区丸の内1-2-3", "大阪市北区梅田2-4-9サンビル", "札幌市中央区北一条", "12 main st springfield nsw",
@@ -662,7 +662,7 @@ def test_near_test_in_bulk_equals_the_pairwise_test() -> None:
 
 def test_pairs_settled_early_cannot_match(team: list[tuple[str, dict[str, Any]]]) -> None:
     """_hopeless settles a pair without the full comparison only when that comparison finds no match."""
-    from xlcrm.match import _compare, _decide, _hopeless
+    from xlcrm.master.match import _compare, _decide, _hopeless
 
     keys = [customer_keys(rec) for _, rec in team]
     index = MatchIndex(DEFAULT_SCHEMA)

@@ -13,7 +13,7 @@ from merge_fixtures import book, customer, records, sheet_rows
 from typer.testing import CliRunner
 
 from xlcrm import address
-from xlcrm.match import PROPOSALS_PER_RECORD, MatchIndex, compare
+from xlcrm.master.match import PROPOSALS_PER_RECORD, MatchIndex, compare
 from xlcrm.schema import DEFAULT_SCHEMA as S
 
 

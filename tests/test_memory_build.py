@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 from merge_fixtures import bench_team, dump, history
 
-from xlcrm import db, masterbook, snapshot
 from xlcrm.errors import LockedError, XlcrmError
-from xlcrm.merge import _build_in_memory, merge
+from xlcrm.master import masterbook
+from xlcrm.master.run import _build_in_memory, merge
 from xlcrm.schema import DEFAULT_SCHEMA as S
+from xlcrm.store import db, snapshot
 
 NOW = dt.datetime(2024, 6, 1, 9, 30)
 

@@ -29,13 +29,14 @@ from merge_fixtures import (
 )
 from typer.testing import CliRunner
 
-from xlcrm import db
-from xlcrm.distribute import distribute
 from xlcrm.errors import LockedError, XlcrmError
-from xlcrm.merge import OUTCOMES, merge
-from xlcrm.reader import read_workbook
-from xlcrm.resolve import combine_dm, resolve
+from xlcrm.master.distribute import distribute
+from xlcrm.master.merge import OUTCOMES
+from xlcrm.master.resolve import combine_dm
+from xlcrm.master.run import merge, resolve
 from xlcrm.schema import DEFAULT_SCHEMA as S
+from xlcrm.store import db
+from xlcrm.xlsx.reader import read_workbook
 
 
 @pytest.fixture
@@ -320,10 +321,10 @@ def test_admin_edit_in_master_is_picked_up_three_way(tmp_path: Path, master: Pat
 def test_invalid_rows_are_rejected_into_an_error_workbook_and_the_rest_merges(
         tmp_path: Path, master: Path, background: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if background:  # large files get their error workbook from a worker process; make this one "large"
-        import xlcrm.merge
+        import xlcrm.master.workers
 
-        monkeypatch.setattr(xlcrm.merge, "BACKGROUND_ANNOTATE_ROWS", 0)
-        monkeypatch.setattr(xlcrm.merge, "PARALLEL_BYTES", 0)  # and validated there too
+        monkeypatch.setattr(xlcrm.master.workers, "BACKGROUND_ANNOTATE_ROWS", 0)
+        monkeypatch.setattr(xlcrm.master.workers, "PARALLEL_BYTES", 0)  # and validated there too
     a = book(tmp_path / "a.xlsx", {
         "customers": [customer("株式会社青空商事"), customer("緑山工業株式会社", phone="312345678")],
         "activities": [activity("株式会社青空商事", "初回訪問"), activity("緑山工業株式会社", "見積提出")],
@@ -364,7 +365,7 @@ def test_unknown_id_is_rejected_not_invented(tmp_path: Path, master: Path) -> No
     report = merge([a], master, S, today=TODAY)
     assert records(master) == {}
     assert _counts(report, "a.xlsx")["rejected"] == 1
-    assert "C-000042" in json.dumps(report.to_json(), ensure_ascii=False) or report.files[0].error_workbook
+    assert "C-000042" in json.dumps(report.to_dict(), ensure_ascii=False) or report.files[0].error_workbook
 
 
 def test_row_deleted_from_a_workbook_is_listed_not_deleted(tmp_path: Path, master: Path) -> None:
@@ -523,7 +524,7 @@ def test_export_master_rebuilds_a_lost_workbook(tmp_path: Path, master: Path) ->
                                    "activities": [activity("株式会社青空商事", "初回訪問")]})
     merge([a], master, S, today=TODAY)
     master.unlink()
-    from xlcrm.masterbook import export_master
+    from xlcrm.master.masterbook import export_master
 
     export_master(master, S)
     wb = read_workbook(master, S)
@@ -562,9 +563,9 @@ def test_master_workbook_opens_in_libreoffice(tmp_path: Path, master: Path) -> N
 
 def test_merging_while_workers_validate_gives_the_same_master(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    # Large inputs are validated by worker processes and merged as each one is ready (merge._Inputs):
+    # Large inputs are validated by worker processes and merged as each one is ready (merge.Inputs):
     # the master, the history and the report must be those of validating everything first, inline.
-    import xlcrm.merge
+    import xlcrm.master.merge
 
     team = tmp_path / "team"
     for n, owner in enumerate(("佐藤", "鈴木", "高橋")):
@@ -580,7 +581,7 @@ def test_merging_while_workers_validate_gives_the_same_master(tmp_path: Path,
     inline = tmp_path / "inline" / "master.xlsx"
     inline.parent.mkdir()
     first = merge([team], inline, S, today=TODAY, skip_unreadable=True)
-    monkeypatch.setattr(xlcrm.merge, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(xlcrm.master.workers, "PARALLEL_BYTES", 0)
     piped = tmp_path / "piped" / "master.xlsx"
     piped.parent.mkdir()
     spools = set(Path(tempfile.gettempdir()).glob("xlcrm-validated-*"))
@@ -655,12 +656,12 @@ def test_an_edit_that_makes_two_known_customers_alike_goes_to_review(tmp_path: P
 
 def test_edits_outside_the_matching_columns_build_no_duplicate_index(tmp_path: Path, master: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import xlcrm.match
+    import xlcrm.master.match
 
     wb = _seed(tmp_path, master)
     built: list[int] = []
-    original = xlcrm.match.MatchIndex.add_many
-    monkeypatch.setattr(xlcrm.match.MatchIndex, "add_many",
+    original = xlcrm.master.match.MatchIndex.add_many
+    monkeypatch.setattr(xlcrm.master.match.MatchIndex, "add_many",
                         lambda self, records: (built.append(1), original(self, records))[1])
     assert edit_cells(wb, "顧客", {"顧客名": "緑山工業株式会社"}, {"備考": "請求先は本社"}) == 1
     assert merge([wb], master, S, today=TODAY).duplicates_new == 0
@@ -676,7 +677,7 @@ def test_fingerprints_keep_their_stored_form(positions: list[int]) -> None:
     # prepared pickers must hash exactly the text the first version hashed.
     import hashlib
 
-    from xlcrm.merge import _fingerprinter
+    from xlcrm.master.merge import _fingerprinter
 
     row = ["株式会社青空商事", None, 12, date(2024, 5, 1), "x"]
     old = hashlib.blake2b(repr(("customers", tuple(row[i] for i in positions))).encode("utf-8"),
@@ -687,8 +688,8 @@ def test_fingerprints_keep_their_stored_form(positions: list[int]) -> None:
 def test_validation_worker_folds_the_match_keys_of_customers_without_an_id(tmp_path: Path) -> None:
     """compact() (run in the validation worker) folds the duplicate keys merge would fold itself, for
     exactly the rows merge looks up: no ID and no error."""
-    from xlcrm.match import MatchIndex
-    from xlcrm.merge import _validate_job
+    from xlcrm.master.match import MatchIndex
+    from xlcrm.master.workers import validate_job
 
     path = book(tmp_path / "a.xlsx", {"customers": [
         customer("株式会社山田商事", phone="03-1234-5678", email="Info@Yamada.example"),
@@ -696,7 +697,7 @@ def test_validation_worker_folds_the_match_keys_of_customers_without_an_id(tmp_p
         customer("", phone="03-9999-0000"),  # no name: an error row
         customer("佐藤花子", kind="individual", kana="さとう はなこ", birthday=date(1980, 2, 3)),
     ]})
-    result, sheets = _validate_job(path, S, date(2024, 6, 1))
+    result, sheets = validate_job(path, S, date(2024, 6, 1))
     data = sheets["customers"]
     assert data.match_keys is not None and len(data.match_keys) == len(data.rows) == 4
     errors = result.error_rows["customers"]
@@ -715,7 +716,8 @@ def test_fingerprints_prepared_by_the_worker_are_the_merges_own(tmp_path: Path) 
     child row the customer is only known to the merge, so the text around it is prepared.  Finished,
     they must be exactly what merge hashes itself: fingerprints are stored in ``origins`` and must
     recognise a legacy workbook's rows at the next merge."""
-    from xlcrm.merge import _fingerprint_parts, _fingerprinter, _finish_fingerprint, _validate_job
+    from xlcrm.master.merge import _fingerprint_parts, _fingerprinter, _finish_fingerprint
+    from xlcrm.master.workers import validate_job
 
     path = book(tmp_path / "a.xlsx", {
         "customers": [customer("株式会社山田商事", phone="03-1234-5678", email="Info@Yamada.example"),
@@ -726,7 +728,7 @@ def test_fingerprints_prepared_by_the_worker_are_the_merges_own(tmp_path: Path) 
                        activity("'O\"Brien' & 山田", "電話")],
         "deals": [{"customer": "株式会社山田商事", "title": "保守契約", "quantity": 3, "unit_price": 4000.5,
                    "amount": 12001.5}]})
-    _result, sheets = _validate_job(path, S, date(2024, 6, 1))
+    _result, sheets = validate_job(path, S, date(2024, 6, 1))
     checked = 0
     for ekey, data in sheets.items():
         entity = S.entity(ekey)
@@ -850,9 +852,9 @@ def test_new_records_without_consecutive_rowids_are_refused_not_misfiled(tmp_pat
 def test_validation_workers_step_back_for_the_merge_process() -> None:
     """The merge process is the critical path; the workers run at a lower priority (nice) so that
     three busy processes on two cores do not slow it to two thirds of a core."""
-    from xlcrm.merge import WORKER_NICE, _Workers
+    from xlcrm.master.workers import WORKER_NICE, Workers
 
-    workers = _Workers(None)
+    workers = Workers(None)
     try:
         theirs = workers._pool().submit(os.nice, 0).result()
     finally:

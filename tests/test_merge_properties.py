@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from merge_fixtures import TODAY, book, dump
 
-from xlcrm.merge import OUTCOMES, merge
-from xlcrm.reader import read_workbook
+from xlcrm.master.merge import OUTCOMES
+from xlcrm.master.run import merge
 from xlcrm.schema import DEFAULT_SCHEMA as S
+from xlcrm.xlsx.reader import read_workbook
 
 COMPANIES = [
     ("青空商事", "アオゾラショウジ", "info@aozora.co.jp", "03-1111-2222"),

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from merge_fixtures import bench_team, dump
 
-from xlcrm.merge import merge
-from xlcrm.reader import read_workbook
+from xlcrm.master.run import merge
 from xlcrm.schema import DEFAULT_SCHEMA as S
+from xlcrm.xlsx.reader import read_workbook
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def _writers_left(parent: int, marker: str) -> list[int]:
                 cmd = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"xlcrm.snapshot" in cmd and marker.encode() in cmd and "State:\tZ" not in status \
+            if b"xlcrm.store.snapshot" in cmd and marker.encode() in cmd and "State:\tZ" not in status \
                     and int(entry.name) != os.getpid():
                 left.append(int(entry.name))
         if not left or time.monotonic() > deadline:
@@ -68,7 +68,7 @@ def _writers_left(parent: int, marker: str) -> list[int]:
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
 @pytest.mark.parametrize("forked", [False, True], ids=["in-process", "forked-writer"])
 def test_kill_at_any_moment_leaves_old_or_new_master(team: Path, tmp_path: Path, forked: bool) -> None:
-    """``forked``: the workbook is written by a child process (xlcrm.snapshot) while the parent builds
+    """``forked``: the workbook is written by a child process (xlcrm.store.snapshot) while the parent builds
     the search index; killing the parent must take the child along and still leave old or new."""
     ref = tmp_path / "ref" / "master.xlsx"
     ref.parent.mkdir()
@@ -83,9 +83,9 @@ def test_kill_at_any_moment_leaves_old_or_new_master(team: Path, tmp_path: Path,
     work.parent.mkdir()
     code = textwrap.dedent(f"""
         from pathlib import Path
-        import xlcrm.snapshot
-        xlcrm.snapshot.MIN_ROWS = 0 if {forked} else 10**12
-        from xlcrm.merge import merge
+        import xlcrm.store.snapshot
+        xlcrm.store.snapshot.MIN_ROWS = 0 if {forked} else 10**12
+        from xlcrm.master.run import merge
         from xlcrm.schema import DEFAULT_SCHEMA
         merge([Path({str(team)!r})], Path({str(work)!r}), DEFAULT_SCHEMA)
     """)
@@ -126,20 +126,20 @@ def test_killing_the_merge_while_its_child_works_takes_the_child_along(team: Pat
     code = textwrap.dedent(f"""
         import os, time
         from pathlib import Path
-        import xlcrm.snapshot, xlcrm.merge, xlcrm.db
-        from xlcrm import masterbook
-        xlcrm.snapshot.MIN_ROWS = 0
+        import xlcrm.store.snapshot, xlcrm.master.run, xlcrm.store.db
+        from xlcrm.master import masterbook
+        xlcrm.store.snapshot.MIN_ROWS = 0
         def slow(*a, **kw):
             tmp = Path({str(marker)!r} + ".tmp")  # renamed: the test never reads a half-written pid
             tmp.write_text(str(os.getpid()))
             os.replace(tmp, {str(marker)!r})
             time.sleep(60)
         if {where!r} == "memory":
-            xlcrm.merge._search_index = slow
+            xlcrm.master.run._search_index = slow
         else:
-            xlcrm.db.MEMORY_BUILD_MAX_INPUT_BYTES = -1
+            xlcrm.store.db.MEMORY_BUILD_MAX_INPUT_BYTES = -1
             masterbook.write_master = slow
-        from xlcrm.merge import merge
+        from xlcrm.master.run import merge
         from xlcrm.schema import DEFAULT_SCHEMA
         merge([Path({str(team)!r})], Path({str(work)!r}), DEFAULT_SCHEMA)
     """)

@@ -20,7 +20,7 @@ from merge_fixtures import TODAY, book, customer, edit_cells
 from typer.testing import CliRunner
 
 from xlcrm.errors import XlcrmError
-from xlcrm.merge import merge
+from xlcrm.master.run import merge
 from xlcrm.schema import DEFAULT_SCHEMA as S
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from merge_fixtures import book, customer
 
-from xlcrm.crypto import encrypt_bytes
+from xlcrm.xlsx.crypto import encrypt_bytes
 
 PW = "秘密-pass-1"
 

@@ -14,11 +14,12 @@ from helpers import libreoffice_convert
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xlcrm import reader
 from xlcrm.errors import UnreadableWorkbook
-from xlcrm.reader import column_letter, read_workbook
+from xlcrm.intake.template import write_team_workbook
 from xlcrm.schema import META_SHEET
-from xlcrm.template import write_team_workbook
+from xlcrm.xlsx import reader
+from xlcrm.xlsx.cells import column_letter
+from xlcrm.xlsx.reader import read_workbook
 
 ACME = {"kind": "corporate", "name": "株式会社アクメ", "phone": "03-1234-5678", "owner": "佐藤"}
 

@@ -3,7 +3,7 @@ charts' ranges read back from the chart XML, LibreOffice opening the result, PNG
 that has the glyphs.
 
 "Independent" means: these computations read the SQLite tables with ``pandas.read_sql`` and use their
-own string-based month arithmetic, never ``xlcrm.analysis``.
+own string-based month arithmetic, never ``xlcrm.views.analysis``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from fixtures_report import AS_OF, build_master
 from helpers import libreoffice_convert
 from openpyxl.utils.cell import range_boundaries
 
-from xlcrm import db
-from xlcrm.crypto import is_encrypted
-from xlcrm.report import ReportOptions, make_report
 from xlcrm.schema import DEFAULT_SCHEMA as S
+from xlcrm.store import db
+from xlcrm.views.report import ReportOptions, make_report
+from xlcrm.xlsx.crypto import is_encrypted
 
 C = "{http://schemas.openxmlformats.org/drawingml/2006/chart}"
 PHASE_DEFAULTS = {"lead": 10, "proposal": 30, "quote": 50, "negotiation": 70}

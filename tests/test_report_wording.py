@@ -2,7 +2,7 @@
 days count), calendar days for stale customers, a deleted customer's sales, 業種 for companies only,
 charts that show a top N say so, and typed decisions not applied yet are announced.
 
-The expected figures are worked out here from the dates planted, not with ``xlcrm.analysis``.
+The expected figures are worked out here from the dates planted, not with ``xlcrm.views.analysis``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from fixtures_report import build_master, insert
 from merge_fixtures import activity, book, customer, delete_rows, edit_cells
 from typer.testing import CliRunner
 
-from xlcrm import db
 from xlcrm.cli import _register, app
-from xlcrm.report import make_report
 from xlcrm.schema import DEFAULT_SCHEMA as S
+from xlcrm.store import db
+from xlcrm.views.report import make_report
 
 AS_OF = date(2025, 6, 15)
 runner = CliRunner()

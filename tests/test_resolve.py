@@ -1,4 +1,4 @@
-"""Decisions on the review sheets (xlcrm.resolve): combining two customers, DM consent, typed values
+"""Decisions on the review sheets (xlcrm.master.resolve): combining two customers, DM consent, typed values
 checked like cells, and 統合 / 別 / 削除 / 残す applied through the CLI on a real master."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 from merge_fixtures import activity, book, customer, edit_cells, records, sheet_rows
 from typer.testing import CliRunner
 
-from xlcrm import db
 from xlcrm.cli import _register, app
-from xlcrm.resolve import combine_customers, combine_dm, parse_typed
+from xlcrm.master.resolve import combine_customers, combine_dm, parse_typed
 from xlcrm.schema import DEFAULT_SCHEMA as S
+from xlcrm.store import db
 
 runner = CliRunner()
 _register()

@@ -11,9 +11,9 @@ from pathlib import Path
 import openpyxl
 from merge_fixtures import activity, book, customer
 
-from xlcrm import db
-from xlcrm.export import mask_text
 from xlcrm.schema import load_schema
+from xlcrm.store import db
+from xlcrm.views.export import mask_text
 
 CONFIG = """\
 [sheets."顧客"]
@@ -87,8 +87,8 @@ def test_custom_phone_and_email_columns_and_numbers_in_notes_never_reach_the_ana
 
 
 def test_hide_by_sheet_or_label_stays_narrow_and_masking_follows_the_hidden_types(tmp_path: Path) -> None:
-    from xlcrm.export import hidden_columns
     from xlcrm.schema import Role, build_schema
+    from xlcrm.views.export import hidden_columns
 
     schema = build_schema({"sheets": {"顧客": {"columns": [{"label": "緊急連絡先", "type": "phone"}]}}})
     only_customers = hidden_columns(schema, Role("x", ("customers.phone",)))

@@ -15,14 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from xlcrm import db
 from xlcrm.cli import _register, app
 from xlcrm.errors import XlcrmError
+from xlcrm.master.resolve import combine_customers
 from xlcrm.normalize import fold_search, phone_digits
-from xlcrm.resolve import combine_customers
 from xlcrm.schema import DEFAULT_SCHEMA, Schema, build_schema
-from xlcrm.search import SearchHit, search
-from xlcrm.searchindex import (
+from xlcrm.store import db
+from xlcrm.store.searchindex import (
     COMPANY_KEY,
     FTS_TABLE,
     ROWS_TABLE,
@@ -37,6 +36,7 @@ from xlcrm.searchindex import (
     trigram_available,
     update_index,
 )
+from xlcrm.views.search import SearchHit, search
 
 S = DEFAULT_SCHEMA
 
@@ -320,7 +320,7 @@ def test_extra_rows_searched_in_memory(conn: sqlite3.Connection) -> None:
 # --- process and CLI ---------------------------------------------------------------------------------
 
 def test_search_and_history_do_not_import_pandas() -> None:
-    code = ("import sys, xlcrm.search, xlcrm.history; "
+    code = ("import sys, xlcrm.views.search, xlcrm.views.history; "
             "print(sorted(m for m in ('pandas', 'pandera', 'numpy', 'openpyxl') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pandas" not in out and "pandera" not in out, out
@@ -449,7 +449,7 @@ def fresh(tmp_path: Path) -> Iterator[sqlite3.Connection]:
 @pytest.fixture
 def full_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts full builds, so a test can tell the incremental path from the fallback."""
-    import xlcrm.searchindex as search_mod
+    import xlcrm.store.searchindex as search_mod
 
     calls: list[int] = []
     real = search_mod.build_index
@@ -555,7 +555,7 @@ def test_update_index_falls_back_to_a_full_build(fresh: sqlite3.Connection, full
     _run(fresh, edit)
     assert len(full_builds) == 2
     # A run that changed too much of the master.
-    monkeypatch.setattr("xlcrm.searchindex.FULL_BUILD_SHARE", 0.0)
+    monkeypatch.setattr("xlcrm.store.searchindex.FULL_BUILD_SHARE", 0.0)
     _run(fresh, edit)
     assert len(full_builds) == 3
     assert top(fresh, "ABCトレード").customer_id == "C-000003"
@@ -660,10 +660,9 @@ def test_index_after_a_sequence_of_real_merges_equals_a_rebuild(tmp_path: Path, 
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from merge_fixtures import TODAY, book, customer, delete_rows, edit_cells, sheet_rows
 
-    import xlcrm.merge as merge_mod
-    from xlcrm.distribute import distribute
-    from xlcrm.merge import merge
-    from xlcrm.resolve import resolve
+    import xlcrm.master.run as merge_mod
+    from xlcrm.master.distribute import distribute
+    from xlcrm.master.run import merge, resolve
 
     def incremental(conn: sqlite3.Connection, schema: Schema, *rest: object) -> None:
         update_index(conn, schema, conn.execute("SELECT MAX(run_id) FROM runs").fetchone()[0])

@@ -1,4 +1,4 @@
-"""The master workbook written by a forked child from a copy of the open transaction (xlcrm.snapshot).
+"""The master workbook written by a forked child from a copy of the open transaction (xlcrm.store.snapshot).
 
 The child must see exactly what the merge's connection sees (uncommitted rows included), its failures
 must come back as the same one-line errors and roll the merge back, and a merge written that way must
@@ -17,10 +17,11 @@ import pytest
 from merge_fixtures import bench_team, dump
 from python_calamine import CalamineWorkbook
 
-from xlcrm import masterbook, snapshot
 from xlcrm.errors import XlcrmError
-from xlcrm.merge import merge
+from xlcrm.master import masterbook
+from xlcrm.master.run import merge
 from xlcrm.schema import DEFAULT_SCHEMA as S
+from xlcrm.store import snapshot
 
 pytestmark = pytest.mark.skipif(not snapshot.available(), reason="forking the writer is Linux-only")
 

@@ -17,17 +17,7 @@ from openpyxl.utils import column_index_from_string, get_column_letter, range_bo
 
 from xlcrm import __version__
 from xlcrm.errors import XlcrmError
-from xlcrm.schema import (
-    DEFAULT_SCHEMA,
-    LANGS,
-    LISTS_SHEET,
-    META_KEYS,
-    META_SHEET,
-    OWNER_DEFAULTED,
-    Schema,
-    build_schema,
-)
-from xlcrm.template import (
+from xlcrm.intake.template import (
     CUSTOMER_NAMES,
     TEMPLATE_CREATED,
     TEMPLATE_FILES,
@@ -37,6 +27,16 @@ from xlcrm.template import (
     regenerate_templates,
     write_team_workbook,
     xlsx_members,
+)
+from xlcrm.schema import (
+    DEFAULT_SCHEMA,
+    LANGS,
+    LISTS_SHEET,
+    META_KEYS,
+    META_SHEET,
+    OWNER_DEFAULTED,
+    Schema,
+    build_schema,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -334,12 +334,12 @@ def test_committed_templates_match_the_generator(tmp_path: Path) -> None:
     fresh = regenerate_templates(tmp_path)
     for path in fresh:
         committed = REPO / "workbook_templates" / path.name
-        assert committed.exists(), f"{committed} missing: run python -m xlcrm.template workbook_templates"
+        assert committed.exists(), f"{committed} missing: run python -m xlcrm.intake.template workbook_templates"
         want, got = xlsx_members(path), xlsx_members(committed)
         assert sorted(got) == sorted(want)
         stale = [name for name in want if want[name] != got[name]]
         assert not stale, (f"{committed.name} is stale in {stale}; regenerate with "
-                           "`python -m xlcrm.template workbook_templates`")
+                           "`python -m xlcrm.intake.template workbook_templates`")
     assert {p.name for p in fresh} == set(TEMPLATE_FILES.values())
     with zipfile.ZipFile(fresh[0]) as zf:
         assert TEMPLATE_CREATED.strftime("%Y-%m-%dT%H:%M:%SZ").encode() in zf.read("docProps/core.xml")

@@ -15,8 +15,8 @@ import openpyxl
 import pytest
 
 from xlcrm.errors import UnreadableWorkbook
+from xlcrm.intake.validate import annotate, fix, planned_fixes, validate_workbook
 from xlcrm.schema import build_schema
-from xlcrm.validate import annotate, fix, planned_fixes, validate_workbook
 
 TODAY = date(2026, 11, 23)
 CO = {"kind": "corporate", "name": "株式会社アクメ", "owner": "佐藤"}
@@ -31,7 +31,7 @@ def findings_by_cell(result) -> dict[str, list[str]]:
 
 
 def letter(schema, entity: str, key: str) -> str:
-    from xlcrm.reader import column_letter
+    from xlcrm.xlsx.cells import column_letter
 
     return column_letter(schema[entity].keys.index(key))
 
@@ -325,7 +325,7 @@ def test_fuzz_truncated_and_mutated_workbooks(make_book, schema, tmp_path: Path)
 def test_all_null_rows_as_pandas_finds_them() -> None:
     import pandas as pd
 
-    from xlcrm.validate import _all_null
+    from xlcrm.intake.validate import _all_null
 
     frame = pd.DataFrame({"a": [None, "x", None, None, None], "b": pd.array([None, None, 1.5, None, None],
                                                                                dtype="Float64"),
@@ -363,7 +363,7 @@ def test_validation_leaves_the_garbage_collector_as_it_found_it(make_book, schem
 
 def test_a_parser_bug_is_reported_as_an_invalid_cell(make_book, schema, monkeypatch) -> None:
     """One value crashing its parser must not hide the cell, nor stop the others being parsed."""
-    import xlcrm.validate as validate_module
+    import xlcrm.intake.validate as validate_module
 
     real = validate_module._parser
 

@@ -12,8 +12,8 @@ from merge_fixtures import TODAY, activity, book, customer, delete_rows, records
 from typer.testing import CliRunner
 
 from xlcrm.cli import _register, app
+from xlcrm.intake.validate import validate_workbook
 from xlcrm.schema import DEFAULT_SCHEMA as S
-from xlcrm.validate import validate_workbook
 
 _register()
 
@@ -112,7 +112,7 @@ def test_deleting_a_customer_row_takes_its_activities_into_the_deletion_question
 
 def red_rows(path: Path, sheet: str) -> dict[int, dict[str, str]]:
     """Row -> {header: comment} of the cells filled red (the marks of an error workbook)."""
-    from xlcrm.marks import ERROR, FILLS
+    from xlcrm.xlsx.marks import ERROR, FILLS
 
     ws = openpyxl.load_workbook(path)[sheet]
     head = {c.column: c.value for c in ws[1]}
@@ -327,7 +327,7 @@ def test_four_person_loop_keeps_every_typed_row_in_the_master_or_the_handout(tmp
 def test_a_handout_with_red_rows_is_annotated_again_without_openpyxl(tmp_path: Path) -> None:
     """The error workbook of a handout sent back unfixed rewrites the handout's own marks in place (the
     package patch, not an openpyxl load and save: seconds per large workbook in every merge)."""
-    from xlcrm.annotate import annotate_fast
+    from xlcrm.xlsx.annotate import annotate_fast
 
     team = tmp_path / "team"
     book(team / "佐藤.xlsx", {"customers": [customer("株式会社青空商事", phone=312345678),
@@ -391,7 +391,7 @@ def test_rejected_rows_stay_with_the_handout_that_holds_them_and_come_back_once(
 
 
 def test_held_once_keeps_the_version_merged_last_and_rows_typed_twice() -> None:
-    from xlcrm.distribute import held_once
+    from xlcrm.master.distribute import held_once
 
     def row(entity: str, rid: str | None, cells: dict[str, Any], source: str, run: int) -> dict[str, Any]:
         return {"entity": entity, "record_id": rid, "cells": cells, "source": source, "run_id": run}

@@ -1,4 +1,4 @@
-"""xlcrm.writer: formula-safe text, IME modes on validations, atomic and reproducible writes."""
+"""xlcrm.xlsx.writer: formula-safe text, IME modes on validations, atomic and reproducible writes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from defusedxml import ElementTree
 
 from xlcrm.errors import XlcrmError
 from xlcrm.schema import DEFAULT_SCHEMA
-from xlcrm.writer import (
+from xlcrm.xlsx.writer import (
     MAX_TEXT,
     TableColumn,
     XlcrmWorkbook,

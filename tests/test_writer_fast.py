@@ -1,4 +1,4 @@
-"""The rendered table rows (xlcrm.sheetxml) against XlsxWriter writing the same cells one by one.
+"""The rendered table rows (xlcrm.xlsx.sheetxml) against XlsxWriter writing the same cells one by one.
 
 Every test builds the same workbook twice, with ``fast_tables=True`` (rows rendered as XML, shared
 strings written in batches, parts deflated on a worker) and ``fast_tables=False`` (the per-cell
@@ -32,11 +32,13 @@ from python_calamine import CalamineWorkbook
 from xlsxwriter.sharedstrings import SharedStrings
 from xlsxwriter.utility import _preserve_whitespace
 
-from xlcrm import db, masterbook, sheetxml
 from xlcrm.errors import XlcrmError
+from xlcrm.intake.template import add_standard_sheets
+from xlcrm.master import masterbook
 from xlcrm.schema import DEFAULT_SCHEMA
-from xlcrm.template import add_standard_sheets
-from xlcrm.writer import (
+from xlcrm.store import db
+from xlcrm.xlsx import sheetxml
+from xlcrm.xlsx.writer import (
     FAST_XLSXWRITER,
     MAX_TEXT,
     TableColumn,

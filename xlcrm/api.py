@@ -1,12 +1,11 @@
 """The Python API: one object for a master and two functions for staff workbooks.
 
 (The two are named ``template_workbook`` and ``validate_workbooks``, not after the commands: the
-package's modules ``xlcrm.template`` and ``xlcrm.validate`` hold those names.)
+package's modules ``xlcrm.intake.template`` and ``xlcrm.intake.validate`` hold those names.)
 
 Everything the ``xlcrm`` commands and the ribbon do is a call here, in the spirit of sqlite-utils'
 ``Database``: open a master once (its schema, password and language come with it), then call what
-you need.  Results are the library's own typed objects; each serialises with ``to_dict()`` (merge,
-resolve and validation reports also keep the older name ``to_json()``).
+you need.  Results are the library's own typed objects; each serialises with ``to_dict()``.
 
     >>> from xlcrm import Master, template_workbook
     >>> template_workbook("佐藤.xlsx", owner="佐藤")                 # doctest: +SKIP
@@ -26,20 +25,26 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xlcrm.intake.importer import import_sources
+from xlcrm.master.distribute import distribute
 from xlcrm.schema import Lang, Schema, load_schema
+from xlcrm.store import db
+from xlcrm.store.outputs import open_master
+from xlcrm.views.history import customer_history
+from xlcrm.views.search import search
 
 if TYPE_CHECKING:
-    from xlcrm.export import ExportResult, MailingResult, ThirdParty
-    from xlcrm.handover import HandoverResult
-    from xlcrm.history import CustomerHistory
-    from xlcrm.importer import ImportResult
-    from xlcrm.merge import MergeReport
-    from xlcrm.report import ReportOptions, ReportResult
-    from xlcrm.resolve import ResolveReport
-    from xlcrm.search import SearchHit
-    from xlcrm.validate import Unreadable, ValidationResult
+    from xlcrm.intake.importer import ImportResult
+    from xlcrm.intake.validate import Unreadable, ValidationResult
+    from xlcrm.master.handover import HandoverResult
+    from xlcrm.master.merge import MergeReport
+    from xlcrm.master.resolve import ResolveReport
+    from xlcrm.views.export import ExportResult, MailingResult, ThirdParty
+    from xlcrm.views.history import CustomerHistory
+    from xlcrm.views.report import ReportOptions, ReportResult
+    from xlcrm.views.search import SearchHit
 
-__all__ = ["Master", "template_workbook", "validate_workbooks"]
+__all__ = ["Master", "import_lists", "template_workbook", "validate_workbooks"]
 
 
 def _schema(schema: Schema | None, config: str | Path | None) -> Schema:
@@ -65,15 +70,11 @@ class Master:
     @property
     def db_path(self) -> Path:
         """The master database beside the workbook (``master.xlsx`` -> ``master.db``)."""
-        from xlcrm import db
-
         return db.db_path_for(self.path)
 
     def connect(self) -> sqlite3.Connection:
         """The master database, for reading (one line and :class:`~xlcrm.XlcrmError` when missing)."""
-        from xlcrm import db
-
-        return db.connect(self.db_path)
+        return open_master(self.path)
 
     # --- the weekly loop ------------------------------------------------------------------------------
 
@@ -81,28 +82,26 @@ class Master:
               today: dt.date | None = None, progress: Callable[..., None] | None = None,
               skip_unreadable: bool = False) -> MergeReport:
         """Merge staff workbooks (files or folders) into the master: ``xlcrm merge``."""
-        from xlcrm.merge import merge
+        from xlcrm.master.run import merge
 
         return merge(inputs, self.path, self.schema, dry_run=dry_run, strict=strict, today=today,
                      progress=progress, password=self.password, skip_unreadable=skip_unreadable)
 
     def resolve(self) -> ResolveReport:
         """Apply the decisions typed into the review sheets now: ``xlcrm resolve``."""
-        from xlcrm.resolve import resolve
+        from xlcrm.master.run import resolve
 
         return resolve(self.path, self.schema, password=self.password)
 
     def distribute(self, out_dir: str | Path, *, owners: Sequence[str] | None = None, lang: Lang | None = None,
                    force: bool = False) -> list[Path]:
         """One fresh workbook per 担当営業 into ``out_dir``: ``xlcrm distribute``."""
-        from xlcrm.distribute import distribute
-
         return distribute(self.path, out_dir, self.schema, owners=owners, lang=lang, password=self.password,
                           force=force)
 
     def export_master(self, *, lang: Lang | None = None) -> Path:
         """Rebuild master.xlsx from the database: ``xlcrm export-master``."""
-        from xlcrm.masterbook import export_master
+        from xlcrm.master.masterbook import export_master
 
         return export_master(self.path, self.schema, lang=lang, password=self.password)
 
@@ -110,10 +109,8 @@ class Master:
                 map_path: str | Path | None = None, dry_run: bool = False, lang: Lang = "ja") -> ImportResult:
         """Existing lists into standard workbooks, matched against this master's customers:
         ``xlcrm import --master``."""
-        from xlcrm.importer import import_sources
-
-        return import_sources(sources, self.schema, out_dir=out_dir, owner=owner, master=self.path,
-                              map_path=map_path, dry_run=dry_run, password=self.password, lang=lang)
+        return import_lists(sources, schema=self.schema, out_dir=out_dir, owner=owner, master=self.path,
+                            map_path=map_path, dry_run=dry_run, password=self.password, lang=lang)
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -121,8 +118,6 @@ class Master:
                owner: str | None = None, status: str | None = None,
                prefecture: str | None = None) -> list[SearchHit]:
         """Customers and contact persons, best first: ``xlcrm search``."""
-        from xlcrm.search import search
-
         conn = self.connect()
         try:
             return search(conn, self.schema, query, limit=limit, lang=lang, me=me, owner=owner, status=status,
@@ -132,8 +127,6 @@ class Master:
 
     def history(self, customer: str, *, today: dt.date | None = None, lang: Lang = "ja") -> CustomerHistory:
         """A customer's summary, records and changes: ``xlcrm history``."""
-        from xlcrm.history import customer_history
-
         conn = self.connect()
         try:
             return customer_history(conn, self.schema, customer, today=today, lang=lang)
@@ -146,7 +139,7 @@ class Master:
                png_dir: str | Path | None = None, options: ReportOptions | None = None,
                force: bool = False) -> ReportResult:
         """The management report workbook (and PNG charts): ``xlcrm report``."""
-        from xlcrm.report import make_report
+        from xlcrm.views.report import make_report
 
         return make_report(self.path, out, self.schema, as_of=as_of, lang=lang, png_dir=png_dir, options=options,
                            password=self.password, force=force)
@@ -154,7 +147,7 @@ class Master:
     def export(self, out: str | Path, *, role: str, owner: str | None = None, lang: Lang = "ja",
                third_party: ThirdParty | None = None, who: str | None = None, force: bool = False) -> ExportResult:
         """The records ``role`` may see: ``xlcrm export``."""
-        from xlcrm.export import export_for_role
+        from xlcrm.views.export import export_for_role
 
         return export_for_role(self.path, out, self.schema, role, owner=owner, lang=lang, password=self.password,
                                third_party=third_party, who=who, force=force)
@@ -162,7 +155,7 @@ class Master:
     def mailing_list(self, out: str | Path, *, lang: Lang = "ja", third_party: ThirdParty | None = None,
                      who: str | None = None, force: bool = False) -> MailingResult:
         """Who may receive DM (consent, refusals shared across records): ``xlcrm mailing-list``."""
-        from xlcrm.export import mailing_list
+        from xlcrm.views.export import mailing_list
 
         return mailing_list(self.path, out, self.schema, lang=lang, password=self.password,
                             third_party=third_party, who=who, force=force)
@@ -171,7 +164,7 @@ class Master:
                  out: str | Path | None = None, lang: Lang = "ja", who: str = "admin",
                  force: bool = False, **kw: Any) -> HandoverResult:
         """Move one person's customers to another and write the handover book: ``xlcrm handover``."""
-        from xlcrm.handover import handover
+        from xlcrm.master.handover import handover
 
         return handover(self.path, self.schema, from_owner, to_owner, customers=customers, out=out, lang=lang,
                         who=who, password=self.password, force=force, **kw)
@@ -182,16 +175,27 @@ def template_workbook(path: str | Path, *, owner: str = "", lang: Lang = "ja", s
              force: bool = False) -> Path:
     """The standard workbook a salesperson fills in: ``xlcrm template``.  ``rows`` fills it (entity key
     -> rows of canonical values by column key, e.g. ``{"customers": [{"kind": "corporate", "name": …}]}``)."""
-    from xlcrm.template import build_template
+    from xlcrm.intake.template import build_template
 
     return build_template(path, _schema(schema, config), owner=owner, lang=lang, force=force, rows=rows)
+
+
+def import_lists(sources: Sequence[str | Path], *, out_dir: str | Path | None = None, owner: str = "",
+                 master: str | Path | None = None, map_path: str | Path | None = None, dry_run: bool = False,
+                 password: str | None = None, lang: Lang = "ja", schema: Schema | None = None,
+                 config: str | Path | None = None) -> ImportResult:
+    """Existing lists (.xlsx/.xls/.csv …) into standard team workbooks in ``out_dir``: ``xlcrm import``.
+    With ``master``, rows are matched against its customers (:meth:`Master.import_`)."""
+    return import_sources(sources, _schema(schema, config), out_dir=out_dir, owner=owner,
+                          master=Path(master) if master is not None else None, map_path=map_path,
+                          dry_run=dry_run, password=password, lang=lang)
 
 
 def validate_workbooks(inputs: str | Path | Sequence[str | Path], *, schema: Schema | None = None,
              config: str | Path | None = None, today: dt.date | None = None,
              password: str | None = None) -> list[ValidationResult | Unreadable]:
     """Check workbooks (files or folders) cell by cell: ``xlcrm validate``.  One result per file."""
-    from xlcrm.validate import validate_paths
+    from xlcrm.intake.validate import validate_paths
 
     paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     return validate_paths(paths, _schema(schema, config), today=today, password=password)

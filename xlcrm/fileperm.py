@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from xlcrm.errors import XlcrmError
+
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 #: The ``[settings]`` key of xlcrm.toml.
@@ -26,8 +28,6 @@ _private = True
 
 def configure(settings: Any, where: str = "xlcrm.toml") -> None:
     """Apply ``[settings] private_files`` (true unless set to false) for this process."""
-    from xlcrm.errors import XlcrmError
-
     value = (settings or {}).get(SETTING, True)
     if not isinstance(value, bool):
         raise XlcrmError(f"{where}: [settings] {SETTING} must be true or false, not {value!r}")

@@ -1106,3 +1106,17 @@ PARSERS: dict[str, Callable[[Any], Parsed[Any]]] = {
     "int": integer,
     "decimal": decimal,
 }
+
+
+def display_text(value: Any) -> str:
+    """A cell value as a person reads it in a message: whole floats without .0, dates ISO, times only when set."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M") if value.time() != datetime.min.time() \
+            else value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)

@@ -8,15 +8,8 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
-app = typer.Typer(
-    name="xlcrm",
-    help="Customer management (顧客管理) in Excel: template, validate, merge, search, report.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+from xlcrm.cli.app import app
+from xlcrm.errors import XlcrmError
 
 
 def _register() -> None:
@@ -38,8 +31,7 @@ def run(args: list[str] | None = None) -> int:
     from typer._click import exceptions as click_errors
     from typer.exceptions import Abort
 
-    from xlcrm.cli.common import shown
-    from xlcrm.errors import XlcrmError
+    from xlcrm.terminal import shown
 
     _register()
     try:

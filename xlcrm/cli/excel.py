@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from xlcrm.cli import app
+from xlcrm.cli.app import app
 from xlcrm.cli.common import folder_path
-from xlcrm.errors import XlcrmError
+from xlcrm.excel.build import build_addin
+from xlcrm.excel.install import install_addin
 
 addin_app = typer.Typer(name="addin", help="The Excel ribbon add-in (顧客管理 tab): build and install.",
                         no_args_is_help=True)
@@ -20,12 +21,7 @@ app.add_typer(addin_app, name="addin")
 def build(out: Annotated[Path | None, typer.Argument(help="Where to write the .xlam (default: the copy "
                                                      "shipped inside the xlcrm package).")] = None) -> None:
     """Build xlcrm.xlam from the pinned xlwings template (deterministic: same input, same bytes)."""
-    from xlcrm.excel.build import build_addin
-
-    try:
-        result = build_addin(out)
-    except XlcrmError as exc:
-        raise _fail(exc) from None
+    result = build_addin(out)
     typer.echo(f"built {result.path} (sha256 {result.sha256[:16]}…, modules: "
                f"{', '.join(sorted(result.modules))})")
 
@@ -40,12 +36,7 @@ def install(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")] = False,
 ) -> None:
     """Copy the add-in where Excel loads it (Windows, macOS) and write xlcrm.conf (Python, master)."""
-    from xlcrm.excel.install import install_addin
-
-    try:
-        plan = install_addin(master=master, config=config, dest=dest, dry_run=dry_run)
-    except XlcrmError as exc:
-        raise _fail(exc) from None
+    plan = install_addin(master=master, config=config, dest=dest, dry_run=dry_run)
     prefix = "would " if dry_run else ""
     for line in plan.describe():
         typer.echo(prefix + line)
@@ -55,6 +46,3 @@ def install(
         typer.echo("done: restart Excel; the 顧客管理 tab appears on the ribbon.")
 
 
-def _fail(exc: XlcrmError) -> typer.Exit:
-    typer.echo(f"xlcrm: {exc}", err=True)
-    return typer.Exit(exc.exit_code)

@@ -11,20 +11,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from xlcrm.cli import app
-from xlcrm.cli.common import (
-    ConfigOpt,
-    ForceOpt,
-    LangOpt,
-    err,
-    folder_path,
-    keeping_copies,
-    out,
-    parse_date,
-    shown,
-)
+from xlcrm.api import template_workbook
+from xlcrm.cli.app import app
+from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, err, folder_path, keeping_copies, out, parse_date
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as load
+from xlcrm.demo import run_demo
+from xlcrm.intake.inputs import scan
+from xlcrm.normalize import display_text
+from xlcrm.store import outputs
+from xlcrm.terminal import shown
 
 
 @app.command()
@@ -36,12 +32,10 @@ def template(
     force: ForceOpt = False,
 ) -> None:
     """Write the standard team workbook (顧客台帳 template) with dropdowns and input rules built in."""
-    from xlcrm.template import build_template
-
     schema = load(config)
     with keeping_copies():
-        path = build_template(out_path, schema, owner=owner, lang=_lang(lang),  # type: ignore[arg-type]
-                              force=force)
+        path = template_workbook(out_path, schema=schema, owner=owner, lang=_lang(lang),  # type: ignore[arg-type]
+                                 force=force)
     err.print(f"[green]wrote[/] {path}  (schema {schema.version}, {lang}, owner {owner or '-'})")
 
 
@@ -61,9 +55,7 @@ def validate(
     """Check workbooks cell by cell. Exit 0: no errors (warnings allowed); 1: errors; 2: unreadable."""
     from rich.progress import Progress
 
-    from xlcrm import outputs
-    from xlcrm import validate as v
-    from xlcrm.inputs import scan
+    from xlcrm.intake import validate as v
 
     ref_day = parse_date(today)
     schema = load(config)
@@ -106,7 +98,7 @@ def validate(
         payload = {
             "files": [_file_json(r, written) for r in results],
             "not_read": [str(p) for p in found.not_read_files],
-            "findings": [f.to_json() for r in results if isinstance(r, v.ValidationResult) for f in r.findings],
+            "findings": [f.to_dict() for r in results if isinstance(r, v.ValidationResult) for f in r.findings],
         }
         json.dump(payload, sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
@@ -124,7 +116,7 @@ def validate(
 
 
 def _file_json(r, written: dict[str, dict[str, str]]) -> dict[str, object]:
-    from xlcrm.validate import Unreadable
+    from xlcrm.intake.validate import Unreadable
 
     if isinstance(r, Unreadable):
         return {"file": str(r.path), "status": "unreadable", "message": r.message}
@@ -138,7 +130,7 @@ def _file_json(r, written: dict[str, dict[str, str]]) -> dict[str, object]:
 
 
 def _print_results(results: list, written: dict[str, dict[str, str]]) -> None:
-    from xlcrm.validate import Unreadable
+    from xlcrm.intake.validate import Unreadable
 
     for r in results:
         if isinstance(r, Unreadable):
@@ -155,10 +147,9 @@ def _print_results(results: list, written: dict[str, dict[str, str]]) -> None:
                 t.add_column(h, overflow="fold")
             for f in r.findings:
                 mark = "[red]E[/]" if f.severity == "error" else "[yellow]W[/]"
-                from xlcrm.validate import _display
 
                 t.add_row(mark, *(escape(shown(text)) for text in
-                                  (f.address, f.column, _display(f.value)[:30], f.message)))
+                                  (f.address, f.column, display_text(f.value)[:30], f.message)))
             out.print(t)
         for kind, path in written.get(str(r.path), {}).items():
             if kind != "fixes":
@@ -204,8 +195,6 @@ def demo(
 
     Exits 0: the validation errors it finds are the mistakes planted on purpose.
     """
-    from xlcrm.demo import run_demo
-
     ref_day = parse_date(today)
     with keeping_copies():
         run_demo(out_dir, load(config), today=ref_day, console=out, seed=seed, force=force)

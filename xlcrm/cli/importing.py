@@ -11,10 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from xlcrm.cli import app
+from xlcrm.api import import_lists
+from xlcrm.cli.app import app
 from xlcrm.cli.common import ConfigOpt, LangOpt, folder_path, out
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as load
+from xlcrm.intake.importer.mapping import fallback_column
 
 #: Lines of each list printed (the JSON report holds every one).
 SHOWN = 50
@@ -40,13 +42,11 @@ def import_(
 ) -> None:
     """Bring existing lists in as standard workbooks. Exit 0: all in; 1: some rows need a person;
     2: a source could not be read or has no customer column."""
-    from xlcrm.importer import import_sources
-
     schema = load(config)
-    result = import_sources(sources, schema, out_dir=out_dir, owner=owner, master=master, map_path=map_file,
-                            dry_run=dry_run, password=password, lang=_lang(lang))
+    result = import_lists(sources, schema=schema, out_dir=out_dir, owner=owner, master=master, map_path=map_file,
+                          dry_run=dry_run, password=password, lang=_lang(lang))
     if as_json:
-        json.dump(result.to_json(), sys.stdout, ensure_ascii=False, indent=2, default=str)
+        json.dump(result.to_dict(), sys.stdout, ensure_ascii=False, indent=2, default=str)
         sys.stdout.write("\n")
     else:
         _print(result, schema, _lang(lang))
@@ -119,7 +119,6 @@ def _shown(col, value, lang) -> str:  # type: ignore[no-untyped-def]
 
 
 def _target_label(target: str, shape: str, schema, lang) -> str:  # type: ignore[no-untyped-def]
-    from xlcrm.importer.mapping import fallback_column
 
     if "." not in target:
         e = schema.entity(shape)

@@ -1,7 +1,7 @@
 """CLI: `xlcrm merge`, `xlcrm distribute`, `xlcrm resolve`, `xlcrm export-master` (the master loop).
 
-Thin: parse options, call :mod:`xlcrm.merge` / :mod:`xlcrm.distribute` / :mod:`xlcrm.resolve` /
-:mod:`xlcrm.masterbook`, show a progress bar on stderr and a summary (or ``--json``) on stdout.
+Thin: parse options, call :mod:`xlcrm.master.merge` / :mod:`xlcrm.master.distribute` / :mod:`xlcrm.master.resolve` /
+:mod:`xlcrm.master.masterbook`, show a progress bar on stderr and a summary (or ``--json``) on stdout.
 Refusals (:class:`~xlcrm.errors.XlcrmError`) become one line and exit code 2 in ``xlcrm.cli.main``.
 """
 
@@ -16,26 +16,23 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from xlcrm.cli import app
+from xlcrm.api import Master
+from xlcrm.cli.app import app
 from xlcrm.cli.common import (
     ConfigOpt,
     ForceOpt,
     MasterOpt,
-    add_whole_column,
+    MasterPasswordOpt,
     err,
     folder_path,
     keeping_copies,
-    narrow_table,
     out,
     parse_date,
 )
 from xlcrm.cli.common import load_config as _schema
+from xlcrm.terminal import add_whole_column, narrow_table
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON for scripts.")]
-PasswordOpt = Annotated[str | None, typer.Option(
-    "--password", envvar="XLCRM_PASSWORD", show_envvar=True,
-    help="Encrypt master.xlsx with this password (Excel's own encryption) and open it and encrypted team "
-         "workbooks with it. master.db is not encrypted.")]
 
 
 
@@ -74,7 +71,7 @@ def merge(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     today: Annotated[str | None, typer.Option(help="Reference date, year first: 2024-04-01 or 2024/4/1 (default: today).")] = None,
-    password: PasswordOpt = None,
+    password: MasterPasswordOpt = None,
     skip_unreadable: Annotated[bool, typer.Option(
         "--skip-unreadable", help="Merge the other files when one cannot be read (it is listed in 取込ログ; "
         "exit 1). Without it such a file stops the merge before anything is written (exit 2).")] = False,
@@ -83,16 +80,14 @@ def merge(
 
     Exit 0: merged; 1: merged, but --skip-unreadable left files out; 2: refused, nothing written.
     """
-    from xlcrm.merge import merge as run_merge
-
     ref_day = parse_date(today)
-    schema = _schema(config)
+    m = Master(master, schema=_schema(config), password=password or None)
     with _progress(not as_json) as progress:
-        report = run_merge(inputs, master, schema, dry_run=dry_run, strict=strict, today=ref_day,
-                           progress=progress, password=password or None, skip_unreadable=skip_unreadable)
+        report = m.merge(inputs, dry_run=dry_run, strict=strict, today=ref_day, progress=progress,
+                         skip_unreadable=skip_unreadable)
     code = 1 if report.skipped else 0
     if as_json:
-        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
         raise typer.Exit(code)
     table = narrow_table(f"{'dry run: ' if dry_run else ''}merge into {master}")
     # "ok" / "errors" say what the rejected count says; the status column is shown when a file was
@@ -141,13 +136,11 @@ def distribute(
     force: ForceOpt = False,
 ) -> None:
     """Write a fresh workbook for each salesperson from the master, ready to edit."""
-    from xlcrm.distribute import distribute as run
-
     if lang not in (None, "ja", "en"):
         raise typer.BadParameter("use ja or en", param_hint="--lang")
     with keeping_copies():
-        paths = run(master, out_dir, _schema(config), owners=owner, lang=lang,  # type: ignore[arg-type]
-                    password=password or None, force=force)
+        paths = Master(master, schema=_schema(config), password=password or None).distribute(
+            out_dir, owners=owner, lang=lang, force=force)  # type: ignore[arg-type]
     for p in paths:
         out.print(f"[green]wrote[/] {p}")
     out.print(f"{len(paths)} workbook(s) in {out_dir}")
@@ -158,14 +151,12 @@ def resolve(
     master: MasterOpt,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
-    password: PasswordOpt = None,
+    password: MasterPasswordOpt = None,
 ) -> None:
     """Apply the decisions typed into 重複候補 / 競合 / 削除候補 (and edits in master.xlsx) now."""
-    from xlcrm.resolve import resolve as run
-
-    report = run(master, _schema(config), password=password or None)
+    report = Master(master, schema=_schema(config), password=password or None).resolve()
     if as_json:
-        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
         return
     out.print(f"decisions applied: {report.applied} (統合 {report.merged}, 別 {report.different}, "
               f"競合 {report.conflicts_resolved}, 削除 {report.deleted}, 残す {report.kept})")
@@ -181,12 +172,11 @@ def export_master(
     config: ConfigOpt = None,
     lang: Annotated[str | None, typer.Option("--lang", help="ja or en (default: the schema's master_lang, "
                                              "else ja).")] = None,
-    password: PasswordOpt = None,
+    password: MasterPasswordOpt = None,
 ) -> None:
     """Rebuild master.xlsx from master.db (a lost or damaged workbook)."""
-    from xlcrm.masterbook import export_master as run
-
     if lang not in (None, "ja", "en"):
         raise typer.BadParameter("use ja or en", param_hint="--lang")
-    path = run(master, _schema(config), lang=lang, password=password or None)  # type: ignore[arg-type]
+    path = Master(master, schema=_schema(config), password=password or None).export_master(
+        lang=lang)  # type: ignore[arg-type]
     out.print(f"[green]wrote[/] {path}")

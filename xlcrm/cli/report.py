@@ -1,6 +1,6 @@
 """CLI: `xlcrm report`, `xlcrm handover`, `xlcrm export`, `xlcrm mailing-list` (issue 5).
 
-Thin: parse options, call :mod:`xlcrm.report`, :mod:`xlcrm.handover` and :mod:`xlcrm.export`,
+Thin: parse options, call :mod:`xlcrm.views.report`, :mod:`xlcrm.master.handover` and :mod:`xlcrm.views.export`,
 print one summary line per result to stderr.  Passwords come from ``--password`` or the
 ``XLCRM_PASSWORD`` environment variable (typer's ``envvar``), never from a prompt in scripts.
 """
@@ -14,12 +14,14 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from xlcrm.cli import app
+from xlcrm.api import Master
+from xlcrm.cli.app import app
 from xlcrm.cli.common import (
     ConfigOpt,
     ForceOpt,
     LangOpt,
     MasterOpt,
+    OutputPasswordOpt,
     err,
     folder_path,
     keeping_copies,
@@ -27,10 +29,9 @@ from xlcrm.cli.common import (
 )
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as _schema
+from xlcrm.errors import XlcrmError
+from xlcrm.master.distribute import file_name
 
-PasswordOpt = Annotated[str | None, typer.Option(
-    "--password", envvar="XLCRM_PASSWORD", show_envvar=True,
-    help="Encrypt the output with this password (Excel's own encryption).")]
 OutArg = Annotated[Path, typer.Argument(metavar="OUT.xlsx", help="Where to write the workbook.")]
 ThirdPartyOpt = Annotated[str | None, typer.Option(
     "--to-third-party", help="Recipient outside the company (個人情報保護法 Art. 29): records the provision "
@@ -49,8 +50,7 @@ def _date(value: str | None) -> dt.date | None:
 
 
 def _party(name: str | None, purpose: str | None):  # type: ignore[no-untyped-def]
-    from xlcrm.errors import XlcrmError
-    from xlcrm.export import ThirdParty
+    from xlcrm.views.export import ThirdParty
 
     if name is None and purpose is None:
         return None
@@ -72,19 +72,18 @@ def report(
     no_contact_days: Annotated[int, typer.Option(min=1, help="Follow-up: customers with no activity for "
                                                  "this many days.")] = 90,
     top: Annotated[int, typer.Option(min=1, help="How many top customers to list.")] = 20,
-    password: PasswordOpt = None,
+    password: OutputPasswordOpt = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Sales, RFM, lapsed customers, pipeline, complaints, follow-ups and data quality, with charts."""
-    from xlcrm.report import ReportOptions, make_report
+    from xlcrm.views.report import ReportOptions
 
-    schema = _schema(config)
+    m = Master(master, schema=_schema(config), password=password)
     with keeping_copies():
-        result = make_report(master, out, schema, as_of=_date(as_of), lang=_lang(lang),  # type: ignore[arg-type]
-                             png_dir=png, password=password, force=force,
-                             options=ReportOptions(lapsed_days=lapsed_days, no_contact_days=no_contact_days,
-                                                   top_n=top))
+        result = m.report(out, as_of=_date(as_of), lang=_lang(lang), png_dir=png, force=force,  # type: ignore[arg-type]
+                          options=ReportOptions(lapsed_days=lapsed_days, no_contact_days=no_contact_days,
+                                                top_n=top))
     pages = len(result.report.pages)
     charts = len(result.report.charts())
     err.print(f"[green]wrote[/] {result.path}  ({pages} sheets, {charts} charts, as of "
@@ -108,22 +107,19 @@ def handover(
                                             "in the master); without it an unknown --to is refused.")] = False,
     lang: LangOpt = "ja",
     who: WhoOpt = None,
-    password: PasswordOpt = None,
+    password: OutputPasswordOpt = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Reassign 担当営業 (customers, open deals, open TODOs) with history, and write the handover book."""
-    from xlcrm.distribute import file_name
-    from xlcrm.export import default_who
-    from xlcrm.handover import handover as run
+    from xlcrm.views.export import default_who
 
-    schema = _schema(config)
+    m = Master(master, schema=_schema(config), password=password)
     # The new 担当営業's name is text, not a path: "../x" names a file beside the master, not above it.
     target = out or Path(master).with_name(file_name(f"{'引き継ぎ' if lang == 'ja' else 'handover'}_{to_owner.strip()}"))
     with keeping_copies():
-        result = run(master, schema, from_owner, to_owner, customers=customer, out=target,
-                     lang=_lang(lang), who=default_who(who), password=password,  # type: ignore[arg-type]
-                     force=force, new_owner=new_owner)
+        result = m.handover(from_owner, to_owner, customers=customer, out=target, lang=_lang(lang),  # type: ignore[arg-type]
+                            who=default_who(who), force=force, new_owner=new_owner)
     err.print(f"[green]handed over[/] {len(result.customers)} customers, {result.count('deals')} open deals, "
               f"{result.count('todos')} open TODOs from {from_owner} to {to_owner}  "
               f"({len(result.changes)} history rows, run {result.run_id})")
@@ -144,18 +140,16 @@ def export(
     purpose: PurposeOpt = None,
     lang: LangOpt = "ja",
     who: WhoOpt = None,
-    password: PasswordOpt = None,
+    password: OutputPasswordOpt = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """The records a role may see; columns it may not see are dropped from the file."""
-    from xlcrm.export import export_for_role
-
     schema = _schema(config)
     with keeping_copies():
-        result = export_for_role(master, out, schema, role, owner=owner, lang=_lang(lang),  # type: ignore[arg-type]
-                                 password=password, third_party=_party(to_third_party, purpose), who=who,
-                                 force=force)
+        result = Master(master, schema=schema, password=password).export(
+            out, role=role, owner=owner, lang=_lang(lang), third_party=_party(to_third_party, purpose),  # type: ignore[arg-type]
+            who=who, force=force)
     counts = ", ".join(f"{schema[k].label(_lang(lang))} {n}" for k, n in result.counts.items())  # type: ignore[arg-type]
     err.print(f"[green]wrote[/] {result.path}  (role {result.role}: {counts}"
               f"{', encrypted' if password else ''})")
@@ -171,17 +165,14 @@ def mailing_list(
     purpose: PurposeOpt = None,
     lang: LangOpt = "ja",
     who: WhoOpt = None,
-    password: PasswordOpt = None,
+    password: OutputPasswordOpt = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Customers and contact persons with DM可否 = 可; a 不可 anywhere for the same person wins."""
-    from xlcrm.export import mailing_list as run
-
-    schema = _schema(config)
     with keeping_copies():
-        r = run(master, out, schema, lang=_lang(lang), password=password,  # type: ignore[arg-type]
-                third_party=_party(to_third_party, purpose), who=who, force=force)
+        r = Master(master, schema=_schema(config), password=password).mailing_list(
+            out, lang=_lang(lang), third_party=_party(to_third_party, purpose), who=who, force=force)  # type: ignore[arg-type]
     err.print(f"[green]wrote[/] {r.path}  ({r.customers} customers, {r.contacts} contacts; left out: "
               f"{r.refused} with a 不可 elsewhere, {r.not_consented} without 可)")
     if r.provision_id is not None:

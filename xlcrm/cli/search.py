@@ -1,6 +1,6 @@
 """CLI: `xlcrm search` and `xlcrm history`, the terminal twins of the ribbon's 顧客検索 and 顧客履歴.
 
-Thin: open the master database beside ``--master``, call :mod:`xlcrm.search` / :mod:`xlcrm.history`,
+Thin: open the master database beside ``--master``, call :mod:`xlcrm.views.search` / :mod:`xlcrm.views.history`,
 print a rich table or JSON.  Heavy imports stay inside the commands so that `xlcrm search` answers
 in well under a second from a cold start.
 """
@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from xlcrm.cli import app
-from xlcrm.cli.common import ConfigOpt, LangOpt, MasterOpt, SafeConsole, parse_date, shown
+from xlcrm.api import Master
+from xlcrm.cli.app import app
+from xlcrm.cli.common import ConfigOpt, LangOpt, MasterOpt, load_config, parse_date
 from xlcrm.cli.common import check_lang as _lang
+from xlcrm.terminal import SafeConsole, shown
 
 if TYPE_CHECKING:
-    import sqlite3
 
-    from xlcrm.history import CustomerHistory
     from xlcrm.schema import Lang, Schema
-    from xlcrm.search import SearchHit
+    from xlcrm.views.history import CustomerHistory
+    from xlcrm.views.search import SearchHit
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 
@@ -46,20 +46,6 @@ _HEAD = {
 
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    code = getattr(exc, "exit_code", 2)
-    print(f"xlcrm: {shown(exc, one_line=True)}", file=sys.stderr)
-    return typer.Exit(code)
-
-
-def _open(master: Path, config: Path | None) -> tuple[sqlite3.Connection, Schema]:
-    from xlcrm.db import connect, db_path_for
-    from xlcrm.outputs import check_master
-    from xlcrm.schema import load_schema
-
-    schema = load_schema(config)
-    check_master(master)
-    return connect(db_path_for(master)), schema
 
 
 def _dump(obj: Any) -> None:
@@ -86,23 +72,13 @@ def search_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Find customers and contact persons in the master (exact ID/phone/e-mail first)."""
-    from xlcrm.errors import XlcrmError
-    from xlcrm.search import search
-
     lg = _lang(lang)
-    try:
-        conn, schema = _open(master, config)
-        try:
-            hits = search(conn, schema, query, limit=limit, lang=lg, me=me, owner=owner, status=status,
-                          prefecture=prefecture)
-        finally:
-            conn.close()
-    except XlcrmError as exc:
-        raise _fail(exc) from None
+    m = Master(master, schema=load_config(config))
+    hits = m.search(query, limit=limit, lang=lg, me=me, owner=owner, status=status, prefecture=prefecture)
     if as_json:
         _dump([h.to_dict() for h in hits])
         return
-    _print_hits(hits, schema, lg)
+    _print_hits(hits, m.schema, lg)
 
 
 def _print_hits(hits: list[SearchHit], schema: Schema, lang: Lang) -> None:
@@ -147,19 +123,10 @@ def history_cmd(
 ) -> None:
     """A customer's summary, its activities, deals and TODOs newest first, then its field changes
     grouped per import or decision."""
-    from xlcrm.errors import XlcrmError
-    from xlcrm.history import customer_history
-
     lg = _lang(lang)
     ref_day = parse_date(today)
-    try:
-        conn, schema = _open(master, config)
-        try:
-            hist = customer_history(conn, schema, customer, today=ref_day, lang=lg)
-        finally:
-            conn.close()
-    except XlcrmError as exc:
-        raise _fail(exc) from None
+    m = Master(master, schema=load_config(config))
+    hist = m.history(customer, today=ref_day, lang=lg)
     if limit is not None:
         hist.timeline = hist.timeline[:limit]
         hist.changes = hist.changes[:limit]

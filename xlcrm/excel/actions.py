@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlcrm import db
 from xlcrm.errors import UnreadableWorkbook, XlcrmError
 from xlcrm.excel.adapter import (
     ERROR_FILL,
@@ -30,11 +29,15 @@ from xlcrm.excel.adapter import (
     OVERDUE_FILL,
     WARNING_FILL,
     WorkbookAdapter,
-    column_index,
-    sheet_ref,
+    link_target,
 )
-from xlcrm.marks import SUMMARY_SHEET, severity_label, summary_headings
+from xlcrm.normalize import fold_search
 from xlcrm.schema import LANGS, META_SHEET, Entity, Lang, Schema, fold_header
+from xlcrm.store import db, outputs
+from xlcrm.views.history import customer_history
+from xlcrm.views.search import customers_by_identifier, search
+from xlcrm.xlsx.cells import column_index
+from xlcrm.xlsx.marks import SUMMARY_SHEET, severity_label, summary_headings
 
 #: Sheets written by the add-in, per language.
 SEARCH_SHEET = {"ja": "検索結果", "en": "Search results"}
@@ -300,7 +303,7 @@ def open_master(ctx: Context, lang: Lang) -> sqlite3.Connection:
     path = master if master.suffix.lower() == ".db" else db.db_path_for(master)
     if not path.exists():
         raise XlcrmError(w["master_missing"].format(path=path))
-    return db.connect(path)
+    return outputs.open_master(master)
 
 
 def last_merge(conn: sqlite3.Connection) -> str | None:
@@ -361,13 +364,12 @@ def unmerged_rows(book: WorkbookAdapter, schema: Schema) -> list[dict[str, Any]]
             if not any(_text(v) for v in rec.values()):
                 continue
             rec["_entity"] = key
-            rec["_ref"] = sheet_ref(table.sheet, row, label_col)
+            rec["_ref"] = link_target(table.sheet, row, label_col)
             out.append(rec)
     return out
 
 
 def search_action(book: WorkbookAdapter, ctx: Context) -> str | None:
-    from xlcrm.search import search
 
     schema = ctx.schema
     lang = workbook_lang(book, schema)
@@ -398,9 +400,9 @@ def search_action(book: WorkbookAdapter, ctx: Context) -> str | None:
         if h.source == "workbook" and h.ref:
             target = h.ref
         elif h.contact_id and h.contact_id in contacts:
-            target = sheet_ref(*contacts[h.contact_id])
+            target = link_target(*contacts[h.contact_id])
         elif h.customer_id and h.customer_id in customers:
-            target = sheet_ref(*customers[h.customer_id])
+            target = link_target(*customers[h.customer_id])
         links.append((i, target))
         if h.source == "workbook":
             local.append(i)
@@ -458,7 +460,6 @@ def history_action(book: WorkbookAdapter, ctx: Context) -> str | None:
 
 
 def _write_history(book: WorkbookAdapter, ctx: Context, lang: Lang, typed: str, name: str | None) -> str | None:
-    from xlcrm.history import customer_history
 
     schema = ctx.schema
     w = _W[lang]
@@ -530,7 +531,6 @@ def _write_history(book: WorkbookAdapter, ctx: Context, lang: Lang, typed: str, 
 
 
 def _in_master(conn: sqlite3.Connection, schema: Schema, name: str) -> bool:
-    from xlcrm.normalize import fold_search
 
     want = fold_search(name)
     return any(fold_search(n) == want for n in db.active_customer_names(conn))
@@ -540,7 +540,7 @@ def _in_master(conn: sqlite3.Connection, schema: Schema, name: str) -> bool:
 
 def snapshot(book: WorkbookAdapter, path: Path, *, skip: Iterable[str] = ()) -> Path:
     """The open workbook's values as an .xlsx, cell for cell, so validation sees unsaved edits too."""
-    from xlcrm.writer import close_workbook, open_workbook
+    from xlcrm.xlsx.writer import close_workbook, open_workbook
 
     skipped = set(skip)
     wb = open_workbook(path)
@@ -596,11 +596,11 @@ def _split_cell(cell: str) -> tuple[int, int] | None:
     digits = cell[len(letters):]
     if not letters or not digits.isdigit():
         return None
-    return int(digits), column_index(letters)
+    return int(digits), column_index(letters.upper()) + 1
 
 
 def validate_action(book: WorkbookAdapter, ctx: Context) -> str | None:
-    from xlcrm.validate import validate_workbook
+    from xlcrm.intake.validate import validate_workbook
 
     schema = ctx.schema
     lang = workbook_lang(book, schema)
@@ -650,7 +650,7 @@ def validate_action(book: WorkbookAdapter, ctx: Context) -> str | None:
     for i, f in enumerate(result.findings):
         pos = _split_cell(f.cell) if f.cell else None
         if pos is not None and f.sheet in names:
-            book.hyperlink(sheet, header_row + 1 + i, 3, sheet_ref(f.sheet, *pos))
+            book.hyperlink(sheet, header_row + 1 + i, 3, link_target(f.sheet, *pos))
         book.fill(sheet, header_row + 1 + i, 1, ERROR_FILL if f.severity == "error" else WARNING_FILL)
     book.select(sheet, header_row + 1, 3)
     return message
@@ -659,8 +659,7 @@ def validate_action(book: WorkbookAdapter, ctx: Context) -> str | None:
 def _master_lookalikes(ctx: Context, result: Any, lang: Lang) -> list[Any]:
     """Warnings for new customers (no 顧客ID) whose phone, FAX, e-mail or 法人番号 is a master
     customer's: typed again by mistake, or a colleague's customer.  Nothing when no master is set."""
-    from xlcrm.search import customers_by_identifier
-    from xlcrm.validate import Finding
+    from xlcrm.intake.validate import Finding
 
     schema = ctx.schema
     cust = schema.entity("customers")
@@ -744,7 +743,7 @@ def new_activity_action(book: WorkbookAdapter, ctx: Context) -> str | None:
 def _reference(book: WorkbookAdapter, schema: Schema, lang: Lang, ref: CustomerRef) -> str:
     """A customer without an ID as the dropdown lists it: its name, or ``name (電話番号)`` / ``name (行5)``
     when another row of the 顧客 sheet has the same name (template ``customer_labels``)."""
-    from xlcrm.template import customer_labels
+    from xlcrm.intake.template import customer_labels
 
     table = entity_table(book, schema, "customers")
     if table is None or table.sheet != ref.sheet or "name" not in table.columns:

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from xlcrm.marks import ERROR, FILLS, WARNING
+from xlcrm.xlsx.cells import column_letter, sheet_ref
+from xlcrm.xlsx.marks import ERROR, FILLS, WARNING
 
 #: Fills used by the actions (RGB hex): header, error, warning, overdue TODO, workbook-only row.
 HEADER_FILL = "DDEBF7"
@@ -102,30 +103,14 @@ class WorkbookAdapter(Protocol):
 
 
 def a1(row: int, col: int) -> str:
-    """(12, 3) -> C12."""
-    return f"{column_letter(col)}{row}"
+    """(12, 3) -> C12: rows and columns counted from 1, as in Excel's object model."""
+    return f"{column_letter(col - 1)}{row}"
 
 
-def column_letter(col: int) -> str:
-    """1 -> A, 27 -> AA."""
-    out = ""
-    while col:
-        col, rem = divmod(col - 1, 26)
-        out = chr(65 + rem) + out
-    return out
+def link_target(sheet: str, row: int, col: int) -> str:
+    """An internal link target: ``'顧客'!C12``."""
+    return sheet_ref(sheet, a1(row, col))
 
-
-def column_index(letters: str) -> int:
-    """A -> 1, AA -> 27."""
-    n = 0
-    for ch in letters.upper():
-        n = n * 26 + ord(ch) - 64
-    return n
-
-
-def sheet_ref(sheet: str, row: int, col: int) -> str:
-    """An internal link target: ``'顧客'!C12`` (quotes doubled inside the name as Excel wants)."""
-    return "'" + sheet.replace("'", "''") + "'!" + a1(row, col)
 
 
 def trim(rows: list[list[Any]]) -> list[list[Any]]:

@@ -36,6 +36,7 @@ from xlcrm.excel.conf import (
     user_conf_path,
     write_conf,
 )
+from xlcrm.store import db
 
 ADDIN_NAME = "xlcrm.xlam"
 MAC_STARTUP = ("Library", "Group Containers", "UBF8T346G9.Office", "User Content.localized",
@@ -88,8 +89,6 @@ def plan_install(*, master: Path | None = None, config: Path | None = None, dest
                  platform: str = sys.platform, home: Path | None = None,
                  env: Mapping[str, str] | None = None, interpreter: str | None = None) -> InstallPlan:
     """What `install` will do; refuses (one line) a master path that holds no master database."""
-    from xlcrm import db
-
     kind = platform_kind(platform)
     target_dir = Path(dest) if dest is not None else addin_dir(platform, home, env)
     conf: dict[str, str] = {}

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from xlcrm.errors import UnreadableWorkbook, XlcrmError
-from xlcrm.excel.adapter import DATE_FORMAT, a1, column_letter, trim
+from xlcrm.excel.adapter import DATE_FORMAT, a1, trim
+from xlcrm.xlsx.cells import column_index, column_letter
+from xlcrm.xlsx.marks import restore_meta_state
 
 _CELL = re.compile(r"^\$?([A-Z]{1,3})\$?(\d+)$")
 _RANGE = re.compile(r"^\$?([A-Z]{1,3})\$?(\d+):\$?([A-Z]{1,3})\$?(\d+)$")
@@ -37,7 +39,6 @@ class OpenpyxlBook:
         except Exception as exc:  # openpyxl raises many kinds for damaged files
             raise UnreadableWorkbook(f"cannot be opened for editing ({type(exc).__name__}: {exc}); open it "
                                      "in Excel and save it again", path=str(self._path)) from None
-        from xlcrm.marks import restore_meta_state
 
         restore_meta_state(self.wb)
         #: Messages the actions showed: (text, is_error); the CLI prints them, tests read them.
@@ -73,9 +74,7 @@ class OpenpyxlBook:
         m = _CELL.match((ws.active_cell or "A1").split(":")[0].split(" ")[0])
         if not m:
             return ws.title, 1, 1
-        from xlcrm.excel.adapter import column_index
-
-        return ws.title, int(m.group(2)), column_index(m.group(1))
+        return ws.title, int(m.group(2)), column_index(m.group(1).upper()) + 1
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -87,7 +86,7 @@ class OpenpyxlBook:
         self.wb.create_sheet(sheet, index)
 
     def write_block(self, sheet: str, row: int, col: int, rows: Sequence[Sequence[Any]]) -> None:
-        from xlcrm.writer import looks_like_formula
+        from xlcrm.xlsx.writer import looks_like_formula
 
         ws = self._ws(sheet)
         for i, values in enumerate(rows):
@@ -156,7 +155,7 @@ class OpenpyxlBook:
     def set_widths(self, sheet: str, widths: Sequence[float]) -> None:
         ws = self._ws(sheet)
         for j, w in enumerate(widths):
-            ws.column_dimensions[column_letter(j + 1)].width = w
+            ws.column_dimensions[column_letter(j)].width = w
 
     def grow_table(self, sheet: str, row: int) -> None:
         ws = self._ws(sheet)
@@ -182,7 +181,7 @@ class OpenpyxlBook:
         self.messages.append((text, error))
 
     def save(self) -> None:
-        from xlcrm.writer import atomic_write
+        from xlcrm.xlsx.writer import atomic_write
 
         with atomic_write(self._out) as tmp:
             self.wb.save(tmp)

@@ -24,6 +24,9 @@ from pathlib import Path
 from xlcrm.errors import XlcrmError
 from xlcrm.excel.actions import ACTIONS, Context, read_meta, workbook_lang
 from xlcrm.excel.adapter import WorkbookAdapter
+from xlcrm.excel.conf import KEY_MASTER, KEY_SCHEMA, lookup
+from xlcrm.schema import DEFAULT_SCHEMA, load_schema
+from xlcrm.store import db
 
 #: Control ids (customUI14.xml) that are buttons with an action; the search box is not one.
 BUTTON_IDS = tuple(ACTIONS)
@@ -65,9 +68,6 @@ def resolve_master(book: WorkbookAdapter, *, env: dict[str, str] | None = None) 
     (written by ``xlcrm addin install --master``); a ``master`` row in the workbook's meta sheet; the
     open workbook itself when it is a master (its database sits beside it).
     """
-    from xlcrm import db
-    from xlcrm.excel.conf import KEY_MASTER, lookup
-
     env = dict(os.environ) if env is None else env
     if env.get(KEY_MASTER):
         return Path(env[KEY_MASTER]), "environment"
@@ -85,9 +85,6 @@ def resolve_master(book: WorkbookAdapter, *, env: dict[str, str] | None = None) 
 def load_context(book: WorkbookAdapter, *, query: str = "", master: Path | None = None,
                  today: dt.date | None = None) -> Context:
     """Schema (the admin's ``xlcrm.toml`` beside the master, if any), master path and query."""
-    from xlcrm.excel.conf import KEY_SCHEMA, lookup
-    from xlcrm.schema import DEFAULT_SCHEMA, load_schema
-
     source = "argument"
     if master is None:
         master, source = resolve_master(book)

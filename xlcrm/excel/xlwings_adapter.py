@@ -15,6 +15,8 @@ from typing import Any
 
 import xlwings as xw
 
+from xlcrm.excel.adapter import trim
+
 
 def _rgb(color: str) -> tuple[int, int, int]:
     return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
@@ -46,7 +48,6 @@ class XlwingsBook:
         return [s.name for s in self.book.sheets]
 
     def read_sheet(self, sheet: str) -> list[list[Any]]:
-        from xlcrm.excel.adapter import trim
 
         sht = self.book.sheets[sheet]
         last = sht.used_range.last_cell

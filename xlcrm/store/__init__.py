@@ -1,0 +1,1 @@
+"""The master's files: the database, its search index, locks, backups, snapshots, output claims."""

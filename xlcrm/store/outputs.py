@@ -1,0 +1,375 @@
+"""Where commands may write: no output overwrites someone's work, none lands on the master.
+
+Every command that writes a file it was told to write (template, distribute's handouts, report and its
+PNG charts, export, mailing-list, handover's book, validate's annotated and fixed copies) claims its
+targets here first, before any work is done:
+
+* A target that is the master, its database (and SQLite's side files), its lock files or a file in its
+  ``backups/`` folder is refused always, ``--force`` or not.
+* A target that does not exist, or an empty file, is written.
+* An existing file is overwritten only when it is *provably* a previous output of the same kind that
+  nobody changed since: xlcrm recorded its SHA-256 when it wrote it, and the file still has it.  A team
+  workbook a merge read in is also free to be replaced by a handout when it has not changed since that
+  merge (size and modification time as the merge saw them): its edits are in the master.
+* Anything else (a workbook someone typed into, a report someone annotated, a file xlcrm did not write
+  or wrote on another PC) is refused with one line naming the file, unless ``force``: then a copy is
+  kept beside it (``name.YYYYMMDD-HHMMSS.bak.xlsx``) before it is replaced.
+
+``distribute`` also refuses while its out folder holds a handout whose edits were never merged, even
+one it would not overwrite: the person might keep working in the wrong file.
+
+The record of what xlcrm wrote (the *ledger*) is a small JSON file in the user's state folder
+(``XLCRM_STATE_DIR``, else ``%LOCALAPPDATA%\\xlcrm``, ``~/Library/Application Support/xlcrm`` or
+``$XDG_STATE_HOME/xlcrm``).  When it cannot be read or written, outputs are simply not provably
+unchanged: the next overwrite needs ``--force``.
+
+:func:`check_master` is the other half: ``--master`` must name an xlcrm master workbook (or a path that
+does not exist yet), never a team workbook or any other file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xlcrm.errors import XlcrmError
+from xlcrm.schema import META_SHEET
+from xlcrm.store import db, lock
+from xlcrm.store.backup import backup_dir
+from xlcrm.store.db import db_path_for
+
+#: Kinds a command writes; a target is overwritten without ``--force`` only by its own kind.
+KINDS = ("template", "handout", "report", "chart", "export", "mailing-list", "handover", "annotated", "fixed",
+         "demo")
+#: What merge records for each team workbook it read in (free for a handout or the demo to replace).
+MERGED = "merged"
+_TEAM_KINDS = ("handout", "demo")
+#: The ledger keeps at most this many files (the oldest are forgotten first).
+LEDGER_SIZE = 5000
+
+_kept: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("xlcrm_kept",
+                                                                                     default=None)
+
+
+# --- the ledger ------------------------------------------------------------------------------------
+
+def state_dir() -> Path:
+    """The per-user folder for the ledger (``XLCRM_STATE_DIR`` overrides it)."""
+    env = os.environ.get("XLCRM_STATE_DIR")
+    if env:
+        return Path(env)
+    home = Path.home()
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local") / "xlcrm"
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "xlcrm"
+    return Path(os.environ.get("XDG_STATE_HOME") or home / ".local" / "state") / "xlcrm"
+
+
+def _ledger_path() -> Path:
+    return state_dir() / "outputs.json"
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(str(Path(path).resolve()))
+
+
+def _load() -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(_ledger_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save(entries: dict[str, dict[str, object]]) -> None:
+    if len(entries) > LEDGER_SIZE:
+        newest = sorted(entries.items(), key=lambda kv: str(kv[1].get("at", "")))[-LEDGER_SIZE:]
+        entries = dict(newest)
+    folder = _ledger_path().parent
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".outputs.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(entries, fh, ensure_ascii=False)
+            os.replace(tmp, _ledger_path())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _now() -> str:
+    return dt.datetime.now().isoformat(timespec="seconds")
+
+
+def record(paths: Iterable[Path], kind: str) -> None:
+    """Remember the files just written as unchanged ``kind`` outputs (their SHA-256)."""
+    entries = _load()
+    for p in paths:
+        with contextlib.suppress(OSError):
+            st = Path(p).stat()
+            entries[_key(p)] = {"kind": kind, "size": st.st_size, "sha256": _sha256(Path(p)), "at": _now()}
+    _save(entries)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A file's size and modification time, taken before a merge reads it."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+def seen(paths: Iterable[Path]) -> list[Seen]:
+    """Size and time of each file now (before it is read): what :func:`record_merged` remembers."""
+    out = []
+    for p in paths:
+        with contextlib.suppress(OSError):
+            st = Path(p).stat()
+            out.append(Seen(Path(p), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def record_merged(files: Iterable[Seen]) -> None:
+    """Remember team workbooks a merge took in, as they were before it read them."""
+    entries = _load()
+    for f in files:
+        entries[_key(f.path)] = {"kind": MERGED, "size": f.size, "mtime_ns": f.mtime_ns, "at": _now()}
+    _save(entries)
+
+
+def _unchanged(path: Path, entry: dict[str, object] | None) -> bool:
+    if not entry:
+        return False
+    try:
+        st = path.stat()
+        if st.st_size != entry.get("size"):
+            return False
+        if "sha256" in entry:
+            return _sha256(path) == entry["sha256"]
+        return st.st_mtime_ns == entry.get("mtime_ns")
+    except OSError:
+        return False
+
+
+# --- the master's own files ------------------------------------------------------------------------
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return _key(a) == _key(b)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        if not folder.is_dir():
+            return False
+    except OSError:
+        return False
+    parent = Path(path).resolve().parent
+    return any(_same(p, folder) for p in (parent, *parent.parents))
+
+
+def master_files(master: Path) -> list[Path]:
+    """The files that make up a master: workbook, database (and SQLite's side files), locks."""
+    db = db_path_for(master)
+    return [master, db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal")),
+            lock.lock_file(master), lock.excel_lock_file(master)]
+
+
+def refuse_master_target(path: Path, master: Path | None) -> None:
+    """Refuse ``path`` when it is one of ``master``'s files or inside its backups folder, or any master
+    workbook (an .xlsx with its database beside it), whichever master the command was given."""
+    path = Path(path)
+    if master is not None:
+        master = Path(master)
+        if any(_same(path, f) for f in master_files(master)) or _inside(path, backup_dir(master)):
+            raise XlcrmError(f"is the master or one of its files ({master}); an output never replaces them: "
+                             "give another file name", path=str(path))
+    if path.suffix.lower() == ".xlsx":
+        db = db_path_for(path)
+        with contextlib.suppress(OSError):
+            if db.is_file() and db.stat().st_size > 0:  # any master: its database beside it
+                raise XlcrmError(f"is a master workbook ({db.name} beside it); an output never replaces "
+                                 "it: give another file name", path=str(path))
+
+
+# --- claiming targets ------------------------------------------------------------------------------
+
+@dataclass
+class Claim:
+    """Targets a command may write, checked; :meth:`write` keeps a copy first where ``force`` said so."""
+
+    kind: str
+    force: bool
+    #: Existing targets that only ``force`` lets us replace (their copy is kept first).
+    to_keep: set[str] = field(default_factory=set)
+    written: list[Path] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def write(self, path: Path) -> Iterator[Path]:
+        """Around writing ``path``: keep a copy of what it replaces (``force``), then record it."""
+        path = Path(path)
+        if _key(path) in self.to_keep and path.exists():
+            copy = keep_copy(path)
+            kept = _kept.get()
+            if kept is not None:
+                kept.append((path, copy))
+            self.to_keep.discard(_key(path))
+        yield path
+        self.written.append(path)
+        record([path], self.kind)
+
+
+def keep_copy(path: Path) -> Path:
+    """Copy ``path`` beside itself as ``stem.YYYYMMDD-HHMMSS.bak.suffix`` and return the copy."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    copy = path.with_name(f"{path.stem}.{stamp}.bak{path.suffix}")
+    n = 2
+    while copy.exists():
+        copy = path.with_name(f"{path.stem}.{stamp}-{n}.bak{path.suffix}")
+        n += 1
+    try:
+        shutil.copy2(path, copy)
+    except OSError as exc:
+        raise XlcrmError(f"cannot keep a copy of it before overwriting ({exc.strerror}); nothing was "
+                         "written", path=str(path)) from None
+    return copy
+
+
+def claim(paths: Path | Sequence[Path], kind: str, *, force: bool = False, master: Path | None = None,
+          folder: Path | None = None) -> Claim:
+    """Check every target of one command before it starts; refuse with one line naming them.
+
+    ``folder`` (distribute's out folder): also refuse while any handout in it has edits not merged.
+    """
+    targets = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    from xlcrm.xlsx.writer import check_file_name
+
+    for p in targets:
+        check_file_name(p)
+        refuse_master_target(p, master)
+        if p.is_dir():
+            raise XlcrmError("is a folder; give the name of the file to write", path=str(p))
+    entries = _load()
+    accepted = {kind, MERGED} if kind in _TEAM_KINDS else {kind}
+    busy: list[Path] = []
+    for p in targets:
+        try:
+            if not p.exists() or p.stat().st_size == 0:
+                continue
+        except OSError:
+            continue
+        entry = entries.get(_key(p))
+        if entry and entry.get("kind") in accepted and _unchanged(p, entry):
+            continue
+        busy.append(p)
+    unmerged: list[Path] = []
+    if folder is not None and folder.is_dir():
+        names = {_key(p) for p in targets}
+        for p in sorted(folder.glob("*.xlsx")):
+            entry = entries.get(_key(p))
+            if _key(p) in names or not entry or entry.get("kind") not in ("handout", MERGED):
+                continue
+            if not _unchanged(p, entry):
+                unmerged.append(p)
+    if not force and (busy or unmerged):
+        raise XlcrmError(_refusal(kind, busy, unmerged, folder, master))
+    return Claim(kind, force, to_keep={_key(p) for p in busy})
+
+
+def _refusal(kind: str, busy: list[Path], unmerged: list[Path], folder: Path | None,
+             master: Path | None) -> str:
+    if kind == "handout":
+        files = ", ".join(str(p) for p in [*busy, *unmerged])
+        them = "it" if len(busy) + len(unmerged) == 1 else "them"
+        merge = f"`xlcrm merge {folder or files} --master {master or 'master.xlsx'}`"
+        return (f"{files}: edits not merged yet (changed since xlcrm handed {them} out or last merged {them}); "
+                f"run {merge} first, or add --force to overwrite (a copy of each is kept beside it)")
+    files = ", ".join(str(p) for p in busy)
+    what = "it" if len(busy) == 1 else "each"
+    return (f"{files}: already exists and holds data xlcrm did not write or that was changed since; "
+            f"give another name, or add --force to overwrite (a copy of {what} is kept beside it)")
+
+
+@contextlib.contextmanager
+def collect_kept() -> Iterator[list[tuple[Path, Path]]]:
+    """Collect (file, copy) for every copy kept by ``--force`` inside the block (for the CLI to say)."""
+    kept: list[tuple[Path, Path]] = []
+    token = _kept.set(kept)
+    try:
+        yield kept
+    finally:
+        _kept.reset(token)
+
+
+# --- the master ------------------------------------------------------------------------------------
+
+def check_master(master: Path) -> Path:
+    """Refuse a ``--master`` that is not an xlcrm master workbook (a path that does not exist is fine)."""
+    master = Path(master)
+    if master.suffix.lower() != ".xlsx":
+        raise XlcrmError("the master must be an .xlsx path (its database sits beside it as .db)",
+                         path=str(master))
+    if master.is_dir():
+        raise XlcrmError("is a folder; --master names the master workbook (…/master.xlsx)", path=str(master))
+    if not master.exists():
+        return master
+    db = db_path_for(master)
+    if db.is_file() and db.stat().st_size > 0:
+        return master  # its database beside it (the workbook itself may be encrypted or damaged)
+    meta = _meta(master)
+    if meta is not None and meta.get("workbook_id", "").startswith("master:"):
+        return master  # a master workbook whose database is missing
+    why = "a team workbook" if meta else "not an xlcrm master workbook"
+    raise XlcrmError(f"is {why}, not a master; --master names the master workbook (created by the first "
+                     "`xlcrm merge`), or a new path for a new master", path=str(master))
+
+
+def open_master(master: str | Path) -> sqlite3.Connection:
+    """Connect to the database beside ``master`` (``master.xlsx`` -> ``master.db``); refuse if absent."""
+    m = Path(master)
+    if m.suffix.lower() == ".db":
+        m = m.with_suffix(".xlsx")
+    check_master(m)  # a team workbook given as --master is named as such, not "no database"
+    return db.connect(db.db_path_for(m))
+
+
+def _meta(path: Path) -> dict[str, str] | None:
+    """The ``_xlcrm`` sheet's keys and values ({} without one), or None when the file is no workbook."""
+    import python_calamine
+
+    try:
+        book = python_calamine.CalamineWorkbook.from_path(str(path))
+        if META_SHEET not in book.sheet_names:
+            return {}
+        out: dict[str, str] = {}
+        for row in book.get_sheet_by_name(META_SHEET).to_python():
+            if len(row) >= 2 and isinstance(row[0], str):
+                out[row[0]] = "" if row[1] is None else str(row[1])
+        return out
+    except Exception:  # any reading problem means "not a workbook we can identify"
+        return None

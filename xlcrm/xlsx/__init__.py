@@ -1,0 +1,1 @@
+"""Reading and writing workbook files: calamine reading, XlsxWriter writing, annotation, encryption."""
