@@ -89,7 +89,7 @@ def merge(inputs: Sequence[str | Path], master: str | Path, schema: Schema, *, d
     """Merge team workbooks (files or folders) into ``master``; see the module docstring.
 
     ``password`` encrypts master.xlsx (and opens it, and any encrypted team workbook, to read it).
-    An input that cannot be read refuses the whole run before anything is written (:func:`run`);
+    An input that cannot be read refuses the whole run before anything is written (:func:`update_master`);
     with ``skip_unreadable`` it is left out and listed in 取込ログ instead (``report.skipped``).
     """
     master = Path(master)
@@ -97,7 +97,7 @@ def merge(inputs: Sequence[str | Path], master: str | Path, schema: Schema, *, d
     paths = collect_inputs(inputs, master, not_read=not_read)
     if not paths:
         raise XlcrmError("no team workbooks to merge; give .xlsx files or folders holding them")
-    report, _ = run(paths, master, schema, command="merge", dry_run=dry_run, strict=strict, today=today,
+    report, _ = update_master(paths, master, schema, command="merge", dry_run=dry_run, strict=strict, today=today,
                     progress=progress, now=now, password=password, skip_unreadable=skip_unreadable)
     report.not_read = not_read
     return report
@@ -128,10 +128,10 @@ def _refusal(message: str, more: int = 0) -> str:
             "merge the other files without it")
 
 
-def run(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dry_run: bool = False,
-        strict: bool = False, today: dt.date | None = None, progress: Progress | None = None,
-        now: dt.datetime | None = None, password: str | None = None,
-        skip_unreadable: bool = False) -> tuple[MergeReport, Any]:
+def update_master(paths: Sequence[Path], master: Path, schema: Schema, *, command: str, dry_run: bool = False,
+                  strict: bool = False, today: dt.date | None = None, progress: Progress | None = None,
+                  now: dt.datetime | None = None, password: str | None = None,
+                  skip_unreadable: bool = False) -> tuple[MergeReport, Any]:
     """One locked, backed-up, all-or-nothing run: decisions, the admin's edits, then ``paths``.
 
     ``xlcrm resolve`` is this with no team workbooks.  Returns the merge report and the decisions'
@@ -666,7 +666,7 @@ def resolve(master: str | Path, schema: Schema, *, now: dt.datetime | None = Non
     master = Path(master)
     if not master.exists():
         raise XlcrmError("no master workbook here; run `xlcrm merge` first", path=str(master))
-    merged, decided = run([], master, schema, command="resolve", now=now, password=password)
+    merged, decided = update_master([], master, schema, command="resolve", now=now, password=password)
     report = decided or ResolveReport()
     report.master = str(master)
     report.warnings = list(merged.warnings)
