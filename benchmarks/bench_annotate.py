@@ -10,7 +10,7 @@ finding came from.
 
 ``--team FILE|DIR ...``: what ``xlcrm merge`` does for each file of a team (the merge benchmark's
 ten ~2 MB staff workbooks, ``make_data.py --team``): validate it as merge does
-(``merge.validate_job``: rules plus cascaded rejections), slim the result as merge sends it to a
+(``workers.validate_job``: rules plus cascaded rejections), slim the result as merge sends it to a
 worker, and write its error workbook, timed alone.  The merge writes these copies in worker processes
 while it merges, so the CPU seconds (``time.process_time``) are the figure that matters there.
 

@@ -4,7 +4,7 @@
     python benchmarks/bench_crowd.py --sets crowded --workdir /tmp/crowd --repeat 3
 
 Makes the sets with ``make_crowd.py`` (cached in the work folder), merges each into an empty master in a
-fresh process (``xlcrm.master.merge.merge``, as ``xlcrm merge`` runs it; wall seconds include start-up) and reads
+fresh process (``xlcrm.master.run.merge``, as ``xlcrm merge`` runs it; wall seconds include start-up) and reads
 the master database: every row carries its company's number in 備考 (``真:<n>``), so
 
 * a planted re-entry is *found* when it was linked to its company (one record for the number) or its

@@ -125,7 +125,7 @@ class Column:
     max_length: int | None = None
     help_ja: str = ""
     help_en: str = ""
-    #: Included in customer search (issue 4) and in the in-workbook duplicate check.
+    #: Included in customer search and in the in-workbook duplicate check.
     search: bool = False
     custom: bool = False
     number_format_override: str | None = None
@@ -284,7 +284,7 @@ class Entity:
 
 @dataclass(frozen=True)
 class Role:
-    """Who may see what in exports (issue 5): forbidden columns are dropped, not hidden."""
+    """Who may see what in exports: forbidden columns are dropped, not hidden."""
 
     name: str
     hide: tuple[str, ...] = ()  # column keys, or "entity.key"

@@ -1,4 +1,4 @@
-"""CLI: `xlcrm report`, `xlcrm handover`, `xlcrm export`, `xlcrm mailing-list` (issue 5).
+"""CLI: `xlcrm report`, `xlcrm handover`, `xlcrm export`, `xlcrm mailing-list`.
 
 Thin: parse options, call :mod:`xlcrm.views.report`, :mod:`xlcrm.master.handover` and :mod:`xlcrm.views.export`,
 print one summary line per result to stderr.  Passwords come from ``--password`` or the

@@ -497,7 +497,7 @@ def _typed(df: pd.DataFrame, entity: Entity) -> pd.DataFrame:
 
     The ranges and the product rule compare with pandas' nullable semantics, so int and decimal
     columns go in as Float64.  Text columns stay object columns of str and None: a copy as pandas'
-    string type (python storage) cost a pass over every cell and saves nothing, its null test being the
+    string type (python storage) costs a pass over every cell and saves nothing, its null test being the
     same scan of an object array.
     """
     out: dict[str, Any] = {}

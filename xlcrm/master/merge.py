@@ -151,8 +151,8 @@ _TEXT_TYPES = frozenset({"text", "name", "kana", "phone", "postal", "email", "ur
 
 def _match_keys(schema: Schema, result: Any, rows: list[int], cols: list[list[Any]]) -> list[Any] | None:
     """Duplicate-detection keys of the customer rows that have no ID (the ones merge looks up), folded
-    here: ``compact`` runs in the validation worker, so the folding (2.3 s of the merge process for a
-    first import of 100,000 customers) moves to the second core.  The keys depend on the row alone."""
+    here: ``compact`` runs in the validation worker, so the folding (seconds of CPU in a large first
+    import) is done on the second core, not by the merge process.  The keys depend on the row alone."""
     entity = schema.entity("customers")
     ids = cols[entity.keys.index(entity.id_column.key)]
     errors = result.error_rows.get(entity.key, ())
@@ -480,14 +480,14 @@ class Merger:
         """Each input in turn through every sheet's pass, customers first; then each pass's end.
 
         A workbook's contacts, activities, deals and TODOs only need its own customers resolved, so
-        they are merged right after them, while the workers still validate later inputs: merged
-        sheet after sheet, the 300,000 activities of a first import ran on one core after
-        validation had ended (4 s with the second core idle).  The ends (proposals judged into
-        edits or 競合, edited customers matched again) see every input, as before.
+        they are merged right after them, while the workers still validate later inputs: both cores
+        stay busy (sheet after sheet, a first import's activities would be merged on one core once
+        validation had ended).  The ends (proposals judged into edits or 競合, edited customers
+        matched again) see every input.
         """
         # The cyclic GC is paused for the pass: 400,000 rows leave millions of tuples and lists alive
-        # in growing containers, which it would rescan again and again (measured: 12% of the merge
-        # stage) while the pass makes no reference cycles.
+        # in growing containers, which it would rescan again and again (about an eighth of the merge stage)
+        # while the pass makes no reference cycles.
         enabled = gc.isenabled()
         gc.disable()
         try:
@@ -777,9 +777,9 @@ class Merger:
                 # This source's new records go in now (the merge often waits for the next file here),
                 # in creation order: the pass's new records are one run of rowids from _rowid0 on.  The
                 # base of a new record is the record as inserted (its workbook's row, before _judge
-                # applies later workbooks' proposals), copied inside SQLite.  (A first import of
-                # 400,000 rows: 1.4 s of executemany binding saved.)  The master before this merge
-                # stays what ``recs`` reads (db.LazyRecords keeps to the ids it started with).
+                # applies later workbooks' proposals), copied inside SQLite rather than bound again
+                # value by value from Python.  The master before this merge stays what ``recs``
+                # reads (db.LazyRecords keeps to the ids it started with).
                 first = db.max_rowid(conn, entity) + 1
                 self._rowid0.setdefault(ekey, first - 1)
                 db.insert_records(conn, entity, (created[rid] for rid in created_here), run_id=self.run_id,

@@ -101,9 +101,9 @@ def _worker_init(parent: int) -> None:
 def _lower_priority() -> None:
     """The merge process is the run's critical path (one transaction, one process); the workers'
     validation is throughput that only has to stay ahead of it.  Three busy processes on two cores
-    share them equally, so the merge got two thirds of a core while the workers ran and finished alone
-    long after them (a first import: 3 s with one core idle).  Lowered, the workers take what the
-    merge leaves, and get both cores whenever it waits for them."""
+    share them equally, so at equal priority the merge would get two thirds of a core while the
+    workers run and then finish alone, with one core idle.  Lowered, the workers take what the merge
+    leaves, and get both cores whenever it waits for them."""
     with contextlib.suppress(AttributeError, OSError):  # no os.nice (Windows): equal priority
         os.nice(WORKER_NICE)
 
@@ -196,7 +196,7 @@ class Workers:
         """Futures of :func:`validate_job` per path; their results come back through temp files.
 
         Why files: a validated 40,000-row workbook is ~7 MB pickled, and a worker sending it through
-        the pool's pipe blocks until the busy merge process reads it (measured: 0.2-0.4 s idle per
+        the pool's pipe blocks until the busy merge process reads it (a fraction of a second idle per
         file on each worker).  Written to a file, the worker goes on at once; the merge loads it
         when it reaches that file.
         """

@@ -73,8 +73,8 @@ def _write_error(master: Path, folder: Path, exc: OSError) -> XlcrmError:
 class BackupJob:
     """A backup copied by a thread while a merge already works inside its transaction.
 
-    Why: copying a large master.db (about 500 MB for 100,000 customers with their activities) took
-    seconds at the start of every merge.  The thread takes a read (SHARED) lock on the database before
+    Why: copying a large master.db (about 500 MB for 100,000 customers with their activities) takes
+    seconds, which would otherwise come first in every merge.  The thread takes a read (SHARED) lock on the database before
     the merge's transaction begins and keeps it until the copy is done: SQLite lets the merge write
     into its own page cache meanwhile, but nothing can reach the file, so the copy is exactly the
     database before the merge (read with plain file copies, which run outside Python's GIL).  The merge

@@ -41,8 +41,8 @@ Bookkeeping tables of merge and distribute (also created by :func:`create_tables
 - ``meta``: schema version, ``next_id:<entity>`` counters, the master workbook's generation and stat.
 
 Created on first use only: ``provisions`` (提供記録, the third-party provision record export writes).
-``bases_<entity>`` and ``origins`` are WITHOUT ROWID tables (read only by their key; before, each row
-was stored twice); databases made before keep rowid tables, which read and write the same.
+``bases_<entity>`` and ``origins`` are WITHOUT ROWID tables (read only by their key, so the key's
+B-tree holds the rows); databases made by older versions keep rowid tables, which read and write the same.
 
 A master database that does not exist yet is built in memory by the first merge and written whole at
 its commit (:func:`memory_master`, :func:`save_image`, ``MEMORY_BUILD_MAX_INPUT_BYTES``); every later
@@ -119,8 +119,8 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = DELETE")
         conn.execute("PRAGMA synchronous = FULL")
         # A first merge writes ~1.6M rows (records, history, bases, origins) in one transaction; a
-        # larger page cache than SQLite's 2 MB keeps the indexes' pages in memory.  (Measured on the
-        # 400,000-row benchmark: 64 MB and 512 MB gave the same merge time, 571 vs 934 MB peak RSS.)
+        # larger page cache than SQLite's 2 MB keeps the indexes' pages in memory; a larger one than
+        # this makes the merge no faster and only costs memory (benchmarks/README.md, Merge).
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         conn.execute("PRAGMA temp_store = MEMORY")
     except sqlite3.DatabaseError as exc:
@@ -369,8 +369,8 @@ def _create_base_table(conn: sqlite3.Connection, entity: Entity) -> None:
     cols = ['"_workbook" TEXT NOT NULL', f'"{entity.id_column.key}" TEXT NOT NULL']
     cols += [f'"{c.key}" {sql_type(c)}' for c in entity.columns[1:]]
     # WITHOUT ROWID (origins too): only ever read by their key, so the key's B-tree holds the rows
-    # and nothing is stored twice (a first import of 400,000 rows: 100 MB less, one insert per row).
-    # Databases made before keep their rowid tables; both read and write the same.
+    # and nothing is stored twice (one B-tree insert per row, not two).
+    # Databases made by older versions keep their rowid tables; both read and write the same.
     conn.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({", ".join(cols)}, '
                  f'PRIMARY KEY ("_workbook", "{entity.id_column.key}")) WITHOUT ROWID')
     have = {row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')}
@@ -1155,9 +1155,9 @@ def memory_copy(path: Path) -> sqlite3.Connection:
 #: the inputs total at most this many bytes (the database is ~15 times the .xlsx bytes: 21 MB of team
 #: workbooks made a 324 MB master.db, so this is about 1 GB of memory at most).  Why: nothing spills
 #: to disk during the run, and the forked child (:mod:`xlcrm.store.snapshot`) works on the parent's pages as
-#: they were at the fork instead of a serialized copy (a 100,000-customer first import: 2 s less,
-#: 0.3 GB less peak memory).  Larger first imports are built in the file like every later merge,
-#: with a bounded page cache.
+#: they were at the fork instead of a serialized copy, which is faster and takes less memory
+#: (benchmarks/README.md, Merge).  Larger first imports are built in the file like every later
+#: merge, with a bounded page cache.
 MEMORY_BUILD_MAX_INPUT_BYTES = 60_000_000
 
 

@@ -333,8 +333,8 @@ _FTS_HASHSIZE = 64 * 1024 * 1024
 FULL_BUILD_SHARE = 0.4
 _BY_CUSTOMER = f"{ROWS_TABLE}__customer"
 _BY_CONTACT = f"{ROWS_TABLE}__contact"
-#: Host parameters per IN (...) list.  Large: FTS5 pays per statement (5,000 rows re-indexed in chunks
-#: of 500 took 0.7 s, in chunks of 2,000 0.4 s); SQLite before 3.32 allows only 999.
+#: Host parameters per IN (...) list.  Large: FTS5 pays per statement (chunks of 2,000 re-index rows in
+#: about half the time chunks of 500 take); SQLite before 3.32 allows only 999.
 _CHUNK = 2000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 900
 
 
@@ -707,7 +707,7 @@ def _apply(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], old: Sequ
     changed columns, so SQLite maintains only the B-tree indexes on those.  The external-content FTS5
     index is told the old values of every changed or dropped row, then indexes the new ones; one
     statement per few hundred rows (FTS5 pays about 0.15 ms per statement: a row-by-row executemany of
-    5,000 deletes took 0.9 s where this takes 0.15 s).
+    5,000 deletes takes 0.9 s, this 0.15 s).
     """
     before = {_record_key(*r[1:4]): r for r in old}
     added: list[tuple[Any, ...]] = []

@@ -63,7 +63,7 @@ class ForkedJob:
         sys.stderr.flush()
         parent = os.getpid()
         # Objects the collector would walk (and so write to) while the child runs are frozen: every
-        # page written after fork is copied for the parent (measured: seconds of system time).
+        # page written after fork is copied for the parent (seconds of system time for a large master).
         gc.freeze()
         try:
             pid = os.fork()

@@ -2,7 +2,7 @@
 
 Why: XlsxWriter keeps every cell as a namedtuple until ``close()`` and then writes it through a chain of
 generic helpers (dimension checks, attribute lists, escaping, ``A1`` conversion); for the master
-workbook (3.8 million cells, 1.2 million distinct strings) that was 22 s of a 24 s write.
+workbook (3.8 million cells, 1.2 million distinct strings) that is 22 s of a 24 s write.
 :func:`xlcrm.xlsx.writer.write_table` therefore renders its table rows straight into XML text (a
 :class:`Region` of the sheet) while registering the strings in XlsxWriter's own shared-string table,
 and this module makes ``close()`` emit that text in place of the cells, so XlsxWriter still writes

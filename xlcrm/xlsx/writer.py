@@ -3,11 +3,11 @@
 Why XlsxWriter: it streams cell records straight into XML without building an object tree, so it is
 several times faster than openpyxl on large outputs, its XML is close to what Excel itself writes (no
 repair prompts), and given a fixed ``created`` time its output is byte-for-byte reproducible, which lets
-a test compare the committed templates with what the generator produces now.  ``constant_memory`` mode
-was measured and not taken: XlsxWriter refuses ``add_table`` there (every entity sheet is a table), it
-was no faster (8.9 s vs 9.2 s for 100,000 customers) and writes inline strings unlike Excel.
+a test compare the committed templates with what the generator produces.  ``constant_memory`` mode is
+not used: XlsxWriter refuses ``add_table`` there (every entity sheet is a table), it is no faster
+(8.9 s vs 9.2 s for 100,000 customers) and writes inline strings unlike Excel.
 
-XlsxWriter's own per-cell path (a namedtuple per cell until ``close()``, then generic XML helpers) made
+XlsxWriter's own per-cell path (a namedtuple per cell until ``close()``, then generic XML helpers) makes
 the master workbook (3.8 million cells) a 22 s write.  :func:`write_table` therefore renders table
 rows straight into ``<sheetData>`` XML and XlsxWriter still writes everything else; the result is
 byte-for-byte what XlsxWriter writes cell by cell (:mod:`xlcrm.xlsx.sheetxml`, tested member by member
