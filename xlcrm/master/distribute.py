@@ -16,7 +16,7 @@ exactly as typed (a row with an ID where that record's row would be, the others 
 red fill, comments and エラー一覧 sheet as the error workbook (:func:`xlcrm.intake.validate.annotate`): fixing
 them there and sending the workbook in is all it takes.  Their base stays what the master holds, so a
 fixed row is merged as a change (or as new), an unfixed one is rejected again and stays pending
-(:func:`xlcrm.master.merge.keep_rejected`).
+(:func:`xlcrm.master.run.keep_rejected`).
 
 Refuses while ``master.xlsx`` holds decisions or edits not yet taken in (``xlcrm resolve`` first):
 handing out data that is about to change would only create conflicts.
