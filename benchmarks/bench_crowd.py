@@ -2,6 +2,7 @@
 
     python benchmarks/bench_crowd.py                       # both sets, 10 x 2,000 companies, 100 re-entries
     python benchmarks/bench_crowd.py --sets crowded --workdir /tmp/crowd --repeat 3
+    python benchmarks/bench_crowd.py --sets crowded --seed 2          # another draw of the same set
 
 Makes the sets with ``make_crowd.py`` (cached in the work folder), merges each into an empty master in a
 fresh process (``xlcrm.master.run.merge``, as ``xlcrm merge`` runs it; wall seconds include start-up) and reads
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -44,11 +46,13 @@ MERGE = textwrap.dedent("""
 
 
 def merge_once(team: Path, out: Path) -> dict[str, Any]:
+    import resource
     import shutil
 
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", MERGE, str(team), str(out / "master.xlsx")],
                           capture_output=True, text=True, check=False)
@@ -56,6 +60,9 @@ def merge_once(team: Path, out: Path) -> dict[str, Any]:
         raise SystemExit(proc.stderr[-3000:])
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     res["wall_s"] = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU of the merge process and its workers: what other jobs on the machine change least
+    res["cpu_s"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return res
 
 
@@ -102,22 +109,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--files", type=int, default=10)
     ap.add_argument("--per-file", type=int, default=2000)
     ap.add_argument("--reentries", type=int, default=100)
-    ap.add_argument("--repeat", type=int, default=1, help="merges per set (times: best and worst)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="merges per set, the sets taken in turn (times: best and worst)")
+    ap.add_argument("--seed", type=int, default=1, help="of make_crowd.py")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from make_crowd import make
 
-    for kind in args.sets.split(","):
-        team = args.workdir / f"{kind}-{args.files}-{args.per_file}-{args.reentries}"
-        if not team.exists():
-            print(kind, make(kind, team, args.files, args.per_file, args.reentries), file=sys.stderr)
-        times = []
-        for _ in range(args.repeat):
-            res = merge_once(team, args.workdir / f"run-{kind}")
-            times.append(res["merge_s"])
+    kinds = args.sets.split(",")
+    teams = {}
+    for kind in kinds:
+        suffix = "" if args.seed == 1 else f"-seed{args.seed}"
+        teams[kind] = args.workdir / f"{kind}-{args.files}-{args.per_file}-{args.reentries}{suffix}"
+        if not teams[kind].exists():
+            print(kind, make(kind, teams[kind], args.files, args.per_file, args.reentries, args.seed),
+                  file=sys.stderr)
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    for _ in range(args.repeat):
+        for kind in kinds:  # in turn, so that a busy spell on the machine falls on both sets
+            runs[kind].append(merge_once(teams[kind], args.workdir / f"run-{kind}"))
+            print(kind, f"{runs[kind][-1]['merge_s']:.2f} s, CPU {runs[kind][-1]['cpu_s']:.2f} s, "
+                  f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    for kind in kinds:
+        times = [r["merge_s"] for r in runs[kind]]
+        cpu = [r["cpu_s"] for r in runs[kind]]
         fig = figures(args.workdir / f"run-{kind}" / "master.db", args.reentries)
+        best = min(runs[kind], key=lambda r: r["merge_s"])
         print(json.dumps({"set": kind, "merge_s_best": round(min(times), 2), "merge_s_worst": round(max(times), 2),
-                          "timings": res["timings"], **fig}, ensure_ascii=False))
+                          "cpu_s_best": round(min(cpu), 2), "timings": best["timings"], **fig},
+                         ensure_ascii=False))
     return 0
 
 
