@@ -149,6 +149,29 @@ def test_a_common_name_counts_for_less() -> None:
     assert any(e.startswith("よくある名称") for e in c[0].evidence)
 
 
+def test_a_common_name_counts_for_less_through_the_merge(tmp_path: Path) -> None:
+    # 佐藤建設 in twelve cities, each with its own phone; a colleague types one of them again without
+    # a phone, and a rare name the same way: both proposed, the common one with less weight and saying so
+    cities = ("仙台市青葉区本町", "札幌市中央区北一条西", "盛岡市中央通", "秋田市山王", "山形市旅篭町", "福島市杉妻町",
+              "水戸市笠原町", "宇都宮市塙田", "前橋市大手町", "さいたま市浦和区高砂", "千葉市中央区市場町", "新潟市中央区新光町")
+    a = book(tmp_path / "a.xlsx", {"customers": [
+        *(customer("佐藤建設株式会社", kana="サトウケンセツ", postal_code=f"9{i:02d}-0014", address=f"{city}3-1-1",
+                   phone=f"022-200-{i:04d}") for i, city in enumerate(cities)),
+        customer("株式会社山鹿建設", kana="ヤマガケンセツ", postal_code="860-0806", address="熊本市中央区手取本町9-9-9",
+                 phone="096-300-0001")]})
+    b = book(tmp_path / "b.xlsx", {"customers": [
+        customer("佐藤建設(株)", kana="サトウケンセツ", postal_code="900-0014", address="仙台市青葉区本町3-1-1 本町ビル"),
+        customer("山鹿建設(株)", kana="ヤマガケンセツ", postal_code="860-0806", address="熊本市中央区手取本町9-9-9 手取ビル")]},
+        owner="鈴木")
+    master = tmp_path / "m" / "master.xlsx"
+    run_merge([a, b], master)
+    pairs = {frozenset((p["ID (A)"], p["ID (B)"])): p for p in sheet_rows(master, "重複候補")}
+    common, rare = pairs[frozenset(("C-000001", "C-000014"))], pairs[frozenset(("C-000013", "C-000015"))]
+    assert len(pairs) == 2
+    assert "よくある名称 (同名 13 件)" in common["根拠"] and "よくある名称" not in rare["根拠"]
+    assert common["スコア"] < rare["スコア"]
+
+
 def run_cli(*args: str) -> dict:
     from xlcrm.cli import _register, app
 
