@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import openpyxl
 import pytest
 from merge_fixtures import TODAY, book, customer, edit_cells
 from typer.testing import CliRunner
@@ -181,6 +182,30 @@ def test_distribute_refuses_handouts_with_unmerged_edits(site: Path) -> None:
     code, out = cli("distribute", "--master", "m/master.xlsx", "--out", "handout")
     assert code == 0, out
     assert not list((site / "handout").glob("*.bak.xlsx"))
+
+
+def test_distribute_refuses_a_folder_holding_team_workbooks_never_merged(site: Path) -> None:
+    team = site / "team"
+    assert cli("merge", "team", "--master", "m/master.xlsx")[0] == 0  # sato.xlsx, suzuki.xlsx: merged
+    assert cli("template", team / "filled.xlsx", "--owner", "山本")[0] == 0
+    assert cli("template", team / "blank.xlsx", "--owner", "山田")[0] == 0  # nothing typed: nothing to merge
+    wb = openpyxl.load_workbook(team / "filled.xlsx")  # a first customer typed into the template
+    wb["顧客"].cell(2, [c.value for c in wb["顧客"][1]].index("顧客名") + 1).value = "株式会社山本建設"
+    wb.save(team / "filled.xlsx")
+    other_pc = book(team / "takahashi.xlsx", {"customers": [customer("株式会社北斗電機")]}, owner="高橋")
+    (team / "notes.xlsx").write_bytes(b"PK\x03\x04 not a team workbook")
+    watched = [*sorted(team.iterdir()), *master_files(site)]
+    before = hashes(*watched)
+    code, msg = cli("distribute", "--master", "m/master.xlsx", "--out", "team")
+    line = one_line(msg)
+    assert code == 2 and "filled.xlsx" in line and "takahashi.xlsx" in line and "xlcrm merge" in line, msg
+    assert all(name not in line for name in ("blank.xlsx", "notes.xlsx", "sato.xlsx", "suzuki.xlsx"))
+    assert hashes(*watched) == before and sorted(team.iterdir()) == watched[:-2]
+    (team / "notes.xlsx").unlink()
+    assert cli("merge", "team", "--master", "m/master.xlsx")[0] == 0
+    code, out = cli("distribute", "--master", "m/master.xlsx", "--out", "team")
+    assert code == 0, out
+    assert (team / "山本.xlsx").exists() and (team / "高橋.xlsx").exists() and sha(other_pc) == before[str(other_pc)]
 
 
 def test_distribute_force_keeps_a_copy_of_each_replaced_file(site: Path) -> None:

@@ -15,8 +15,9 @@ targets here first, before any work is done:
   or wrote on another PC) is refused with one line naming the file, unless ``force``: then a copy is
   kept beside it (``name.YYYYMMDD-HHMMSS.bak.xlsx``) before it is replaced.
 
-``distribute`` also refuses while its out folder holds a handout whose edits were never merged, even
-one it would not overwrite: the person might keep working in the wrong file.
+``distribute`` also refuses while its out folder holds a team workbook whose edits were never merged
+(a handout changed since, a filled-in template, a workbook no merge on this PC took in), even one it
+would not overwrite: the person might keep working in the wrong file, and its rows are in no master.
 
 The record of what xlcrm wrote (the *ledger*) is a small JSON file in the user's state folder
 (``XLCRM_STATE_DIR``, else ``%LOCALAPPDATA%\\xlcrm``, ``~/Library/Application Support/xlcrm`` or
@@ -287,18 +288,59 @@ def claim(paths: Path | Sequence[Path], kind: str, *, force: bool = False, maste
         if entry and entry.get("kind") in accepted and _unchanged(p, entry):
             continue
         busy.append(p)
-    unmerged: list[Path] = []
-    if folder is not None and folder.is_dir():
-        names = {_key(p) for p in targets}
-        for p in sorted(folder.glob("*.xlsx")):
-            entry = entries.get(_key(p))
-            if _key(p) in names or not entry or entry.get("kind") not in ("handout", MERGED):
-                continue
-            if not _unchanged(p, entry):
-                unmerged.append(p)
+    unmerged = _unmerged(folder, {_key(p) for p in targets}, entries) if folder is not None else []
     if not force and (busy or unmerged):
         raise XlcrmError(_refusal(kind, busy, unmerged, folder, master))
     return Claim(kind, force, to_keep={_key(p) for p in busy})
+
+
+def _unmerged(folder: Path, targets: set[str], entries: dict[str, dict[str, object]]) -> list[Path]:
+    """The team workbooks in ``folder`` (those ``xlcrm merge FOLDER`` reads) whose edits no merge has
+    taken in: changed since xlcrm handed them out or merged them, or never merged at all (a filled-in
+    template, a workbook brought from another PC).  Targets are left to :func:`claim`'s own check;
+    files xlcrm wrote and nobody changed since, and master workbooks, hold no unmerged edits."""
+    from xlcrm.inputs import WORKBOOK_SUFFIXES, quiet
+
+    if not folder.is_dir():
+        return []
+    out: list[Path] = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in WORKBOOK_SUFFIXES or quiet(p) or not p.is_file() or _key(p) in targets:
+            continue
+        entry = entries.get(_key(p))
+        if entry and _unchanged(p, entry):
+            continue
+        if entry and entry.get("kind") in ("handout", MERGED):
+            out.append(p)
+            continue
+        if _team_workbook_with_rows(p):
+            out.append(p)
+    return out
+
+
+def _team_workbook_with_rows(path: Path) -> bool:
+    """Is ``path`` a team workbook (its ``_xlcrm`` sheet names no master) with a row typed on any of its
+    visible sheets?  A blank template holds nothing to merge."""
+    import python_calamine
+
+    from xlcrm.schema import META_SHEET
+
+    try:
+        book = python_calamine.CalamineWorkbook.from_path(str(path))
+        if META_SHEET not in book.sheet_names:
+            return False
+        meta = {str(r[0]): r[1] for r in book.get_sheet_by_name(META_SHEET).to_python() if len(r) >= 2}
+        if str(meta.get("workbook_id") or "").startswith("master:"):
+            return False
+        for sheet in book.sheets_metadata:
+            if sheet.visible != python_calamine.SheetVisibleEnum.Visible:
+                continue
+            rows = book.get_sheet_by_name(sheet.name).to_python()
+            if any(v not in (None, "") for row in rows[1:] for v in row):
+                return True
+    except Exception:  # any reading problem: not a team workbook xlcrm can tell holds rows
+        return False
+    return False
 
 
 def _refusal(kind: str, busy: list[Path], unmerged: list[Path], folder: Path | None,
@@ -307,8 +349,9 @@ def _refusal(kind: str, busy: list[Path], unmerged: list[Path], folder: Path | N
         files = ", ".join(str(p) for p in [*busy, *unmerged])
         them = "it" if len(busy) + len(unmerged) == 1 else "them"
         merge = f"`xlcrm merge {folder or files} --master {master or 'master.xlsx'}`"
-        return (f"{files}: edits not merged yet (changed since xlcrm handed {them} out or last merged {them}); "
-                f"run {merge} first, or add --force to overwrite (a copy of each is kept beside it)")
+        return (f"{files}: edits not merged yet (changed since xlcrm handed {them} out or last merged {them}, "
+                f"or never merged); run {merge} first, or add --force to write the handouts anyway (a copy "
+                "of each file replaced is kept beside it)")
     files = ", ".join(str(p) for p in busy)
     what = "it" if len(busy) == 1 else "each"
     return (f"{files}: already exists and holds data xlcrm did not write or that was changed since; "
