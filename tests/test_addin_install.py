@@ -135,3 +135,27 @@ def test_install_without_xlwings_says_how_to_add_the_extra(tmp_path: Path, maste
     assert proc.returncode == 0, out
     assert "xlwings is not installed" in out
     assert 'pip install ".[excel]"' in out and ".whl>[excel]" in out and "xlcrm[excel]" not in out
+
+
+def test_build_refuses_a_file_it_did_not_write_and_force_keeps_a_copy(tmp_path: Path) -> None:
+    """`addin build OUT` over someone's own add-in: one line, exit 2, untouched; --force keeps a copy."""
+    import hashlib
+
+    theirs = tmp_path / "xlcrm.xlam"
+    theirs.write_bytes(b"PK\x03\x04 an add-in someone customised by hand")
+    before = hashlib.sha256(theirs.read_bytes()).hexdigest()
+    proc = subprocess.run([sys.executable, "-m", "xlcrm", "addin", "build", str(theirs)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.count("\n") == 1 and "xlcrm.xlam" in proc.stderr and "--force" in proc.stderr
+    assert hashlib.sha256(theirs.read_bytes()).hexdigest() == before and len(list(tmp_path.iterdir())) == 1
+    proc = subprocess.run([sys.executable, "-m", "xlcrm", "addin", "build", str(theirs), "--force"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    [copy] = tmp_path.glob("xlcrm.*.bak.xlam")
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == before and copy.name in proc.stderr
+    assert theirs.read_bytes() == build.SHIPPED.read_bytes()
+    # Built again over its own build (the same bytes): no --force needed, no further copy.
+    proc = subprocess.run([sys.executable, "-m", "xlcrm", "addin", "build", str(theirs)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and len(list(tmp_path.glob("*.bak.xlam"))) == 1, proc.stderr

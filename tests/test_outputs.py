@@ -139,6 +139,25 @@ def test_report_export_mailing_list_refuse_a_file_they_did_not_write(site: Path)
     assert not list(site.glob("*.bak.xlsx"))
 
 
+def test_import_refuses_a_workbook_in_its_out_folder_and_force_keeps_a_copy(tmp_path: Path) -> None:
+    src = tmp_path / "名刺.csv"
+    src.write_text("会社名,電話\n株式会社北斗電機,03-1234-5678\n", encoding="utf-8")
+    typed = book(tmp_path / "team" / "高橋.xlsx", {"customers": [customer("株式会社高橋の顧客")]}, owner="高橋")
+    before = sha(typed)
+    code, msg = cli("import", src, "--out", tmp_path / "team", "--owner", "高橋")
+    assert code == 2 and "高橋.xlsx" in one_line(msg) and "--force" in msg, msg
+    assert sha(typed) == before and sorted(p.name for p in typed.parent.iterdir()) == ["高橋.xlsx"]
+    code, out = cli("import", src, "--out", tmp_path / "team", "--owner", "高橋", "--force")
+    assert code == 0, out
+    [copy] = typed.parent.glob("高橋.*.bak.xlsx")
+    assert sha(copy) == before and copy.name in out and sha(typed) != before
+    # Its own earlier output is not replaced either: those rows may be in no master yet.
+    written = hashes(*(p for p in typed.parent.iterdir() if ".bak." not in p.name))
+    code, msg = cli("import", src, "--out", tmp_path / "team", "--owner", "高橋")
+    assert code == 2 and "--force" in one_line(msg)
+    assert hashes(*(p for p in typed.parent.iterdir() if ".bak." not in p.name)) == written
+
+
 def test_report_png_refuses_an_image_it_did_not_write(site: Path) -> None:
     charts = site / "charts"
     charts.mkdir()

@@ -183,12 +183,13 @@ def template_workbook(path: str | Path, *, owner: str = "", lang: Lang = "ja", s
 def import_lists(sources: Sequence[str | Path], *, out_dir: str | Path | None = None, owner: str = "",
                  master: str | Path | None = None, map_path: str | Path | None = None, dry_run: bool = False,
                  password: str | None = None, lang: Lang = "ja", schema: Schema | None = None,
-                 config: str | Path | None = None) -> ImportResult:
+                 config: str | Path | None = None, force: bool = False) -> ImportResult:
     """Existing lists (.xlsx/.xls/.csv …) into standard team workbooks in ``out_dir``: ``xlcrm import``.
-    With ``master``, rows are matched against its customers (:meth:`Master.import_`)."""
+    With ``master``, rows are matched against its customers (:meth:`Master.import_`).  An existing file
+    it would write is refused unless ``force`` (a copy is kept beside it first)."""
     return import_sources(sources, _schema(schema, config), out_dir=out_dir, owner=owner,
                           master=Path(master) if master is not None else None, map_path=map_path,
-                          dry_run=dry_run, password=password, lang=lang)
+                          dry_run=dry_run, password=password, lang=lang, force=force)
 
 
 def validate_workbooks(inputs: str | Path | Sequence[str | Path], *, schema: Schema | None = None,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from xlcrm.cli.app import app
-from xlcrm.cli.common import folder_path
+from xlcrm.cli.common import ForceOpt, folder_path, keeping_copies
 from xlcrm.excel.build import build_addin
 from xlcrm.excel.install import install_addin
 
@@ -19,9 +19,11 @@ app.add_typer(addin_app, name="addin")
 
 @addin_app.command("build")
 def build(out: Annotated[Path | None, typer.Argument(help="Where to write the .xlam (default: the copy "
-                                                     "shipped inside the xlcrm package).")] = None) -> None:
+                                                     "shipped inside the xlcrm package).")] = None,
+          force: ForceOpt = False) -> None:
     """Build xlcrm.xlam from the pinned xlwings template (deterministic: same input, same bytes)."""
-    result = build_addin(out)
+    with keeping_copies():
+        result = build_addin(out, force=force)
     typer.echo(f"built {result.path} (sha256 {result.sha256[:16]}…, modules: "
                f"{', '.join(sorted(result.modules))})")
 

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from xlcrm.api import import_lists
 from xlcrm.cli.app import app
-from xlcrm.cli.common import ConfigOpt, LangOpt, folder_path, out
+from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, folder_path, keeping_copies, out
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as load
 from xlcrm.intake.importer.mapping import fallback_column
@@ -39,12 +39,15 @@ def import_(
                                                  help="Password of an encrypted source.")] = None,
     lang: LangOpt = "ja",
     config: ConfigOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Bring existing lists in as standard workbooks. Exit 0: all in; 1: some rows need a person;
     2: a source could not be read or has no customer column."""
     schema = load(config)
-    result = import_lists(sources, schema=schema, out_dir=out_dir, owner=owner, master=master, map_path=map_file,
-                          dry_run=dry_run, password=password, lang=_lang(lang))
+    with keeping_copies():
+        result = import_lists(sources, schema=schema, out_dir=out_dir, owner=owner, master=master,
+                              map_path=map_file, dry_run=dry_run, password=password, lang=_lang(lang),
+                              force=force)
     if as_json:
         json.dump(result.to_dict(), sys.stdout, ensure_ascii=False, indent=2, default=str)
         sys.stdout.write("\n")

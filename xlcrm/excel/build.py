@@ -18,6 +18,7 @@ test rebuild the shipped add-in and compare bytes.  Stored costs about 40 KB; Ex
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
@@ -206,16 +207,25 @@ def build_bytes() -> bytes:
     return buf.getvalue()
 
 
-def build_addin(out: str | Path | None = None) -> BuildResult:
-    """Build the add-in to ``out`` (default: the copy shipped inside the package), atomically."""
+def build_addin(out: str | Path | None = None, *, force: bool = False) -> BuildResult:
+    """Build the add-in to ``out`` (default: the copy shipped inside the package), atomically.
+
+    An existing ``out`` that is neither an earlier build nobody changed nor these very bytes is
+    refused (:func:`xlcrm.outputs.claim`) unless ``force``, which keeps a copy beside it first.
+    """
+    from xlcrm.store import outputs
+
     path = Path(out) if out is not None else SHIPPED
     if path.suffix.lower() != ".xlam":
         raise XlcrmError(f"{path}: an Excel add-in must end in .xlam")
     data = build_bytes()
+    same = path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    claim = outputs.claim(path, "addin", force=force) if out is not None and not same else None
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with claim.write(path) if claim is not None else contextlib.nullcontext(path):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
     return BuildResult(path, hashlib.sha256(data).hexdigest(), intended_modules())
 
 

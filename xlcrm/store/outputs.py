@@ -1,7 +1,8 @@
 """Where commands may write: no output overwrites someone's work, none lands on the master.
 
 Every command that writes a file it was told to write (template, distribute's handouts, report and its
-PNG charts, export, mailing-list, handover's book, validate's annotated and fixed copies) claims its
+PNG charts, export, mailing-list, handover's book, validate's annotated and fixed copies, import's
+workbooks, map and report, ``addin build``'s add-in) claims its
 targets here first, before any work is done:
 
 * A target that is the master, its database (and SQLite's side files), its lock files or a file in its
@@ -52,7 +53,7 @@ from xlcrm.store.db import db_path_for
 
 #: Kinds a command writes; a target is overwritten without ``--force`` only by its own kind.
 KINDS = ("template", "handout", "report", "chart", "export", "mailing-list", "handover", "annotated", "fixed",
-         "demo")
+         "demo", "import", "addin")
 #: What merge records for each team workbook it read in (free for a handout or the demo to replace).
 MERGED = "merged"
 _TEAM_KINDS = ("handout", "demo")
@@ -262,10 +263,12 @@ def keep_copy(path: Path) -> Path:
 
 
 def claim(paths: Path | Sequence[Path], kind: str, *, force: bool = False, master: Path | None = None,
-          folder: Path | None = None) -> Claim:
+          folder: Path | None = None, own: bool = True) -> Claim:
     """Check every target of one command before it starts; refuse with one line naming them.
 
     ``folder`` (distribute's out folder): also refuse while any handout in it has edits not merged.
+    ``own=False``: not even the command's own unchanged output is replaced without ``force`` (import:
+    an earlier import's rows may be in no master yet).
     """
     targets = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
     from xlcrm.xlsx.writer import check_file_name
@@ -285,7 +288,7 @@ def claim(paths: Path | Sequence[Path], kind: str, *, force: bool = False, maste
         except OSError:
             continue
         entry = entries.get(_key(p))
-        if entry and entry.get("kind") in accepted and _unchanged(p, entry):
+        if own and entry and entry.get("kind") in accepted and _unchanged(p, entry):
             continue
         busy.append(p)
     unmerged = _unmerged(folder, {_key(p) for p in targets}, entries) if folder is not None else []
@@ -299,13 +302,13 @@ def _unmerged(folder: Path, targets: set[str], entries: dict[str, dict[str, obje
     taken in: changed since xlcrm handed them out or merged them, or never merged at all (a filled-in
     template, a workbook brought from another PC).  Targets are left to :func:`claim`'s own check;
     files xlcrm wrote and nobody changed since, and master workbooks, hold no unmerged edits."""
-    from xlcrm.inputs import WORKBOOK_SUFFIXES, quiet
-
     if not folder.is_dir():
         return []
     out: list[Path] = []
     for p in sorted(folder.iterdir()):
-        if p.suffix.lower() not in WORKBOOK_SUFFIXES or quiet(p) or not p.is_file() or _key(p) in targets:
+        # Excel's ~$ owner files and hidden files are no one's workbook.
+        if p.suffix.lower() not in (".xlsx", ".xlsm") or p.name.startswith(("~$", ".")) or not p.is_file() \
+                or _key(p) in targets:
             continue
         entry = entries.get(_key(p))
         if entry and _unchanged(p, entry):
@@ -354,6 +357,10 @@ def _refusal(kind: str, busy: list[Path], unmerged: list[Path], folder: Path | N
                 "of each file replaced is kept beside it)")
     files = ", ".join(str(p) for p in busy)
     what = "it" if len(busy) == 1 else "each"
+    if kind == "import":
+        return (f"{files}: already exists; import writes into an empty folder (an earlier import's rows may "
+                f"be in no master yet): choose another --out, or add --force to overwrite (a copy of {what} "
+                "is kept beside it)")
     return (f"{files}: already exists and holds data xlcrm did not write or that was changed since; "
             f"give another name, or add --force to overwrite (a copy of {what} is kept beside it)")
 

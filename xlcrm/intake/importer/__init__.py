@@ -177,11 +177,14 @@ def import_sources(
     dry_run: bool = False,
     password: str | None = None,
     lang: Lang = "ja",
+    force: bool = False,
 ) -> ImportResult:
     """Read, map and shape every source; unless ``dry_run``, write the workbooks and the map to ``out_dir``.
 
     A source that cannot be read is reported (status ``unreadable``) and the others go on; bad
-    arguments (no sources, an output folder holding workbooks already) raise :class:`XlcrmError`.
+    arguments (no sources) raise :class:`XlcrmError`.  The files written are claimed first
+    (:func:`xlcrm.outputs.claim`): any that exists already, an earlier import's included, is refused
+    before anything is written unless ``force`` (then a copy is kept beside it).
     """
     if not dry_run and out_dir is None:
         raise XlcrmError("give --out DIR for the workbooks (or --dry-run to only look)")
@@ -246,24 +249,26 @@ def import_sources(
 
     out = Path(out_dir)  # type: ignore[arg-type]
     map_target = out / MAP_FILE
-    busy = [p for p in targets.values() if p.exists()]
-    if map_target.exists() and (map_path is None or Path(map_path).resolve() != map_target.resolve()):
-        busy.append(map_target)
-    if busy:
-        raise XlcrmError(f"{busy[0]} already exists; import writes into an empty folder — choose another "
-                         "--out (nothing was written)")
+    report_target = out / REPORT_FILE
+    from xlcrm.store import outputs
+
+    # The map given with --map is the one being re-used: it is written again from itself.
+    reused = map_path is not None and map_target.exists() and Path(map_path).resolve() == map_target.resolve()
+    claim = outputs.claim([*targets.values(), *([] if reused else [map_target]), report_target], "import",
+                          force=force, master=Path(master) if master is not None else None, own=False)
     out.mkdir(parents=True, exist_ok=True)
     from xlcrm.intake.template import write_team_workbook
 
     for o, p in targets.items():
-        write_team_workbook(p, schema, owner=o, lang=lang, rows=shaped.rows[o])
+        with claim.write(p):
+            write_team_workbook(p, schema, owner=o, lang=lang, rows=shaped.rows[o])
     from xlcrm.xlsx.writer import atomic_write
 
-    with atomic_write(map_target) as tmp:
+    with claim.write(map_target), atomic_write(map_target) as tmp:
         Path(tmp).write_text(dump_maps([m for _, m, _ in mapped]), encoding="utf-8")
     result.map_path = map_target
-    report_target = out / REPORT_FILE
-    with atomic_write(report_target) as tmp, Path(tmp).open("w", encoding="utf-8-sig", newline="") as fh:
+    with (claim.write(report_target), atomic_write(report_target) as tmp,
+          Path(tmp).open("w", encoding="utf-8-sig", newline="") as fh):
         csv.writer(fh).writerows([("kind", "where", "what"),
                                   *([_csv_cell(v) for v in line] for line in result.report_lines())])
     result.report_path = report_target
