@@ -211,7 +211,7 @@ def build_addin(out: str | Path | None = None, *, force: bool = False) -> BuildR
     """Build the add-in to ``out`` (default: the copy shipped inside the package), atomically.
 
     An existing ``out`` that is neither an earlier build nobody changed nor these very bytes is
-    refused (:func:`xlcrm.outputs.claim`) unless ``force``, which keeps a copy beside it first.
+    refused (:func:`xlcrm.store.outputs.claim`) unless ``force``, which keeps a copy beside it first.
     """
     from xlcrm.store import outputs
 

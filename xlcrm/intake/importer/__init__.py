@@ -183,7 +183,7 @@ def import_sources(
 
     A source that cannot be read is reported (status ``unreadable``) and the others go on; bad
     arguments (no sources) raise :class:`XlcrmError`.  The files written are claimed first
-    (:func:`xlcrm.outputs.claim`): any that exists already, an earlier import's included, is refused
+    (:func:`xlcrm.store.outputs.claim`): any that exists already, an earlier import's included, is refused
     before anything is written unless ``force`` (then a copy is kept beside it).
     """
     if not dry_run and out_dir is None:
