@@ -520,7 +520,8 @@ def test_several_sheets_english_headers_and_people_without_a_company(tmp_path: P
 
 def test_a_department_without_a_person_stays_with_the_customer(tmp_path: Path) -> None:
     """A 顧客リスト whose row names a 部署 but no 担当者名: no 担当者 row without a name (validate
-    would refuse it), the 部署 kept in the customer's 備考 under its source header."""
+    would refuse it), the 部署 kept in the customer's 備考 under its source header; the title row
+    above the header is named in the report."""
     wb = openpyxl.Workbook()
     ws = wb.active
     ws.title = "顧客リスト"
@@ -538,6 +539,8 @@ def test_a_department_without_a_person_stays_with_the_customer(tmp_path: Path) -
     assert res.exit_code == 0, res.output
     (s,) = json.loads(res.output)["sources"]
     assert (s["header_row"], s["rows_read"], s["rows_written"], s["rows_skipped"]) == (3, 3, 2, 1)
+    # The title above the header is not imported, and the report says so.
+    assert s["notes"] == ["row 1 is above the header row 3, not imported: 得意先一覧　令和6年4月現在"]
     sakura, _ = sheet(out / "佐藤.xlsx", "customers")
     assert sakura["notes"] == "院長は土曜のみ\n最終訪問日: R6.3.15\n部署: 受付"
     assert sheet(out / "佐藤.xlsx", "contacts") == [
@@ -687,3 +690,22 @@ def test_a_card_app_export_with_bracketed_kana_headers(tmp_path: Path) -> None:
     assert sheet(out / "o.xlsx", "contacts") == [{"customer": "株式会社サンプル", "name": "見本 太郎",
                                                   "kana": "ミホン タロウ", "department": "営業部",
                                                   "phone": "03-1111-0002"}]
+
+
+def test_customers_a_ledger_creates_are_corporate_by_every_legal_form(tmp_path: Path) -> None:
+    """Customers a ledger names but no list holds: every legal form company_key knows makes them 法人
+    (医療法人社団, 一般社団法人, (医), Inc.); a name without one is asked about."""
+    ledger = write_csv(tmp_path / "売上.csv", [["売上日", "得意先", "金額"],
+                                               ["2024/4/1", "医療法人社団さくら会", "1000"],
+                                               ["2024/4/2", "一般社団法人日本ねじ協会", "2000"],
+                                               ["2024/4/3", "(医)健康会", "3000"],
+                                               ["2024/4/4", "Acme Trading Inc.", "4000"],
+                                               ["2024/4/5", "みどり薬局", "5000"]], "cp932")
+    out = tmp_path / "team"
+    res = run("import", ledger, "--out", out, "--owner", "o", "--json")
+    assert res.exit_code == 1, res.output
+    (need,) = json.loads(res.output)["needs_a_person"]
+    assert need["where"] == "売上.csv row 6" and "みどり薬局" in need["what"]
+    assert [(c["name"], c.get("kind")) for c in sheet(out / "o.xlsx", "customers")] == [
+        ("医療法人社団さくら会", "法人"), ("一般社団法人日本ねじ協会", "法人"), ("(医)健康会", "法人"),
+        ("Acme Trading Inc.", "法人"), ("みどり薬局", None)]

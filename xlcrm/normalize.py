@@ -657,6 +657,20 @@ def company_key(name: Any) -> str:
     return _NOT_WORD.sub("", s)
 
 
+_JA_FORM_ANYWHERE = re.compile(_JA_FORM)
+
+
+def has_legal_form(name: Any) -> bool:
+    """Whether a name carries a legal-form word: a Japanese one anywhere (株式会社, ㈱, 医療法人社団,
+    山田株式会社東京支店), an English one at the end (Co., Ltd., Inc.) -- the words :func:`company_key`
+    removes."""
+    s = text(name)
+    if s is None:
+        return False
+    s = hira_to_kata(s.casefold())
+    return bool(_JA_FORM_ANYWHERE.search(s) or _FORM_AT_END.search(s))
+
+
 # --- the same folds for text already through text() ----------------------------------------------
 #
 # Merge folds every customer row for duplicate detection, and its values are already canonical (the

@@ -44,6 +44,7 @@ from xlcrm.intake.importer.shaping import (
     Registry,
     Shaped,
     SourceCounts,
+    above_header,
     shape_children,
     shape_customers,
     spread_merged,
@@ -220,7 +221,7 @@ def import_sources(
             shaped.attention.append(Attention(f"{Path(r.file).name} [{r.sheet}]", "sheet not imported: "
                                               + r.message.split(": ", 1)[-1]))
     for table, smap, _ in mapped:
-        smap.notes.extend(spread_merged(table, smap))
+        smap.notes.extend(above_header(table, smap) + spread_merged(table, smap))
     registry = Registry()
     master_registry = _master_registry(Path(master), schema) if master is not None else None
     for table, smap, report in mapped:

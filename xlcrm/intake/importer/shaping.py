@@ -25,15 +25,13 @@ from typing import Any
 
 from xlcrm.intake.importer.mapping import IGNORE, NOTES, SourceMap, fallback_column, vocabulary
 from xlcrm.intake.importer.reading import SourceTable
-from xlcrm.normalize import company_key
+from xlcrm.normalize import company_key, has_legal_form
 from xlcrm.schema import PREFECTURES_JA, Schema, fold_header
 
 Row = dict[str, Any]
 
 #: Words that mark a totals row when they fill a row's first cells (合計, 小計, 総計, Total ...).
 _TOTALS = re.compile(r"^(?:合計|小計|総計|総合計|計|累計|total|subtotal|grand\s*total|sum)[\s:：]*$", re.I)
-_FORM_WORDS = re.compile(r"株式会社|有限会社|合同会社|合資会社|合名会社|[(（][株有合][)）]|[㈱㈲]|"
-                         r"\b(?:co\.?,?\s*ltd|inc|corp|llc|k\.?k)\b\.?", re.I)
 
 
 @dataclass
@@ -152,10 +150,6 @@ def is_totals_row(cells: Sequence[Any]) -> bool:
     return row_kind(cells) == _TOTALS_ROW
 
 
-def has_legal_form(name: str) -> bool:
-    return bool(_FORM_WORDS.search(unicodedata.normalize("NFKC", name)))
-
-
 def split_prefecture(address: Any) -> tuple[str, str] | None:
     """(都道府県, rest) when a text address starts with a prefecture name."""
     if not isinstance(address, str):
@@ -165,6 +159,17 @@ def split_prefecture(address: Any) -> tuple[str, str] | None:
         if s.startswith(p):
             return p, s[len(p):].lstrip(" \u3000")
     return None
+
+
+def above_header(table: SourceTable, smap: SourceMap) -> list[str]:
+    """One remark per non-empty row above the header (a title, a date stamp): not imported, but named."""
+    out: list[str] = []
+    for i in range(min(smap.header_row - 1, len(table.rows))):
+        values = [_text(v) for v in table.rows[i] if v is not None]
+        if values:
+            out.append(f"row {i + 1} is above the header row {smap.header_row}, not imported: "
+                       + ", ".join(values)[:200])
+    return out
 
 
 def spread_merged(table: SourceTable, smap: SourceMap) -> list[str]:
