@@ -457,3 +457,24 @@ def test_crc32_combine() -> None:
     for _ in range(20):
         a, b = rnd.randbytes(rnd.randrange(0, 3000)), rnd.randbytes(rnd.randrange(0, 3000))
         assert sheetxml.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+def test_plain_formulas_are_stored_as_write_formula_stores_them(tmp_path: Path) -> None:
+    """write_plain_formula (the customer-label formulas of every team workbook) gives the same sheet
+    XML as XlsxWriter's write_formula; a formula with a function it must mark goes through that."""
+    formulas = ['=IFERROR(IF(顧客!C2="","",IF(COUNTIF(顧客!$C$2:$C$9,顧客!C2)<2,顧客!C2,顧客!C2&" ("&'
+                'IF(AND(顧客!K2<>"",COUNTIFS(顧客!$C$2:$C$9,顧客!C2,顧客!$K$2:$K$9,顧客!K2)<2),顧客!K2,'
+                '"行"&ROW(顧客!C2))&")")),顧客!C2&" (行"&ROW(顧客!C2)&")")', "=SUM(A1:A3)",
+                "=XLOOKUP(A1,B1:B3,C1:C3)", "=CONCAT(A1,B1)"]
+    books = []
+    for plain in (False, True):
+        path = tmp_path / f"{plain}.xlsx"
+        wb = XlcrmWorkbook(path, created=CREATED)
+        ws = wb.add_worksheet("L")
+        for i, f in enumerate(formulas):
+            (ws.write_plain_formula if plain else ws.write_formula)(i, 0, f, None, f"v{i}")
+        wb.close()
+        with zipfile.ZipFile(path) as zf:
+            books.append(zf.read("xl/worksheets/sheet1.xml"))
+    assert books[0] == books[1]
+    assert b"_xlfn.XLOOKUP(" in books[1] and b"_xlfn.CONCAT(" not in books[1]

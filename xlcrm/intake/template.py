@@ -328,7 +328,7 @@ def add_customer_labels(wb: XlcrmWorkbook, lists: XlcrmWorksheet, schema: Schema
 
     for i, text in enumerate(customer_labels(rows, lang, last - first + 1)):
         # The cached value is cell text too: a control character typed into a name is stored escaped.
-        lists.write_formula(i + 1, col, formula(first + i), None, ooxml_text(text))
+        lists.write_plain_formula(i + 1, col, formula(first + i), None, ooxml_text(text))
     wb.define_name(CUSTOMER_NAMES, "=" + sheet_range(LISTS_SHEET, 1, col, last_row))
 
 

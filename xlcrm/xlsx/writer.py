@@ -62,7 +62,7 @@ from xlsxwriter.utility import (
     xl_rowcol_to_cell,
 )
 from xlsxwriter.workbook import Workbook
-from xlsxwriter.worksheet import Worksheet, convert_range_args
+from xlsxwriter.worksheet import CellFormulaTuple, Worksheet, convert_range_args
 
 from xlcrm import fileperm
 from xlcrm.errors import LockedError, XlcrmError
@@ -171,6 +171,11 @@ def fit_text(text: str, limit: int) -> str:
 
 # --- workbook and worksheet ------------------------------------------------------------------------
 
+#: Functions of Excel 2007 that XlsxWriter's formula preparation leaves as they are.
+_PLAIN_FUNCTIONS = frozenset({"IF", "IFERROR", "AND", "OR", "NOT", "COUNTIF", "COUNTIFS", "ROW", "LEN", "SUM"})
+_FUNCTION_NAME = re.compile(r"([A-Z][A-Z0-9.]*)\(")
+
+
 class XlcrmWorksheet(Worksheet):
     """An XlsxWriter worksheet whose data validations take an ``ime_mode`` option.
 
@@ -189,6 +194,20 @@ class XlcrmWorksheet(Worksheet):
         #: Rows write_table() rendered as XML (see xlcrm.xlsx.sheetxml); None while there are none.
         self._region: sheetxml.Region | None = None
         self._fast_tables = False
+
+    def write_plain_formula(self, row: int, col: int, formula: str, cell_format: Format | None,
+                            value: Any) -> None:
+        """``write_formula`` for a formula xlcrm builds itself from functions every Excel knows (IF,
+        COUNTIF, COUNTIFS, ROW ...): stored exactly as XlsxWriter stores it, without the 29 regular
+        expressions that prefix future and dynamic-array functions (there are none), which are most of
+        the cost of the thousands of such cells of a large workbook."""
+        if self.constant_memory or formula.startswith("{") \
+                or not _PLAIN_FUNCTIONS.issuperset(_FUNCTION_NAME.findall(formula)):
+            self.write_formula(row, col, formula, cell_format, value)
+            return
+        if self._check_dimensions(row, col):
+            raise ValueError(f"cell ({row}, {col}) is outside the sheet")
+        self.table[row][col] = CellFormulaTuple(formula.removeprefix("="), cell_format, value)
 
     def _write_sheet_data(self) -> None:
         if self._region is None:
