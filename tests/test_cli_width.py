@@ -33,3 +33,23 @@ def test_merge_table_shows_whole_file_names_at_80_columns(tmp_path: Path) -> Non
         assert cell_len(row) <= 80 and "…" not in row
         assert any(ln.endswith(Path(name).stem + ".errors.xlsx") for ln in lines), proc.stdout
     assert all("…" not in ln for ln in lines)
+
+
+def test_search_and_history_fold_what_people_typed_at_80_columns(tmp_path: Path) -> None:
+    """Names and activity notes are folded onto more lines, never cut to "株式 …"."""
+    name = "株式会社ヤマダ物流サービスセンター"
+    note = "来週の打ち合わせで新しい見積書を持参し、納期と保守契約の範囲を説明する予定。"
+    book(tmp_path / "team" / "営業部_佐藤_2024年度.xlsx", {
+        "customers": [customer(name, phone="03-1234-5678"), customer("山田精機株式会社", phone="03-1234-9999")],
+        "activities": [activity(name, note)]}, owner="佐藤 健一")
+    (tmp_path / "m").mkdir()
+    proc = _run80("merge", "team", "--master", "m/master.xlsx", "--today", "2024-06-01", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for args in (["search", "ヤマダ"], ["search", "株式会社"], ["history", name]):
+        proc = _run80(*args, "--master", "m/master.xlsx", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert "…" not in proc.stdout and all(cell_len(ln) <= 80 for ln in lines), proc.stdout
+        assert "株式会社" in proc.stdout
+    shown = iter(proc.stdout)
+    assert all(ch in shown for ch in note), proc.stdout  # every character of the note, in order

@@ -283,6 +283,10 @@ def test_four_person_loop_keeps_every_typed_row_in_the_master_or_the_handout(tmp
     append_row(team / "Smith.xlsx", "Activities", {"Date": day, "Customer": shirakawa, "Type": "Visit",
                                                    "Details": "Shirakawa joint visit"})
     typed["Smith"].append(("activities", "content", "Shirakawa joint visit"))
+    # ... and a call on the same customer of 田中's with an impossible date: rejected, it stays with Smith.
+    append_row(team / "Smith.xlsx", "Activities", {"Date": "2024/2/30", "Customer": shirakawa, "Type": "Call",
+                                                   "Details": "Shirakawa follow-up call"})
+    typed["Smith"].append(("activities", "content", "Shirakawa follow-up call"))
     edit = team / "田中.xlsx"
     wb = openpyxl.load_workbook(edit)
     ws = wb["顧客"]
@@ -294,10 +298,15 @@ def test_four_person_loop_keeps_every_typed_row_in_the_master_or_the_handout(tmp
     check("fixed")
 
     report = merge(master, team)
-    assert rejected(report) == {"田中": 1}
+    assert rejected(report) == {"田中": 1, "Smith": 1}
     check("merge 2")
     distribute(master, team)
     check("distribute 2")
+    # The rejected call on a colleague's customer is back, red, in Smith's handout only.
+    [call] = [r for r in keyed_rows(team / "Smith.xlsx", "activities", "en")
+              if r["content"] == "Shirakawa follow-up call"]
+    assert call["date"] == "2024/2/30" and len(red_rows(team / "Smith.xlsx", "Activities")) == 1
+    assert "Shirakawa follow-up call" not in [r["content"] for r in keyed_rows(edit, "activities", "ja")]
     # The rejected edit comes back in place (with its ID), red; the visit is in Smith's and 田中's book.
     [kuroda] = [r for r in keyed_rows(edit, "customers", "ja") if r["name"] == "黒田電機株式会社"]
     assert kuroda["email"] == "kuroda@" and kuroda["customer_id"]
@@ -306,8 +315,9 @@ def test_four_person_loop_keeps_every_typed_row_in_the_master_or_the_handout(tmp
         assert "Shirakawa joint visit" in [r["content"] for r in keyed_rows(team / f"{person}.xlsx", "activities",
                                                                               langs[person])]
 
-    # Week 3: 田中 fixes the e-mail.
+    # Week 3: 田中 fixes the e-mail, Smith the date.
     fix(edit, "customers", "ja", ("name", "黒田電機株式会社"), {"email": "kuroda@example.co.jp"})
+    fix(team / "Smith.xlsx", "activities", "en", ("content", "Shirakawa follow-up call"), {"date": day})
     typed["田中"][-1] = ("customers", "email", "kuroda@example.co.jp")
     report = merge(master, team)
     assert rejected(report) == {}

@@ -82,6 +82,7 @@ def search_cmd(
 
 
 def _print_hits(hits: list[SearchHit], schema: Schema, lang: Lang) -> None:
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
@@ -91,15 +92,16 @@ def _print_hits(hits: list[SearchHit], schema: Schema, lang: Lang) -> None:
         console.print(head["none"])
         return
     cust = schema.entity("customers")
-    table = Table(show_lines=False)
+    # Light borders and text folded, never cut: a name stays whole in an 80-column terminal.
+    table = Table(show_lines=False, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column(head["n"], justify="right")
-    for key in ("customer_id", "name"):
-        table.add_column(cust.column(key).label(lang), no_wrap=key == "customer_id")
-    table.add_column(head["contact"])
+    table.add_column(cust.column("customer_id").label(lang), no_wrap=True)
+    table.add_column(cust.column("name").label(lang), overflow="fold", min_width=8)
+    table.add_column(head["contact"], overflow="fold")
     table.add_column(cust.column("phone").label(lang), no_wrap=True)
-    table.add_column(cust.column("owner").label(lang))
+    table.add_column(cust.column("owner").label(lang), overflow="fold")
     table.add_column(head["last"], no_wrap=True)
-    table.add_column(head["why"])
+    table.add_column(head["why"], overflow="fold")
     for i, h in enumerate(hits, 1):
         cells = [h.customer_id or "-", h.name, h.contact_name, h.phone, h.owner, h.last_contact, h.why]
         table.add_row(str(i), *(escape(shown(c or "")) for c in cells),
@@ -137,6 +139,7 @@ def history_cmd(
 
 
 def _print_history(h: CustomerHistory, lang: Lang, *, each_change: bool = False) -> None:
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
@@ -160,9 +163,10 @@ def _print_history(h: CustomerHistory, lang: Lang, *, each_change: bool = False)
             tel = c.get("phone") or c.get("mobile")
             people.append(escape(str(c.get("name") or "")) + (f" ({escape(str(tel))})" if tel else ""))
         console.print(f"{head['contacts']}: " + ", ".join(people))
-    table = Table()
+    # What people typed is folded onto more lines, never cut, however narrow the terminal.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for key in ("date", "kind", "id", "what", "who", "state"):
-        table.add_column(head[key], no_wrap=key in ("date", "id"))
+        table.add_column(head[key], no_wrap=key in ("date", "id"), overflow="fold")
     for e in h.timeline:
         what = escape(e.title) + (f"\n[dim]{escape(e.detail)}[/]" if e.detail else "")
         table.add_row(e.date or "", head.get(e.kind, e.kind), e.record_id, what, escape(e.who or ""),
@@ -170,9 +174,9 @@ def _print_history(h: CustomerHistory, lang: Lang, *, each_change: bool = False)
     console.print(table)
     if not h.changes:
         return
-    table = Table(title=head["changes"], title_justify="left")
+    table = Table(title=head["changes"], title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for key in ("date", "what", "source", "who"):
-        table.add_column(head[key], no_wrap=key == "date")
+        table.add_column(head[key], no_wrap=key == "date", overflow="fold")
     for g in h.changes:
         table.add_row(g.date or "", f"[bold]{escape(g.title)}[/]\n[dim]{escape(g.detail)}[/]",
                       escape(g.source_file or ""), escape(g.who or ""))
