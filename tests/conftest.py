@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pgserver import PgServer, find_bin_dir
 
 from xlcrm.intake.template import write_team_workbook
 from xlcrm.schema import DEFAULT_SCHEMA, Schema
@@ -21,6 +22,30 @@ MakeBook = Callable[..., Path]
 def _outputs_ledger(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test records the outputs xlcrm writes (xlcrm.store.outputs) in its own ledger, not the user's."""
     monkeypatch.setenv("XLCRM_STATE_DIR", str(tmp_path_factory.mktemp("xlcrm-state")))
+    # The store is SQLite beside master.xlsx unless a test says otherwise (a developer's XLCRM_DB
+    # must not move every test onto their server).
+    monkeypatch.delenv("XLCRM_DB", raising=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server of the installed PostgreSQL, started once for the session (tests/pgserver.py)."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL installed (initdb and pg_ctl not found in /usr/lib/postgresql/*/bin "
+                    "or on PATH); .ci/run installs the Debian package postgresql")
+    server = PgServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """A fresh empty database on the session's server, as a postgresql:// URL of its superuser."""
+    return pg_server.url(pg_server.database())
 
 
 @pytest.fixture

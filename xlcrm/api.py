@@ -25,11 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xlcrm.errors import XlcrmError
 from xlcrm.intake.importer import import_sources
 from xlcrm.master.distribute import distribute
 from xlcrm.schema import Lang, Schema, load_schema
 from xlcrm.store import db
 from xlcrm.store.outputs import open_master
+from xlcrm.store.url import StoreURL, refuse_server, store_url
 from xlcrm.views.history import customer_history
 from xlcrm.views.search import search
 
@@ -39,12 +41,13 @@ if TYPE_CHECKING:
     from xlcrm.master.handover import HandoverResult
     from xlcrm.master.merge import MergeReport
     from xlcrm.master.resolve import ResolveReport
+    from xlcrm.store.pg import InitReport, RolePlan
     from xlcrm.views.export import ExportResult, MailingResult, ThirdParty
     from xlcrm.views.history import CustomerHistory
     from xlcrm.views.report import ReportOptions, ReportResult
     from xlcrm.views.search import SearchHit
 
-__all__ = ["Master", "import_lists", "template_workbook", "validate_workbooks"]
+__all__ = ["Master", "import_lists", "init_store", "store_roles", "template_workbook", "validate_workbooks"]
 
 
 def _schema(schema: Schema | None, config: str | Path | None) -> Schema:
@@ -56,6 +59,8 @@ class Master:
 
     ``schema``: the firm's schema (default: ``config``'s xlcrm.toml, else the built-in one).
     ``password``: opens an encrypted master.xlsx and seals every workbook the calls write.
+    ``store``: the PostgreSQL master configured (``XLCRM_DB``, xlcrm.toml ``[store] url``), if any; the
+    calls here work on master.db only, so each refuses in one line while one is configured.
     """
 
     def __init__(self, path: str | Path, *, schema: Schema | None = None, config: str | Path | None = None,
@@ -63,6 +68,10 @@ class Master:
         self.path = Path(path)
         self.schema = _schema(schema, config)
         self.password = password
+        self.store = store_url(self.schema)
+
+    def _on_sqlite(self, command: str) -> None:
+        refuse_server(self.store, command)
 
     def __repr__(self) -> str:
         return f"Master({str(self.path)!r})"
@@ -74,6 +83,7 @@ class Master:
 
     def connect(self) -> sqlite3.Connection:
         """The master database, for reading (one line and :class:`~xlcrm.XlcrmError` when missing)."""
+        self._on_sqlite("Master.connect")
         return open_master(self.path)
 
     # --- the weekly loop ------------------------------------------------------------------------------
@@ -82,6 +92,7 @@ class Master:
               today: dt.date | None = None, progress: Callable[..., None] | None = None,
               skip_unreadable: bool = False) -> MergeReport:
         """Merge staff workbooks (files or folders) into the master: ``xlcrm merge``."""
+        self._on_sqlite("merge")
         from xlcrm.master.run import merge
 
         return merge(inputs, self.path, self.schema, dry_run=dry_run, strict=strict, today=today,
@@ -89,6 +100,7 @@ class Master:
 
     def resolve(self) -> ResolveReport:
         """Apply the decisions typed into the review sheets now: ``xlcrm resolve``."""
+        self._on_sqlite("resolve")
         from xlcrm.master.run import resolve
 
         return resolve(self.path, self.schema, password=self.password)
@@ -96,11 +108,13 @@ class Master:
     def distribute(self, out_dir: str | Path, *, owners: Sequence[str] | None = None, lang: Lang | None = None,
                    force: bool = False) -> list[Path]:
         """One fresh workbook per 担当営業 into ``out_dir``: ``xlcrm distribute``."""
+        self._on_sqlite("distribute")
         return distribute(self.path, out_dir, self.schema, owners=owners, lang=lang, password=self.password,
                           force=force)
 
     def export_master(self, *, lang: Lang | None = None) -> Path:
         """Rebuild master.xlsx from the database: ``xlcrm export-master``."""
+        self._on_sqlite("export-master")
         from xlcrm.master.masterbook import export_master
 
         return export_master(self.path, self.schema, lang=lang, password=self.password)
@@ -109,6 +123,7 @@ class Master:
                 map_path: str | Path | None = None, dry_run: bool = False, lang: Lang = "ja") -> ImportResult:
         """Existing lists into standard workbooks, matched against this master's customers:
         ``xlcrm import --master``."""
+        self._on_sqlite("import --master")
         return import_lists(sources, schema=self.schema, out_dir=out_dir, owner=owner, master=self.path,
                             map_path=map_path, dry_run=dry_run, password=self.password, lang=lang)
 
@@ -118,6 +133,7 @@ class Master:
                owner: str | None = None, status: str | None = None,
                prefecture: str | None = None) -> list[SearchHit]:
         """Customers and contact persons, best first: ``xlcrm search``."""
+        self._on_sqlite("search")
         conn = self.connect()
         try:
             return search(conn, self.schema, query, limit=limit, lang=lang, me=me, owner=owner, status=status,
@@ -127,6 +143,7 @@ class Master:
 
     def history(self, customer: str, *, today: dt.date | None = None, lang: Lang = "ja") -> CustomerHistory:
         """A customer's summary, records and changes: ``xlcrm history``."""
+        self._on_sqlite("history")
         conn = self.connect()
         try:
             return customer_history(conn, self.schema, customer, today=today, lang=lang)
@@ -139,6 +156,7 @@ class Master:
                png_dir: str | Path | None = None, options: ReportOptions | None = None,
                force: bool = False) -> ReportResult:
         """The management report workbook (and PNG charts): ``xlcrm report``."""
+        self._on_sqlite("report")
         from xlcrm.views.report import make_report
 
         return make_report(self.path, out, self.schema, as_of=as_of, lang=lang, png_dir=png_dir, options=options,
@@ -147,6 +165,7 @@ class Master:
     def export(self, out: str | Path, *, role: str, owner: str | None = None, lang: Lang = "ja",
                third_party: ThirdParty | None = None, who: str | None = None, force: bool = False) -> ExportResult:
         """The records ``role`` may see: ``xlcrm export``."""
+        self._on_sqlite("export")
         from xlcrm.views.export import export_for_role
 
         return export_for_role(self.path, out, self.schema, role, owner=owner, lang=lang, password=self.password,
@@ -155,6 +174,7 @@ class Master:
     def mailing_list(self, out: str | Path, *, lang: Lang = "ja", third_party: ThirdParty | None = None,
                      who: str | None = None, force: bool = False) -> MailingResult:
         """Who may receive DM (consent, refusals shared across records): ``xlcrm mailing-list``."""
+        self._on_sqlite("mailing-list")
         from xlcrm.views.export import mailing_list
 
         return mailing_list(self.path, out, self.schema, lang=lang, password=self.password,
@@ -164,6 +184,7 @@ class Master:
                  out: str | Path | None = None, lang: Lang = "ja", who: str = "admin",
                  force: bool = False, **kw: Any) -> HandoverResult:
         """Move one person's customers to another and write the handover book: ``xlcrm handover``."""
+        self._on_sqlite("handover")
         from xlcrm.master.handover import handover
 
         return handover(self.path, self.schema, from_owner, to_owner, customers=customers, out=out, lang=lang,
@@ -187,7 +208,10 @@ def import_lists(sources: Sequence[str | Path], *, out_dir: str | Path | None = 
     """Existing lists (.xlsx/.xls/.csv …) into standard team workbooks in ``out_dir``: ``xlcrm import``.
     With ``master``, rows are matched against its customers (:meth:`Master.import_`).  An existing file
     it would write is refused unless ``force`` (a copy is kept beside it first)."""
-    return import_sources(sources, _schema(schema, config), out_dir=out_dir, owner=owner,
+    s = _schema(schema, config)
+    if master is not None:
+        refuse_server(store_url(s), "import --master")
+    return import_sources(sources, s, out_dir=out_dir, owner=owner,
                           master=Path(master) if master is not None else None, map_path=map_path,
                           dry_run=dry_run, password=password, lang=lang, force=force)
 
@@ -200,3 +224,34 @@ def validate_workbooks(inputs: str | Path | Sequence[str | Path], *, schema: Sch
 
     paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     return validate_paths(paths, _schema(schema, config), today=today, password=password)
+
+
+# --- the master on PostgreSQL ------------------------------------------------------------------------
+
+def _server(schema: Schema, db_url: str | None) -> StoreURL:
+    store = store_url(schema, db_url)
+    if store is None:
+        raise XlcrmError("no PostgreSQL master given: pass --db postgresql://USER@HOST/DATABASE, set XLCRM_DB "
+                         "or [store] url in xlcrm.toml (without one the master is master.db, which needs no "
+                         "`xlcrm store`)")
+    return store
+
+
+def init_store(db_url: str | None = None, *, schema: Schema | None = None,
+               config: str | Path | None = None) -> InitReport:
+    """Create the master's tables on a PostgreSQL server: ``xlcrm store init``.  ``db_url`` (else
+    ``XLCRM_DB``, else xlcrm.toml's ``[store] url``) names the database."""
+    from xlcrm.store.pg import init_master
+
+    s = _schema(schema, config)
+    return init_master(_server(s, db_url), s)
+
+
+def store_roles(db_url: str | None = None, *, prefix: str | None = None, schema: Schema | None = None,
+                config: str | Path | None = None) -> list[RolePlan]:
+    """PostgreSQL roles for xlcrm.toml's roles, with the column privileges the server enforces:
+    ``xlcrm store roles``."""
+    from xlcrm.store.pg import ROLE_PREFIX, apply_roles
+
+    s = _schema(schema, config)
+    return apply_roles(_server(s, db_url), s, prefix=ROLE_PREFIX if prefix is None else prefix)

@@ -298,6 +298,8 @@ class Schema:
     roles: tuple[Role, ...] = ()
     config_path: Path | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: xlcrm.toml's ``[store]``: ``url`` names a PostgreSQL master (xlcrm.store.url); none: master.db.
+    store: Mapping[str, Any] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Entity]:
         return iter(self.entities)
@@ -659,6 +661,71 @@ _CUSTOM_TYPES: dict[str, ColumnType] = {
     "decimal": "decimal", "number": "decimal", "choice": "choice", "list": "choice",
 }
 
+#: Column types that say how to reach a person: a ``hide`` entry naming one of them (``phone``,
+#: ``email``, ``postal``) hides every column of that type, built-in or added in xlcrm.toml.
+CONTACT_TYPES: tuple[str, ...] = ("phone", "email", "postal")
+
+
+def hidden_types(role: Role) -> set[str]:
+    """The contact types (:data:`CONTACT_TYPES`) a role hides as a whole."""
+    return {fold_header(str(item)) for item in role.hide} & set(CONTACT_TYPES)
+
+
+def hidden_columns(schema: Schema, role: Role) -> dict[str, set[str]]:
+    """Entity key -> column keys the role may not see.
+
+    A ``hide`` entry is a column type of :data:`CONTACT_TYPES` (``phone``: every phone-number column
+    of every sheet, 電話番号, FAX, 携帯電話 and custom ones such as 緊急連絡先 alike), a column key or
+    label (``address``, ``住所``: that column on every sheet that has it) or ``sheet.column``
+    (``customers.phone``, ``顧客.電話番号``: that sheet only); keys are tried first, then Japanese
+    labels, then English ones.  An entry that names nothing is refused: silently ignoring a typo would
+    leak the column it meant.
+    """
+    out: dict[str, set[str]] = {e.key: set() for e in schema}
+    sheets = schema.sheet_lookup()
+    where = f"{schema.config_path or 'xlcrm.toml'} [roles.{role.name}] hide"
+    for item in role.hide:
+        text = str(item).strip()
+        entity_part, _, col_part = text.rpartition(".")
+        targets: list[Entity]
+        if entity_part and fold_header(entity_part) in sheets:
+            targets = [schema[sheets[fold_header(entity_part)]]]
+        else:
+            targets, col_part = list(schema), text
+        want = fold_header(col_part)
+        hit = False
+        if not entity_part and want in CONTACT_TYPES:
+            for e in targets:
+                for c in e.columns:
+                    if c.type == want:
+                        out[e.key].add(c.key)
+                        hit = True
+        # A key wins over a label, a Japanese label over an English one: "type" is the activity type,
+        # not the customer column whose English label happens to be "Type".
+        for spelling in (lambda c: c.key, lambda c: c.ja, lambda c: c.en):
+            for e in targets:
+                for c in e.columns:
+                    if fold_header(spelling(c)) == want:
+                        out[e.key].add(c.key)
+                        hit = True
+            if hit:
+                break
+        if not hit:
+            raise XlcrmError(f"{where}: {text!r} names no column; use a column key such as 'phone' or "
+                             "'customers.phone', or its label such as '電話番号'")
+    return out
+
+
+#: The contact types exports mask inside free text (備考, 内容) for a role that hides them
+#: (xlcrm.views.export.mask_text): a phone number typed into a note is still a phone number.
+MASKED_IN_TEXT: tuple[str, ...] = ("phone", "email")
+
+
+def text_hidden_with(role: Role) -> set[str]:
+    """The contact types of :data:`MASKED_IN_TEXT` a role hides, whose values free text may hold too."""
+    return hidden_types(role) & set(MASKED_IN_TEXT)
+
+
 DEFAULT_ROLES = (
     Role("admin"),
     Role("sales", own_only=True),
@@ -691,7 +758,7 @@ def load_schema(config: str | Path | None = None) -> Schema:
 def build_schema(data: Mapping[str, Any], path: Path | None = None) -> Schema:
     entities = list(builtin_entities())
     where = str(path or "xlcrm.toml")
-    known_sections = {"sheets", "choices", "roles", "settings"}
+    known_sections = {"sheets", "choices", "roles", "settings", "store"}
     for k in data:
         if k not in known_sections:
             raise XlcrmError(f"{where}: unknown section [{k}]; expected one of {sorted(known_sections)}")
@@ -741,7 +808,22 @@ def build_schema(data: Mapping[str, Any], path: Path | None = None) -> Schema:
     for name, rspec in (data.get("roles") or {}).items():
         role = Role(name, tuple(rspec.get("hide", ())), bool(rspec.get("own_only", False)))
         roles = [r for r in roles if r.name != name] + [role]
-    return Schema(SCHEMA_VERSION, tuple(entities), tuple(roles), path, dict(data.get("settings") or {}))
+    return Schema(SCHEMA_VERSION, tuple(entities), tuple(roles), path, dict(data.get("settings") or {}),
+                  _store_section(data.get("store"), where))
+
+
+def _store_section(spec: Any, where: str) -> dict[str, Any]:
+    """``[store]``: where the master lives; ``url = "postgresql://…"`` is its only key."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise XlcrmError(f"{where}: [store] must be a table, e.g. [store] url = \"postgresql://HOST/DATABASE\"")
+    unknown = sorted(set(spec) - {"url"})
+    if unknown:
+        raise XlcrmError(f"{where}: [store] has unknown keys {unknown}; its one key is url")
+    if "url" in spec and not isinstance(spec["url"], str):
+        raise XlcrmError(f"{where}: [store] url must be text, e.g. \"postgresql://HOST/DATABASE\"")
+    return dict(spec)
 
 
 def _find_col(e: Entity, name: str, where: str) -> Column:

@@ -14,7 +14,7 @@ from xlcrm.errors import XlcrmError
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from xlcrm.cli import excel, foundation, importing, master, report, search  # noqa: F401
+    from xlcrm.cli import excel, foundation, importing, master, report, search, store  # noqa: F401
 
 
 def main() -> None:

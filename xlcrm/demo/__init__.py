@@ -42,6 +42,7 @@ from xlcrm.intake.importer import import_sources
 from xlcrm.master.distribute import distribute
 from xlcrm.schema import CLOSED_PHASES, Entity, Lang, Schema
 from xlcrm.store import db, outputs
+from xlcrm.store.url import refuse_server, store_url
 from xlcrm.views.history import customer_history
 from xlcrm.views.search import search
 
@@ -714,6 +715,7 @@ def run_demo(out_dir: Path, schema: Schema, *, today: date | None = None, consol
 
     from xlcrm.terminal import add_whole_column, narrow_table
 
+    refuse_server(store_url(schema), "demo")  # its master is master.db in out_dir: not a server's
     console = console or Console()
     out_dir = Path(out_dir)
     today = today or date.today()

@@ -34,6 +34,7 @@ from xlcrm.excel.adapter import (
 from xlcrm.normalize import fold_search
 from xlcrm.schema import LANGS, META_SHEET, Entity, Lang, Schema, fold_header
 from xlcrm.store import db, outputs
+from xlcrm.store.url import store_url
 from xlcrm.views.history import customer_history
 from xlcrm.views.search import customers_by_identifier, search
 from xlcrm.xlsx.cells import column_index
@@ -72,6 +73,8 @@ _W: dict[str, dict[str, str]] = {
         "no_master": "マスタの場所が設定されていません。管理者に `xlcrm addin install --master マスタのパス` "
         "の実行を依頼してください。",
         "master_missing": "マスタが見つかりません: {path}。ネットワークドライブに接続されているか確認してください。",
+        "server_store": "マスタは PostgreSQL にあります（{store}）が、リボンからはまだ使えません（PostgreSQL で動くのは "
+                        "`xlcrm store init` / `xlcrm store roles` だけです）。管理者に連絡してください。",
         "valid_ok": "入力チェック: 問題は見つかりませんでした。",
         "valid_bad": "入力チェック: エラー {e} 件、警告 {w} 件。色の付いたセルと「{sheet}」シートを確認してください。",
         "no_activities": "活動履歴シートが見つかりません。標準のブックで使ってください。",
@@ -104,6 +107,8 @@ _W: dict[str, dict[str, str]] = {
         "not_merged": "\"{name}\" is not in the master yet, so it has no history (it will after the next merge).",
         "no_master": "The master's location is not set. Ask the admin to run `xlcrm addin install --master PATH`.",
         "master_missing": "Master not found: {path}. Check that the network drive is connected.",
+        "server_store": "The master is on PostgreSQL ({store}), which the ribbon cannot use yet (only `xlcrm store "
+                        "init` and `xlcrm store roles` work there so far). Ask the admin.",
         "valid_ok": "Validate: no problems found.",
         "valid_bad": "Validate: {e} errors, {w} warnings. See the coloured cells and the {sheet} sheet.",
         "no_activities": "No Activities sheet found; use the standard workbook.",
@@ -297,6 +302,9 @@ def _cell(rows: list[list[Any]], row: int, col: int) -> Any:
 
 def open_master(ctx: Context, lang: Lang) -> sqlite3.Connection:
     w = _W[lang]
+    server = store_url(ctx.schema)
+    if server is not None:
+        raise XlcrmError(w["server_store"].format(store=server))
     if ctx.master is None:
         raise XlcrmError(w["no_master"])
     master = Path(ctx.master)

@@ -198,9 +198,8 @@ def create_tables(conn: sqlite3.Connection, schema: Schema) -> None:
     in workbooks.
     """
     # Statement by statement: executescript() would COMMIT the caller's open transaction.
-    for statement in (_FIXED_TABLES + _MERGE_TABLES).split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    for statement in bookkeeping_ddl():
+        conn.execute(statement)
     if "source_file" not in {row[1] for row in conn.execute("PRAGMA table_info(duplicates)")}:
         conn.execute("ALTER TABLE duplicates ADD COLUMN source_file TEXT")  # the file that raised the pair
     if "source" not in {row[1] for row in conn.execute("PRAGMA table_info(rejected_rows)")}:
@@ -211,10 +210,21 @@ def create_tables(conn: sqlite3.Connection, schema: Schema) -> None:
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (schema.version,))
 
 
+def bookkeeping_ddl() -> list[str]:
+    """The statements that create the tables every master has whatever its schema (meta, runs, history,
+    the merge's and the review's tables) and their indexes, in SQLite's dialect."""
+    return [s.strip() for s in (_FIXED_TABLES + _MERGE_TABLES).split(";") if s.strip()]
+
+
+def entity_columns(entity: Entity) -> list[tuple[str, str]]:
+    """An entity table's columns with their SQL declarations: the id column (primary key), one column
+    per schema column, then :data:`BOOKKEEPING`."""
+    return [(entity.id_column.key, "TEXT PRIMARY KEY"), *((c.key, sql_type(c)) for c in entity.columns[1:]),
+            *BOOKKEEPING]
+
+
 def _create_entity_table(conn: sqlite3.Connection, entity: Entity) -> None:
-    cols = [f'"{entity.id_column.key}" TEXT PRIMARY KEY']
-    cols += [f'"{c.key}" {sql_type(c)}' for c in entity.columns[1:]]
-    cols += [f'"{name}" {decl}' for name, decl in BOOKKEEPING]
+    cols = [f'"{name}" {decl}' for name, decl in entity_columns(entity)]
     conn.execute(f'CREATE TABLE IF NOT EXISTS "{entity.key}" ({", ".join(cols)})')
     have = {row[1] for row in conn.execute(f'PRAGMA table_info("{entity.key}")')}
     for c in entity.columns:
@@ -223,9 +233,16 @@ def _create_entity_table(conn: sqlite3.Connection, entity: Entity) -> None:
     for name, decl in BOOKKEEPING:
         if name not in have:
             conn.execute(f'ALTER TABLE "{entity.key}" ADD COLUMN "{name}" {decl}')
+    for statement in entity_index_ddl(entity):
+        conn.execute(statement)
+
+
+def entity_index_ddl(entity: Entity) -> list[str]:
+    """The indexes of an entity table: its reference to the customer, when it has one."""
     ref = entity.ref_column
-    if ref is not None:
-        conn.execute(f'CREATE INDEX IF NOT EXISTS "{entity.key}_{ref.key}" ON "{entity.key}"("{ref.key}")')
+    if ref is None:
+        return []
+    return [f'CREATE INDEX IF NOT EXISTS "{entity.key}_{ref.key}" ON "{entity.key}"("{ref.key}")']
 
 
 def table_exists(conn: sqlite3.Connection, name: str) -> bool:
@@ -364,10 +381,16 @@ def base_table(entity: Entity) -> str:
     return f"bases_{entity.key}"
 
 
+def base_columns(entity: Entity) -> list[tuple[str, str]]:
+    """A ``bases_<entity>`` table's columns with their SQL declarations; its primary key is
+    (``_workbook``, the id column)."""
+    return [("_workbook", "TEXT NOT NULL"), (entity.id_column.key, "TEXT NOT NULL"),
+            *((c.key, sql_type(c)) for c in entity.columns[1:])]
+
+
 def _create_base_table(conn: sqlite3.Connection, entity: Entity) -> None:
     name = base_table(entity)
-    cols = ['"_workbook" TEXT NOT NULL', f'"{entity.id_column.key}" TEXT NOT NULL']
-    cols += [f'"{c.key}" {sql_type(c)}' for c in entity.columns[1:]]
+    cols = [f'"{col}" {decl}' for col, decl in base_columns(entity)]
     # WITHOUT ROWID (origins too): only ever read by their key, so the key's B-tree holds the rows
     # and nothing is stored twice (one B-tree insert per row, not two).
     # Databases made by older versions keep their rowid tables; both read and write the same.

@@ -29,7 +29,16 @@ from typing import Any
 
 from xlcrm.errors import XlcrmError
 from xlcrm.normalize import phone_digits
-from xlcrm.schema import Column, Entity, Lang, Role, Schema, fold_header
+from xlcrm.schema import (
+    MASKED_IN_TEXT,
+    Column,
+    Entity,
+    Lang,
+    Role,
+    Schema,
+    hidden_columns,
+    hidden_types,
+)
 from xlcrm.store import db, lock, outputs
 from xlcrm.store.provisions import ThirdParty, add_provision
 from xlcrm.xlsx.writer import (
@@ -45,60 +54,8 @@ from xlcrm.xlsx.writer import (
 
 # --- roles ------------------------------------------------------------------------------------------
 
-#: Column types that say how to reach a person: a ``hide`` entry naming one of them (``phone``,
-#: ``email``, ``postal``) hides every column of that type, built-in or added in xlcrm.toml.
-CONTACT_TYPES: tuple[str, ...] = ("phone", "email", "postal")
-
-
-def hidden_types(role: Role) -> set[str]:
-    """The contact types (:data:`CONTACT_TYPES`) a role hides as a whole."""
-    return {fold_header(str(item)) for item in role.hide} & set(CONTACT_TYPES)
-
-
-def hidden_columns(schema: Schema, role: Role) -> dict[str, set[str]]:
-    """Entity key -> column keys the role may not see.
-
-    A ``hide`` entry is a column type of :data:`CONTACT_TYPES` (``phone``: every phone-number column
-    of every sheet, 電話番号, FAX, 携帯電話 and custom ones such as 緊急連絡先 alike), a column key or
-    label (``address``, ``住所``: that column on every sheet that has it) or ``sheet.column``
-    (``customers.phone``, ``顧客.電話番号``: that sheet only); keys are tried first, then Japanese
-    labels, then English ones.  An entry that names nothing is refused: silently ignoring a typo would
-    leak the column it meant.
-    """
-    out: dict[str, set[str]] = {e.key: set() for e in schema}
-    sheets = schema.sheet_lookup()
-    where = f"{schema.config_path or 'xlcrm.toml'} [roles.{role.name}] hide"
-    for item in role.hide:
-        text = str(item).strip()
-        entity_part, _, col_part = text.rpartition(".")
-        targets: list[Entity]
-        if entity_part and fold_header(entity_part) in sheets:
-            targets = [schema[sheets[fold_header(entity_part)]]]
-        else:
-            targets, col_part = list(schema), text
-        want = fold_header(col_part)
-        hit = False
-        if not entity_part and want in CONTACT_TYPES:
-            for e in targets:
-                for c in e.columns:
-                    if c.type == want:
-                        out[e.key].add(c.key)
-                        hit = True
-        # A key wins over a label, a Japanese label over an English one: "type" is the activity type,
-        # not the customer column whose English label happens to be "Type".
-        for spelling in (lambda c: c.key, lambda c: c.ja, lambda c: c.en):
-            for e in targets:
-                for c in e.columns:
-                    if fold_header(spelling(c)) == want:
-                        out[e.key].add(c.key)
-                        hit = True
-            if hit:
-                break
-        if not hit:
-            raise XlcrmError(f"{where}: {text!r} names no column; use a column key such as 'phone' or "
-                             "'customers.phone', or its label such as '電話番号'")
-    return out
-
+# The hiding rules (which columns a role may not see) live in the schema module, where the database's
+# column privileges (xlcrm.store.pg) read them too.
 
 _DIGIT = "[0-9０-９]"
 _SEP = r"[\s\-‐‑‒–—―−－ー().（）]"
@@ -111,6 +68,7 @@ _MAIL_CHAR = "A-Za-z0-9Ａ-Ｚａ-ｚ０-９"
 EMAIL_IN_TEXT = re.compile(rf"[{_MAIL_CHAR}._%+\-．＿＋－]+[@＠][{_MAIL_CHAR}\-－]+(?:[.．][{_MAIL_CHAR}\-－]+)+")
 _MASKS: dict[str, dict[str, str]] = {"phone": {"ja": "［電話番号］", "en": "[phone]"},
                                      "email": {"ja": "［メール］", "en": "[e-mail]"}}
+assert set(_MASKS) == set(MASKED_IN_TEXT)
 
 
 def mask_text(text: str, types: set[str], lang: Lang = "ja") -> str:

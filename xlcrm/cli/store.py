@@ -1,0 +1,62 @@
+"""CLI: `xlcrm store init` and `xlcrm store roles` (the master on a PostgreSQL server)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from xlcrm.api import init_store, store_roles
+from xlcrm.cli.app import app
+from xlcrm.cli.common import ConfigOpt, out
+from xlcrm.cli.common import load_config as _schema
+from xlcrm.terminal import add_whole_column, narrow_table
+
+store_app = typer.Typer(name="store", help="The master on a PostgreSQL server: its tables and its roles.",
+                        no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+DbOpt = Annotated[str | None, typer.Option(
+    "--db", help="The PostgreSQL database of the master: postgresql://USER@HOST:PORT/DATABASE (default: "
+                 "XLCRM_DB, else [store] url in xlcrm.toml).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON for scripts.")]
+
+
+@store_app.command("init")
+def init(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Create the master's tables in a PostgreSQL database (those missing; safe to run again)."""
+    report = init_store(db, schema=_schema(config))
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        return
+    out.print(f"{escape(report.store)}: {len(report.created)} tables created, {len(report.kept)} already there"
+              + (f", columns added: {', '.join(report.columns_added)}" if report.columns_added else ""))
+
+
+@store_app.command("roles")
+def roles(db: DbOpt = None, config: ConfigOpt = None,
+          prefix: Annotated[str | None, typer.Option(
+              "--prefix", help="Prefix of the PostgreSQL roles (default: xlcrm_): roles are shared by every "
+                               "database of the server.")] = None,
+          as_json: JsonOpt = False) -> None:
+    """Create a PostgreSQL role per role of xlcrm.toml, with the column privileges the server enforces
+    (safe to run again: the privileges become exactly what xlcrm.toml says)."""
+    plans = store_roles(db, prefix=prefix, schema=_schema(config))
+    if as_json:
+        print(json.dumps([p.to_dict() for p in plans], ensure_ascii=False, indent=2))
+        return
+    table = narrow_table("PostgreSQL roles")
+    rows = [(p.role, p.pg_role, p.access,
+             ", ".join(f"{t}: {len(c)}" for t, c in p.withheld.items()) or "-", p.note) for p in plans]
+    for i, head in enumerate(("role", "PostgreSQL role", "access")):
+        add_whole_column(table, head, (r[i] for r in rows))
+    table.add_column("columns withheld")
+    table.add_column("why")
+    for r in rows:
+        table.add_row(*(escape(v) for v in r))
+    out.print(table)
+    example = next((p.pg_role for p in plans if p.access == "read"), plans[0].pg_role if plans else "ROLE")
+    out.print(f"a person logs in as a member of a role, e.g. CREATE ROLE tanaka LOGIN PASSWORD '…' "
+              f"IN ROLE {escape(example)};")
