@@ -133,10 +133,18 @@ def test_report_export_mailing_list_refuse_a_file_they_did_not_write(site: Path)
         assert code == 2, (args, msg)
         assert "sato.xlsx" in one_line(msg) and "--force" in msg, args
         assert hashes(staff, *master_files(site)) == before, args
+    # --force keeps a copy of the file beside it first, and says so.
+    for name, args in (("r", ["report"]), ("x", ["export", "--role", "analyst"]), ("ml", ["mailing-list"]),
+                       ("h", ["handover", "--from", "佐藤", "--to", "鈴木"])):
+        shutil.copy(staff, site / f"{name}.xlsx")
+        code, out = cli(*args, f"{name}.xlsx", "--master", "m/master.xlsx", "--force")
+        assert code == 0, (args, out)
+        [copy] = site.glob(f"{name}.*.bak.xlsx")
+        assert sha(copy) == before[str(staff)] and copy.name in out, args
     # Their own output, unchanged, is rewritten without --force.
     assert cli("export", "out.xlsx", "--role", "analyst", "--master", "m/master.xlsx")[0] == 0
     assert cli("export", "out.xlsx", "--role", "analyst", "--master", "m/master.xlsx")[0] == 0
-    assert not list(site.glob("*.bak.xlsx"))
+    assert not list(site.glob("out.*.bak.xlsx"))
 
 
 def test_import_refuses_a_workbook_in_its_out_folder_and_force_keeps_a_copy(tmp_path: Path) -> None:
@@ -301,6 +309,7 @@ def test_first_merge_creates_the_master_folder(site: Path) -> None:
 
 @pytest.mark.parametrize("command", [
     ["handover", "--from", "佐藤", "--to", "鈴木", "hand.xlsx"], ["distribute", "--out", "handout"],
+    ["merge", "team"], ["resolve"], ["export-master"],
 ])
 def test_commands_writing_the_master_honour_excel_and_the_merge_lock(site: Path, command: list[str]) -> None:
     before = hashes(*master_files(site))
