@@ -189,6 +189,11 @@ def test_validate_copies_refuse_an_edited_copy(site: Path) -> None:
     code, msg = cli("validate", "team/sato.xlsx", "--annotate", "checked", "--fix", "fixed")
     assert code == 2 and "sato_修正済.xlsx" in one_line(msg) and "--force" in msg
     assert hashes(annotated, fixed) == before
+    code, out = cli("validate", "team/sato.xlsx", "--annotate", "checked", "--fix", "fixed", "--force")
+    assert code == 0, out
+    [copy] = (site / "fixed").glob("sato_修正済.*.bak.xlsx")
+    assert sha(copy) == before[str(fixed)] and copy.name in out
+    assert not list((site / "checked").glob("*.bak.xlsx"))  # unchanged: replaced without a copy
 
 
 # --- distribute over handouts with unmerged edits -------------------------------------------------------
