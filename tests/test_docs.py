@@ -128,3 +128,15 @@ def test_install_hints_never_name_a_package_index_install() -> None:
 def test_addin_schema_is_vendored() -> None:
     assert (REPO / "tests" / "data" / "customui" / "customui14.xsd").is_file()
     assert "MS-CUSTOMUI" in (REPO / "tests" / "data" / "customui" / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_missing_extra_is_pointed_at_the_folder_or_the_wheel() -> None:
+    """A command needing an extra that is not installed names the two ways xlcrm is installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['psycopg'] = None; from xlcrm.cli import main; "
+            "sys.argv = ['xlcrm', 'store', 'init', '--db', 'postgresql://nobody@127.0.0.1:1/x']; main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert 'pip install ".[postgres]"' in proc.stderr and ".whl>[postgres]" in proc.stderr

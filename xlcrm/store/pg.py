@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from xlcrm.errors import XlcrmError
+from xlcrm.errors import XlcrmError, extra_hint
 from xlcrm.schema import Role, Schema, hidden_columns, text_hidden_with
 from xlcrm.store import db
 from xlcrm.store.url import StoreURL
@@ -77,8 +77,7 @@ def _psycopg() -> Any:
     try:
         import psycopg
     except ImportError:
-        raise XlcrmError("the PostgreSQL store needs the psycopg package: install xlcrm with its postgres "
-                         "extra, or pip install 'psycopg[binary]'") from None
+        raise XlcrmError("the PostgreSQL store needs the psycopg package: " + extra_hint("postgres")) from None
     return psycopg
 
 
