@@ -206,6 +206,10 @@ def test_control_characters_in_cells_are_shown_escaped_and_fixed_copies_keep_the
     code, text = _cli("history", "--master", master, "pwned")
     assert code == 0 and "顧客" in text
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", text), repr(text)
+    # The handout's customer dropdown caches the names too: a package Excel and openpyxl open.
+    assert _cli("distribute", "--master", master, "--out", tmp_path / "out")[0] == 0
+    handout = openpyxl.load_workbook(tmp_path / "out" / "佐藤.xlsx", data_only=True)
+    assert any("pwned" in str(c.value) for row in handout["_lists"].iter_rows() for c in row)
 
 
 def _main(capsys, *args: str | Path) -> tuple[int, str]:  # type: ignore[no-untyped-def]
