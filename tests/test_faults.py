@@ -93,6 +93,31 @@ def test_a_full_disk_during_a_re_merge_changes_nothing(master: Path) -> None:
     assert _state(master.parent) == before
 
 
+def _everything(folder: Path) -> dict[str, str]:
+    """Every file under the master's folder, backups and error workbooks included, with its hash."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_disk_full_at_the_commit_or_the_backup_leaves_no_error_workbook_and_no_backup(master: Path) -> None:
+    # An input with a rejected row: its error workbook is written before the database grows.
+    book(master.parent.parent / "bad" / "高橋.xlsx",
+         {"customers": [customer(f"白樺{i}物産株式会社", phone=f"011-333-{i:04d}", notes="y" * 400)
+                        for i in range(300)] + [customer("", phone="03-0000-0000")]}, owner="高橋")
+    before = _everything(master.parent)
+    size = db.db_path_for(master).stat().st_size
+    for limit in (size + 16 * 1024, size // 2):  # the database cannot grow much; the backup cannot be copied
+
+        def small_disk(limit: int = limit) -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        line = _one_line(_cli("merge", "bad", "--master", str(master), cwd=master.parent.parent,
+                              preexec=small_disk))
+        assert ("nothing was changed" in line or "cannot write a backup" in line) and \
+            ("disk" in line or "space" in line or "large" in line), line
+        assert _everything(master.parent) == before
+
+
 # An audit hook makes the one file fail: the master workbook's temp file (written before the commit)
 # or its replacing master.xlsx (the last step, after the commit).
 _NO_SPACE_FOR_WORKBOOK = """

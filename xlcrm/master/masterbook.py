@@ -294,7 +294,8 @@ def check_writable(master: Path) -> None:
 def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, lang: Lang,
                      progress: Callable[[str, int, int], None] | None = None,
                      password: str | None = None, meanwhile: Callable[[], None] | None = None,
-                     meanwhile_heavy: bool = False, persist: Path | None = None) -> dict[str, float]:
+                     meanwhile_heavy: bool = False, persist: Path | None = None,
+                     on_commit: Callable[[], None] | None = None) -> dict[str, float]:
     """Bump the generation, write the workbook to a temp file, COMMIT, then replace ``master``.
 
     The commit happens before the replace: if the process dies in between, the database is new and
@@ -314,6 +315,9 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
     the child builds the index into its copy of the database and writes that copy, while this process
     writes the workbook from its own.  A database file is the other way round: the child writes the
     workbook from a copy of the transaction, and the index goes into the file here.
+
+    ``on_commit`` is called once the database has committed: a failure before (a full disk while
+    committing included) leaves it as it was, so the caller may undo what else the run wrote.
 
     Returns seconds spent: ``search_index`` (``meanwhile``), ``master_workbook`` and ``master_db``.
     """
@@ -377,6 +381,8 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
                     check_writable(master)
                     conn.execute("COMMIT")
                 committed = True
+                if on_commit is not None:
+                    on_commit()
             except BaseException:
                 if job is not None:
                     job.kill()  # (a child already waited for is not killed again)

@@ -293,11 +293,13 @@ def update_master(paths: Sequence[Path], master: Path, schema: Schema, *, comman
                     from xlcrm.store.searchindex import full_build_due
 
                     # A full index build (seconds) and the workbook run side by side in two processes.
-                    undo.committing = True
+                    def committing() -> None:
+                        undo.committing = True
+
                     report.timings.update(masterbook.write_and_commit(
                         conn, master, schema, lang=lang, progress=progress, password=password,
                         meanwhile=search_index, meanwhile_heavy=full_build_due(conn, schema, run_id),
-                        persist=db_path if in_memory else None))
+                        persist=db_path if in_memory else None, on_commit=committing))
                     clock.lap("index_and_master")
                     taken = {f.file for f in report.files if f.status in ("ok", "errors")}
                     outputs.record_merged(s for s in inputs_seen if str(s.path) in taken)

@@ -37,6 +37,7 @@ def take_backup(master: Path, conn: sqlite3.Connection | None, *, keep: int = KE
     master = Path(master)
     folder, stamp = _prepare(master)
     made: list[Path] = []
+    target: Path | None = None
     try:
         if conn is not None:
             target = folder / f"{master.stem}-{stamp}.db"
@@ -47,7 +48,9 @@ def take_backup(master: Path, conn: sqlite3.Connection | None, *, keep: int = KE
             shutil.copy2(master, target)
             fileperm.restrict(target)
             made.append(target)
-    except OSError as exc:
+    except (OSError, sqlite3.Error) as exc:
+        # A copy cut short (a full disk) is no backup: neither it nor its half-written pair stays.
+        discard(master, [*made, *([target] if target is not None else [])])
         raise _write_error(master, folder, exc) from None
     if prune_old:
         prune(master, keep=keep)
@@ -65,8 +68,9 @@ def _prepare(master: Path) -> tuple[Path, str]:
     return folder, dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
 
 
-def _write_error(master: Path, folder: Path, exc: OSError) -> XlcrmError:
-    return XlcrmError(f"cannot write a backup into {folder} ({exc.strerror}); free some space or check "
+def _write_error(master: Path, folder: Path, exc: OSError | sqlite3.Error) -> XlcrmError:
+    why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    return XlcrmError(f"cannot write a backup into {folder} ({why}); free some space or check "
                       "permissions", path=str(master))
 
 
@@ -109,9 +113,13 @@ class BackupJob:
                         if source is master and not master.exists():
                             continue
                         part = target.with_name(f".{target.name}.part")
-                        shutil.copyfile(source, part)
-                        fileperm.restrict(part)
-                        os.replace(part, target)
+                        try:
+                            shutil.copyfile(source, part)
+                            fileperm.restrict(part)
+                            os.replace(part, target)
+                        except OSError:
+                            part.unlink(missing_ok=True)  # a copy cut short (a full disk) is no backup
+                            raise
                         self.made.append(target)
                 except OSError as exc:
                     raise _write_error(master, folder, exc) from None
