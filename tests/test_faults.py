@@ -235,3 +235,30 @@ def test_a_killed_merge_leaves_no_worker_and_no_temp_file(tmp_path: Path) -> Non
     assert list(tmpdir.iterdir()) == []
     assert sorted(p.name for p in master.parent.iterdir()) == ["backups", "master.db", "master.xlsx"] or \
         sorted(p.name for p in master.parent.iterdir()) == ["master.db", "master.xlsx"]
+
+
+def test_a_full_disk_while_writing_a_copy_is_one_line_and_leaves_no_file(tmp_path: Path) -> None:
+    book(tmp_path / "佐藤.xlsx", {"customers": [customer(f"青葉{i}商事株式会社", phone="03-1111-000")
+                                               for i in range(30)]}, owner="佐藤")
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = _cli("validate", "佐藤.xlsx", "--annotate", "checked", "--fix", "fixed", cwd=tmp_path, preexec=small_disk)
+    line = _one_line(proc)
+    assert "cannot write" in line and "checked" in line and "File too large" in line, line
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["佐藤.xlsx"]
+
+
+def test_a_refused_or_failed_handover_or_export_master_keeps_no_backup(master: Path) -> None:
+    before = _everything(master.parent)
+    line = _one_line(_cli("handover", "--master", str(master), "--from", "佐藤", "--to", "誰か",
+                          cwd=master.parent.parent))
+    assert "--new-owner" in line, line
+    assert _everything(master.parent) == before
+
+    for command in (["export-master"], ["handover", "--from", "佐藤", "--to", "鈴木", "--new-owner"]):
+        line = _one_line(_cli(*command, "--master", str(master), cwd=master.parent.parent,
+                              code=_NO_SPACE_FOR_WORKBOOK))
+        assert "No space left on device" in line, line
+        assert _everything(master.parent) == before, command

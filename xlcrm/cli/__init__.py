@@ -6,6 +6,7 @@ stderr and exit code 2 (:func:`run`), so an admin never sees a traceback for a p
 
 from __future__ import annotations
 
+import errno
 import sys
 
 from xlcrm.cli.app import app
@@ -47,7 +48,30 @@ def run(args: list[str] | None = None) -> int:
     except Abort:
         print("xlcrm: aborted", file=sys.stderr)
         return 1
+    except OSError as exc:
+        line = machine_fault(exc)
+        if line is None:
+            raise  # a bug: its traceback is worth having
+        print(shown(line, one_line=True), file=sys.stderr)
+        return 2
     return code if isinstance(code, int) else 0
+
+
+#: errno values of a machine's fault (no room, no right, a failing disk) rather than a bug.
+_FAULTS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EIO, errno.EROFS,
+           errno.EACCES, errno.EPERM}
+
+
+def machine_fault(exc: OSError) -> str | None:
+    """One line for a fault of the machine met while writing a file (a full disk, a read-only
+    folder) that no command turned into its own message; None for any other error.  The file being
+    written is a temp file removed on the way out (:func:`xlcrm.writer.atomic_write`), so nothing is
+    half-written."""
+    if exc.errno not in _FAULTS:
+        return None
+    where = f"{exc.filename}: " if exc.filename else ""
+    return (f"xlcrm: {where}cannot write ({exc.strerror or exc}); free some space or check the folder's "
+            "permissions, then run again (no file was left half-written)")
 
 
 def usage_line(exc: Exception) -> str:

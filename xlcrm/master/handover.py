@@ -17,8 +17,10 @@ A plain master stays plain: ``--password`` alone only seals the handover book.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,11 +94,13 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
 
             # An encrypted master is rewritten with its password; a plain one stays plain.
             master_pw = password if check_master_password(master, password) else None
+        # The book is written beside its place first and takes it only once the handover has
+        # committed: a handover that fails leaves no book saying it happened.
+        staged = _stage(Path(out)) if out is not None and claim is not None else None
         conn = db.connect(db.db_path_for(master))
         try:
-            backup.take_backup(master, conn)
-            conn.execute("BEGIN IMMEDIATE")
-            with db.rollback_on_error(conn):
+            with backup.taken(master, conn) as made, db.rollback_on_error(conn):
+                conn.execute("BEGIN IMMEDIATE")
                 picked = _pick_customers(conn, schema, src, customers)
                 if not new_owner:
                     _check_known(conn, schema, dst)
@@ -110,15 +114,48 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
                 )
 
                 update_index(conn, schema, run_id)
-                book = None
-                if out is not None and claim is not None:
-                    with claim.write(Path(out)):
-                        book = write_handover_book(conn, schema, picked, src, dst, Path(out), lang=lang,
-                                                   password=password, at=now)
-                rewritten, notes = _commit(conn, master, schema, rewrite_master, master_pw)
+                if staged is not None:
+                    write_handover_book(conn, schema, picked, src, dst, staged, lang=lang, password=password,
+                                        at=now)
+                rewritten, notes = _commit(conn, master, schema, rewrite_master, master_pw, on_commit=made.committed)
+            book = None
+            if staged is not None and claim is not None:
+                book, placing = Path(out), staged  # type: ignore[arg-type]
+                staged = None  # from here on it is the book: kept, under a name the error gives, if it fails
+                with claim.write(book):
+                    _place(placing, book)
         finally:
             conn.close()
+            if staged is not None:
+                staged.unlink(missing_ok=True)
     return HandoverResult(picked, changes, run_id, book, rewritten, notes)
+
+
+def _stage(out: Path) -> Path:
+    """An empty temp file beside ``out`` (named like :func:`~xlcrm.writer.atomic_write`'s, which a later
+    run's clean-up knows)."""
+    if not out.parent.is_dir():
+        raise XlcrmError(f"folder {out.parent} does not exist; create it first", path=str(out))
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as exc:
+        raise XlcrmError(f"cannot create a file in {out.parent} ({exc.strerror}); check the folder, its "
+                         "permissions and free space", path=str(out)) from None
+    os.close(fd)
+    return Path(name)
+
+
+def _place(staged: Path, out: Path) -> None:
+    try:
+        os.replace(staged, out)
+    except OSError as exc:
+        kept = staged.with_name(f"{out.stem}.{os.getpid()}{out.suffix}")
+        try:
+            os.replace(staged, kept)
+        except OSError:
+            kept = staged
+        raise XlcrmError(f"the handover was made, but its book could not replace this file ({exc.strerror}); "
+                         f"it is in {kept}", path=str(out)) from None
 
 
 def known_owners(conn: sqlite3.Connection, schema: Schema) -> set[str]:
@@ -206,7 +243,7 @@ def _todo_open(r: dict[str, Any]) -> bool:
 
 
 def _commit(conn: sqlite3.Connection, master: Path, schema: Schema, rewrite: bool,
-            password: str | None = None) -> tuple[bool, list[str]]:
+            password: str | None = None, on_commit: Callable[[], None] | None = None) -> tuple[bool, list[str]]:
     """Commit; rewrite master.xlsx in the same step when that loses nothing (see the module docstring)."""
     notes: list[str] = []
     if rewrite and master.exists():
@@ -218,7 +255,8 @@ def _commit(conn: sqlite3.Connection, master: Path, schema: Schema, rewrite: boo
         if masterbook is not None:
             state = masterbook.read_master_state(master, conn, schema, edits=False, password=password)
             if state.decisions is None and not state.warnings:
-                masterbook.write_and_commit(conn, master, schema, lang=master_lang(schema), password=password)
+                masterbook.write_and_commit(conn, master, schema, lang=master_lang(schema), password=password,
+                                            on_commit=on_commit)
                 return True, notes
             notes.append(f"{master.name} has changes not merged yet, so it was not rewritten; it shows the new "
                          "担当営業 after the next `xlcrm merge` (or `xlcrm export-master` once those changes "
@@ -226,6 +264,8 @@ def _commit(conn: sqlite3.Connection, master: Path, schema: Schema, rewrite: boo
     elif rewrite:
         notes.append(f"{master.name} does not exist; `xlcrm export-master` writes it from the database")
     conn.execute("COMMIT")
+    if on_commit is not None:
+        on_commit()
     return False, notes
 
 

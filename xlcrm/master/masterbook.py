@@ -429,12 +429,13 @@ def export_master(master: str | Path, schema: Schema, *, lang: Lang | None = Non
         check_writable(master)
         conn = db.connect(db.db_path_for(master))
         try:
-            if master.exists():
-                backup.take_backup(master, None)  # the workbook being replaced may hold unmerged edits
-            conn.execute("BEGIN IMMEDIATE")
-            with db.rollback_on_error(conn):
-                db.create_tables(conn, schema)
-                write_and_commit(conn, master, schema, lang=lang, password=password)
+            # The workbook being replaced may hold unmerged edits: a copy is kept when it is replaced.
+            with backup.taken(master, None) if master.exists() else contextlib.nullcontext() as made:
+                conn.execute("BEGIN IMMEDIATE")
+                with db.rollback_on_error(conn):
+                    db.create_tables(conn, schema)
+                    write_and_commit(conn, master, schema, lang=lang, password=password,
+                                     on_commit=made.committed if made is not None else None)
         finally:
             conn.close()
     return master

@@ -11,11 +11,13 @@ byte for byte.  Backups live in ``backups/`` beside the master, named by time so
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from xlcrm import fileperm
@@ -55,6 +57,32 @@ def take_backup(master: Path, conn: sqlite3.Connection | None, *, keep: int = KE
     if prune_old:
         prune(master, keep=keep)
     return made
+
+
+class Taken(list[Path]):
+    """The copies :func:`taken` made; :meth:`committed` marks the change as done (they are kept)."""
+
+    done = False
+
+    def committed(self) -> None:
+        self.done = True
+
+
+@contextlib.contextmanager
+def taken(master: Path, conn: sqlite3.Connection | None) -> Iterator[Taken]:
+    """A backup around one change of the master: kept (pruning to ten) once the change has committed
+    (the block calls :meth:`Taken.committed`, or completes), removed when it fails before, so a refused
+    or failed command never pushes an older backup out of the ten."""
+    made = Taken(take_backup(master, conn, prune_old=False))
+    try:
+        yield made
+    except BaseException:
+        if not made.done:
+            discard(master, made)
+            raise
+        prune(master)
+        raise
+    prune(master)
 
 
 def _prepare(master: Path) -> tuple[Path, str]:

@@ -549,9 +549,11 @@ def atomic_write(path: str | os.PathLike[str], *, private: bool = True) -> Itera
             raise XlcrmError(f"cannot replace the file ({exc.strerror}); check the folder",
                              path=str(target)) from None
         _fsync_dir(parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not exc.filename:
+            exc.filename = str(target)  # (a full disk met while closing a zip names no file)
         raise
     finally:
         _private_temps.pop(tmp, None)
