@@ -262,3 +262,29 @@ def test_a_refused_or_failed_handover_or_export_master_keeps_no_backup(master: P
                               code=_NO_SPACE_FOR_WORKBOOK))
         assert "No space left on device" in line, line
         assert _everything(master.parent) == before, command
+
+
+_NO_SPACE_FOR_SUZUKI = """
+import errno, os, sys
+def hook(event, args):
+    if event == "open" and isinstance(args[0], str) and "鈴木" in os.path.basename(args[0]) \\
+            and isinstance(args[1], str) and "w" in args[1]:
+        raise OSError(errno.ENOSPC, "No space left on device", args[0])
+sys.addaudithook(hook)
+"""
+
+
+def test_a_distribute_that_fails_half_way_leaves_no_handout(master: Path) -> None:
+    assert _cli("merge", "more", "--master", str(master), cwd=master.parent.parent).returncode == 0
+    out = master.parent.parent / "handouts"
+    before = _everything(master.parent)
+    # 佐藤's handout is written first; 鈴木's meets a full disk.
+    line = _one_line(_cli("distribute", "--master", str(master), "--out", str(out), cwd=master.parent.parent,
+                          code=_NO_SPACE_FOR_SUZUKI))
+    assert line == f"xlcrm: {out / '鈴木.xlsx'}: cannot write the workbook: No space left on device; check free " \
+        "space and permissions", line
+    assert _everything(master.parent) == before
+    assert list(out.iterdir()) == []
+    proc = _cli("distribute", "--master", str(master), "--out", str(out), cwd=master.parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["佐藤.xlsx", "鈴木.xlsx"]

@@ -103,6 +103,19 @@ def test_far_cells_liars_and_sparse_sheets_cost_memory_by_content(make_book: Mak
     assert "too sparse to read safely" in status["sparse.xlsx"]["message"]
     assert "Traceback" not in proc.stderr
 
+    # Merge reads them the same way, in the same memory: the far cells' tables are merged, the two
+    # files that cannot be read are named, and neither stops the others.
+    master = tmp_path / "m" / "master.xlsx"
+    proc = capped_cli("merge", far, low, liar, sparse, base, "--master", master, "--skip-unreadable", "--json",
+                      cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    merged = {Path(f["file"]).name: f for f in json.loads(proc.stdout)["files"]}
+    assert {n for n, f in merged.items() if f["status"] == "unreadable"} == {"liar.xlsx", "sparse.xlsx"}
+    read = {n: merged[n]["counts"]["rows_read"] for n in ("base.xlsx", "far.xlsx", "low.xlsx")}
+    assert read["base.xlsx"] == read["far.xlsx"] == read["low.xlsx"] > 0, read
+    assert master.is_file()
+
 
 VBA = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b'Attribute VB_Name = "Module1"\nSub Auto_Open()\nEnd Sub\n'
 

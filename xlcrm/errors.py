@@ -14,7 +14,14 @@ class XlcrmError(Exception):
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
+        self.message = message
         super().__init__(f"{path}: {message}" if path else message)
+
+    def about(self, path: str) -> XlcrmError:
+        """The same refusal naming ``path`` (the file a temp file was written for)."""
+        other = type(self)(self.message, path=path)
+        other.exit_code = self.exit_code
+        return other
 
 
 class UnreadableWorkbook(XlcrmError):

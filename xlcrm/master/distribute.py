@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from typing import Any
 from xlcrm.errors import XlcrmError
 from xlcrm.schema import OWNER_DEFAULTED, Entity, Lang, Schema
 from xlcrm.store import db, lock, outputs
+from xlcrm.xlsx.writer import remove_leftovers, stage_beside
 
 #: Distributed workbooks per person whose bases are kept.
 KEEP_WORKBOOKS = 3
@@ -111,11 +113,30 @@ def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owner
                     raise XlcrmError(f"{master.name} was changed after xlcrm wrote it (edits not merged yet); "
                                      f"run `xlcrm resolve --master {master}` first", path=str(master))
                 out.mkdir(parents=True, exist_ok=True)
-                paths = _write_all(conn, schema, out, owners=owners, lang=lang, now=now,
-                                   writer=functools.partial(write_handout, password=password),
-                                   claim=lambda targets: outputs.claim(targets, "handout", force=force,
-                                                                       master=master, folder=out))
-                conn.execute("COMMIT")
+                # Every handout is written beside its place first and takes it only once the master
+                # has recorded them all: a run that fails half-way (a full disk) leaves the folder as
+                # it was, not some handouts the master does not know.
+                staged: list[tuple[Path, Path]] = []
+                claims: list[outputs.Claim] = []
+
+                def claim(targets: list[Path]) -> outputs.Claim:
+                    for target in targets:
+                        remove_leftovers(target)  # of a killed run (this master's lock is ours)
+                    claims.append(outputs.claim(targets, "handout", force=force, master=master, folder=out))
+                    return claims[-1]
+
+                try:
+                    paths = _write_all(conn, schema, out, owners=owners, lang=lang, now=now,
+                                       writer=functools.partial(write_handout, password=password),
+                                       claim=claim, staged=staged)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    for _, tmp in staged:
+                        tmp.unlink(missing_ok=True)
+                    raise
+            for path, tmp in staged:
+                with claims[0].write(path):
+                    os.replace(tmp, path)
         finally:
             conn.close()
     return paths
@@ -202,7 +223,10 @@ def carry_back(schema: Schema, rows: dict[str, list[dict[str, Any]]], rejected: 
 
 
 def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | None, lang: Lang | None,
-               now: dt.datetime, writer: Any, claim: Any = None) -> list[Path]:
+               now: dt.datetime, writer: Any, claim: Any = None,
+               staged: list[tuple[Path, Path]] | None = None) -> list[Path]:
+    """Write a handout per owner; with ``staged``, into a temp file beside each (listed there as
+    (path, temp)) for the caller to move into place after its commit."""
     customers = schema.entity("customers")
     cust_records = list(db.iter_records(conn, customers))
     active = {r[0] for r in cust_records}
@@ -250,9 +274,20 @@ def _write_all(conn: Any, schema: Schema, out: Path, *, owners: Sequence[str] | 
         shown = {k: _rows(schema.entity(k), v) for k, v in rows.items()}
         pending = held_once(db.rejected_rows(conn, owner))
         marks = carry_back(schema, shown, pending)
-        with guard.write(path) if guard is not None else contextlib.nullcontext():
-            writer(path, schema, owner=owner, lang=wlang, rows=shown, workbook_id=wid, created=now,
-                   marks=marks)
+        if staged is not None:
+            tmp = stage_beside(path)
+            staged.append((path, tmp))
+            try:
+                writer(tmp, schema, owner=owner, lang=wlang, rows=shown, workbook_id=wid, created=now,
+                       marks=marks)
+            except XlcrmError as exc:
+                if exc.path != str(tmp):
+                    raise
+                raise exc.about(str(path)) from None
+        else:
+            with guard.write(path) if guard is not None else contextlib.nullcontext():
+                writer(path, schema, owner=owner, lang=wlang, rows=shown, workbook_id=wid, created=now,
+                       marks=marks)
         for e in schema:
             db.save_base(conn, e, wid, rows[e.key])
         db.hand_back_rejected_rows(conn, owner, wid, pending)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sqlite3
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from xlcrm.errors import XlcrmError
 from xlcrm.schema import OPEN_PHASES, Entity, Lang, Schema
 from xlcrm.store import backup, db, lock, outputs
 from xlcrm.xlsx.blocks import Block, Col, cell_value, schema_cols, schema_values, write_block
-from xlcrm.xlsx.writer import atomic_write, close_workbook, open_workbook, sealed, write_text
+from xlcrm.xlsx.writer import atomic_write, close_workbook, open_workbook, sealed, stage_beside, write_text
 
 HOW = "handover"
 #: How many of the latest activities the handover book shows per customer.
@@ -96,7 +95,7 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
             master_pw = password if check_master_password(master, password) else None
         # The book is written beside its place first and takes it only once the handover has
         # committed: a handover that fails leaves no book saying it happened.
-        staged = _stage(Path(out)) if out is not None and claim is not None else None
+        staged = stage_beside(out) if out is not None and claim is not None else None
         conn = db.connect(db.db_path_for(master))
         try:
             with backup.taken(master, conn) as made, db.rollback_on_error(conn):
@@ -129,20 +128,6 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
             if staged is not None:
                 staged.unlink(missing_ok=True)
     return HandoverResult(picked, changes, run_id, book, rewritten, notes)
-
-
-def _stage(out: Path) -> Path:
-    """An empty temp file beside ``out`` (named like :func:`~xlcrm.writer.atomic_write`'s, which a later
-    run's clean-up knows)."""
-    if not out.parent.is_dir():
-        raise XlcrmError(f"folder {out.parent} does not exist; create it first", path=str(out))
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as exc:
-        raise XlcrmError(f"cannot create a file in {out.parent} ({exc.strerror}); check the folder, its "
-                         "permissions and free space", path=str(out)) from None
-    os.close(fd)
-    return Path(name)
 
 
 def _place(staged: Path, out: Path) -> None:

@@ -554,6 +554,8 @@ def atomic_write(path: str | os.PathLike[str], *, private: bool = True) -> Itera
             tmp.unlink()
         if isinstance(exc, OSError) and not exc.filename:
             exc.filename = str(target)  # (a full disk met while closing a zip names no file)
+        if isinstance(exc, XlcrmError) and exc.path == str(tmp):
+            raise exc.about(str(target)) from None  # the file the person asked for, not its temp file
         raise
     finally:
         _private_temps.pop(tmp, None)
@@ -606,6 +608,31 @@ def sealed(tmp: Path, password: str | None) -> Iterator[Path | io.BytesIO]:
     except OSError as exc:
         raise XlcrmError(f"cannot write the workbook: {exc.strerror}; check free space and permissions",
                          path=str(tmp)) from None
+
+
+def stage_beside(path: str | os.PathLike[str]) -> Path:
+    """An empty temp file beside ``path``, named like :func:`atomic_write`'s (which
+    :func:`remove_leftovers` knows), for a file that must take its place only after something else
+    has committed (a handout, a handover book): written there, then ``os.replace``d."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise XlcrmError(f"folder {parent} does not exist; create it first", path=str(target))
+    if len(target.name.encode("utf-8", "surrogateescape")) > 255 - 2 * 14:  # its own temp file's, too
+        raise XlcrmError(f"the file name is too long ({len(target.name)} characters); choose a shorter name",
+                         path=str(target))
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+        os.close(fd)
+        try:  # what atomic_write gives the file it replaces: the old file's bits, else a new file's
+            mode = target.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = fileperm.new_file_mode(True)
+        os.chmod(name, mode)
+    except OSError as exc:
+        raise XlcrmError(f"cannot create a file in {parent} ({exc.strerror}); check the folder, its "
+                         "permissions and free space", path=str(target)) from None
+    return Path(name)
 
 
 def remove_leftovers(path: str | os.PathLike[str]) -> list[Path]:
