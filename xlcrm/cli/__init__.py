@@ -65,7 +65,7 @@ _FAULTS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC), er
 def machine_fault(exc: OSError) -> str | None:
     """One line for a fault of the machine met while writing a file (a full disk, a read-only
     folder) that no command turned into its own message; None for any other error.  The file being
-    written is a temp file removed on the way out (:func:`xlcrm.writer.atomic_write`), so nothing is
+    written is a temp file removed on the way out (:func:`xlcrm.xlsx.writer.atomic_write`), so nothing is
     half-written."""
     if exc.errno not in _FAULTS:
         return None
