@@ -9,10 +9,12 @@ stray keystroke or a crafted file alters one:
   顧客 sheet, at that address;
 * ``lying_sizes.xlsx``: 300,000 more full rows on the 顧客 sheet while the archive still states the
   sheet's old size (a few MB that inflate to 330 MB);
-* ``one_column.xlsx``: the header row, then 1,048,575 rows with only the company name filled.
+* ``one_column.xlsx``: the header row, then 1,048,575 rows with only the company name filled;
+* ``merged_cells.xlsx``: one merged range from A300 to XFD1048576 (17 billion cells) on the 顧客 sheet;
+* ``dimension.xlsx``: the 顧客 sheet's ``<dimension>`` claims A1:XFD1048576.
 
-Then measure each with ``/usr/bin/time -f "%e s %M KB" xlcrm validate FILE`` (benchmarks/README.md,
-Hostile inputs).
+Then measure each with ``python benchmarks/bench_hostile.py DIR`` (benchmarks/README.md, Hostile
+inputs).
 """
 
 from __future__ import annotations
@@ -77,6 +79,15 @@ def lying_sizes(src: Path, out: Path, rows: int) -> Path:
     return out
 
 
+def merged_cells(src: Path, out: Path, ref: str) -> Path:
+    merge = f'</sheetData><mergeCells count="1"><mergeCell ref="{ref}"/></mergeCells>'.encode()
+    return rewrite(src, out, lambda d: d.replace(b"</sheetData>", merge, 1))
+
+
+def dimension(src: Path, out: Path, ref: str) -> Path:
+    return rewrite(src, out, lambda d: re.sub(rb'<dimension ref="[^"]*"/>', f'<dimension ref="{ref}"/>'.encode(), d))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -88,6 +99,8 @@ def main() -> None:
         far_cell(base, args.out / f"far_{cell}.xlsx", cell)
     lying_sizes(base, args.out / "lying_sizes.xlsx", 300_000)
     one_column(base, args.out / "one_column.xlsx", 1_048_575)
+    merged_cells(base, args.out / "merged_cells.xlsx", "A300:XFD1048576")
+    dimension(base, args.out / "dimension.xlsx", "A1:XFD1048576")
     for p in sorted(args.out.glob("*.xlsx")):
         print(f"{p}  {p.stat().st_size:,} bytes")
 

@@ -117,6 +117,22 @@ def test_far_cells_liars_and_sparse_sheets_cost_memory_by_content(make_book: Mak
     assert master.is_file()
 
 
+def test_a_merged_range_over_the_whole_sheet_gets_no_copy_and_stops_no_other(make_book: MakeBook,
+                                                                             tmp_path: Path) -> None:
+    base = make_book({"customers": [{"name": "山田精機株式会社", "kind": "corporate", "phone": "0312345678x"}]},
+                     name="base.xlsx")
+    merged = _rewrite(base, tmp_path / "merged.xlsx", CUSTOMERS, lambda d: d.replace(
+        b"</sheetData>", b'</sheetData><mergeCells count="1"><mergeCell ref="A300:XFD1048576"/></mergeCells>', 1))
+    proc = capped_cli("validate", merged, base, "--fix", "fixed", "--annotate", "checked", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "merged.xlsx" in lines[0] and "A300:XFD1048576" in lines[0] and "unmerge" in lines[0], lines[0]
+    assert sorted(p.name for p in (tmp_path / "fixed").iterdir()) == ["base_修正済.xlsx"]
+    assert sorted(p.name for p in (tmp_path / "checked").iterdir()) == ["base_チェック結果.xlsx",
+                                                                         "merged_チェック結果.xlsx"]
+
+
 VBA = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b'Attribute VB_Name = "Module1"\nSub Auto_Open()\nEnd Sub\n'
 
 

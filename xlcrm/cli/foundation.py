@@ -55,6 +55,7 @@ def validate(
     """Check workbooks cell by cell. Exit 0: no errors (warnings allowed); 1: errors; 2: unreadable."""
     from rich.progress import Progress
 
+    from xlcrm.errors import XlcrmError
     from xlcrm.intake import validate as v
 
     ref_day = parse_date(today)
@@ -82,17 +83,22 @@ def validate(
     # Every copy's target is checked before the first is written: none replaces someone's work.
     claims = {kind: outputs.claim(list(targets.values()), kind, force=force)
               for kind, targets in copies.items() if targets}
+    refused: list[str] = []  # copies that could not be made: one file's never stops the others'
     with keeping_copies():
         for r in readable:
-            if r.path in copies["annotated"]:
-                target = copies["annotated"][r.path]
-                with claims["annotated"].write(target):
-                    written.setdefault(str(r.path), {})["annotated"] = str(v.annotate(r, target))
-            if r.path in copies["fixed"]:
-                target = copies["fixed"][r.path]
-                with claims["fixed"].write(target):
-                    path, fixes = v.fix(r, target)
-                written.setdefault(str(r.path), {}).update(fixed=str(path), fixes=str(len(fixes)))
+            try:
+                if r.path in copies["annotated"]:
+                    target = copies["annotated"][r.path]
+                    with claims["annotated"].write(target):
+                        written.setdefault(str(r.path), {})["annotated"] = str(v.annotate(r, target))
+                if r.path in copies["fixed"]:
+                    target = copies["fixed"][r.path]
+                    with claims["fixed"].write(target):
+                        path, fixes = v.fix(r, target)
+                    written.setdefault(str(r.path), {}).update(fixed=str(path), fixes=str(len(fixes)))
+            except XlcrmError as exc:
+                refused.append(str(exc))
+                written.setdefault(str(r.path), {})["copy_refused"] = str(exc)
 
     if as_json:
         payload = {
@@ -109,7 +115,12 @@ def validate(
     unreadable = [r for r in results if isinstance(r, v.Unreadable)]
     if unreadable:
         more = f" (and {len(unreadable) - 1} more file(s) that cannot be read)" if len(unreadable) > 1 else ""
+        more += f" (and {len(refused)} file(s) whose copies could not be made)" if refused else ""
         print(f"xlcrm: {unreadable[0].message}{more}", file=sys.stderr)
+        raise typer.Exit(2)
+    if refused:
+        more = f" (and {len(refused) - 1} more file(s) whose copies could not be made)" if len(refused) > 1 else ""
+        print(f"xlcrm: {refused[0]}{more}", file=sys.stderr)
         raise typer.Exit(2)
     if any(not r.ok for r in results):  # type: ignore[union-attr]
         raise typer.Exit(1)

@@ -27,7 +27,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from xlcrm import normalize as nz
-from xlcrm.errors import UnreadableWorkbook
+from xlcrm.errors import UnreadableWorkbook, XlcrmError
 from xlcrm.intake.inputs import scan
 from xlcrm.schema import (
     OWNER_DEFAULTED,
@@ -919,9 +919,48 @@ _SUMMARY_SHEET = SUMMARY_SHEET
 _FIXES_SHEET = {"ja": "修正一覧", "en": "Fixes"}
 
 
+#: Cells a copy edited through openpyxl may hold in merged ranges: openpyxl makes an object of every
+#: cell a merge covers (about 400 bytes each), so one crafted ``<mergeCell ref="A2:XFD1048576"/>``
+#: would take gigabytes; a workbook's real merges (a title, a header) are a few hundred cells.
+MERGED_CELLS_BUDGET = 200_000
+_MERGE_REF = re.compile(rb"<(?:\w+:)?mergeCell\b[^>]*?\bref\s*=\s*[\"']([A-Za-z]{1,3}\d{1,7}(?::[A-Za-z]{1,3}\d{1,7})?)[\"']")
+
+
+def _check_merged_cells(path: Path, source: BinaryIO | None) -> None:
+    """Refuse, in one line, a workbook whose merged ranges cover more cells than
+    :data:`MERGED_CELLS_BUDGET` before openpyxl expands them."""
+    import zipfile
+
+    from openpyxl.utils.cell import range_boundaries
+
+    if source is not None:
+        source.seek(0)
+    try:
+        with zipfile.ZipFile(path if source is None else source) as z:
+            total, widest = 0, ("", 0)
+            for name in z.namelist():
+                if not (name.startswith("xl/worksheets/") and name.endswith(".xml")):
+                    continue
+                for m in _MERGE_REF.finditer(z.read(name)):
+                    ref = m.group(1).decode()
+                    c1, r1, c2, r2 = range_boundaries(ref if ":" in ref else f"{ref}:{ref}")
+                    area = (c2 - c1 + 1) * (r2 - r1 + 1)
+                    total += area
+                    widest = max(widest, (ref, area), key=lambda t: t[1])
+    except (zipfile.BadZipFile, ValueError, TypeError):
+        return  # not for this check to say: openpyxl's own reading reports it
+    finally:
+        if source is not None:
+            source.seek(0)
+    if total > MERGED_CELLS_BUDGET:
+        raise XlcrmError(f"its merged cells cover {total:,} cells ({widest[0]} alone {widest[1]:,}), too many for a "
+                         "marked or fixed copy; unmerge them (セルの結合を解除) and run again", path=str(path))
+
+
 def _load_for_edit(path: Path, source: BinaryIO | None = None) -> Any:
     import openpyxl
 
+    _check_merged_cells(path, source)
     # Without keep_vba a macro-enabled workbook's VBA project is left out: copies carry no macros.
     book = openpyxl.load_workbook(path if source is None else source, rich_text=True)
     restore_meta_state(book)
