@@ -60,7 +60,11 @@ class PgServer:
         self.port = _free_port()
         self._as: list[str] = []
         if os.geteuid() == 0:
-            user = pwd.getpwnam(SUPERUSER)
+            try:
+                user = pwd.getpwnam(SUPERUSER)
+            except KeyError:
+                raise RuntimeError(f"running as root: initdb needs another user to run as, and there is no "
+                                   f"{SUPERUSER!r} user (the Debian package postgresql creates it)") from None
             for path in (self.root, self.socket_dir):
                 os.chown(path, user.pw_uid, user.pw_gid)
             self._as = ["runuser", "-u", SUPERUSER, "--"]

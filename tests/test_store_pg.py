@@ -61,7 +61,7 @@ def login(server: PgServer, url: str, name: str, role: str) -> str:
     return url.replace("postgresql://postgres@", f"postgresql://{name}@")
 
 
-def test_init_creates_the_masters_tables_from_the_schema(pg_url: str, tmp_path: Path,
+def test_init_creates_the_masters_tables_from_the_schema(pg_server: PgServer, pg_url: str, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "xlcrm.toml"
     config.write_text(f'[store]\nurl = "{pg_url}"\n', encoding="utf-8")
@@ -84,9 +84,10 @@ def test_init_creates_the_masters_tables_from_the_schema(pg_url: str, tmp_path: 
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == \
             (DEFAULT_SCHEMA.version,)
 
-    # Again, through XLCRM_DB, with a column added in xlcrm.toml: nothing created twice, the column added.
+    # Again, through XLCRM_DB and the server's Unix socket, with a column added in xlcrm.toml: nothing
+    # created twice, the column added.
     config.write_text('[sheets."顧客"]\ncolumns = [{ label = "会員ランク", type = "text" }]\n', encoding="utf-8")
-    monkeypatch.setenv("XLCRM_DB", pg_url)
+    monkeypatch.setenv("XLCRM_DB", pg_server.socket_url(pg_url.rsplit("/", 1)[1]))
     code, out, err = xlcrm("store", "init", "--config", config)
     assert code == 0, err
     assert "0 tables created, 21 already there" in out and "customers." in out
@@ -100,6 +101,8 @@ def test_init_refuses_another_applications_database(pg_server: PgServer, pg_url:
     assert code == 2
     assert "no xlcrm master" in one_line(err) and "customers" in err
     assert set(tables(pg_url)) == {"customers"}
+    code, _, err = xlcrm("store", "roles", "--db", pg_url)
+    assert code == 2 and "run `xlcrm store init` first" in one_line(err)
 
 
 def test_a_staff_login_cannot_select_a_column_its_role_hides(pg_server: PgServer, pg_url: str) -> None:
@@ -143,6 +146,10 @@ def test_a_staff_login_cannot_select_a_column_its_role_hides(pg_server: PgServer
             "03-1111-2222", "info@aozora.example", "社長直通 090-1234-5678")
         conn.execute("SELECT * FROM history").fetchall()
         conn.execute("INSERT INTO runs(started) VALUES ('2024-06-01')")
+
+    for command in ("init", "roles"):  # a staff login cannot change the master or the roles
+        code, _, err = xlcrm("store", command, "--db", staff)
+        assert code == 2 and "refused by the server" in one_line(err) and "nothing was changed" in err
 
     sales = login(pg_server, pg_url, "sato", "xlcrm_sales")  # own customers only: nothing until RLS exists
     with psycopg.connect(sales) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):

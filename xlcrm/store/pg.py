@@ -163,10 +163,10 @@ def init_master(store: StoreURL, schema: Schema) -> InitReport:
     with _session(store, "creating the master's tables") as conn:
         before = _existing_tables(conn)
         ours = master_tables(schema)
-        if "meta" not in before and before & set(ours):
+        if before & set(ours) and not _is_master(conn, before):
             clash = ", ".join(sorted(before & set(ours))[:5])
             raise XlcrmError(f"{store}: the database already has tables named {clash} but is no xlcrm master "
-                             "(no meta table); give an empty database for the master")
+                             "(no schema version in a meta table); give an empty database for the master")
         for statement in db.bookkeeping_ddl():
             conn.execute(to_postgres(statement))  # type: ignore[arg-type]
         added: list[str] = []
@@ -178,10 +178,9 @@ def init_master(store: StoreURL, schema: Schema) -> InitReport:
                 if table == db.base_table(entity):
                     decls.append(f'PRIMARY KEY ("_workbook", {_quote(entity.id_column.key)})')
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {_quote(table)} ({', '.join(decls)})")  # type: ignore[arg-type]
-                for c, d in columns:
+                for c, d in columns:  # columns the schema gained since (the key columns are never new)
                     if have and c not in have:
-                        conn.execute(f"ALTER TABLE {_quote(table)} ADD COLUMN IF NOT EXISTS {_quote(c)} "  # type: ignore[arg-type]
-                                     f"{to_postgres(d).replace(' PRIMARY KEY', '')}")
+                        conn.execute(f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(c)} {to_postgres(d)}")  # type: ignore[arg-type]
                         added.append(f"{table}.{c}")
             for statement in db.entity_index_ddl(entity):
                 conn.execute(to_postgres(statement))  # type: ignore[arg-type]
@@ -189,6 +188,13 @@ def init_master(store: StoreURL, schema: Schema) -> InitReport:
                      "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (schema.version,))
     return InitReport(str(store), tuple(t for t in ours if t not in before), tuple(t for t in ours if t in before),
                       tuple(added))
+
+
+def _is_master(conn: psycopg.Connection[Any], tables: set[str]) -> bool:
+    """Whether the database's tables are an xlcrm master's: its ``meta`` holds a schema version."""
+    if "meta" not in tables or not {"key", "value"} <= _columns(conn, "meta"):
+        return False
+    return conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
 
 
 def _columns(conn: psycopg.Connection[Any], table: str) -> set[str]:
@@ -281,7 +287,7 @@ def apply_roles(store: StoreURL, schema: Schema, *, prefix: str = ROLE_PREFIX) -
 
     with _session(store, "creating the roles") as conn:
         present = _existing_tables(conn)
-        if "meta" not in present:
+        if not _is_master(conn, present):
             raise XlcrmError(f"{store}: no xlcrm master in this database; run `xlcrm store init` first")
         tables = [t for t in master_tables(schema) if t in present]
         if db.PROVISION_TABLE in present:
