@@ -9,7 +9,7 @@ keys -> identity columns, REAL -> DOUBLE PRECISION, no WITHOUT ROWID).
 Roles (:func:`plan_roles`, :func:`apply_roles`): every role of xlcrm.toml (and the built-in ones)
 becomes a PostgreSQL group role ``<prefix><name>`` (NOLOGIN; people's logins are made members of it):
 
-- ``admin``: every privilege on every table of the master.
+- ``admin`` (unless xlcrm.toml gives it ``hide`` or ``own_only``): every privilege on every table.
 - a role that hides nothing: SELECT on every table.
 - a role that hides columns (:func:`xlcrm.schema.hidden_columns`, the rules of exports): SELECT on
   the entity tables' other columns only (column privileges: ``SELECT hidden`` is refused by the
@@ -245,7 +245,7 @@ def plan_roles(schema: Schema, tables: Sequence[str] | None = None, *, prefix: s
     plans: list[RolePlan] = []
     for role in schema.roles:
         name = pg_role_name(role, prefix)
-        if role.name == ADMIN_ROLE:
+        if role.name == ADMIN_ROLE and not role.hide and not role.own_only:
             plans.append(RolePlan(role.name, name, "admin", dict.fromkeys(tables),
                                   note="every privilege on every table"))
             continue
