@@ -709,3 +709,34 @@ def test_customers_a_ledger_creates_are_corporate_by_every_legal_form(tmp_path: 
     assert [(c["name"], c.get("kind")) for c in sheet(out / "o.xlsx", "customers")] == [
         ("医療法人社団さくら会", "法人"), ("一般社団法人日本ねじ協会", "法人"), ("(医)健康会", "法人"),
         ("Acme Trading Inc.", "法人"), ("みどり薬局", None)]
+
+
+def test_a_folder_of_txt_semicolon_csv_and_xlsm(tmp_path: Path) -> None:
+    """A folder as a new firm hands it over: a pipe-separated .txt inquiry log, a semicolon CSV in
+    CP932 with a title row and a quoted ';' in a name, and an .xlsm customer book; each read with its
+    own encoding and delimiter, the log's rows beside the customers they name."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "問い合わせ一覧.txt").write_text("受付日|お客様名|問い合わせ内容|対応\n2024/5/1|株式会社セミ;コロン|在庫の確認|"
+                                          "在庫ありと回答\n2024/5/2|北山商店|納期|来週\n", encoding="utf-8")
+    (lists / "得意先.csv").write_bytes('得意先一覧;;\r\n得意先名;電話;FAX\r\n"株式会社セミ;コロン";03-1111-2222;'
+                                     "03-1111-2223\r\n".encode("cp932"))
+    wb = openpyxl.Workbook()
+    wb.active.title = "顧客台帳"
+    wb.active.append(["屋号", "代表電話", "営業担当"])
+    wb.active.append(["北山商店", "011-222-3333", "鈴木"])
+    wb.save(lists / "顧客台帳.xlsm")
+    out = tmp_path / "team"
+    res = run("import", lists, "--out", out, "--owner", "佐藤", "--json")
+    assert res.exit_code == 0, res.output
+    by_file = {Path(s["file"]).name: s for s in json.loads(res.output)["sources"]}
+    assert [(n, s.get("encoding"), s.get("delimiter"), s["header_row"], s["shape"], s["rows_read"])
+            for n, s in sorted(by_file.items())] == [
+        ("問い合わせ一覧.txt", "utf-8", "|", 1, "activities", 2), ("得意先.csv", "cp932", ";", 2, "customers", 1),
+        ("顧客台帳.xlsm", None, None, 1, "customers", 1)]
+    assert sheet(out / "佐藤.xlsx", "customers") == [
+        {"kind": "法人", "name": "株式会社セミ;コロン", "phone": "03-1111-2222", "fax": "03-1111-2223"}]
+    assert [(a["customer"], a["type"], a["content"]) for a in sheet(out / "佐藤.xlsx", "activities")] == [
+        ("株式会社セミ;コロン", "問い合わせ", "在庫の確認")]
+    assert [(a["customer"], a["response"]) for a in sheet(out / "鈴木.xlsx", "activities")] == [("北山商店", "来週")]
+    assert sheet(out / "鈴木.xlsx", "customers")[0]["owner"] == "鈴木"

@@ -135,11 +135,16 @@ def _joined(pieces: list[tuple[int, Any]], multiline: bool) -> Any:
 _BLANK, _TOTALS_ROW, _DATA = range(3)
 
 
+#: First characters a totals word can start with (before NFKC: full-width letters, spaces too).
+_TOTALS_FIRST = frozenset("合小総計累tTsSgGｔＴｓＳｇＧ \u3000\t")
+
+
 def row_kind(cells: Sequence[Any]) -> int:
     """Blank row, totals row (its first non-empty cell says 合計 / 小計 / Total) or a data row."""
     for v in cells:
         if v is not None:
-            if type(v) is str and len(v) < 20 and _TOTALS.match(unicodedata.normalize("NFKC", v).strip()):
+            if type(v) is str and len(v) < 20 and v[0] in _TOTALS_FIRST \
+                    and _TOTALS.match(unicodedata.normalize("NFKC", v).strip()):
                 return _TOTALS_ROW
             return _DATA
     return _BLANK
@@ -150,14 +155,18 @@ def is_totals_row(cells: Sequence[Any]) -> bool:
     return row_kind(cells) == _TOTALS_ROW
 
 
+_PREFECTURES = frozenset(PREFECTURES_JA)
+_PREFECTURE_LENGTHS = sorted({len(p) for p in PREFECTURES_JA}, reverse=True)
+
+
 def split_prefecture(address: Any) -> tuple[str, str] | None:
     """(都道府県, rest) when a text address starts with a prefecture name."""
     if not isinstance(address, str):
         return None
     s = address.strip()
-    for p in PREFECTURES_JA:
-        if s.startswith(p):
-            return p, s[len(p):].lstrip(" \u3000")
+    for n in _PREFECTURE_LENGTHS:
+        if s[:n] in _PREFECTURES:
+            return s[:n], s[n:].lstrip(" \u3000")
     return None
 
 
@@ -238,12 +247,29 @@ class _Plan:
             else:
                 self.joined.append((ent, key, sorted(cols), self.multiline[target]))
 
-    def values(self, cells: Sequence[Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    def child_row(self, cells: Sequence[Any], entity: str, id_col: str) -> tuple[Row, list[str]]:
+        """The row of a log or ledger (every target on ``entity``) and its ``元の列名: 値`` notes;
+        :meth:`values` for one entity, without its dict per entity (a ledger has many rows)."""
+        if len(cells) < self.width:
+            cells = [*cells, *([None] * (self.width - len(cells)))]
+        row: Row = {id_col: None}
+        for _ent, key, j in self.single:
+            v = cells[j]
+            if v is not None:
+                row[key] = v
+        if self.single_dates or self.joined or self.notes:
+            more, notes = self.values(cells, dates_and_joined_only=True)
+            row.update(more.get(entity, ()))
+            return row, notes
+        return row, []
+
+    def values(self, cells: Sequence[Any], *, dates_and_joined_only: bool = False
+               ) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """entity -> {key: value} of one row, and its ``元の列名: 値`` notes."""
         if len(cells) < self.width:
             cells = [*cells, *([None] * (self.width - len(cells)))]
         out: dict[str, dict[str, Any]] = {}
-        for ent, key, j in self.single:
+        for ent, key, j in () if dates_and_joined_only else self.single:
             v = cells[j]
             if v is not None:
                 d = out.get(ent)
@@ -434,6 +460,8 @@ def shape_children(table: SourceTable, smap: SourceMap, schema: Schema, registry
     id_col = entity.id_column.key
     label = table.label
     found_by_name: dict[str, Customer] = {}
+    #: Rows per name typed otherwise than its customer's (listed with the customer it found).
+    other_spelling: dict[str, int] = {}
     books = shaped.rows
     long_rows: list[int] = []
     for i in range(smap.header_row, len(table.rows)):
@@ -448,11 +476,9 @@ def shape_children(table: SourceTable, smap: SourceMap, schema: Schema, registry
             counts.skipped.append(Attention(where, "totals row (合計) skipped: "
                                             + ", ".join(_text(v) for v in cells if v is not None)))
             continue
-        values, notes = plan.values(cells)
+        row, notes = plan.child_row(cells, ekey, id_col)
         if plan.beyond and _long_row(plan, table, cells):
             long_rows.append(i + 1)
-        row: Row = {id_col: None}
-        row.update(values.get(ekey, {}))
         typed = row.get("customer")
         name = (typed if type(typed) is str else _text(typed)).strip() if typed is not None else ""
         owner_value = row.get(owner_key)
@@ -466,8 +492,7 @@ def shape_children(table: SourceTable, smap: SourceMap, schema: Schema, registry
         if customer is not None:
             row["customer"] = customer.ref
             if customer.name != name:
-                pair = (name, customer.ref if customer.id else customer.name)
-                shaped.matched[pair] = shaped.matched.get(pair, 0) + 1
+                other_spelling[name] = other_spelling.get(name, 0) + 1
             book = customer.owner
         else:
             book = row_owner
@@ -491,6 +516,10 @@ def shape_children(table: SourceTable, smap: SourceMap, schema: Schema, registry
         counts.rows_written += 1
         if len(counts.samples) < 3:
             counts.samples.append({ekey: dict(row)})
+    for name, n in other_spelling.items():
+        c = found_by_name[name]
+        pair = (name, c.ref if c.id else c.name)
+        shaped.matched[pair] = shaped.matched.get(pair, 0) + n
     _report_long_rows(long_rows, table, shaped, entity.column(fallback).ja)
 
 
