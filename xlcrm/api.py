@@ -23,7 +23,7 @@ import datetime as dt
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from xlcrm.errors import XlcrmError
 from xlcrm.intake.importer import import_sources
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from xlcrm.master.handover import HandoverResult
     from xlcrm.master.merge import MergeReport
     from xlcrm.master.resolve import ResolveReport
-    from xlcrm.store.pg import InitReport, RolePlan
+    from xlcrm.store.pg import CopyReport, InitReport, RolePlan
     from xlcrm.views.export import ExportResult, MailingResult, ThirdParty
     from xlcrm.views.history import CustomerHistory
     from xlcrm.views.report import ReportOptions, ReportResult
@@ -85,6 +85,15 @@ class Master:
         """The master database, for reading (one line and :class:`~xlcrm.XlcrmError` when missing)."""
         self._on_sqlite("Master.connect")
         return open_master(self.path)
+
+    def _reader(self) -> sqlite3.Connection:
+        """The master for the views that only read it: master.db, or the PostgreSQL master's
+        :class:`~xlcrm.store.pg.ServerReader`, which takes the same queries."""
+        if self.store is None:
+            return self.connect()
+        from xlcrm.store.pg import reader
+
+        return cast(sqlite3.Connection, reader(self.store))
 
     # --- the weekly loop ------------------------------------------------------------------------------
 
@@ -132,9 +141,9 @@ class Master:
     def search(self, query: str = "", *, limit: int = 20, lang: Lang = "ja", me: str | None = None,
                owner: str | None = None, status: str | None = None,
                prefecture: str | None = None) -> list[SearchHit]:
-        """Customers and contact persons, best first: ``xlcrm search``."""
-        self._on_sqlite("search")
-        conn = self.connect()
+        """Customers and contact persons, best first: ``xlcrm search`` (on the PostgreSQL master when one
+        is configured)."""
+        conn = self._reader()
         try:
             return search(conn, self.schema, query, limit=limit, lang=lang, me=me, owner=owner, status=status,
                           prefecture=prefecture)
@@ -142,9 +151,9 @@ class Master:
             conn.close()
 
     def history(self, customer: str, *, today: dt.date | None = None, lang: Lang = "ja") -> CustomerHistory:
-        """A customer's summary, records and changes: ``xlcrm history``."""
-        self._on_sqlite("history")
-        conn = self.connect()
+        """A customer's summary, records and changes: ``xlcrm history`` (on the PostgreSQL master when
+        one is configured)."""
+        conn = self._reader()
         try:
             return customer_history(conn, self.schema, customer, today=today, lang=lang)
         finally:
@@ -255,3 +264,18 @@ def store_roles(db_url: str | None = None, *, prefix: str | None = None, schema:
 
     s = _schema(schema, config)
     return apply_roles(_server(s, db_url), s, prefix=ROLE_PREFIX if prefix is None else prefix)
+
+
+def copy_store(master: str | Path, db_url: str | None = None, *, schema: Schema | None = None,
+               config: str | Path | None = None) -> CopyReport:
+    """Copy the records of master.db (beside ``master``) into the PostgreSQL master, replacing what is
+    there, in one transaction: ``xlcrm store copy``."""
+    from xlcrm.store.pg import copy_master
+
+    s = _schema(schema, config)
+    store = _server(s, db_url)
+    conn = open_master(master)
+    try:
+        return copy_master(conn, store, s)
+    finally:
+        conn.close()

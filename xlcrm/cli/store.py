@@ -1,4 +1,4 @@
-"""CLI: `xlcrm store init` and `xlcrm store roles` (the master on a PostgreSQL server)."""
+"""CLI: `xlcrm store init`, `xlcrm store roles` and `xlcrm store copy` (the master on a PostgreSQL server)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from xlcrm.api import init_store, store_roles
+from xlcrm.api import copy_store, init_store, store_roles
 from xlcrm.cli.app import app
-from xlcrm.cli.common import ConfigOpt, out
+from xlcrm.cli.common import ConfigOpt, MasterOpt, out
 from xlcrm.cli.common import load_config as _schema
 from xlcrm.terminal import add_whole_column, narrow_table
 
@@ -33,6 +33,19 @@ def init(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -
         return
     out.print(f"{escape(report.store)}: {len(report.created)} tables created, {len(report.kept)} already there"
               + (f", columns added: {', '.join(report.columns_added)}" if report.columns_added else ""))
+
+
+@store_app.command("copy")
+def copy(master: MasterOpt, db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Copy master.db's records and search index into the PostgreSQL master, replacing what is there, in
+    one transaction (safe to run again); `xlcrm search` and `xlcrm history` then read the server."""
+    report = copy_store(master, db, schema=_schema(config))
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        return
+    total = sum(report.rows.values())
+    out.print(f"{escape(report.store)}: {total} rows copied in {len(report.rows)} tables "
+              f"({report.seconds:.1f} s)")
 
 
 @store_app.command("roles")

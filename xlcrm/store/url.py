@@ -24,7 +24,7 @@ from xlcrm.schema import Schema
 ENV = "XLCRM_DB"
 SCHEMES = ("postgresql", "postgres")
 #: The commands that work on a PostgreSQL master today.
-ON_SERVER: tuple[str, ...] = ("store init", "store roles")
+ON_SERVER: tuple[str, ...] = ("store init", "store roles", "store copy", "search", "history")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def refuse_server(store: StoreURL | None, command: str) -> None:
     """One line, exit 2, when ``command`` is asked to work on a PostgreSQL master it cannot use yet."""
     if store is None:
         return
-    supported = " and ".join(f"`xlcrm {c}`" for c in ON_SERVER)
+    supported = ", ".join(f"`xlcrm {c}`" for c in ON_SERVER[:-1]) + f" and `xlcrm {ON_SERVER[-1]}`"
     undo = {"--db": "leave out --db", ENV: f"unset {ENV}"}.get(store.source, f"remove {store.source}")
     raise XlcrmError(f"{command}: the master is on PostgreSQL ({store}, from {store.source}), and the "
                      f"PostgreSQL store supports {supported} so far; {command} still uses master.db — "

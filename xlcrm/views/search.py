@@ -620,7 +620,7 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
         # Unordered (free text: every hit scores alike), SQLite stops at the limit.
         order = "ORDER BY score DESC, customer_id, contact_id " if ordered else ""
         sql = (f"SELECT * FROM (SELECT entity, customer_id, contact_id, {cols}, {score_sql} AS score "
-               f"FROM {ROWS_TABLE} WHERE {where}) WHERE score > 0 {order}LIMIT :lim")
+               f"FROM {ROWS_TABLE} WHERE {where}) AS scored WHERE score > 0 {order}LIMIT :lim")
         out = []
         for r in conn.execute(sql, params):
             score, tier, matched = _best(columns, [r[c.key] for c in columns], q, r["entity"])
@@ -648,7 +648,7 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
                 needle = q.needle(ic)
                 params[f"hi{i}"] = needle[:-1] + chr(ord(needle[-1]) + 1)
                 ranges.append(f"SELECT * FROM (SELECT rowid FROM {ROWS_TABLE} WHERE {quote_name(ic.key)} >= :n{i} "
-                              f"AND {quote_name(ic.key)} < :hi{i} ORDER BY {quote_name(ic.key)} LIMIT :per)")
+                              f"AND {quote_name(ic.key)} < :hi{i} ORDER BY {quote_name(ic.key)} LIMIT :per) AS p{i}")
         head = run(f"rowid IN ({' UNION ALL '.join(ranges)})") if ranges else []
         found += head
         if sum(1 for c in head if c.tier in ("exact", "prefix")) < limit:
@@ -786,7 +786,7 @@ def _fuzzy_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
                         f"SELECT rowid FROM {ROWS_TABLE} WHERE {quote_name(ic.key)} >= :lo AND {quote_name(ic.key)} < :hi"
                         for _, ic in fuzzy_cols if ic.prefix_index)
                     sql = (f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE rowid IN "
-                           f"(SELECT rowid FROM ({ranges}) LIMIT :cap)")
+                           f"(SELECT rowid FROM ({ranges}) AS starts LIMIT :cap)")
                     for r in conn.execute(sql, {"lo": lo, "hi": hi, "cap": _FUZZY_CANDIDATES * 5}):
                         add(r)
     else:
