@@ -37,10 +37,12 @@ def master(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def copied(master: Path, pg_server: PgServer) -> str:
     """A database holding the fixture master, copied by `xlcrm store copy`."""
-    url = pg_server.url(pg_server.database())
+    name = "search_utf8"  # LC_CTYPE C.UTF-8: pg_trgm counts kanji and kana as letters
+    pg_server.execute(f"CREATE DATABASE {name} TEMPLATE template0 LC_CTYPE 'C.UTF-8' LC_COLLATE 'C.UTF-8'")
+    url = pg_server.url(name)
     code, out, err = xlcrm("store", "copy", "--master", master, "--db", url)
     assert code == 0, err
-    assert "rows copied" in out
+    assert "rows copied" in out and "LC_CTYPE" not in out
     return url
 
 
@@ -126,3 +128,34 @@ def test_search_on_a_database_without_a_copy_is_refused_in_one_line(pg_url: str,
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "xlcrm store copy" in lines[0], err
+
+
+def test_a_database_whose_ctype_has_no_japanese_letters_is_searched_the_same_and_the_copy_says_so(
+        pg_url: str, master: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = xlcrm("store", "copy", "--master", master, "--db", pg_url)  # the test server: locale C
+    assert code == 0, err
+    assert "LC_CTYPE" in out and "C.UTF-8" in out
+    monkeypatch.setenv("XLCRM_DB", pg_url)
+    code, out, err = xlcrm("search", "山田製作", "--master", master, "--json")
+    assert code == 0, err
+    assert [h["customer_id"] for h in json.loads(out)][:1] == ["C-000001"]
+
+
+def test_an_admin_login_searches_and_one_whose_role_may_not_read_the_index_is_told_in_one_line(
+        pg_server: PgServer, copied: str, master: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _out, err = xlcrm("store", "roles", "--db", copied, "--prefix", "s_")
+    assert code == 0, err
+    pg_server.execute('DROP ROLE IF EXISTS "boss1"; CREATE ROLE "boss1" LOGIN IN ROLE "s_admin"')
+    monkeypatch.delenv("XLCRM_DB", raising=False)
+    code, on_sqlite, err = xlcrm("search", "山田", "--master", master, "--json")
+    monkeypatch.setenv("XLCRM_DB", copied.replace("postgresql://postgres@", "postgresql://boss1@"))
+    code, out, err = xlcrm("search", "山田", "--master", master, "--json")
+    assert code == 0 and json.loads(out) == json.loads(on_sqlite), err  # the search index is granted too
+    code, _out, err = xlcrm("store", "copy", "--master", master, "--db", copied)  # and stays granted
+    code, out, err = xlcrm("search", "山田", "--master", master, "--json")
+    assert code == 0 and json.loads(out) == json.loads(on_sqlite), err
+    pg_server.execute('DROP ROLE IF EXISTS "reader1"; CREATE ROLE "reader1" LOGIN IN ROLE "s_analyst"')
+    monkeypatch.setenv("XLCRM_DB", copied.replace("postgresql://postgres@", "postgresql://reader1@"))
+    code, out, err = xlcrm("search", "山田", "--master", master, "--json")
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1 and "refused" in lines[0], err

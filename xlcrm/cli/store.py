@@ -46,6 +46,10 @@ def copy(master: MasterOpt, db: DbOpt = None, config: ConfigOpt = None, as_json:
     total = sum(report.rows.values())
     out.print(f"{escape(report.store)}: {total} rows copied in {len(report.rows)} tables "
               f"({report.seconds:.1f} s)")
+    if not report.japanese_trigrams:
+        out.print("note: this database's LC_CTYPE does not count kanji and kana as letters, so pg_trgm cannot "
+                  "index Japanese text and each search reads every row; create the database with "
+                  "LC_CTYPE 'C.UTF-8' (or ja_JP.UTF-8) for fast search")
 
 
 @store_app.command("roles")
