@@ -19,6 +19,11 @@ activities per customer.  Then measures:
 - wall time of ``xlcrm search --master M QUERY --json`` as a subprocess, from process start to the
   JSON on stdout (target < 1 s), and ``python -X importtime -c "import xlcrm.views.search"``.
 
+With ``--pg URL`` (or ``--pg temp``: a throwaway server of the installed PostgreSQL, as the tests start
+one, with a C.UTF-8 database) the master is also copied there with ``store copy`` (timed) and the
+same queries run on the server through the reader ``xlcrm search`` uses with ``XLCRM_DB`` (a fresh
+connection per query), each checked to give the same hits in the same order as on master.db.
+
 Targets are printed next to the figures; nothing here runs in the test suite.
 """
 
@@ -236,6 +241,67 @@ def bench_queries(master: Path, repeat: int) -> list[float]:
     return all_ms
 
 
+def bench_pg(master: Path, url: str, repeat: int) -> None:
+    """``store copy`` to ``url``, then the query mix on the server beside master.db, hits compared."""
+    from xlcrm.store import pg
+    from xlcrm.store.url import StoreURL
+
+    store = StoreURL(url, "--pg")
+    conn = db.connect(db.db_path_for(master))
+    t0 = time.perf_counter()
+    report = pg.copy_master(conn, store, S)
+    conn.close()
+    print(f"\nstore copy: {sum(report.rows.values()):,} rows in {time.perf_counter() - t0:.1f} s "
+          f"(search_rows {report.rows.get('search_rows', 0):,}); pg_trgm indexes Japanese: "
+          f"{report.japanese_trigrams}")
+    print(f"per-query latency, master.db vs PostgreSQL (fresh connection each, best of {repeat}); load "
+          f"average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"  {'kind':28s} {'n':>3s} {'sqlite med':>10s} {'pg med':>8s} {'pg p95':>8s} {'pg max':>8s}  same hits")
+    lite_all: list[float] = []
+    server_all: list[float] = []
+    differ: list[str] = []
+    for kind, queries in query_mix(master).items():
+        lite_t, server_t = [], []
+        for q in queries:
+            results = []
+            for opener, times in ((lambda: db.connect(db.db_path_for(master)), lite_t),
+                                  (lambda: pg.reader(store), server_t)):
+                best = float("inf")
+                for _ in range(repeat):
+                    t1 = time.perf_counter()
+                    c = opener()
+                    res = search(c, S, q, limit=20)  # type: ignore[arg-type]
+                    c.close()
+                    best = min(best, time.perf_counter() - t1)
+                times.append(best * 1000)
+                results.append([(h.customer_id, h.contact_id, h.score) for h in res])
+            if results[0] != results[1]:
+                differ.append(q)
+        lite_all += lite_t
+        server_all += server_t
+        same = sum(1 for q in queries if q not in differ)
+        print(f"  {kind:28s} {len(queries):3d} {statistics.median(lite_t):9.1f}  {statistics.median(server_t):7.1f}  "
+              f"{_p95(server_t):7.1f}  {max(server_t):7.1f}  {same}/{len(queries)}")
+    print(f"  {'ALL':28s} {len(server_all):3d} {statistics.median(lite_all):9.1f}  "
+          f"{statistics.median(server_all):7.1f}  {_p95(server_all):7.1f}  {max(server_all):7.1f}  "
+          f"{len(server_all) - len(differ)}/{len(server_all)}")
+    if differ:
+        print(f"  different hits for: {differ}")
+
+
+def _temp_server() -> tuple[Any, str]:
+    """A throwaway PostgreSQL server (tests/pgserver.py) and a C.UTF-8 database on it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pgserver import PgServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        raise SystemExit("--pg temp: no PostgreSQL installed (initdb and pg_ctl not found)")
+    server = PgServer(bin_dir).start()
+    server.execute("CREATE DATABASE bench TEMPLATE template0 LC_CTYPE 'C.UTF-8' LC_COLLATE 'C.UTF-8'")
+    return server, server.url("bench")
+
+
 def bench_cli(master: Path, repeat: int) -> None:
     exe = shutil.which("xlcrm", path=str(Path(sys.executable).parent)) or shutil.which("xlcrm")
     cmd_base = [exe] if exe else [sys.executable, "-c", "from xlcrm.cli import main; main()"]
@@ -371,6 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", type=Path, default=None,
                     help="with --index-only: measure on a copy of this master.db (default: the generated one)")
     ap.add_argument("--share", type=float, default=0.05, help="share of records a re-merge edited")
+    ap.add_argument("--pg", metavar="URL", default=None,
+                    help="also copy the master to this PostgreSQL database and compare search there "
+                         "('temp': a throwaway server of the installed PostgreSQL)")
+    ap.add_argument("--skip-cli", action="store_true", help="leave out the CLI and import-time figures")
     args = ap.parse_args(argv)
     tmp = None
     directory = args.dir
@@ -404,9 +474,17 @@ def main(argv: list[str] | None = None) -> int:
             tmp.cleanup()
         return 0
     bench_queries(master, args.repeat)
-    bench_cli(master, args.repeat)
-    print("\nimport time (python -X importtime)")
-    bench_imports()
+    if args.pg:
+        server, url = _temp_server() if args.pg == "temp" else (None, args.pg)
+        try:
+            bench_pg(master, url, args.repeat)
+        finally:
+            if server is not None:
+                server.stop()
+    if not args.skip_cli:
+        bench_cli(master, args.repeat)
+        print("\nimport time (python -X importtime)")
+        bench_imports()
     if tmp is not None:
         tmp.cleanup()
     return 0

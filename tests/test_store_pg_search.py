@@ -85,7 +85,8 @@ def test_copy_puts_every_record_and_the_search_index_on_the_server_and_again_rep
 
 
 QUERIES = ["山田", "やまだ", "ﾔﾏﾀﾞ", "yamada", "03-1234-5678", "0312345678", "info@yamada-ss.co.jp", "C-000001",
-           "c7", "サクラ", "株式会社", "田中", "東京", "精密", "梅田", "P-000001", "スズキ電機"]
+           "c7", "サクラ", "株式会社", "田中", "東京", "精密", "梅田", "P-000001", "スズキ電機", "やまだ製作所",
+           "山田精作所", "スズキ電器", "さくら不動庵"]
 
 
 @pytest.mark.parametrize("query", QUERIES)

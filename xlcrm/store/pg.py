@@ -529,6 +529,10 @@ class ServerReader:
     of :class:`ServerRow`.  Values are sent as literals (psycopg's client-side binding), so the planner
     sees each needle and LIKE uses the trigram index."""
 
+    #: ``instr(column, needle) > 0`` becomes ``LIKE``, which pg_trgm's GIN indexes serve (the search
+    #: index's tables have no FTS5 table on the server).
+    substring_index = True
+
     def __init__(self, conn: psycopg.Connection[Any], store: StoreURL) -> None:
         self._conn = conn
         self._store = store

@@ -764,14 +764,23 @@ def _fuzzy_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
             out.append(_Candidate(r["customer_id"], r["contact_id"], matched, "fuzzy", score, r["entity"],
                                   similarity=sim))
 
-    if table_columns(conn, FTS_TABLE):
-        grams = _rare_trigrams(conn, needles)
-        if grams:
+    fts = bool(table_columns(conn, FTS_TABLE))
+    if fts or _substring_index(conn):
+        grams = _rare_trigrams(conn, needles, columns)
+        if grams and fts:
             keys = " ".join(ic.key for _, ic in fuzzy_cols)
             match = f"{{{keys}}} : ({' OR '.join(_fts_term(g) for g in grams)})"
             sql = (f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE rowid IN "
                    f"(SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? ORDER BY rank LIMIT ?)")
             for r in conn.execute(sql, (match, _FUZZY_CANDIDATES)):
+                add(r)
+        elif grams:
+            params: dict[str, Any] = {f"g{j}": g for j, g in enumerate(grams)} | {"cap": _FUZZY_CANDIDATES}
+            cond = " OR ".join(f"instr({quote_name(ic.key)}, :g{j}) > 0" for j in range(len(grams))
+                               for _, ic in fuzzy_cols)
+            sql = (f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE {cond} "
+                   "ORDER BY rowid LIMIT :cap")
+            for r in conn.execute(sql, params):
                 add(r)
         if not out:
             # A typo inside a short name breaks all its trigrams (青書食品 for 青葉食品): try the names
@@ -812,22 +821,39 @@ def _fuzzy_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
     return out
 
 
-def _rare_trigrams(conn: sqlite3.Connection, needles: Iterable[str]) -> list[str]:
+def _substring_index(conn: sqlite3.Connection) -> bool:
+    """Whether ``instr(column, needle) > 0`` on the index's columns is served by a trigram index of the
+    store (PostgreSQL's pg_trgm: :class:`xlcrm.store.pg.ServerReader`) rather than FTS5's."""
+    return bool(getattr(conn, "substring_index", False))
+
+
+def _rare_trigrams(conn: sqlite3.Connection, needles: Iterable[str],
+                   columns: Sequence[IndexedColumn]) -> list[str]:
     """The query's trigrams that occur in the index but in few rows, rarest first (at most 8).
 
     A typo breaks the trigrams around it; the others still point at the intended name.  Common
     trigrams (株式会, ショウ) would pull in a third of the master and say nothing, so they are left out.
+    Rows per trigram come from FTS5's vocabulary, or are counted (up to the limit) where the store's
+    own trigram index serves substring tests.
     """
     grams = sorted({n[i:i + 3] for n in needles for i in range(len(n) - 2)})
     if not grams:
         return []
     total = conn.execute(f"SELECT count(*) FROM {ROWS_TABLE}").fetchone()[0] or 1
+    most = max(50, total * _FUZZY_MAX_SHARE)
     if table_columns(conn, VOCAB_TABLE):
         marks = ", ".join("?" * len(grams))
         docs = dict(conn.execute(f"SELECT term, doc FROM {VOCAB_TABLE} WHERE term IN ({marks})", grams))
+    elif _substring_index(conn):
+        # FTS5's trigrams ignore ASCII case: so does this count (the folded text is case-folded anyway).
+        docs = {}
+        for g in grams:
+            cond = " OR ".join(f"instr({quote_name(ic.key)}, :g) > 0" for ic in columns)
+            sql = f"SELECT count(*) FROM (SELECT 1 FROM {ROWS_TABLE} WHERE {cond} LIMIT :cap) AS hits"
+            docs[g] = conn.execute(sql, {"g": g, "cap": int(most) + 1}).fetchone()[0]
     else:
         docs = dict.fromkeys(grams, 1)
-    rare = sorted((d, g) for g, d in docs.items() if 0 < d <= max(50, total * _FUZZY_MAX_SHARE))
+    rare = sorted((d, g) for g, d in docs.items() if 0 < d <= most)
     return [g for _, g in rare[:8]]
 
 
