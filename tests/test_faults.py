@@ -285,6 +285,7 @@ def test_a_distribute_that_fails_half_way_leaves_no_handout(master: Path) -> Non
         "space and permissions", line
     assert _everything(master.parent) == before
     assert list(out.iterdir()) == []
+    (out / ".佐藤.xlsx.k1ll3d00.tmp").write_bytes(b"PK")  # what a killed run leaves: the next one removes it
     proc = _cli("distribute", "--master", str(master), "--out", str(out), cwd=master.parent.parent)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["佐藤.xlsx", "鈴木.xlsx"]
