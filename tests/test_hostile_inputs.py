@@ -114,6 +114,9 @@ def test_far_cells_liars_and_sparse_sheets_cost_memory_by_content(make_book: Mak
     assert {n for n, f in merged.items() if f["status"] == "unreadable"} == {"liar.xlsx", "sparse.xlsx"}
     read = {n: merged[n]["counts"]["rows_read"] for n in ("base.xlsx", "far.xlsx", "low.xlsx")}
     assert read["base.xlsx"] == read["far.xlsx"] == read["low.xlsx"] > 0, read
+    # The far cells were not merged, and the summary says so (also in 取込ログ).
+    assert "XFD1048576" in merged["far.xlsx"]["message"] and "メモ" in merged["far.xlsx"]["message"]
+    assert "A1048576" in merged["low.xlsx"]["message"] and not merged["base.xlsx"]["message"]
     assert master.is_file()
 
 

@@ -1043,6 +1043,9 @@ _MERGE_MESSAGES: dict[str, tuple[str, str]] = {
                            "come in with the next merge."),
     "file.skipped": ("読めないため取り込みませんでした（--skip-unreadable）: {reason}",
                      "not merged, it cannot be read (--skip-unreadable): {reason}"),
+    "file.stray_cells": ("表から遠く離れたセル {n} 個は取り込んでいません（{cells}）。表の中へ移すか、消してください。",
+                         "{n} cell(s) far from the table were not merged ({cells}); move them into the table "
+                         "or delete them."),
 }
 
 

@@ -598,6 +598,13 @@ class Inputs:
             note = merge_message("file.open_in_excel", self.lang, lock=owner_file.name)
             fr.message = f"{fr.message} {note}" if fr.message else note
             report.warnings.append(f"{path}: {note}")
+        strays = [f for f in result.findings if f.rule == "stray_cell"]
+        if strays:  # left out of the trimmed sheet the merge read: said, never dropped silently
+            cells = ", ".join(f"{f.address} 「{str(f.value)[:20]}」" for f in strays[:3])
+            cells += " …" if len(strays) > 3 else ""
+            note = merge_message("file.stray_cells", self.lang, n=len(strays), cells=cells)
+            fr.message = f"{fr.message} {note}" if fr.message else note
+            report.warnings.append(f"{path}: {note}")
         report.files.append(fr)
         sheets: dict[str, SheetRows] = extra
         return Source(path, result, key, who, _file_time(path), meta.lang, strict_rejected, False, fr,
