@@ -141,8 +141,8 @@ def test_a_failed_first_merge_leaves_no_database_and_no_temp_file(team: Path, tm
     master = tmp_path / "master.xlsx"
     with pytest.raises(XlcrmError, match="no space left"):
         merge([team], master, S, now=NOW, today=NOW.date())
-    # No master.db, no workbook, no temp file (the error workbooks for the staff are written anyway).
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["errors"]
+    # No master.db, no workbook, no temp file, and no error workbooks of a run that did not happen.
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_refused_replace_of_the_database_changes_nothing(team: Path, tmp_path: Path,
@@ -162,7 +162,7 @@ def test_a_refused_replace_of_the_database_changes_nothing(team: Path, tmp_path:
         merge([team], master, S, now=NOW, today=NOW.date())
     assert "open in another program" in str(info.value)
     assert "database was updated" not in str(info.value)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["errors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_killed_runs_temp_files_are_removed_by_the_next_merge(team: Path, tmp_path: Path) -> None:
