@@ -263,6 +263,13 @@ def test_a_refused_or_failed_handover_or_export_master_keeps_no_backup(master: P
         assert "No space left on device" in line, line
         assert _everything(master.parent) == before, command
 
+    left = master.parent / ".引き継ぎ_鈴木.xlsx.k1ll3d00.tmp"  # what a killed handover leaves: the next removes it
+    left.write_bytes(b"PK")
+    proc = _cli("handover", "--from", "佐藤", "--to", "鈴木", "--new-owner", "--master", str(master),
+                cwd=master.parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert not left.exists() and (master.parent / "引き継ぎ_鈴木.xlsx").is_file()
+
 
 _NO_SPACE_FOR_SUZUKI = """
 import errno, os, sys

@@ -28,7 +28,15 @@ from xlcrm.errors import XlcrmError
 from xlcrm.schema import OPEN_PHASES, Entity, Lang, Schema
 from xlcrm.store import backup, db, lock, outputs
 from xlcrm.xlsx.blocks import Block, Col, cell_value, schema_cols, schema_values, write_block
-from xlcrm.xlsx.writer import atomic_write, close_workbook, open_workbook, sealed, stage_beside, write_text
+from xlcrm.xlsx.writer import (
+    atomic_write,
+    close_workbook,
+    open_workbook,
+    remove_leftovers,
+    sealed,
+    stage_beside,
+    write_text,
+)
 
 HOW = "handover"
 #: How many of the latest activities the handover book shows per customer.
@@ -95,6 +103,8 @@ def handover(master: str | Path, schema: Schema, from_owner: str, to_owner: str,
             master_pw = password if check_master_password(master, password) else None
         # The book is written beside its place first and takes it only once the handover has
         # committed: a handover that fails leaves no book saying it happened.
+        if out is not None and claim is not None:
+            remove_leftovers(out)  # a killed handover's staged book (the master's lock is ours)
         staged = stage_beside(out) if out is not None and claim is not None else None
         conn = db.connect(db.db_path_for(master))
         try:
