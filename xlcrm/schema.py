@@ -458,6 +458,9 @@ def _id(key: str, ja: str, en: str, example: str) -> Column:
 _COMPANY_ALIASES = ("会社名", "社名", "企業名", "法人名", "取引先名", "得意先名", "取引先", "得意先", "屋号",
                     "お客様名", "顧客名", "会社", "Company", "Company name", "Customer name", "Client",
                     "Account name")
+#: The ones that do not say whether the customer is a company or a person (every other name of the
+#: customer column does: 会社名, 社名, 取引先名 ... make a 法人 row when ``xlcrm import`` brings a list in).
+PERSON_OR_COMPANY_HEADERS = ("お客様名", "顧客名", "顧客", "Customer name")
 
 
 def _ref() -> Column:

@@ -26,7 +26,7 @@ from typing import Any
 from xlcrm.intake.importer.mapping import IGNORE, NOTES, SourceMap, fallback_column, vocabulary
 from xlcrm.intake.importer.reading import SourceTable
 from xlcrm.normalize import company_key, has_legal_form
-from xlcrm.schema import PREFECTURES_JA, Schema, fold_header
+from xlcrm.schema import PERSON_OR_COMPANY_HEADERS, PREFECTURES_JA, Schema, fold_header
 
 Row = dict[str, Any]
 
@@ -322,7 +322,7 @@ def shape_customers(table: SourceTable, smap: SourceMap, schema: Schema, registr
 
     vocab = vocabulary(schema)
     company_named = fold_header(company_header) in vocab.company_words and \
-        fold_header(company_header) not in {fold_header(a) for a in ("お客様名", "顧客名", "顧客", "Customer name")}
+        fold_header(company_header) not in {fold_header(a) for a in PERSON_OR_COMPANY_HEADERS}
     kind_mapped = "customers.kind" in plan.by_target
     split_prefecture_off = smap.prefecture_from_address and "customers.prefecture" not in plan.by_target
     cust_keys = set(cust_entity.keys)
