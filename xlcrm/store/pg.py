@@ -375,7 +375,19 @@ def copy_master(source: sqlite3.Connection, store: StoreURL, schema: Schema) -> 
     search on master.db finds."""
     started = time.perf_counter()
     if not index_is_current(source, schema):
-        build_index(source, schema)
+        try:
+            build_index(source, schema)
+        except sqlite3.OperationalError as exc:  # read-only, or a merge holds the lock
+            raise XlcrmError(f"master.db: its search index is missing or outdated and cannot be rebuilt now "
+                             f"({exc}); run `xlcrm merge` or retry in a moment") from None
+    source.execute("BEGIN")  # one snapshot of master.db for every table (a merge waits to commit)
+    try:
+        return _copy(source, store, schema, started)
+    finally:
+        source.execute("ROLLBACK")
+
+
+def _copy(source: sqlite3.Connection, store: StoreURL, schema: Schema, started: float) -> CopyReport:
     psycopg = _psycopg()
     with _session(store, "copying the master") as conn:
         _create_tables(conn, store, schema)
@@ -564,9 +576,14 @@ def reader(store: StoreURL) -> ServerReader:
         raise XlcrmError(f"{store.source}: cannot connect to {store} ({_first_line(exc)}); check the host, "
                          "port, database name, user and password") from None
     conn.read_only = True
-    present = _existing_tables(conn)  # the tables this login may read something of
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (ROWS_TABLE,)).fetchone()
-    if not _is_master(conn, present) or not (row and row[0]):
+    try:  # the catalog, not information_schema: quick, and whatever this login may read
+        has_meta, has_index = conn.execute("SELECT to_regclass('meta') IS NOT NULL, to_regclass(%s) IS NOT NULL",
+                                           (ROWS_TABLE,)).fetchone() or (False, False)
+        ok = bool(has_meta and has_index and conn.execute(
+            "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone())
+    except psycopg.Error:  # a meta table of another application
+        ok = False
+    if not ok:
         conn.close()
         raise XlcrmError(f"{store}: no xlcrm master with its search index in this database; run "
                          "`xlcrm store copy --master master.xlsx` first")

@@ -14,6 +14,7 @@ rapidfuzz is imported only when a fuzzy pass runs.
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -417,7 +418,7 @@ def _text_hits(conn: sqlite3.Connection, q: _Query, limit: int, allowed: _Filter
         where = f"({where}) AND customer_id IN ({allowed.sql})"
     out: dict[str, _Candidate] = {}
     # No ORDER BY: SQLite stops at the limit instead of collecting every match of a common word.
-    sql = f"SELECT entity, record_id, customer_id, text FROM {TEXT_TABLE} WHERE {where} LIMIT :lim"
+    sql = f"SELECT entity, record_id, customer_id, text FROM {TEXT_TABLE} WHERE {where} {_found_order(conn)}LIMIT :lim"
     for r in conn.execute(sql, params):
         if r["customer_id"] in out:
             continue
@@ -498,7 +499,7 @@ def _mixed_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
         return (SCORE_PREFIX if starts else SCORE_SUBSTRING) + 2 + len(q.text) / max(len(max(names, key=len)), 1), \
             "prefix" if starts else "substring"
 
-    sql = f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE {where} LIMIT :lim"
+    sql = f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE {where} {_found_order(conn)}LIMIT :lim"
     matched = next(ic.key for _, ic in kana_cols)
     for r in conn.execute(sql, params):
         score, tier = judge(r["entity"], [r[c.key] for c in columns])
@@ -618,8 +619,9 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
         if allowed:
             where = f"({where}) AND customer_id IN ({allowed.sql})"
         # Unordered (free text: every hit scores alike), SQLite stops at the limit.
-        order = "ORDER BY score DESC, customer_id, contact_id " if ordered else ""
-        sql = (f"SELECT * FROM (SELECT entity, customer_id, contact_id, {cols}, {score_sql} AS score "
+        # coalesce: a customer's own row before its contacts' on either store (NULLs sort apart).
+        order = "ORDER BY score DESC, customer_id, coalesce(contact_id, '') " if ordered else _found_order(conn)
+        sql = (f"SELECT * FROM (SELECT rowid, entity, customer_id, contact_id, {cols}, {score_sql} AS score "
                f"FROM {ROWS_TABLE} WHERE {where}) AS scored WHERE score > 0 {order}LIMIT :lim")
         out = []
         for r in conn.execute(sql, params):
@@ -648,7 +650,7 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
                 needle = q.needle(ic)
                 params[f"hi{i}"] = needle[:-1] + chr(ord(needle[-1]) + 1)
                 ranges.append(f"SELECT * FROM (SELECT rowid FROM {ROWS_TABLE} WHERE {quote_name(ic.key)} >= :n{i} "
-                              f"AND {quote_name(ic.key)} < :hi{i} ORDER BY {quote_name(ic.key)} LIMIT :per) AS p{i}")
+                              f"AND {quote_name(ic.key)} < :hi{i} ORDER BY {quote_name(ic.key)}, rowid LIMIT :per) AS p{i}")
         head = run(f"rowid IN ({' UNION ALL '.join(ranges)})") if ranges else []
         found += head
         if sum(1 for c in head if c.tier in ("exact", "prefix")) < limit:
@@ -775,11 +777,17 @@ def _fuzzy_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
             for r in conn.execute(sql, (match, _FUZZY_CANDIDATES)):
                 add(r)
         elif grams:
+            # FTS5 ranks by bm25; here the rows holding the rarest of the trigrams come first (the sum
+            # of their inverse document frequencies, as in bm25), then rowid.
             params: dict[str, Any] = {f"g{j}": g for j, g in enumerate(grams)} | {"cap": _FUZZY_CANDIDATES}
-            cond = " OR ".join(f"instr({quote_name(ic.key)}, :g{j}) > 0" for j in range(len(grams))
-                               for _, ic in fuzzy_cols)
-            sql = (f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE {cond} "
-                   "ORDER BY rowid LIMIT :cap")
+            has = [" OR ".join(f"instr({quote_name(ic.key)}, :g{j}) > 0" for _, ic in fuzzy_cols)
+                   for j in range(len(grams))]
+            total = max(_row_count(conn), 1)
+            weight = " + ".join(
+                f"(CASE WHEN {h} THEN {max(1e-6, math.log((total - n + 0.5) / (n + 0.5))):.6f} ELSE 0 END)"
+                for h, n in zip(has, grams.values(), strict=True))
+            sql = (f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE {' OR '.join(has)} "
+                   f"ORDER BY {weight} DESC, rowid LIMIT :cap")
             for r in conn.execute(sql, params):
                 add(r)
         if not out:
@@ -795,7 +803,7 @@ def _fuzzy_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
                         f"SELECT rowid FROM {ROWS_TABLE} WHERE {quote_name(ic.key)} >= :lo AND {quote_name(ic.key)} < :hi"
                         for _, ic in fuzzy_cols if ic.prefix_index)
                     sql = (f"SELECT entity, customer_id, contact_id, {cols} FROM {ROWS_TABLE} WHERE rowid IN "
-                           f"(SELECT rowid FROM ({ranges}) AS starts LIMIT :cap)")
+                           f"(SELECT rowid FROM ({ranges}) AS starts {_found_order(conn)}LIMIT :cap)")
                     for r in conn.execute(sql, {"lo": lo, "hi": hi, "cap": _FUZZY_CANDIDATES * 5}):
                         add(r)
     else:
@@ -821,15 +829,27 @@ def _fuzzy_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
     return out
 
 
+def _found_order(conn: sqlite3.Connection) -> str:
+    """The ORDER BY of a query that keeps the first rows found up to a LIMIT: none on SQLite, which
+    finds them in rowid order and stops at the limit; rowid order on a server, whose scans and
+    hash joins return rows in no set order, so that it keeps the same rows."""
+    return "ORDER BY rowid " if _substring_index(conn) else ""
+
+
 def _substring_index(conn: sqlite3.Connection) -> bool:
     """Whether ``instr(column, needle) > 0`` on the index's columns is served by a trigram index of the
     store (PostgreSQL's pg_trgm: :class:`xlcrm.store.pg.ServerReader`) rather than FTS5's."""
     return bool(getattr(conn, "substring_index", False))
 
 
+def _row_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute(f"SELECT count(*) FROM {ROWS_TABLE}").fetchone()[0] or 0)
+
+
 def _rare_trigrams(conn: sqlite3.Connection, needles: Iterable[str],
-                   columns: Sequence[IndexedColumn]) -> list[str]:
-    """The query's trigrams that occur in the index but in few rows, rarest first (at most 8).
+                   columns: Sequence[IndexedColumn]) -> dict[str, int]:
+    """The query's trigrams that occur in the index but in few rows, rarest first (at most 8), with
+    the number of rows that hold each.
 
     A typo breaks the trigrams around it; the others still point at the intended name.  Common
     trigrams (株式会, ショウ) would pull in a third of the master and say nothing, so they are left out.
@@ -838,8 +858,8 @@ def _rare_trigrams(conn: sqlite3.Connection, needles: Iterable[str],
     """
     grams = sorted({n[i:i + 3] for n in needles for i in range(len(n) - 2)})
     if not grams:
-        return []
-    total = conn.execute(f"SELECT count(*) FROM {ROWS_TABLE}").fetchone()[0] or 1
+        return {}
+    total = _row_count(conn) or 1
     most = max(50, total * _FUZZY_MAX_SHARE)
     if table_columns(conn, VOCAB_TABLE):
         marks = ", ".join("?" * len(grams))
@@ -854,7 +874,7 @@ def _rare_trigrams(conn: sqlite3.Connection, needles: Iterable[str],
     else:
         docs = dict.fromkeys(grams, 1)
     rare = sorted((d, g) for g, d in docs.items() if 0 < d <= most)
-    return [g for _, g in rare[:8]]
+    return {g: d for d, g in rare[:8]}
 
 
 # --- results -----------------------------------------------------------------------------------------
