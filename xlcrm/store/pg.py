@@ -420,6 +420,9 @@ def _copy(source: sqlite3.Connection, store: StoreURL, schema: Schema, started: 
         _index_search_tables(conn, schema, [t for t in SEARCH_TABLES if t in rows])
         # The server has no FTS5 table: its search runs the LIKE queries pg_trgm's indexes serve.
         conn.execute("UPDATE meta SET value = '0' WHERE key = 'search_index_trigram'")
+        if ROWS_TABLE in rows:  # its rows, for the reader to count without a scan (the table changes only here)
+            conn.execute("INSERT INTO meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = "
+                         "EXCLUDED.value", (_ROWS_COPIED, str(rows[ROWS_TABLE])))
         row = conn.execute("SELECT cardinality(show_trgm('山田'))").fetchone()
         japanese = bool(row and row[0])
     with connect(store) as conn:  # fresh statistics for the planner (outside the transaction)
@@ -484,6 +487,9 @@ _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|(?<!:):(\w+)|%|[^'\
 #: ``instr(column, needle) > 0``: a substring test, as LIKE so that pg_trgm's GIN index serves it.
 _INSTR_TEST = re.compile(r"instr\(([^,()]+), (\?|:\w+)\) > 0")
 _LIKE = r"\1 LIKE '%' || replace(replace(replace(\2, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%'"
+#: meta key: the rows of the search index the last copy wrote.
+_ROWS_COPIED = "search_rows_copied"
+_COUNT_ROWS = f"SELECT count(*) FROM {ROWS_TABLE}"
 _PRAGMA_COLUMNS = re.compile(r'^\s*PRAGMA table_info\("?(\w+)"?\)\s*$')
 
 
@@ -492,7 +498,10 @@ def to_server_sql(sql: str) -> str:
 
     The views keep to SQL both servers understand; what differs is spelled here: ``?`` and ``:name``
     placeholders, ``instr() > 0`` (as ``LIKE``, escaped), SQLite's scalar ``max(a, b)`` (GREATEST) and
-    ``PRAGMA table_info`` (pg_attribute: a table's columns whatever the login may read)."""
+    ``PRAGMA table_info`` (pg_attribute: a table's columns whatever the login may read); the search
+    index's row count is the one the copy wrote."""
+    if sql == _COUNT_ROWS:  # a scan of the whole index on PostgreSQL; the copy counted it
+        return f"SELECT coalesce((SELECT value::bigint FROM meta WHERE key = '{_ROWS_COPIED}'), ({_COUNT_ROWS}))"
     m = _PRAGMA_COLUMNS.match(sql)
     if m:
         return ("SELECT attnum - 1, attname FROM pg_attribute WHERE attrelid = "
