@@ -865,7 +865,7 @@ def _rare_trigrams(conn: sqlite3.Connection, needles: Iterable[str],
         marks = ", ".join("?" * len(grams))
         docs = dict(conn.execute(f"SELECT term, doc FROM {VOCAB_TABLE} WHERE term IN ({marks})", grams))
     elif _substring_index(conn):
-        # FTS5's trigrams ignore ASCII case: so does this count (the folded text is case-folded anyway).
+        # FTS5's trigrams ignore ASCII case and LIKE does not: the same here, the folded text is lower-case.
         docs = {}
         for g in grams:
             cond = " OR ".join(f"instr({quote_name(ic.key)}, :g) > 0" for ic in columns)
