@@ -389,6 +389,7 @@ def copy_master(source: sqlite3.Connection, store: StoreURL, schema: Schema) -> 
 
 def _copy(source: sqlite3.Connection, store: StoreURL, schema: Schema, started: float) -> CopyReport:
     psycopg = _psycopg()
+    rows: dict[str, int] = {}
     with _session(store, "copying the master") as conn:
         _create_tables(conn, store, schema)
         try:
@@ -425,10 +426,13 @@ def _copy(source: sqlite3.Connection, store: StoreURL, schema: Schema, started: 
                          "EXCLUDED.value", (_ROWS_COPIED, str(rows[ROWS_TABLE])))
         row = conn.execute("SELECT cardinality(show_trgm('山田'))").fetchone()
         japanese = bool(row and row[0])
-    with connect(store) as conn:  # fresh statistics for the planner (outside the transaction)
-        conn.autocommit = True
-        for table in rows:
-            conn.execute(f"ANALYZE {_quote(table)}")  # type: ignore[arg-type]
+    try:  # fresh statistics for the planner, after the commit; autovacuum would take them later
+        with connect(store) as conn:
+            conn.autocommit = True
+            for table in rows:
+                conn.execute(f"ANALYZE {_quote(table)}")  # type: ignore[arg-type]
+    except (XlcrmError, psycopg.Error):
+        pass
     return CopyReport(str(store), rows, time.perf_counter() - started, japanese)
 
 
