@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -139,14 +139,15 @@ class Master:
     # --- reading ------------------------------------------------------------------------------------
 
     def search(self, query: str = "", *, limit: int = 20, lang: Lang = "ja", me: str | None = None,
-               owner: str | None = None, status: str | None = None,
-               prefecture: str | None = None) -> list[SearchHit]:
+               owner: str | None = None, status: str | None = None, prefecture: str | None = None,
+               extra_rows: Iterable[Mapping[str, Any]] | None = None) -> list[SearchHit]:
         """Customers and contact persons, best first: ``xlcrm search`` (on the PostgreSQL master when one
-        is configured)."""
+        is configured).  ``extra_rows``: rows of the caller's workbook not merged yet, ranked among the
+        master's (the ribbon's search)."""
         conn = self._reader()
         try:
             return search(conn, self.schema, query, limit=limit, lang=lang, me=me, owner=owner, status=status,
-                          prefecture=prefecture)
+                          prefecture=prefecture, extra_rows=extra_rows)
         finally:
             conn.close()
 

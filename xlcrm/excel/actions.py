@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xlcrm.api import Master
 from xlcrm.errors import UnreadableWorkbook, XlcrmError
 from xlcrm.excel.adapter import (
     ERROR_FILL,
@@ -33,10 +34,9 @@ from xlcrm.excel.adapter import (
 )
 from xlcrm.normalize import fold_search
 from xlcrm.schema import LANGS, META_SHEET, Entity, Lang, Schema, fold_header
-from xlcrm.store import db, outputs
+from xlcrm.store import db
 from xlcrm.store.url import store_url
-from xlcrm.views.history import customer_history
-from xlcrm.views.search import customers_by_identifier, search
+from xlcrm.views.search import customers_by_identifier
 from xlcrm.xlsx.cells import column_index
 from xlcrm.xlsx.marks import SUMMARY_SHEET, severity_label, summary_headings
 
@@ -300,7 +300,8 @@ def _cell(rows: list[list[Any]], row: int, col: int) -> Any:
 
 # --- the master -------------------------------------------------------------------------------------
 
-def open_master(ctx: Context, lang: Lang) -> sqlite3.Connection:
+def master_of(ctx: Context, lang: Lang) -> Master:
+    """The master the ribbon reads (:class:`xlcrm.api.Master`), after checks said in the workbook's language."""
     w = _W[lang]
     server = store_url(ctx.schema)
     if server is not None:
@@ -311,7 +312,11 @@ def open_master(ctx: Context, lang: Lang) -> sqlite3.Connection:
     path = master if master.suffix.lower() == ".db" else db.db_path_for(master)
     if not path.exists():
         raise XlcrmError(w["master_missing"].format(path=path))
-    return outputs.open_master(master)
+    return Master(path.with_suffix(".xlsx"), schema=ctx.schema)
+
+
+def open_master(ctx: Context, lang: Lang) -> sqlite3.Connection:
+    return master_of(ctx, lang).connect()
 
 
 def last_merge(conn: sqlite3.Connection) -> str | None:
@@ -387,13 +392,9 @@ def search_action(book: WorkbookAdapter, ctx: Context) -> str | None:
     filters = search_filters(book, schema, lang)
     if not query and not any(filters.values()):
         raise XlcrmError(w["empty"])
-    conn = open_master(ctx, lang)
-    try:
-        extra = unmerged_rows(book, schema)
-        hits = search(conn, schema, query, limit=ctx.limit, extra_rows=extra, lang=lang,
-                      me=read_meta(book).get("owner") or None, **filters)
-    finally:
-        conn.close()
+    extra = unmerged_rows(book, schema)
+    hits = master_of(ctx, lang).search(query, limit=ctx.limit, extra_rows=extra, lang=lang,
+                                       me=read_meta(book).get("owner") or None, **filters)
     cust, cont = schema.entity("customers"), schema.entity("contacts")
     header = [cust.id_column.label(lang), cust.column("name").label(lang), cust.column("kana").label(lang)
               if cust.has("kana") else w["customer"], cont.label(lang), w["why"], cust.column("owner").label(lang),
@@ -471,16 +472,19 @@ def _write_history(book: WorkbookAdapter, ctx: Context, lang: Lang, typed: str, 
 
     schema = ctx.schema
     w = _W[lang]
-    conn = open_master(ctx, lang)
+    m = master_of(ctx, lang)
     try:
-        try:
-            h = customer_history(conn, schema, typed, today=ctx.day, lang=lang)
-        except XlcrmError:
-            if name is not None and typed == name and not _in_master(conn, schema, name):
+        h = m.history(typed, today=ctx.day, lang=lang)
+    except XlcrmError:
+        if name is not None and typed == name:
+            conn = m.connect()
+            try:
+                known = _in_master(conn, schema, name)
+            finally:
+                conn.close()
+            if not known:
                 raise XlcrmError(w["not_merged"].format(name=name)) from None
-            raise
-    finally:
-        conn.close()
+        raise
     cust = schema.entity("customers")
     s = h.summary
     sheet = HISTORY_SHEET[lang]
