@@ -56,3 +56,15 @@ def test_no_import_cycles() -> None:
         if m not in index:
             visit(m)
     assert cycles == [], cycles
+
+
+def test_start_up_paths_load_no_heavy_library() -> None:
+    """`import xlcrm`, the ribbon's search and history and the command line start without pandas,
+    XlsxWriter, openpyxl or the PostgreSQL driver: each click of the ribbon starts a fresh Python."""
+    code = ("import sys, xlcrm, xlcrm.views.search, xlcrm.views.history, xlcrm.excel.ribbon, xlcrm.excel.actions\n"
+            "from xlcrm.cli import _register\n_register()\n"
+            "heavy = ('pandas', 'numpy', 'pandera', 'xlsxwriter', 'openpyxl', 'matplotlib', 'psycopg')\n"
+            "print(','.join(sorted(m for m in heavy if m in sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "", f"loaded at start-up: {proc.stdout.strip()}"

@@ -26,14 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from xlcrm.errors import XlcrmError
-from xlcrm.intake.importer import import_sources
-from xlcrm.master.distribute import distribute
 from xlcrm.schema import Lang, Schema, load_schema
 from xlcrm.store import db
 from xlcrm.store.outputs import open_master
 from xlcrm.store.url import StoreURL, refuse_server, store_url
-from xlcrm.views.history import customer_history
-from xlcrm.views.search import search
 
 if TYPE_CHECKING:
     from xlcrm.intake.importer import ImportResult
@@ -117,6 +113,8 @@ class Master:
     def distribute(self, out_dir: str | Path, *, owners: Sequence[str] | None = None, lang: Lang | None = None,
                    force: bool = False) -> list[Path]:
         """One fresh workbook per 担当営業 into ``out_dir``: ``xlcrm distribute``."""
+        from xlcrm.master.distribute import distribute
+
         self._on_sqlite("distribute")
         return distribute(self.path, out_dir, self.schema, owners=owners, lang=lang, password=self.password,
                           force=force)
@@ -144,6 +142,8 @@ class Master:
         """Customers and contact persons, best first: ``xlcrm search`` (on the PostgreSQL master when one
         is configured).  ``extra_rows``: rows of the caller's workbook not merged yet, ranked among the
         master's (the ribbon's search)."""
+        from xlcrm.views.search import search
+
         conn = self._reader()
         try:
             return search(conn, self.schema, query, limit=limit, lang=lang, me=me, owner=owner, status=status,
@@ -154,6 +154,8 @@ class Master:
     def history(self, customer: str, *, today: dt.date | None = None, lang: Lang = "ja") -> CustomerHistory:
         """A customer's summary, records and changes: ``xlcrm history`` (on the PostgreSQL master when
         one is configured)."""
+        from xlcrm.views.history import customer_history
+
         conn = self._reader()
         try:
             return customer_history(conn, self.schema, customer, today=today, lang=lang)
@@ -218,6 +220,8 @@ def import_lists(sources: Sequence[str | Path], *, out_dir: str | Path | None = 
     """Existing lists (.xlsx/.xls/.csv …) into standard team workbooks in ``out_dir``: ``xlcrm import``.
     With ``master``, rows are matched against its customers (:meth:`Master.import_`).  An existing file
     it would write is refused unless ``force`` (a copy is kept beside it first)."""
+    from xlcrm.intake.importer import import_sources
+
     s = _schema(schema, config)
     if master is not None:
         refuse_server(store_url(s), "import --master")

@@ -16,7 +16,6 @@ from xlcrm.cli.app import app
 from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, err, folder_path, keeping_copies, out, parse_date
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as load
-from xlcrm.demo import run_demo
 from xlcrm.intake.inputs import scan
 from xlcrm.normalize import display_text
 from xlcrm.store import outputs
@@ -208,4 +207,7 @@ def demo(
     """
     ref_day = parse_date(today)
     with keeping_copies():
+        # the demo loads the whole pipeline; only `xlcrm demo` needs it
+        from xlcrm.demo import run_demo
+
         run_demo(out_dir, load(config), today=ref_day, console=out, seed=seed, force=force)

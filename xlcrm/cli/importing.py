@@ -16,7 +16,6 @@ from xlcrm.cli.app import app
 from xlcrm.cli.common import ConfigOpt, ForceOpt, LangOpt, folder_path, keeping_copies, out
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as load
-from xlcrm.intake.importer.mapping import fallback_column
 
 #: Lines of each list printed (the JSON report holds every one).
 SHOWN = 50
@@ -122,6 +121,8 @@ def _shown(col, value, lang) -> str:  # type: ignore[no-untyped-def]
 
 
 def _target_label(target: str, shape: str, schema, lang) -> str:  # type: ignore[no-untyped-def]
+    # the importer loads python-calamine: imported when an import's result is printed, not at start-up
+    from xlcrm.intake.importer.mapping import fallback_column
 
     if "." not in target:
         e = schema.entity(shape)

@@ -30,7 +30,6 @@ from xlcrm.cli.common import (
 from xlcrm.cli.common import check_lang as _lang
 from xlcrm.cli.common import load_config as _schema
 from xlcrm.errors import XlcrmError
-from xlcrm.master.distribute import file_name
 
 OutArg = Annotated[Path, typer.Argument(metavar="OUT.xlsx", help="Where to write the workbook.")]
 ThirdPartyOpt = Annotated[str | None, typer.Option(
@@ -112,6 +111,8 @@ def handover(
     force: ForceOpt = False,
 ) -> None:
     """Reassign 担当営業 (customers, open deals, open TODOs) with history, and write the handover book."""
+    # distribute loads XlsxWriter: imported by the one command that needs its file-name rule
+    from xlcrm.master.distribute import file_name
     from xlcrm.views.export import default_who
 
     m = Master(master, schema=_schema(config), password=password)
