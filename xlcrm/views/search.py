@@ -630,7 +630,32 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
                 out.append(_Candidate(r["customer_id"], r["contact_id"], matched, tier, score, r["entity"]))
         return out
 
+    def prefix_head(items: Sequence[tuple[int, IndexedColumn]]) -> list[_Candidate]:
+        # Exact and prefix matches outrank any substring: take them from the B-tree indexes first.
+        # A prefix like 山 starts ten thousand names; each index gives its first few hundred in
+        # index order (exact matches sort first), enough to fill a page of results.
+        params["per"] = max(200, 5 * limit)
+        ranges = []
+        for i, ic in items:
+            if ic.prefix_index:
+                needle = q.needle(ic)
+                params[f"hi{i}"] = needle[:-1] + chr(ord(needle[-1]) + 1)
+                ranges.append(f"SELECT * FROM (SELECT rowid FROM {ROWS_TABLE} WHERE {quote_name(ic.key)} >= :n{i} "
+                              f"AND {quote_name(ic.key)} < :hi{i} ORDER BY {quote_name(ic.key)}, rowid LIMIT :per) AS p{i}")
+        return run(f"rowid IN ({' UNION ALL '.join(ranges)})") if ranges else []
+
+    def page_full(cands: Sequence[_Candidate]) -> bool:
+        return sum(1 for c in cands if c.tier in ("exact", "prefix")) >= limit
+
     found: list[_Candidate] = []
+    # A common word (東京都 in every Tokyo address) matches thousands of rows in the trigram index,
+    # each scored before the best are kept; when exact and prefix matches already fill the page, no
+    # substring match can make it in, and the trigram index is not read.
+    long_prefix = [(i, ic) for i, ic in enumerate(columns) if ic.prefix_index and len(q.needle(ic) or "") >= 3]
+    head_long = prefix_head(long_prefix) if long_prefix and has_fts else []
+    found += head_long
+    if page_full(head_long):
+        long_groups = {}
     if long_groups and has_fts:
         params["match"] = _fts_match(long_groups)
         found += run(f"rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match)")
@@ -640,20 +665,9 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
         found += run(" OR ".join(f"instr({quote_name(c.key)}, :n{i}) > 0" for i, c in enumerate(columns)
                                  if c.key in long_keys))
     if short:
-        # Exact and prefix matches outrank any substring: take them from the B-tree indexes first.
-        # A prefix like 山 starts ten thousand names; each index gives its first few hundred in
-        # index order (exact matches sort first), enough to fill a page of results.
-        params["per"] = max(200, 5 * limit)
-        ranges = []
-        for i, ic in short:
-            if ic.prefix_index:
-                needle = q.needle(ic)
-                params[f"hi{i}"] = needle[:-1] + chr(ord(needle[-1]) + 1)
-                ranges.append(f"SELECT * FROM (SELECT rowid FROM {ROWS_TABLE} WHERE {quote_name(ic.key)} >= :n{i} "
-                              f"AND {quote_name(ic.key)} < :hi{i} ORDER BY {quote_name(ic.key)}, rowid LIMIT :per) AS p{i}")
-        head = run(f"rowid IN ({' UNION ALL '.join(ranges)})") if ranges else []
+        head = prefix_head(short)
         found += head
-        if sum(1 for c in head if c.tier in ("exact", "prefix")) < limit:
+        if not page_full(head):
             # A one- or two-character needle is someone starting to type a name or number: scan the
             # non-free-text columns.  The company key is inside the name (its prefixes came from the
             # index above); readings and e-mail addresses are not scanned for characters they cannot
