@@ -44,10 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from xlcrm.errors import LockedError, XlcrmError
-from xlcrm.schema import META_SHEET, Column, Entity, Lang, Schema
+from xlcrm.schema import Column, Entity, Lang, Schema
 from xlcrm.store import backup, db, lock, outputs, snapshot
 from xlcrm.store.provisions import provision_sheet
 from xlcrm.xlsx import crypto
+from xlcrm.xlsx.marks import meta_values
 from xlcrm.xlsx.writer import (
     TableColumn,
     XlcrmWorkbook,
@@ -724,16 +725,6 @@ def _book(master: Path, password: str | None = None) -> Any:
                          "from backups/ or rebuild it with `xlcrm export-master`", path=str(master)) from None
 
 
-def read_meta(book: Any) -> dict[str, str]:
-    if META_SHEET not in book.sheet_names:
-        return {}
-    out: dict[str, str] = {}
-    for row in book.get_sheet_by_name(META_SHEET).to_python():
-        if len(row) >= 2 and isinstance(row[0], str):
-            out[row[0]] = "" if row[1] is None else str(row[1])
-    return out
-
-
 def _sheet_rows(book: Any, names: tuple[str, str]) -> tuple[str, list[list[Any]]] | None:
     for name in names:
         if name in book.sheet_names:
@@ -862,7 +853,7 @@ def read_master_state(master: Path, conn: sqlite3.Connection, schema: Schema, *,
     except OSError:
         return state
     book = _book(master, password)
-    meta = read_meta(book)
+    meta = meta_values(book)
     parsed = parse_workbook_id(meta.get("workbook_id", ""))
     known = db.get_meta(conn, "master_uuid")
     if parsed is None or (known is not None and parsed[0] != known):

@@ -50,6 +50,7 @@ from xlcrm.schema import META_SHEET
 from xlcrm.store import db, lock
 from xlcrm.store.backup import backup_dir
 from xlcrm.store.db import db_path_for
+from xlcrm.xlsx.marks import meta_values
 
 #: Kinds a command writes; a target is overwritten without ``--force`` only by its own kind.
 KINDS = ("template", "handout", "report", "chart", "export", "mailing-list", "handover", "annotated", "fixed",
@@ -326,14 +327,12 @@ def _team_workbook_with_rows(path: Path) -> bool:
     visible sheets?  A blank template holds nothing to merge."""
     import python_calamine
 
-    from xlcrm.schema import META_SHEET
 
     try:
         book = python_calamine.CalamineWorkbook.from_path(str(path))
         if META_SHEET not in book.sheet_names:
             return False
-        meta = {str(r[0]): r[1] for r in book.get_sheet_by_name(META_SHEET).to_python() if len(r) >= 2}
-        if str(meta.get("workbook_id") or "").startswith("master:"):
+        if meta_values(book).get("workbook_id", "").startswith("master:"):
             return False
         for sheet in book.sheets_metadata:
             if sheet.visible != python_calamine.SheetVisibleEnum.Visible:
@@ -413,13 +412,6 @@ def _meta(path: Path) -> dict[str, str] | None:
     import python_calamine
 
     try:
-        book = python_calamine.CalamineWorkbook.from_path(str(path))
-        if META_SHEET not in book.sheet_names:
-            return {}
-        out: dict[str, str] = {}
-        for row in book.get_sheet_by_name(META_SHEET).to_python():
-            if len(row) >= 2 and isinstance(row[0], str):
-                out[row[0]] = "" if row[1] is None else str(row[1])
-        return out
+        return meta_values(python_calamine.CalamineWorkbook.from_path(str(path)))
     except Exception:  # any reading problem means "not a workbook we can identify"
         return None

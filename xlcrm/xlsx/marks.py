@@ -38,3 +38,14 @@ def restore_meta_state(book: Any) -> None:
     it would be listed under Unhide)."""
     if META_SHEET in book.sheetnames:
         book[META_SHEET].sheet_state = "veryHidden"
+
+
+def meta_values(book: Any) -> dict[str, str]:
+    """The ``_xlcrm`` sheet's keys and values of a python-calamine workbook ({} without one)."""
+    if META_SHEET not in book.sheet_names:
+        return {}
+    out: dict[str, str] = {}
+    for row in book.get_sheet_by_name(META_SHEET).to_python():
+        if len(row) >= 2 and isinstance(row[0], str):
+            out[row[0]] = "" if row[1] is None else str(row[1])
+    return out
