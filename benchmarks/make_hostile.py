@@ -41,9 +41,10 @@ def rewrite(src: Path, out: Path, change: Callable[[bytes], bytes]) -> Path:
     return out
 
 
-def far_cell(src: Path, out: Path, cell: str) -> Path:
+def far_cell(src: Path, out: Path, cell: str, text: str = "x") -> Path:
+    """One more filled cell on the customers sheet, as a slip of the keyboard leaves it."""
     row = re.search(r"\d+", cell).group()  # type: ignore[union-attr]
-    extra = f'<row r="{row}"><c r="{cell}" t="inlineStr"><is><t>x</t></is></c></row></sheetData>'.encode()
+    extra = f'<row r="{row}"><c r="{cell}" t="inlineStr"><is><t>{text}</t></is></c></row></sheetData>'.encode()
     return rewrite(src, out, lambda d: d.replace(b"</sheetData>", extra))
 
 
@@ -58,12 +59,14 @@ def one_column(src: Path, out: Path, rows: int) -> Path:
     return rewrite(src, out, change)
 
 
-def lying_sizes(src: Path, out: Path, rows: int) -> Path:
+def lying_sizes(src: Path, out: Path, rows: int, first: int = 1000) -> Path:
+    """The customers sheet grows by ``rows`` full rows from row ``first`` while the archive still
+    states its old size."""
     with zipfile.ZipFile(src) as z:
         stated = z.getinfo(CUSTOMERS).file_size
     cells = "".join(f'<c r="{chr(65 + j)}{{r}}" t="inlineStr"><is><t>text{j}</t></is></c>' for j in range(20))
     body = "".join(f'<row r="{r}">' + cells.replace("{r}", str(r)) + "</row>"
-                   for r in range(1000, 1000 + rows)).encode()
+                   for r in range(first, first + rows)).encode()
     rewrite(src, out, lambda d: d.replace(b"</sheetData>", body + b"</sheetData>"))
     raw = bytearray(out.read_bytes())
     name = CUSTOMERS.encode()

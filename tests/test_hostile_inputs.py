@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import resource
-import struct
 import subprocess
 import sys
 import zipfile
@@ -18,59 +17,12 @@ from pathlib import Path
 
 from conftest import MakeBook
 
+# The hostile workbooks are built as benchmarks/make_hostile.py builds them for its figures.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from make_hostile import CUSTOMERS, far_cell, lying_sizes, one_column, rewrite
+
 #: Address space for the CLI: a clean validate needs about half of it.
 LIMIT = 1024 * 1024**2
-CUSTOMERS = "xl/worksheets/sheet1.xml"
-
-
-def _rewrite(src: Path, out: Path, member: str, change) -> Path:
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
-        for info in zin.infolist():
-            data = zin.read(info.filename)
-            zout.writestr(info.filename, change(data) if info.filename == member else data)
-    return out
-
-
-def with_cell(src: Path, out: Path, cell: str, text: str = "x") -> Path:
-    """One more filled cell on the customers sheet, as a slip of the keyboard leaves it."""
-    row = re.search(r"\d+", cell).group()  # type: ignore[union-attr]
-    extra = f'<row r="{row}"><c r="{cell}" t="inlineStr"><is><t>{text}</t></is></c></row></sheetData>'
-    return _rewrite(src, out, CUSTOMERS, lambda d: d.replace(b"</sheetData>", extra.encode()))
-
-
-def one_column(src: Path, out: Path, rows: int) -> Path:
-    """The header row, then ``rows`` rows with only the company name filled."""
-    def change(data: bytes) -> bytes:
-        text = data.decode()
-        head, rest = text.split("<sheetData>")
-        body, tail = rest.split("</sheetData>")
-        header = re.match(r'<row r="1".*?</row>', body).group(0)  # type: ignore[union-attr]
-        filled = "".join(f'<row r="{r}"><c r="C{r}" t="inlineStr"><is><t>会社{r}</t></is></c></row>'
-                         for r in range(2, rows + 2))
-        return (head + "<sheetData>" + header + filled + "</sheetData>" + tail).encode()
-    return _rewrite(src, out, CUSTOMERS, change)
-
-
-def lying_sizes(src: Path, out: Path, rows: int) -> Path:
-    """The customers sheet grows by ``rows`` full rows while the archive still states its old size."""
-    with zipfile.ZipFile(src) as z:
-        stated = z.getinfo(CUSTOMERS).file_size
-    cells = "".join(f'<c r="{chr(65 + j)}{{r}}" t="inlineStr"><is><t>x{j}</t></is></c>' for j in range(20))
-    body = "".join(f'<row r="{r}">' + cells.replace("{r}", str(r)) + "</row>" for r in range(50, 50 + rows))
-    _rewrite(src, out, CUSTOMERS, lambda d: d.replace(b"</sheetData>", body.encode() + b"</sheetData>"))
-    raw = bytearray(out.read_bytes())
-    name = CUSTOMERS.encode()
-    for sig, name_at, size_at, header in ((b"PK\x03\x04", 26, 22, 30), (b"PK\x01\x02", 28, 24, 46)):
-        i = raw.find(sig)
-        while i >= 0:
-            n = struct.unpack_from("<H", raw, i + name_at)[0]
-            if raw[i + header:i + header + n] == name:
-                struct.pack_into("<I", raw, i + size_at, stated)
-            i = raw.find(sig, i + 4)
-    out.write_bytes(bytes(raw))
-    return out
-
-
 def capped_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
@@ -82,9 +34,9 @@ def capped_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]
 def test_far_cells_liars_and_sparse_sheets_cost_memory_by_content(make_book: MakeBook, tmp_path: Path) -> None:
     base = make_book({"customers": [{"name": "山田精機株式会社", "kind": "corporate", "phone": "03-1234-5678"},
                                     {"name": "川口商店", "kind": "corporate"}]}, name="base.xlsx")
-    far = with_cell(base, tmp_path / "far.xlsx", "XFD1048576", "メモ")
-    low = with_cell(base, tmp_path / "low.xlsx", "A1048576")
-    liar = lying_sizes(base, tmp_path / "liar.xlsx", 20_000)
+    far = far_cell(base, tmp_path / "far.xlsx", "XFD1048576", "メモ")
+    low = far_cell(base, tmp_path / "low.xlsx", "A1048576")
+    liar = lying_sizes(base, tmp_path / "liar.xlsx", 20_000, first=50)
     sparse = one_column(base, tmp_path / "sparse.xlsx", 200_000)
     proc = capped_cli("validate", far, low, liar, sparse, base, "--json", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -124,7 +76,7 @@ def test_a_merged_range_over_the_whole_sheet_gets_no_copy_and_stops_no_other(mak
                                                                              tmp_path: Path) -> None:
     base = make_book({"customers": [{"name": "山田精機株式会社", "kind": "corporate", "phone": "0312345678x"}]},
                      name="base.xlsx")
-    merged = _rewrite(base, tmp_path / "merged.xlsx", CUSTOMERS, lambda d: d.replace(
+    merged = rewrite(base, tmp_path / "merged.xlsx", lambda d: d.replace(
         b"</sheetData>", b'</sheetData><mergeCells count="1"><mergeCell ref="A300:XFD1048576"/></mergeCells>', 1))
     proc = capped_cli("validate", merged, base, "--fix", "fixed", "--annotate", "checked", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -305,7 +257,7 @@ def test_the_vectorised_cell_scan_finds_what_expat_finds(make_book: MakeBook, tm
     extra = ('<row r="900000"><c r="B900000" s="1"/><c r="C900000"><v></v></c><c r="D900000"></c>'
              '<c r="E900000" t="s"><v>0</v></c><c r="AB900000"><f>1+1</f><v>2</v></c>'
              '<c r="XFD900001" t="inlineStr"><is><t>x&gt;y</t></is></c></row>')
-    book = _rewrite(base, tmp_path / "far.xlsx", CUSTOMERS,
+    book = rewrite(base, tmp_path / "far.xlsx",
                     lambda d: d.replace(b"</sheetData>", extra.encode() + b"</sheetData>"))
     with zipfile.ZipFile(book) as z:
         raw = z.read(CUSTOMERS)
