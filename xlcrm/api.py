@@ -37,13 +37,14 @@ if TYPE_CHECKING:
     from xlcrm.master.handover import HandoverResult
     from xlcrm.master.merge import MergeReport
     from xlcrm.master.resolve import ResolveReport
-    from xlcrm.store.pg import CopyReport, InitReport, RolePlan
+    from xlcrm.store.pg import CopyReport, InitReport, LoginReport, RolePlan
     from xlcrm.views.export import ExportResult, MailingResult, ThirdParty
     from xlcrm.views.history import CustomerHistory
     from xlcrm.views.report import ReportOptions, ReportResult
     from xlcrm.views.search import SearchHit
 
-__all__ = ["Master", "import_lists", "init_store", "store_roles", "template_workbook", "validate_workbooks"]
+__all__ = ["Master", "import_lists", "init_store", "store_roles", "store_user", "template_workbook",
+           "validate_workbooks"]
 
 
 def _schema(schema: Schema | None, config: str | Path | None) -> Schema:
@@ -269,6 +270,18 @@ def store_roles(db_url: str | None = None, *, prefix: str | None = None, schema:
 
     s = _schema(schema, config)
     return apply_roles(_server(s, db_url), s, prefix=ROLE_PREFIX if prefix is None else prefix)
+
+
+def store_user(login: str, role: str, *, owner: str | None = None, password: str | None = None,
+               db_url: str | None = None, prefix: str | None = None, schema: Schema | None = None,
+               config: str | Path | None = None) -> LoginReport:
+    """A person's PostgreSQL login in one role of xlcrm.toml, with the 担当営業 whose customers an
+    own-only role sees: ``xlcrm store user``."""
+    from xlcrm.store.pg import ROLE_PREFIX, add_login
+
+    s = _schema(schema, config)
+    return add_login(_server(s, db_url), s, login, role, owner=owner, password=password,
+                     prefix=ROLE_PREFIX if prefix is None else prefix)
 
 
 def copy_store(master: str | Path, db_url: str | None = None, *, schema: Schema | None = None,

@@ -1,17 +1,20 @@
-"""CLI: `xlcrm store init`, `xlcrm store roles` and `xlcrm store copy` (the master on a PostgreSQL server)."""
+"""CLI: `xlcrm store init`, `xlcrm store roles`, `xlcrm store user` and `xlcrm store copy` (the master on a
+PostgreSQL server)."""
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from xlcrm.api import copy_store, init_store, store_roles
+from xlcrm.api import copy_store, init_store, store_roles, store_user
 from xlcrm.cli.app import app
 from xlcrm.cli.common import ConfigOpt, MasterOpt, out
 from xlcrm.cli.common import load_config as _schema
+from xlcrm.errors import XlcrmError
 from xlcrm.terminal import add_whole_column, narrow_table
 
 store_app = typer.Typer(name="store", help="The master on a PostgreSQL server: its tables and its roles.",
@@ -74,6 +77,40 @@ def roles(db: DbOpt = None, config: ConfigOpt = None,
     for r in rows:
         table.add_row(*(escape(v) for v in r))
     out.print(table)
-    example = next((p.pg_role for p in plans if p.access == "read"), plans[0].pg_role if plans else "ROLE")
-    out.print(f"a person logs in as a member of a role, e.g. CREATE ROLE tanaka LOGIN PASSWORD '…' "
-              f"IN ROLE {escape(example)};")
+    example = next((p.role for p in plans if p.access == "read" and not p.own_only), plans[0].role if plans else "ROLE")
+    out.print(f"give each person a login in one role: xlcrm store user LOGIN --role {escape(example)} (a role that "
+              "sees only its own customers also takes --owner NAME, the 担当営業)")
+
+
+@store_app.command("user")
+def user(login: Annotated[str, typer.Argument(help="The person's PostgreSQL login (created when missing).")],
+         role: Annotated[str, typer.Option("--role", help="The role of xlcrm.toml the login is in (exactly one).")],
+         owner: Annotated[str | None, typer.Option(
+             "--owner", help="The 担当営業 (as on the 顧客 sheet) whose customers an own-only role such as sales "
+                             "sees; required for such a role.")] = None,
+         password_env: Annotated[str | None, typer.Option(
+             "--password-env", help="Set the login's password from this environment variable (never typed on "
+                                    "the command line); without it an existing login keeps its password.")] = None,
+         db: DbOpt = None, config: ConfigOpt = None,
+         prefix: Annotated[str | None, typer.Option(
+             "--prefix", help="Prefix of the PostgreSQL roles, as given to `xlcrm store roles`.")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Give a person a login to the PostgreSQL master in one role of xlcrm.toml (safe to run again: a
+    login moved to another role leaves the old one; a new --owner replaces the old)."""
+    password = None
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise XlcrmError(f"--password-env {password_env}: the environment variable is not set or empty")
+    report = store_user(login, role, owner=owner, password=password, db_url=db, prefix=prefix,
+                        schema=_schema(config))
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        return
+    what = "created" if report.created else "updated"
+    line = f"login {escape(report.login)} {what}: role {escape(report.role)} ({escape(report.pg_role)})"
+    if report.owner is not None:
+        line += f", 担当営業 {escape(report.owner)} ({report.customers} customers)"
+    out.print(line)
+    out.print(f"on the person's PC, xlcrm.toml: {escape('[store]')} url = \"{escape(report.url)}\" (the password "
+              "goes in libpq's password file, not the URL)")

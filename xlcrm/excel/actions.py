@@ -73,8 +73,6 @@ _W: dict[str, dict[str, str]] = {
         "no_master": "マスタの場所が設定されていません。管理者に `xlcrm addin install --master マスタのパス` "
         "の実行を依頼してください。",
         "master_missing": "マスタが見つかりません: {path}。ネットワークドライブに接続されているか確認してください。",
-        "server_store": "マスタは PostgreSQL にあります（{store}）が、リボンからはまだ使えません（PostgreSQL で動くのは "
-                        "`xlcrm store init` / `xlcrm store roles` だけです）。管理者に連絡してください。",
         "valid_ok": "入力チェック: 問題は見つかりませんでした。",
         "valid_bad": "入力チェック: エラー {e} 件、警告 {w} 件。色の付いたセルと「{sheet}」シートを確認してください。",
         "no_activities": "活動履歴シートが見つかりません。標準のブックで使ってください。",
@@ -107,8 +105,6 @@ _W: dict[str, dict[str, str]] = {
         "not_merged": "\"{name}\" is not in the master yet, so it has no history (it will after the next merge).",
         "no_master": "The master's location is not set. Ask the admin to run `xlcrm addin install --master PATH`.",
         "master_missing": "Master not found: {path}. Check that the network drive is connected.",
-        "server_store": "The master is on PostgreSQL ({store}), which the ribbon cannot use yet (only `xlcrm store "
-                        "init` and `xlcrm store roles` work there so far). Ask the admin.",
         "valid_ok": "Validate: no problems found.",
         "valid_bad": "Validate: {e} errors, {w} warnings. See the coloured cells and the {sheet} sheet.",
         "no_activities": "No Activities sheet found; use the standard workbook.",
@@ -301,11 +297,14 @@ def _cell(rows: list[list[Any]], row: int, col: int) -> Any:
 # --- the master -------------------------------------------------------------------------------------
 
 def master_of(ctx: Context, lang: Lang) -> Master:
-    """The master the ribbon reads (:class:`xlcrm.api.Master`), after checks said in the workbook's language."""
+    """The master the ribbon reads (:class:`xlcrm.api.Master`), after checks said in the workbook's language.
+
+    With a PostgreSQL master (``XLCRM_DB``, or ``[store] url`` in the xlcrm.toml the add-in reads) the
+    search and the history read the server, as the login of that URL: no master.db is needed on the
+    PC, and the server shows only what the login's role may see."""
     w = _W[lang]
-    server = store_url(ctx.schema)
-    if server is not None:
-        raise XlcrmError(w["server_store"].format(store=server))
+    if store_url(ctx.schema) is not None:
+        return Master(Path(ctx.master or "master.xlsx").with_suffix(".xlsx"), schema=ctx.schema)
     if ctx.master is None:
         raise XlcrmError(w["no_master"])
     master = Path(ctx.master)
@@ -316,7 +315,19 @@ def master_of(ctx: Context, lang: Lang) -> Master:
 
 
 def open_master(ctx: Context, lang: Lang) -> sqlite3.Connection:
-    return master_of(ctx, lang).connect()
+    """The master's database for reading: master.db, or the PostgreSQL master's reader (the same queries)."""
+    server = store_url(ctx.schema)
+    if server is None:
+        return master_of(ctx, lang).connect()
+    from xlcrm.store.pg import reader
+
+    return reader(server)  # type: ignore[return-value]
+
+
+def master_name(ctx: Context) -> str:
+    """Where the master is, as the view sheets name it: its path, or the server's URL (no password)."""
+    server = store_url(ctx.schema)
+    return str(server) if server is not None else str(ctx.master)
 
 
 def last_merge(conn: sqlite3.Connection) -> str | None:
@@ -477,7 +488,7 @@ def _write_history(book: WorkbookAdapter, ctx: Context, lang: Lang, typed: str, 
         h = m.history(typed, today=ctx.day, lang=lang)
     except XlcrmError:
         if name is not None and typed == name:
-            conn = m.connect()
+            conn = open_master(ctx, lang)
             try:
                 known = _in_master(conn, schema, name)
             finally:
@@ -513,7 +524,7 @@ def _write_history(book: WorkbookAdapter, ctx: Context, lang: Lang, typed: str, 
         top.append([w["merged_ids"], ", ".join(h.merged_ids)])
     if h.merged_away:
         top.append([h.merged_away])
-    top.append([w["made"].format(today=ctx.day.isoformat(), master=ctx.master)])
+    top.append([w["made"].format(today=ctx.day.isoformat(), master=master_name(ctx))])
     header = [w["date"], w["kind"], w["id"], w["title"], w["detail"], w["who"], w["status"]]
     body = [[_as_date(e.date), kinds.get(e.kind, e.kind), e.record_id, e.title, e.detail, e.who, e.status]
             for e in h.timeline]
@@ -677,7 +688,9 @@ def _master_lookalikes(ctx: Context, result: Any, lang: Lang) -> list[Any]:
     cust = schema.entity("customers")
     frame = result.frames.get("customers")
     sd = result.workbook.sheets.get("customers")
-    if frame is None or sd is None or not len(frame) or ctx.master is None or not ctx.master.exists():
+    if frame is None or sd is None or not len(frame):
+        return []
+    if store_url(schema) is None and (ctx.master is None or not ctx.master.exists()):
         return []
     idk = cust.id_column.key
     new = {row: rec for row, rec in frame.to_dict("index").items() if not rec.get(idk)}

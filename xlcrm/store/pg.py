@@ -7,21 +7,29 @@ each statement translated by :func:`to_postgres` (SQLite's 64-bit INTEGER -> BIG
 keys -> identity columns, REAL -> DOUBLE PRECISION, no WITHOUT ROWID).
 
 Roles (:func:`plan_roles`, :func:`apply_roles`): every role of xlcrm.toml (and the built-in ones)
-becomes a PostgreSQL group role ``<prefix><name>`` (NOLOGIN; people's logins are made members of it):
+becomes a PostgreSQL group role ``<prefix><name>`` (NOLOGIN; people's logins are made members of it by
+:func:`add_login`, ``xlcrm store user``):
 
 - ``admin`` (unless xlcrm.toml gives it ``hide`` or ``own_only``): every privilege on every table.
-- a role that hides nothing: SELECT on every table.
+- a role that hides nothing and sees every customer: SELECT on every table.
 - a role that hides columns (:func:`xlcrm.schema.hidden_columns`, the rules of exports): SELECT on
   the entity tables' other columns only (column privileges: ``SELECT hidden`` is refused by the
-  server) and on ``meta`` and ``runs``; none on the tables that hold values of any column (history,
-  bases, the review queues, rejected rows, provisions).  Where exports mask phone numbers or e-mail
-  addresses inside free text for the role (:data:`xlcrm.schema.MASKED_IN_TEXT`), the free-text columns
-  are withheld too: a column privilege cannot mask part of a value.
-- the search index's tables (:data:`SEARCH_TABLES`, once `store copy` made them) hold the folded
-  values of every searched column: granted with the whole tables (admin, a role that hides nothing),
-  never to a role that hides columns, which therefore cannot search on the server yet.
-- an ``own_only`` role (sees only its own customers): nothing yet; rows by owner need row-level
-  security, which this module does not build.
+  server), on ``meta`` and ``runs``, on the search index's columns that fold none of the hidden
+  columns, on ``history`` less the rows recording changes of a hidden column and on the record-text
+  index less the records whose free text it may not read (restrictive row-level-security policies);
+  none on the tables that hold values of every column (bases, the review queues, rejected rows,
+  provisions).  Where exports mask phone numbers or e-mail addresses inside free text for the role
+  (:data:`xlcrm.schema.MASKED_IN_TEXT`), the free-text columns are withheld too: a column privilege
+  cannot mask part of a value.
+- an ``own_only`` role (a salesperson: only their own customers): the same, and row-level security
+  keeps every table to the customers whose 担当営業 is the login's (:data:`LOGINS_TABLE`, filled by
+  ``xlcrm store user LOGIN --owner NAME``; read through :data:`OWNER_FUNCTION`), and to their
+  contacts, activities, deals, TODOs, changes and search-index rows.  A login with no 担当営業
+  recorded sees no customer.
+
+Row-level security, once a table has a role's policy: the table gets the permissive policy
+:data:`ALL_ROWS_POLICY` (every row, for every role: the others keep what their privileges give) and
+each limited role a restrictive policy named after it.  The tables' owner is never limited.
 
 Applying is idempotent and converges: each run revokes what the master's tables grant the role and
 grants the plan, in one transaction, so a role whose ``hide`` grew loses the column.
@@ -40,15 +48,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from xlcrm.errors import XlcrmError, extra_hint
-from xlcrm.schema import Role, Schema, hidden_columns, text_hidden_with
+from xlcrm.schema import OWNER_DEFAULTED, Role, Schema, hidden_columns, text_hidden_with
 from xlcrm.store import db
 from xlcrm.store.searchindex import (
+    COMPANY_KEY,
     ROWS_TABLE,
     TEXT_TABLE,
     build_index,
     index_is_current,
     indexed_columns,
     table_columns,
+    text_columns,
 )
 from xlcrm.store.url import StoreURL
 
@@ -231,13 +241,23 @@ def _columns(conn: psycopg.Connection[Any], table: str) -> set[str]:
 
 Access = Literal["admin", "read", "none"]
 
+#: The table mapping a person's login to the 担当営業 whose customers an own-only role sees.
+LOGINS_TABLE = "logins"
+#: The function policies call for the 担当営業 of the login connected (``session_user``).
+OWNER_FUNCTION = "xlcrm_login_owner"
+#: The permissive policy every table with row-level security gets: every role reads every row its
+#: privileges allow, unless a restrictive policy of its own (an xlcrm role's) narrows it.
+ALL_ROWS_POLICY = "xlcrm_all_rows"
+
 
 @dataclass(frozen=True)
 class RolePlan:
     """What one role of xlcrm.toml may do in the master's database.
 
     ``tables``: table -> the columns granted (SELECT), or None for the whole table; ``withheld``:
-    entity table -> the columns the role may not read; ``note``: why, in a sentence.
+    entity table -> the columns the role may not read; ``rows``: table -> the condition (SQL) on the
+    rows the role may read, enforced by a restrictive row-level-security policy; ``note``: why, in a
+    sentence.
     """
 
     role: str
@@ -246,11 +266,14 @@ class RolePlan:
     tables: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
     withheld: dict[str, tuple[str, ...]] = field(default_factory=dict)
     note: str = ""
+    rows: dict[str, str] = field(default_factory=dict)
+    own_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"role": self.role, "pg_role": self.pg_role, "access": self.access,
                 "tables": {t: None if c is None else list(c) for t, c in self.tables.items()},
-                "withheld": {t: list(c) for t, c in self.withheld.items()}, "note": self.note}
+                "withheld": {t: list(c) for t, c in self.withheld.items()}, "note": self.note,
+                "rows": dict(self.rows), "own_only": self.own_only}
 
 
 def pg_role_name(role: Role, prefix: str = ROLE_PREFIX) -> str:
@@ -260,6 +283,60 @@ def pg_role_name(role: Role, prefix: str = ROLE_PREFIX) -> str:
         raise XlcrmError(f"role {role.name}: the PostgreSQL role {name!r} is longer than {MAX_NAME_BYTES} bytes; "
                          "give the role a shorter name in xlcrm.toml or a shorter --prefix")
     return name
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _index_withheld(schema: Schema, withheld: dict[str, tuple[str, ...]]) -> set[str]:
+    """The search index's columns (:data:`ROWS_TABLE`) holding folded values of a withheld column."""
+    out = set()
+    for ic in indexed_columns(schema):
+        if ic.key == COMPANY_KEY:
+            if "name" in withheld.get("customers", ()):
+                out.add(ic.key)
+        elif any(c is not None and c.key in withheld.get(e, ()) for e, c in ic.labels.items()):
+            out.add(ic.key)
+    return out
+
+
+def _row_filters(schema: Schema, role: Role, withheld: dict[str, tuple[str, ...]],
+                 tables: Sequence[str]) -> dict[str, str]:
+    """Table -> the SQL condition on the rows ``role`` may read: an own-only role's customers (by the
+    login's 担当営業, :data:`OWNER_FUNCTION`) and what is attached to them; the change history without
+    the changes of withheld columns; the record-text index without the records whose text is withheld."""
+    cust = schema.entity("customers")
+    cid, customers = _quote(cust.id_column.key), _quote(cust.key)
+    mine = f"(SELECT {cid} FROM {customers})"  # the customers' own policy narrows this subquery
+    conds: dict[str, list[str]] = {}
+    present = set(tables)
+    if role.own_only:
+        owner = OWNER_DEFAULTED.get(cust.key)
+        if owner is None or not cust.has(owner):
+            raise XlcrmError(f"role {role.name} sees only its own customers, but the customers sheet has no "
+                             "担当営業 (owner) column to tell whose they are")
+        conds[cust.key] = [f"btrim({_quote(owner)}) = {OWNER_FUNCTION}()"]
+        records = [f"(entity = {_literal(cust.key)} AND record_id IN {mine})"]
+        for entity in schema:
+            ref = entity.ref_column
+            if ref is None or entity.key not in present:
+                continue
+            conds[entity.key] = [f"{_quote(ref.key)} IN {mine}"]
+            records.append(f"(entity = {_literal(entity.key)} AND record_id IN "
+                           f"(SELECT {_quote(entity.id_column.key)} FROM {_quote(entity.key)}))")
+        conds["history"] = ["(" + " OR ".join(records) + ")"]
+        conds[ROWS_TABLE] = [f"customer_id IN {mine}"]
+        conds[TEXT_TABLE] = [f"customer_id IN {mine}"]
+    hidden_changes = [f"(entity = {_literal(e)} AND field IN ({', '.join(map(_literal, cols))}))"
+                      for e, cols in withheld.items()]
+    if hidden_changes:
+        conds.setdefault("history", []).append("NOT (" + " OR ".join(hidden_changes) + ")")
+    dark = sorted({next(iter(ic.labels)) for ic in text_columns(schema)
+                   if ic.key in withheld.get(next(iter(ic.labels)), ())})
+    if dark:
+        conds.setdefault(TEXT_TABLE, []).append(f"entity <> ALL (ARRAY[{', '.join(map(_literal, dark))}])")
+    return {t: " AND ".join(c) for t, c in conds.items() if t in present}
 
 
 def plan_roles(schema: Schema, tables: Sequence[str] | None = None, *, prefix: str = ROLE_PREFIX) -> list[RolePlan]:
@@ -273,11 +350,6 @@ def plan_roles(schema: Schema, tables: Sequence[str] | None = None, *, prefix: s
             plans.append(RolePlan(role.name, name, "admin", dict.fromkeys(tables),
                                   note="every privilege on every table"))
             continue
-        if role.own_only:
-            plans.append(RolePlan(role.name, name, "none",
-                                  note="sees only its own customers: that needs row-level security, not built "
-                                       "yet, so no table is granted"))
-            continue
         hidden = hidden_columns(schema, role)
         masked = text_hidden_with(role)
         withheld: dict[str, tuple[str, ...]] = {}
@@ -285,28 +357,49 @@ def plan_roles(schema: Schema, tables: Sequence[str] | None = None, *, prefix: s
             cols = {c.key for c in entity.columns if c.key in hidden[key] or (masked and c.type == "text")}
             if cols:
                 withheld[key] = tuple(c.key for c in entity.columns if c.key in cols)
-        if not withheld:
+        if not withheld and not role.own_only:
             plans.append(RolePlan(role.name, name, "read", dict.fromkeys(tables),
                                   note="reads every table"))
             continue
+        index_hidden = _index_withheld(schema, withheld)
         granted: dict[str, tuple[str, ...] | None] = {}
         for table in tables:
             entity = entity_tables.get(table)
             if entity is not None:
-                columns = [k for k, _ in db.entity_columns(entity) if k not in withheld.get(table, ())]
-                granted[table] = tuple(columns)
-            elif table in PLAIN_TABLES:
+                granted[table] = tuple(k for k, _ in db.entity_columns(entity)
+                                       if k not in withheld.get(table, ())) if table in withheld else None
+            elif table in (*PLAIN_TABLES, "history", TEXT_TABLE):
                 granted[table] = None
-        note = "reads the columns it may see"
+            elif table == ROWS_TABLE:
+                granted[table] = (("rowid", "entity", "customer_id", "contact_id",
+                                   *(ic.key for ic in indexed_columns(schema) if ic.key not in index_hidden))
+                                  if index_hidden else None)
+        notes = []
+        if role.own_only:
+            notes.append("reads only its own customers (by the login's 担当営業) and their records")
+        if withheld:
+            notes.append("reads the columns it may see, and the changes and search index of those only")
         if masked:
-            note += f"; free-text columns withheld too (exports mask {'/'.join(sorted(masked))} in them)"
-        plans.append(RolePlan(role.name, name, "read", granted, withheld, note))
+            notes.append(f"free-text columns withheld too (exports mask {'/'.join(sorted(masked))} in them)")
+        plans.append(RolePlan(role.name, name, "read", granted, withheld, "; ".join(notes),
+                              _row_filters(schema, role, withheld, tables), role.own_only))
     return plans
+
+
+def _login_ddl(schema_name: str) -> list[str]:
+    """The login -> 担当営業 table and the function policies read it through (as the master's owner:
+    no role reads the table itself)."""
+    where = _quote(schema_name)
+    return [f"CREATE TABLE IF NOT EXISTS {where}.{LOGINS_TABLE} (login TEXT PRIMARY KEY, owner TEXT NOT NULL)",
+            f"CREATE OR REPLACE FUNCTION {where}.{OWNER_FUNCTION}() RETURNS text LANGUAGE sql STABLE "
+            f"SECURITY DEFINER SET search_path = {where}, pg_temp AS "
+            f"$$ SELECT owner FROM {where}.{LOGINS_TABLE} WHERE login = session_user $$"]
 
 
 def apply_roles(store: StoreURL, schema: Schema, *, prefix: str = ROLE_PREFIX) -> list[RolePlan]:
     """Create the roles of :func:`plan_roles` that do not exist and make their privileges on the
-    master's tables exactly the plan's, in one transaction; the plans applied."""
+    master's tables exactly the plan's (columns granted, rows limited by restrictive row-level-security
+    policies named after the role), in one transaction; the plans applied."""
     from psycopg import sql
 
     with _session(store, "creating the roles") as conn:
@@ -318,6 +411,12 @@ def apply_roles(store: StoreURL, schema: Schema, *, prefix: str = ROLE_PREFIX) -
         plans = plan_roles(schema, tables, prefix=prefix)
         me = conn.execute("SELECT current_user").fetchone()
         schema_name = _current_schema(conn, store)
+        for statement in _login_ddl(schema_name):
+            conn.execute(statement)  # type: ignore[arg-type]
+        columns = {t: _columns(conn, t) for t in tables}
+        secured = {r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_policies WHERE schemaname = %s AND policyname = %s",
+            (schema_name, ALL_ROWS_POLICY))}
         for plan in plans:
             row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (plan.pg_role,)).fetchone()
             if row is not None and (row[0] or (me is not None and plan.pg_role == me[0])):
@@ -331,15 +430,111 @@ def apply_roles(store: StoreURL, schema: Schema, *, prefix: str = ROLE_PREFIX) -
                 conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(sql.Identifier(table), role))
             conn.execute(sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(
                 sql.Identifier(schema_name), role))
-            for table, columns in plan.tables.items():
+            for table, cols in plan.tables.items():
                 what = sql.SQL("ALL") if plan.access == "admin" else sql.SQL("SELECT")
-                if columns is not None:
-                    what = sql.SQL("SELECT ({})").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
+                if cols is not None:
+                    cols = tuple(c for c in cols if c in columns[table])
+                    what = sql.SQL("SELECT ({})").format(sql.SQL(", ").join(map(sql.Identifier, cols)))
                 conn.execute(sql.SQL("GRANT {} ON TABLE {} TO {}").format(what, sql.Identifier(table), role))
             if plan.access == "admin":
                 conn.execute(sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
                     sql.Identifier(schema_name), role))
+            for (table,) in conn.execute("SELECT tablename FROM pg_policies WHERE schemaname = %s AND "
+                                         "policyname = %s", (schema_name, plan.pg_role)).fetchall():
+                conn.execute(sql.SQL("DROP POLICY {} ON {}").format(role, sql.Identifier(table)))
+            for table, condition in plan.rows.items():
+                if table not in secured:  # others keep every row; the owner is never limited
+                    conn.execute(sql.SQL("CREATE POLICY {} ON {} AS PERMISSIVE FOR ALL TO PUBLIC USING (true) "
+                                         "WITH CHECK (true)").format(sql.Identifier(ALL_ROWS_POLICY),
+                                                                     sql.Identifier(table)))
+                    conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(sql.Identifier(table)))
+                    secured.add(table)
+                conn.execute(sql.SQL("CREATE POLICY {} ON {} AS RESTRICTIVE FOR ALL TO {} USING ({})").format(
+                    role, sql.Identifier(table), role, sql.SQL(condition)))  # type: ignore[arg-type]
     return plans
+
+
+@dataclass(frozen=True)
+class LoginReport:
+    """What :func:`add_login` did: the login, its role, its 担当営業 and how many customers that is."""
+
+    login: str
+    role: str
+    pg_role: str
+    owner: str | None
+    created: bool
+    customers: int | None  # the owner's active customers (None: no owner given)
+    url: str  # the URL a staff PC puts in xlcrm.toml's [store] url (no password in it)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"login": self.login, "role": self.role, "pg_role": self.pg_role, "owner": self.owner,
+                "created": self.created, "customers": self.customers, "url": self.url}
+
+
+def add_login(store: StoreURL, schema: Schema, login: str, role_name: str, *, owner: str | None = None,
+              password: str | None = None, prefix: str = ROLE_PREFIX) -> LoginReport:
+    """A person's login (created when missing) made a member of exactly one xlcrm role, and its
+    担当営業 recorded in :data:`LOGINS_TABLE` (an own-only role sees that owner's customers only),
+    in one transaction.  ``password``: set when given; an existing login keeps its own otherwise."""
+    from psycopg import sql
+
+    role = next((r for r in schema.roles if r.name == role_name), None)
+    if role is None:
+        raise XlcrmError(f"--role {role_name}: no such role; xlcrm.toml has {', '.join(r.name for r in schema.roles)}")
+    owner = (owner or "").strip() or None
+    if role.own_only and owner is None:
+        raise XlcrmError(f"role {role.name} sees only its own customers; give --owner NAME (the 担当営業 whose "
+                         "customers this login sees)")
+    if not login.strip() or len(login.encode("utf-8")) > MAX_NAME_BYTES:
+        raise XlcrmError(f"login {login!r}: give a name of 1 to {MAX_NAME_BYTES} bytes")
+    group = pg_role_name(role, prefix)
+    with _session(store, "adding the login") as conn:
+        if not _is_master(conn, _existing_tables(conn)):
+            raise XlcrmError(f"{store}: no xlcrm master in this database; run `xlcrm store init` first")
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (group,)).fetchone() is None:
+            raise XlcrmError(f"{store}: there is no PostgreSQL role {group} yet; run `xlcrm store roles` first")
+        row = conn.execute("SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
+        me = conn.execute("SELECT current_user").fetchone()
+        others = [pg_role_name(r, prefix) for r in schema.roles]
+        if row is not None and (row[0] or login == (me[0] if me else None) or login in others):
+            raise XlcrmError(f"login {login}: a superuser, the user connected or an xlcrm role; a person's "
+                             "login must be a role of its own")
+        ident = sql.Identifier(login)
+        if row is None:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+        elif not row[1]:
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(ident))
+        if password:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(password)))
+        for other in others:  # exactly one xlcrm role: a person moved to another role leaves the old one
+            if other != group and conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (login, other)).fetchone() \
+                    == (True,) and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (other,)).fetchone():
+                conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(other), ident))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), ident))
+        schema_name = _current_schema(conn, store)
+        for statement in _login_ddl(schema_name):
+            conn.execute(statement)  # type: ignore[arg-type]
+        count = None
+        if owner is None:
+            conn.execute(f"DELETE FROM {LOGINS_TABLE} WHERE login = %s", (login,))  # type: ignore[arg-type]
+        else:
+            conn.execute(f"INSERT INTO {LOGINS_TABLE}(login, owner) VALUES (%s, %s) ON CONFLICT (login) "  # type: ignore[arg-type]
+                         "DO UPDATE SET owner = EXCLUDED.owner", (login, owner))
+            key = OWNER_DEFAULTED.get("customers", "owner")
+            got = conn.execute(f"SELECT count(*) FROM customers WHERE btrim({_quote(key)}) = %s "  # type: ignore[arg-type]
+                               f"AND {db.ACTIVE}", (owner,)).fetchone()
+            count = int(got[0]) if got else 0
+    return LoginReport(login, role.name, group, owner, row is None, count, _login_url(store.url, login))
+
+
+def _login_url(url: str, login: str) -> str:
+    """``url`` with ``login`` as its user and no password."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    query = "&".join(p for p in parts.query.split("&") if p and not p.lower().startswith(("user=", "password=")))
+    return urlunsplit((parts.scheme, f"{quote(login, safe='')}@{host}", parts.path, query, parts.fragment))
 
 
 # --- copying a master.db onto the server -------------------------------------------------------------
@@ -588,16 +783,83 @@ def reader(store: StoreURL) -> ServerReader:
     except psycopg.Error as exc:
         raise XlcrmError(f"{store.source}: cannot connect to {store} ({_first_line(exc)}); check the host, "
                          "port, database name, user and password") from None
-    conn.read_only = True
     try:  # the catalog, not information_schema: quick, and whatever this login may read
         has_meta, has_index = conn.execute("SELECT to_regclass('meta') IS NOT NULL, to_regclass(%s) IS NOT NULL",
                                            (ROWS_TABLE,)).fetchone() or (False, False)
         ok = bool(has_meta and has_index and conn.execute(
             "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone())
+    except psycopg.errors.InsufficientPrivilege as exc:
+        conn.close()
+        raise XlcrmError(f"{store}: the server refused this login reading the master ({_first_line(exc)}); ask "
+                         "the admin to give it a role (`xlcrm store user LOGIN --role ROLE`)") from None
     except psycopg.Error:  # a meta table of another application
         ok = False
     if not ok:
         conn.close()
         raise XlcrmError(f"{store}: no xlcrm master with its search index in this database; run "
                          "`xlcrm store copy --master master.xlsx` first")
+    try:
+        _check_owner(conn, store)
+        _shape_for_login(conn, store)
+    except BaseException:
+        conn.close()
+        raise
+    conn.read_only = True
     return ServerReader(conn, store)
+
+
+def _check_owner(conn: psycopg.Connection[Any], store: StoreURL) -> None:
+    """One line when the login is limited to its own customers but has no 担当営業 recorded: it would
+    find nothing, with no word why."""
+    psycopg = _psycopg()
+    try:
+        limited = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = to_regclass('customers') AND NOT "
+            "p.polpermissive AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r WHERE r <> 0 AND "
+            "pg_has_role(r, 'MEMBER')))").fetchone()
+        if not (limited and limited[0]):
+            return
+        row = conn.execute(f"SELECT session_user, {OWNER_FUNCTION}()").fetchone()
+    except psycopg.Error as exc:
+        raise XlcrmError(f"{store}: reading the master failed ({_first_line(exc)})") from None
+    if row is not None and row[1] is None:
+        raise XlcrmError(f"{store}: the login {row[0]} sees only its own customers, but no 担当営業 is recorded "
+                         f"for it; ask the admin to run `xlcrm store user {row[0]} --role ROLE --owner NAME`")
+
+
+def _shape_for_login(conn: psycopg.Connection[Any], store: StoreURL) -> None:
+    """Temporary views, for this session only, in front of the tables whose columns the login may
+    read only in part: the same name and columns, the withheld ones NULL.  The views' queries then
+    run unchanged (``SELECT *``, every index column) and find nothing in a column the role may not
+    read; the server's column privileges and row policies still decide what is read (a temporary
+    view is the login's own, with its privileges), the views only keep the queries from asking for
+    more.  The session's temporary schema comes first in the search path, so the views hide the
+    tables."""
+    psycopg = _psycopg()
+    rows = conn.execute(
+        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), co.collname, "
+        "has_column_privilege(c.oid, a.attnum, 'SELECT') FROM pg_class c "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+        "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') "
+        "ORDER BY c.relname, a.attnum").fetchall()
+    tables: dict[str, list[tuple[str, str, str | None, bool]]] = {}
+    for table, column, kind, collation, readable in rows:
+        tables.setdefault(table, []).append((column, kind, collation, readable))
+    where = conn.execute("SELECT current_schema()").fetchone()
+    for table, columns in tables.items():
+        if all(c[3] for c in columns) or not any(c[3] for c in columns):
+            continue  # read whole, or not at all: the server's answer is the message
+        shown = []
+        for column, kind, collation, readable in columns:
+            if readable:
+                shown.append(_quote(column))
+            else:
+                collate = f" COLLATE {_quote(collation)}" if collation and collation != "default" else ""
+                shown.append(f"CAST(NULL AS {kind}){collate} AS {_quote(column)}")
+        try:
+            conn.execute(f"CREATE TEMPORARY VIEW {_quote(table)} AS SELECT {', '.join(shown)} "  # type: ignore[arg-type]
+                         f"FROM {_quote(where[0] if where else 'public')}.{_quote(table)}")
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise XlcrmError(f"{store}: this login may not create the temporary views its reading needs "
+                             f"({_first_line(exc)}); the database owner can GRANT TEMPORARY ON DATABASE to it") from None
