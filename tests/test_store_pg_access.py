@@ -258,3 +258,17 @@ def test_the_ribbon_as_a_login_whose_role_hides_phones_through_xlcrm_db(
     assert all(r[phone] is None for r in body)
     msg = dispatch("search", OpenpyxlBook(staff_book), query="03-1234-5678", today=TODAY)
     assert msg is not None and "見つかりません" in msg
+
+
+def test_the_ribbons_validate_warns_of_a_customer_already_on_the_server_that_the_login_may_see(
+        site: Site, make_book: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(KEY_MASTER, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    site.as_("sato", monkeypatch)
+    path = make_book({"customers": [
+        {"kind": "corporate", "name": "東京システム", "phone": "03-5555-0001", "owner": SATO},  # C-000009, 佐藤's
+        {"kind": "corporate", "name": "梅田商事", "phone": "06-6123-4567", "owner": SATO}]})  # C-000002, 鈴木's
+    msg = dispatch("validate", OpenpyxlBook(path), today=TODAY)
+    assert msg is not None and "警告 1 件" in msg, msg
+    listed = " ".join(str(v) for r in sheet(path, "エラー一覧") for v in r if v)
+    assert "C-000009" in listed and "C-000002" not in listed
