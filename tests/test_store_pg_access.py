@@ -166,6 +166,8 @@ def test_a_login_moved_to_another_role_leaves_the_old_one(site: Site, monkeypatc
     assert code == 0, err
     report = json.loads(out)
     assert report["customers"] == 2 and report["created"] and "s3cret" not in out
+    stored = rows(site.admin_url, "SELECT rolpassword FROM pg_authid WHERE rolname = 'ito'")[0][0]
+    assert stored.startswith("SCRAM-SHA-256$")  # hashed before it was sent
     ito = site.urls["sato"].replace("sato@", "ito@")
     assert {r[0] for r in rows(ito, "SELECT customer_id FROM customers WHERE _state = 'active'")} == {"C-000002", "C-000003"}
     code, out, err = xlcrm("store", "user", "ito", "--role", "analyst", *base)

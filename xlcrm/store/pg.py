@@ -316,7 +316,8 @@ def _row_filters(schema: Schema, role: Role, withheld: dict[str, tuple[str, ...]
         if owner is None or not cust.has(owner):
             raise XlcrmError(f"role {role.name} sees only its own customers, but the customers sheet has no "
                              "担当営業 (owner) column to tell whose they are")
-        conds[cust.key] = [f"btrim({_quote(owner)}) = {OWNER_FUNCTION}()"]
+        # (SELECT f()): evaluated once per query, not once per row; served by the index _owner_index makes.
+        conds[cust.key] = [f"btrim({_quote(owner)}) = (SELECT {OWNER_FUNCTION}())"]
         records = [f"(entity = {_literal(cust.key)} AND record_id IN {mine})"]
         for entity in schema:
             ref = entity.ref_column
@@ -396,6 +397,14 @@ def _login_ddl(schema_name: str) -> list[str]:
             f"$$ SELECT owner FROM {where}.{LOGINS_TABLE} WHERE login = session_user $$"]
 
 
+def _owner_index(schema: Schema) -> str:
+    """An index on the customers' trimmed 担当営業: an own-only login's policy looks its customers up by it."""
+    cust = schema.entity("customers")
+    owner = _quote(OWNER_DEFAULTED.get(cust.key, "owner"))
+    return (f"CREATE INDEX IF NOT EXISTS {_quote(cust.key + '__owner_trimmed')} ON {_quote(cust.key)} "
+            f"(btrim({owner}))")
+
+
 def apply_roles(store: StoreURL, schema: Schema, *, prefix: str = ROLE_PREFIX) -> list[RolePlan]:
     """Create the roles of :func:`plan_roles` that do not exist and make their privileges on the
     master's tables exactly the plan's (columns granted, rows limited by restrictive row-level-security
@@ -413,6 +422,8 @@ def apply_roles(store: StoreURL, schema: Schema, *, prefix: str = ROLE_PREFIX) -
         schema_name = _current_schema(conn, store)
         for statement in _login_ddl(schema_name):
             conn.execute(statement)  # type: ignore[arg-type]
+        if any(p.own_only for p in plans):
+            conn.execute(_owner_index(schema))  # type: ignore[arg-type]
         columns = {t: _columns(conn, t) for t in tables}
         secured = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_policies WHERE schemaname = %s AND policyname = %s",
@@ -504,12 +515,13 @@ def add_login(store: StoreURL, schema: Schema, login: str, role_name: str, *, ow
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
         elif not row[1]:
             conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(ident))
-        if password:
-            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(password)))
-        for other in others:  # exactly one xlcrm role: a person moved to another role leaves the old one
-            if other != group and conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (login, other)).fetchone() \
-                    == (True,) and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (other,)).fetchone():
-                conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(other), ident))
+        if password:  # hashed here (SCRAM), so the password itself never reaches the server or its log
+            hashed = conn.pgconn.encrypt_password(password.encode(), login.encode(), b"scram-sha-256")
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(hashed.decode())))
+        # Exactly one xlcrm role: a person moved to another role leaves the old one.
+        for (other,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND rolname <> %s AND "
+                                     "pg_has_role(%s, oid, 'MEMBER')", (others, group, login)).fetchall():
+            conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(other), ident))
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), ident))
         schema_name = _current_schema(conn, store)
         for statement in _login_ddl(schema_name):
@@ -764,8 +776,9 @@ class ServerReader:
             cur.execute(to_server_sql(sql), params if isinstance(params, dict) else tuple(params))  # type: ignore[arg-type]
         except psycopg.errors.InsufficientPrivilege as exc:
             raise XlcrmError(f"{self._store}: the server refused to read the master ({_first_line(exc)}); this "
-                             "login's role may not read every column search and history show — ask the admin "
-                             "for a role that may") from None
+                             "login's role may not read what search and history need — ask the admin to run "
+                             "`xlcrm store roles` (again after a `store copy` that rebuilt tables) and "
+                             "`xlcrm store user` for this login") from None
         except psycopg.Error as exc:
             raise XlcrmError(f"{self._store}: reading the master failed ({_first_line(exc)})") from None
         return cur
