@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from merge_fixtures import activity, book, customer
+from merge_fixtures import activity, book, customer, delete_rows, edit_cells
 from typer.testing import CliRunner
 
 from xlcrm.cli import _register, app
@@ -147,3 +147,44 @@ def test_record_words_follow_merges(master: Path, tmp_path: Path) -> None:
     hits = find(master, "フォークリフト")
     assert hits and hits[0]["name"] == "中村工業株式会社"
     assert names(find(master, "LED照明"))[:1] == ["北斗電機株式会社"]
+
+
+def test_two_character_words_follow_merges_edits_and_deletions(tmp_path: Path) -> None:
+    # 末広 / 帯広 only in a 住所, 雨漏 / 棚卸 only in an activity: two-character words no name holds
+    # are looked up in the index of character pairs, which every merge keeps current.
+    team = book(tmp_path / "team" / "sato.xlsx", {
+        "customers": [_c("丸山精機株式会社", "マルヤマセイキ", "北海道", "函館市末広町1-1", "0138-20-1001"),
+                      _c("川口商事株式会社", "カワグチショウジ", "北海道", "釧路市北大通1-1", "0154-20-1002"),
+                      _c("大森物産株式会社", "オオモリブッサン", "北海道", "帯広市西二条南1-1", "0155-20-1003")],
+        "activities": [activity("川口商事株式会社", "屋根の雨漏りを点検", date(2024, 5, 10)),
+                       activity("大森物産株式会社", "倉庫の棚卸を手伝う", date(2024, 5, 11))],
+    }, owner="佐藤")
+    m = tmp_path / "m" / "master.xlsx"
+    m.parent.mkdir()
+
+    def run(*args: str) -> None:
+        res = runner.invoke(app, [*args, "--master", str(m)])
+        assert res.exit_code in (0, 1), res.output
+
+    def found(word: str) -> list[str | None]:
+        return names(find(m, word))
+
+    run("merge", str(team), "--today", "2024-06-01")
+    assert found("末広") == ["丸山精機株式会社"] and found("帯広") == ["大森物産株式会社"]
+    assert found("雨漏") == ["川口商事株式会社"] and found("棚卸") == ["大森物産株式会社"]
+
+    # 佐藤 edits the distributed workbook: a new 住所, another activity text, a customer deleted.
+    run("distribute", "--out", str(tmp_path / "out"))
+    wb = tmp_path / "out" / "佐藤.xlsx"
+    assert edit_cells(wb, "顧客", {"顧客名": "丸山精機株式会社"}, {"住所": "函館市宝来町2-2"}) == 1
+    assert edit_cells(wb, "活動履歴", {"内容": "屋根の雨漏りを点検"}, {"内容": "外壁の塗装を相談"}) == 1
+    assert delete_rows(wb, "顧客", {"顧客名": "大森物産株式会社"}) == 1
+    run("merge", str(wb), "--today", "2024-06-05")
+    assert found("宝来") == ["丸山精機株式会社"] and found("末広") == []
+    assert found("塗装") == ["川口商事株式会社"] and found("雨漏") == []
+
+    # The deletion, decided in 削除候補, takes the customer and its activity out of search.
+    assert edit_cells(m, "削除候補", {"ID": "C-000003"}, {"判断": "削除"}) == 1
+    run("resolve")
+    assert found("帯広") == [] and found("棚卸") == []
+    assert found("宝来") == ["丸山精機株式会社"] and found("塗装") == ["川口商事株式会社"]

@@ -86,7 +86,9 @@ def test_copy_puts_every_record_and_the_search_index_on_the_server_and_again_rep
 
 QUERIES = ["山田", "やまだ", "ﾔﾏﾀﾞ", "yamada", "03-1234-5678", "0312345678", "info@yamada-ss.co.jp", "C-000001",
            "c7", "サクラ", "株式会社", "田中", "東京", "精密", "梅田", "P-000001", "スズキ電機", "やまだ製作所",
-           "山田精作所", "スズキ電器", "さくら不動庵"]
+           "山田精作所", "スズキ電器", "さくら不動庵",
+           # two characters in no name: 住所 (天神), 備考 (定期), a record's text (電話, 納品), nowhere (ぜぜ)
+           "天神", "定期", "電話", "納品", "ぜぜ"]
 
 
 @pytest.mark.parametrize("query", QUERIES)

@@ -9,7 +9,9 @@ schema (``search=True`` on customers and contacts), custom ones included.
 Storage: ``search_rows`` (one row per active customer and contact person, values already folded, a
 B-tree index on every column but free text) and ``search_fts``, an FTS5 index over it with the
 trigram tokenizer, so any substring of three characters or more is an index lookup; ``search_text``
-and ``search_text_fts`` hold the free text of activities, deals and TODOs the same way.  The first
+and ``search_text_fts`` hold the free text of activities, deals and TODOs the same way.  Two-character
+substrings (札幌, 電話, 見積), which trigrams cannot serve, are looked up in ``search_bigrams`` and
+``search_text_bigrams``: FTS5 indexes of every pair of adjacent characters of those rows.  The first
 merge builds them (:func:`build_index`); every later merge calls :func:`update_index`, which
 rewrites only the rows of records the run changed.
 
@@ -57,6 +59,18 @@ TEXT_TABLE = "search_text"
 TEXT_FTS_TABLE = "search_text_fts"
 #: Trigram tokenizer arrived in SQLite 3.34.0.
 TRIGRAM_MIN_SQLITE = (3, 34, 0)
+#: Pairs of adjacent characters, for two-character queries: one FTS5 row per ``search_rows`` row (same
+#: rowid) with two columns, ``keyed`` (the pairs of the columns a short query is looked for in: names,
+#: readings, custom ones; see :func:`pair_column`) and ``free`` (住所, 備考: free text), and one per
+#: ``search_text`` row.  Each document is the row's pairs separated by spaces ("ab bc cd" for abcd);
+#: the ascii tokenizer keeps every non-ASCII character and, told so, every ASCII punctuation mark
+#: inside a token, so each pair is one token (folded values hold no whitespace, the only separator
+#: left).  Contentless: the pairs are not stored twice; deleting a row re-derives its document from
+#: the folded values it had.
+BIGRAM_TABLE = "search_bigrams"
+TEXT_BIGRAM_TABLE = "search_text_bigrams"
+_PAIR_CHARS = "".join(ch for ch in map(chr, range(0x21, 0x7F)) if not ch.isalnum())
+_PAIR_TOKENIZER = "ascii tokenchars '" + _PAIR_CHARS.replace("'", "''") + "'"
 
 #: Rank inside a tier: lower ranks first.  Derived from the column *type*, never from a key list.
 _TYPE_RANK = {"id": 0, "phone": 1, "corporate_number": 1, "email": 1, "name": 2, "kana": 3}
@@ -143,6 +157,43 @@ def text_columns(schema: Schema) -> list[IndexedColumn]:
         out += [IndexedColumn(c.key, c.type, _DEFAULT_RANK, False, {e.key: c})
                 for c in e.columns if c.type in FREE_TEXT_TYPES]
     return out
+
+
+def pair_column(ic: IndexedColumn) -> str | None:
+    """The column of :data:`BIGRAM_TABLE` holding ``ic``'s pairs of characters; None for the columns
+    left out (digits only: a pair of digits is in most phone numbers; e-mail: ASCII, a fifth of all
+    pairs; the company key: part of the name).  A query that must look in one of those scans."""
+    if ic.free_text:
+        return "free"
+    if ic.digits or ic.type == "email" or ic.key == COMPANY_KEY:
+        return None
+    return "keyed"
+
+
+def pair_term(needle: str) -> bool:
+    """Whether ``needle`` is one token of the pair indexes (two characters, none an ASCII space or
+    control character), i.e. the rows holding it are those the pair index names."""
+    return len(needle) == 2 and all(not ch.isascii() or ch.isalnum() or ch in _PAIR_CHARS for ch in needle)
+
+
+def pairs(values: Iterable[Any]) -> str:
+    """The pair document of folded values: every two adjacent characters, space-separated.
+
+    The values are joined with a space first (one join per row, not per value: a third faster); the
+    pairs across a joint ("x " and " y") become one-character tokens, which no query looks up.
+    """
+    s = " ".join([v for v in values if v])
+    return " ".join(map(str.__add__, s, s[1:]))
+
+
+def _pair_docs(columns: Sequence[IndexedColumn], offset: int) -> Callable[[Sequence[Any]], tuple[str, str]]:
+    """Index row (its folded values from position ``offset``) -> (keyed, free) pair documents."""
+    keyed = [offset + i for i, ic in enumerate(columns) if pair_column(ic) == "keyed"]
+    free = [offset + i for i, ic in enumerate(columns) if pair_column(ic) == "free"]
+
+    def docs(row: Sequence[Any]) -> tuple[str, str]:
+        return pairs([row[i] for i in keyed]), pairs([row[i] for i in free])
+    return docs
 
 
 def _text_spec(schema: Schema) -> str:
@@ -396,6 +447,14 @@ def build_index(conn: sqlite3.Connection, schema: Schema) -> int:
         after.append(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('hashsize', {_FTS_HASHSIZE})")
         after.append(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")
         after.append(f"CREATE VIRTUAL TABLE {VOCAB_TABLE} USING fts5vocab({FTS_TABLE}, 'row')")
+    stmts += [f"DROP TABLE IF EXISTS {BIGRAM_TABLE}", f"DROP TABLE IF EXISTS {TEXT_BIGRAM_TABLE}"]
+    if trigram:
+        after += [f"CREATE VIRTUAL TABLE {BIGRAM_TABLE} USING fts5(keyed, free, content='', detail=column, "
+                  f"columnsize=0, tokenize={_sql_text(_PAIR_TOKENIZER)})",
+                  f"CREATE VIRTUAL TABLE {TEXT_BIGRAM_TABLE} USING fts5(pairs, content='', detail=none, "
+                  f"columnsize=0, tokenize={_sql_text(_PAIR_TOKENIZER)})"]
+        after += [f"INSERT INTO {t}({t}, rank) VALUES ('hashsize', {_FTS_HASHSIZE})"
+                  for t in (BIGRAM_TABLE, TEXT_BIGRAM_TABLE)]
     meta = {"search_index_columns": json.dumps([c.key for c in columns]),
             "search_index_rows": str(len(rows)), "search_index_trigram": "1" if trigram else "0",
             "search_index_run": str(_last_run(conn)), "search_text_columns": _text_spec(schema)}
@@ -417,6 +476,10 @@ def build_index(conn: sqlite3.Connection, schema: Schema) -> int:
         _insert_texts(conn, texts)
         for stmt in after:
             conn.execute(stmt)
+        if trigram:  # the tables were created empty just above: their rowids are 1, 2, ... in list order
+            docs = _pair_docs(columns, 3)
+            _insert_pairs(conn, BIGRAM_TABLE, ((n, *docs(r)) for n, r in enumerate(rows, 1)))
+            _insert_pairs(conn, TEXT_BIGRAM_TABLE, ((n, pairs((r[3],))) for n, r in enumerate(texts, 1)))
         _set_meta(conn, meta)
 
     _in_transaction(conn, work)
@@ -481,6 +544,19 @@ def _text_rows(conn: sqlite3.Connection, schema: Schema, is_live: Callable[[str]
     return out
 
 
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _insert_pairs(conn: sqlite3.Connection, table: str, docs: Iterable[Sequence[Any]], delete: bool = False) -> None:
+    """Index (rowid, document...) rows in a pair table, or (``delete``) take out rows indexed with
+    exactly these documents (a contentless FTS5 table cannot look them up itself)."""
+    cols = "keyed, free" if table == BIGRAM_TABLE else "pairs"
+    n = cols.count(",") + 1
+    head, marks = (f"{table}, rowid, {cols}", "'delete', ?") if delete else (f"rowid, {cols}", "?")
+    conn.executemany(f"INSERT INTO {table}({head}) VALUES ({marks}{', ?' * n})", docs)
+
+
 def _insert_texts(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:
     conn.executemany(f"INSERT INTO {TEXT_TABLE} (entity, record_id, customer_id, text) VALUES (?, ?, ?, ?)",
                      rows)
@@ -508,11 +584,15 @@ def _update_texts(conn: sqlite3.Connection, schema: Schema, since: int, customer
     if not ids:
         return 0
     fts = bool(table_columns(conn, TEXT_FTS_TABLE))
-    old: list[int] = []
+    bigrams = bool(table_columns(conn, TEXT_BIGRAM_TABLE))
+    old_texts: list[tuple[int, str]] = []
     for ekey, rids in ids.items():
         for chunk in chunks(rids):
-            old += [r[0] for r in conn.execute(f"SELECT rowid FROM {TEXT_TABLE} WHERE record_id IN "
-                                               f"({sql_marks(chunk)}) AND entity = ?", [*chunk, ekey])]
+            old_texts += conn.execute(f"SELECT rowid, text FROM {TEXT_TABLE} WHERE record_id IN "
+                                      f"({sql_marks(chunk)}) AND entity = ?", [*chunk, ekey]).fetchall()
+    old = [r[0] for r in old_texts]
+    if bigrams:
+        _insert_pairs(conn, TEXT_BIGRAM_TABLE, ((rowid, pairs((text,))) for rowid, text in old_texts), delete=True)
     for chunk in chunks(old):
         if fts:
             conn.execute(f"INSERT INTO {TEXT_FTS_TABLE}({TEXT_FTS_TABLE}, rowid, text) SELECT 'delete', rowid, "
@@ -522,10 +602,12 @@ def _update_texts(conn: sqlite3.Connection, schema: Schema, since: int, customer
     live = _LiveCustomers(conn, cid, set())
     new = _text_rows(conn, schema, live, ids)
     first = int(conn.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {TEXT_TABLE}").fetchone()[0]) + 1
-    _insert_texts(conn, new)
+    _insert_texts(conn, new)  # rowids first, first + 1, ... in list order
     if fts and new:
         conn.execute(f"INSERT INTO {TEXT_FTS_TABLE}(rowid, text) SELECT rowid, text FROM {TEXT_TABLE} "
                      "WHERE rowid >= ?", (first,))
+    if bigrams:
+        _insert_pairs(conn, TEXT_BIGRAM_TABLE, ((n, pairs((r[3],))) for n, r in enumerate(new, first)))
     return len(old) + len(new)
 
 
@@ -581,14 +663,15 @@ def update_index(conn: sqlite3.Connection, schema: Schema, run_id: int) -> int:
         nonlocal written
         old = _old_rows(conn, columns, "entity = 'customers' AND customer_id", list(changed_customers))
         was_indexed = {r[2] for r in old}
-        # A contact is shown under the end of its customer's merge chain while that one is active.  Only
-        # a changed customer that is not "active before and after" (new, merged away, deleted, active
-        # again) can change that for an unchanged contact: the contacts whose customer is it, or whose
-        # chain runs through it, are looked at again, together with every changed contact.
+        # A contact (an activity, deal, TODO) is shown under the end of its customer's merge chain while
+        # that one is active.  Only a changed customer that is not "active before and after" (new,
+        # merged away, deleted, active again) can change that for an unchanged record: the records
+        # whose customer is it, or whose chain runs through it, are looked at again, together with
+        # every changed record.
         moved = [c for c, active in changed_customers.items() if not (active and c in was_indexed)]
+        refs = _chained_into(_merge_links(conn, cid), moved) if moved else []
         contacts = dict.fromkeys(changed_contacts)
-        if moved and has_contacts:
-            refs = _chained_into(_merge_links(conn, cid), moved)
+        if refs and has_contacts:
             contacts.update(dict.fromkeys(_contacts_pointing_to(conn, schema, refs)))
         stamped = set(changed_contacts)
         old += _old_rows(conn, columns, "entity = 'contacts' AND contact_id", list(contacts))
@@ -603,7 +686,7 @@ def update_index(conn: sqlite3.Connection, schema: Schema, run_id: int) -> int:
                 new += _contact_rows(conn, schema, columns, live, f"AND {pid_q} IN ({sql_marks(chunk)})", chunk,
                                      survivor)
         added, changed, dropped = _apply(conn, columns, old, new)
-        texts = _update_texts(conn, schema, since, moved)
+        texts = _update_texts(conn, schema, since, refs)
         _set_meta(conn, {"search_index_rows": str(indexed - dropped + added),
                          "search_index_run": str(max(int(stamp), run_id))})
         written = added + changed + dropped + texts
@@ -736,7 +819,19 @@ def _apply(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], old: Sequ
         sets = ", ".join(f"{quote_name(names[i])} = ?" for i in diff)
         conn.executemany(f"UPDATE {ROWS_TABLE} SET {sets} WHERE rowid = ?", params)
     first = int(conn.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {ROWS_TABLE}").fetchone()[0]) + 1
-    _insert_rows(conn, columns, added)
+    _insert_rows(conn, columns, added)  # rowids first, first + 1, ... in list order
+    if table_columns(conn, BIGRAM_TABLE):
+        # Pair documents from the folded values: the old ones out, the new ones in; a rewrite that
+        # leaves both documents as they were (a phone number, the company key) costs nothing here.
+        old_docs, new_docs = _pair_docs(columns, 4), _pair_docs(columns, 3)
+        gone = [(rowid, *old_docs(before)) for rowid, (before, _) in changed.items()]
+        came = [(rowid, *new_docs(row)) for rowid, (_, row) in changed.items()]
+        keep = {g[0] for g, c in zip(gone, came, strict=True) if g == c}
+        olds = {o[0]: o for o in old}
+        gone += [(rowid, *old_docs(olds[rowid])) for rowid in dropped]
+        _insert_pairs(conn, BIGRAM_TABLE, [g for g in gone if g[0] not in keep], delete=True)
+        came += [(n, *new_docs(row)) for n, row in enumerate(added, first)]
+        _insert_pairs(conn, BIGRAM_TABLE, [c for c in came if c[0] not in keep])
     if fts:
         for chunk in chunks(list(changed)):
             conn.execute(f"INSERT INTO {FTS_TABLE}(rowid, {col_sql}) SELECT rowid, {col_sql} FROM {ROWS_TABLE} "
@@ -774,4 +869,5 @@ def index_is_current(conn: sqlite3.Connection, schema: Schema) -> bool:
     if index_meta(conn, "search_text_columns") != _text_spec(schema):
         return False
     tri = conn.execute("SELECT value FROM meta WHERE key = 'search_index_trigram'").fetchone()
-    return tri is None or tri[0] == "0" or bool(table_columns(conn, FTS_TABLE))
+    return tri is None or tri[0] == "0" or all(table_columns(conn, t) for t in (FTS_TABLE, BIGRAM_TABLE,
+                                                                                TEXT_BIGRAM_TABLE))

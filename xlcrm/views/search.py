@@ -4,7 +4,7 @@ Staff type ひらがな or カタカナ, full- or half-width, a phone number wit
 a company name, a place, or words from an activity.  The query is folded the way the index
 (:mod:`xlcrm.store.searchindex`) folded the values.  One- and two-character queries (too short for
 trigrams) take exact and prefix matches from the B-tree indexes and scan only when those do not fill
-a page.  Ranking is computed in SQL with the same formula as in Python (``_score``), so ``LIMIT``
+a page, from the index of character pairs for two characters.  Ranking is computed in SQL with the same formula as in Python (``_score``), so ``LIMIT``
 keeps the best rows without pulling thousands into Python.  rapidfuzz catches typos when few rows
 match.
 
@@ -26,12 +26,14 @@ from xlcrm.normalize import company_key
 from xlcrm.schema import Lang, Schema
 from xlcrm.store.db import ACTIVE, format_id
 from xlcrm.store.searchindex import (
+    BIGRAM_TABLE,
     COMPANY_KEY,
     FREE_TEXT_TYPES,
     FTS_TABLE,
     IDENTIFIER_TYPES,
     INDEXED_ENTITIES,
     ROWS_TABLE,
+    TEXT_BIGRAM_TABLE,
     TEXT_FTS_TABLE,
     TEXT_TABLE,
     VOCAB_TABLE,
@@ -43,6 +45,8 @@ from xlcrm.store.searchindex import (
     fold_text,
     index_is_current,
     indexed_columns,
+    pair_column,
+    pair_term,
     quote_name,
     sql_marks,
     survivors,
@@ -409,16 +413,24 @@ def _text_hits(conn: sqlite3.Connection, q: _Query, limit: int, allowed: _Filter
     if len(needle) < 2 or q.digits or _ID_QUERY.match(needle) or not table_columns(conn, TEXT_TABLE):
         return []
     params: dict[str, Any] = {"n": needle, "lim": 5 * limit + 50}
-    where = "instr(text, :n) > 0"
+    t = TEXT_TABLE
+    source, where = t, f"instr({t}.text, :n) > 0"
     if len(needle) >= 3 and table_columns(conn, TEXT_FTS_TABLE):
         params["m"] = " AND ".join(_fts_term(g) for g in _cover_trigrams(needle))
-        where = f"rowid IN (SELECT rowid FROM {TEXT_FTS_TABLE} WHERE {TEXT_FTS_TABLE} MATCH :m) AND {where}"
+        where = f"{t}.rowid IN (SELECT rowid FROM {TEXT_FTS_TABLE} WHERE {TEXT_FTS_TABLE} MATCH :m) AND {where}"
+    elif pair_term(needle) and table_columns(conn, TEXT_BIGRAM_TABLE):
+        # The records holding the pair, in rowid order as a scan finds them, read as the join goes: a
+        # common word (見積) stops at the limit after a few hundred.
+        params["m"] = _fts_term(needle)
+        source = f"{TEXT_BIGRAM_TABLE} CROSS JOIN {t} ON {t}.rowid = {TEXT_BIGRAM_TABLE}.rowid"
+        where = f"{TEXT_BIGRAM_TABLE} MATCH :m AND {where}"
     if allowed:
         params.update(allowed.params)
-        where = f"({where}) AND customer_id IN ({allowed.sql})"
+        where = f"({where}) AND {t}.customer_id IN ({allowed.sql})"
     out: dict[str, _Candidate] = {}
     # No ORDER BY: SQLite stops at the limit instead of collecting every match of a common word.
-    sql = f"SELECT entity, record_id, customer_id, text FROM {TEXT_TABLE} WHERE {where} {_found_order(conn)}LIMIT :lim"
+    sql = (f"SELECT {t}.entity, {t}.record_id, {t}.customer_id, {t}.text FROM {source} WHERE {where} "
+           f"{_found_order(conn)}LIMIT :lim")
     for r in conn.execute(sql, params):
         if r["customer_id"] in out:
             continue
@@ -479,9 +491,15 @@ def _mixed_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
         conds.append("(" + " OR ".join(f"instr({quote_name(ic.key)}, :m{j}) > 0" for _, ic in name_cols) + ")")
     where = " AND ".join(conds)
     longest = max(kana_parts, key=len)
+    grams = list(dict.fromkeys(p[i:i + 2] for p in (*kana_parts, *name_parts) for i in range(len(p) - 1)))
     if len(longest) >= 3 and table_columns(conn, FTS_TABLE):
         params["match"] = _fts_match({longest: [ic.key for _, ic in kana_cols]})
         where = f"rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match) AND {where}"
+    elif grams and all(map(pair_term, grams)) and all(pair_column(ic) == "keyed" for _, ic in (*kana_cols, *name_cols)) \
+            and table_columns(conn, BIGRAM_TABLE):
+        # Short parts (山崎ホー): a row holding every part holds every pair of characters of each.
+        params["pairs"] = f"keyed : ({' AND '.join(map(_fts_term, grams))})"
+        where = f"rowid IN (SELECT rowid FROM {BIGRAM_TABLE} WHERE {BIGRAM_TABLE} MATCH :pairs) AND {where}"
     if allowed:
         params.update(allowed.params)
         where = f"({where}) AND customer_id IN ({allowed.sql})"
@@ -609,6 +627,7 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
             else:
                 short.append((i, ic))
     has_fts = bool(table_columns(conn, FTS_TABLE))
+    has_pairs = bool(short) and bool(table_columns(conn, BIGRAM_TABLE))
 
     cols = ", ".join(quote_name(c.key) for c in columns)
 
@@ -644,6 +663,18 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
                               f"AND {quote_name(ic.key)} < :hi{i} ORDER BY {quote_name(ic.key)}, rowid LIMIT :per) AS p{i}")
         return run(f"rowid IN ({' UNION ALL '.join(ranges)})") if ranges else []
 
+    def pairs_first(group: str, items: Sequence[tuple[int, IndexedColumn]]) -> str:
+        """``instr`` tests of these columns, limited to the rows the pair index names when it holds
+        them all and the needle is a pair (else a scan; rowids come in the scan's order either way)."""
+        where = " OR ".join(f"instr({quote_name(ic.key)}, :n{i}) > 0" for i, ic in items)
+        needles = {q.needle(ic) for _, ic in items}
+        if has_pairs and len(needles) == 1 and pair_term(*needles) and \
+                all(pair_column(ic) == group for _, ic in items):
+            params[f"pairs_{group}"] = f"{group} : {_fts_term(*needles)}"
+            where = (f"rowid IN (SELECT rowid FROM {BIGRAM_TABLE} WHERE {BIGRAM_TABLE} MATCH :pairs_{group}) "
+                     f"AND ({where})")
+        return where
+
     def page_full(cands: Sequence[_Candidate]) -> bool:
         return sum(1 for c in cands if c.tier in ("exact", "prefix")) >= limit
 
@@ -672,16 +703,15 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
             # non-free-text columns.  The company key is inside the name (its prefixes came from the
             # index above); readings and e-mail addresses are not scanned for characters they cannot
             # hold.
-            conds = [f"instr({quote_name(ic.key)}, :n{i}) > 0" for i, ic in short
-                     if not ic.free_text and ic.key != COMPANY_KEY and _could_hold(ic, q.needle(ic))]
-            if conds:
-                found += run(" OR ".join(conds))
+            scanned = [(i, ic) for i, ic in short
+                       if not ic.free_text and ic.key != COMPANY_KEY and _could_hold(ic, q.needle(ic))]
+            if scanned:
+                found += run(pairs_first("keyed", scanned))
             # Two characters are a word already (札幌, 新宿, 見積): when names and numbers do not fill
             # the page, look in 住所/備考 too (one character would match half the master on 東 or 山).
-            free = [f"instr({quote_name(ic.key)}, :n{i}) > 0" for i, ic in short
-                    if ic.free_text and len(q.needle(ic)) >= 2]
+            free = [(i, ic) for i, ic in short if ic.free_text and len(q.needle(ic)) >= 2]
             if free and len(found) < limit:
-                found += run(" OR ".join(free), ordered=False)
+                found += run(pairs_first("free", free), ordered=False)
     return found
 
 
