@@ -57,6 +57,7 @@ from xlcrm.store.searchindex import (
     build_index,
     index_is_current,
     indexed_columns,
+    pair_columns,
     table_columns,
     text_columns,
 )
@@ -557,6 +558,21 @@ _INSTR = ("CREATE OR REPLACE FUNCTION instr(text, text) RETURNS integer LANGUAGE
           "AS 'SELECT strpos($1, $2)'")
 
 
+#: Pairs of adjacent characters, for two-character queries, which pg_trgm cannot serve (a pattern of two
+#: characters holds no trigram: ``LIKE`` reads every row): GIN indexes over the array of pairs of the
+#: columns the SQLite master's pair indexes hold (:func:`xlcrm.store.searchindex.pair_column`), as
+#: expression indexes (nothing stored twice).  Made only in a UTF8 database, where ``substr`` counts
+#: characters; ``meta`` says so (:data:`_PAIRS_META`) and the reader then uses them.
+_PAIRS = ("CREATE OR REPLACE FUNCTION xlcrm_pairs(text) RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE "
+          "AS 'SELECT ARRAY(SELECT substr($1, i, 2) FROM generate_series(1, length($1) - 1) AS i)'")
+_PAIRS_META = "search_pairs"
+
+
+def pairs_expression(columns: Sequence[str]) -> str:
+    """The array of pairs of these columns of a row of the search index, as the pair indexes hold it."""
+    return "xlcrm_pairs(" + " || ' ' || ".join(f"coalesce({_quote(c)}, '')" for c in columns) + ")"
+
+
 @dataclass(frozen=True)
 class CopyReport:
     """What :func:`copy_master` copied: rows per table, and the seconds it took."""
@@ -626,6 +642,9 @@ def _copy(source: sqlite3.Connection, store: StoreURL, schema: Schema, started: 
                 tables.append(table)
         rows = {t: _copy_table(conn, source, t) for t in tables}
         _index_search_tables(conn, schema, [t for t in SEARCH_TABLES if t in rows])
+        if set(SEARCH_TABLES) <= set(rows) and _index_pairs(conn, schema):
+            conn.execute("INSERT INTO meta(key, value) VALUES (%s, '1') ON CONFLICT (key) DO UPDATE SET value = "
+                         "EXCLUDED.value", (_PAIRS_META,))
         # The server has no FTS5 table: its search runs the LIKE queries pg_trgm's indexes serve.
         conn.execute("UPDATE meta SET value = '0' WHERE key = 'search_index_trigram'")
         if ROWS_TABLE in rows:  # its rows, for the reader to count without a scan (the table changes only here)
@@ -690,6 +709,25 @@ def _index_search_tables(conn: psycopg.Connection[Any], schema: Schema, tables: 
     if TEXT_TABLE in tables:
         index(TEXT_TABLE, "text_trgm", "USING gin (text gin_trgm_ops)")
         index(TEXT_TABLE, "record", "(record_id)")
+
+
+def _index_pairs(conn: psycopg.Connection[Any], schema: Schema) -> bool:
+    """The pair indexes (:data:`_PAIRS`) on the copied index tables; False where the database's
+    encoding is not UTF8 (then two-character queries read every row, as before)."""
+    row = conn.execute("SHOW server_encoding").fetchone()
+    if not row or row[0] != "UTF8":
+        return False
+    conn.execute(_PAIRS)
+    columns = indexed_columns(schema)
+    have = _columns(conn, ROWS_TABLE)
+    for group in ("keyed", "free"):
+        cols = [c for c in pair_columns(columns, group) if c in have]
+        if cols:
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {_quote(f'{ROWS_TABLE}__{group}_pairs')} ON {ROWS_TABLE} "  # type: ignore[arg-type]
+                         f"USING gin ({pairs_expression(cols)})")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {_quote(f'{TEXT_TABLE}__pairs')} ON {TEXT_TABLE} "  # type: ignore[arg-type]
+                 f"USING gin ({pairs_expression(['text'])})")
+    return True
 
 
 # --- reading: the views' SQLite-dialect queries on the server --------------------------------------------
@@ -764,6 +802,13 @@ class ServerReader:
     #: ``instr(column, needle) > 0`` becomes ``LIKE``, which pg_trgm's GIN indexes serve (the search
     #: index's tables have no FTS5 table on the server).
     substring_index = True
+    #: Whether the copy made the pair indexes (:func:`pairs_filter` then names rows through them).
+    pair_index = False
+
+    def pairs_filter(self, columns: Sequence[str], marks: Sequence[str]) -> str:
+        """A condition on a row of the search index: its ``columns`` hold every pair of characters
+        given by these placeholders (served by the pair index over the same expression)."""
+        return f"{pairs_expression(columns)} @> ARRAY[{', '.join(marks)}]::text[]"
 
     def __init__(self, conn: psycopg.Connection[Any], store: StoreURL) -> None:
         self._conn = conn
@@ -799,26 +844,30 @@ def reader(store: StoreURL) -> ServerReader:
     try:  # the catalog, not information_schema: quick, and whatever this login may read
         has_meta, has_index = conn.execute("SELECT to_regclass('meta') IS NOT NULL, to_regclass(%s) IS NOT NULL",
                                            (ROWS_TABLE,)).fetchone() or (False, False)
-        ok = bool(has_meta and has_index and conn.execute(
-            "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone())
+        keys = {r[0] for r in conn.execute("SELECT key FROM meta WHERE key IN ('schema_version', %s)",
+                                           (_PAIRS_META,))} if has_meta and has_index else set()
     except psycopg.errors.InsufficientPrivilege as exc:
         conn.close()
         raise XlcrmError(f"{store}: the server refused this login reading the master ({_first_line(exc)}); ask "
                          "the admin to give it a role (`xlcrm store user LOGIN --role ROLE`)") from None
     except psycopg.Error:  # a meta table of another application
-        ok = False
-    if not ok:
+        keys = set()
+    if "schema_version" not in keys:
         conn.close()
         raise XlcrmError(f"{store}: no xlcrm master with its search index in this database; run "
                          "`xlcrm store copy --master master.xlsx` first")
     try:
         _check_owner(conn, store)
-        _shape_for_login(conn, store)
+        shaped = _shape_for_login(conn, store)
     except BaseException:
         conn.close()
         raise
     conn.read_only = True
-    return ServerReader(conn, store)
+    out = ServerReader(conn, store)
+    # Through a view with withheld columns NULL the pair expressions are not the indexed ones: such a
+    # login's two-character queries read the rows, as before the pair indexes.
+    out.pair_index = _PAIRS_META in keys and not shaped & {ROWS_TABLE, TEXT_TABLE}
+    return out
 
 
 def _check_owner(conn: psycopg.Connection[Any], store: StoreURL) -> None:
@@ -840,14 +889,14 @@ def _check_owner(conn: psycopg.Connection[Any], store: StoreURL) -> None:
                          f"for it; ask the admin to run `xlcrm store user {row[0]} --role ROLE --owner NAME`")
 
 
-def _shape_for_login(conn: psycopg.Connection[Any], store: StoreURL) -> None:
+def _shape_for_login(conn: psycopg.Connection[Any], store: StoreURL) -> set[str]:
     """Temporary views, for this session only, in front of the tables whose columns the login may
     read only in part: the same name and columns, the withheld ones NULL.  The views' queries then
     run unchanged (``SELECT *``, every index column) and find nothing in a column the role may not
     read; the server's column privileges and row policies still decide what is read (a temporary
     view is the login's own, with its privileges), the views only keep the queries from asking for
     more.  The session's temporary schema comes first in the search path, so the views hide the
-    tables."""
+    tables.  Returns the tables it put a view in front of."""
     psycopg = _psycopg()
     rows = conn.execute(
         "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), co.collname, "
@@ -860,9 +909,11 @@ def _shape_for_login(conn: psycopg.Connection[Any], store: StoreURL) -> None:
     for table, column, kind, collation, readable in rows:
         tables.setdefault(table, []).append((column, kind, collation, readable))
     where = conn.execute("SELECT current_schema()").fetchone()
+    shaped: set[str] = set()
     for table, columns in tables.items():
         if all(c[3] for c in columns) or not any(c[3] for c in columns):
             continue  # read whole, or not at all: the server's answer is the message
+        shaped.add(table)
         shown = []
         for column, kind, collation, readable in columns:
             if readable:
@@ -876,3 +927,4 @@ def _shape_for_login(conn: psycopg.Connection[Any], store: StoreURL) -> None:
         except psycopg.errors.InsufficientPrivilege as exc:
             raise XlcrmError(f"{store}: this login may not create the temporary views its reading needs "
                              f"({_first_line(exc)}); the database owner can GRANT TEMPORARY ON DATABASE to it") from None
+    return shaped

@@ -186,6 +186,11 @@ def pairs(values: Iterable[Any]) -> str:
     return " ".join(map(str.__add__, s, s[1:]))
 
 
+def pair_columns(columns: Sequence[IndexedColumn], group: str) -> list[str]:
+    """The keys of the columns whose pairs ``group`` ("keyed" or "free") holds, in index order."""
+    return [ic.key for ic in columns if pair_column(ic) == group]
+
+
 def _pair_docs(columns: Sequence[IndexedColumn], offset: int) -> Callable[[Sequence[Any]], tuple[str, str]]:
     """Index row (its folded values from position ``offset``) -> (keyed, free) pair documents."""
     keyed = [offset + i for i, ic in enumerate(columns) if pair_column(ic) == "keyed"]

@@ -46,6 +46,7 @@ from xlcrm.store.searchindex import (
     index_is_current,
     indexed_columns,
     pair_column,
+    pair_columns,
     pair_term,
     quote_name,
     sql_marks,
@@ -418,6 +419,9 @@ def _text_hits(conn: sqlite3.Connection, q: _Query, limit: int, allowed: _Filter
     if len(needle) >= 3 and table_columns(conn, TEXT_FTS_TABLE):
         params["m"] = " AND ".join(_fts_term(g) for g in _cover_trigrams(needle))
         where = f"{t}.rowid IN (SELECT rowid FROM {TEXT_FTS_TABLE} WHERE {TEXT_FTS_TABLE} MATCH :m) AND {where}"
+    elif pair_term(needle) and _substring_index(conn):
+        pairs = _pairs_where(conn, TEXT_TABLE, "text", [needle], params, "m")
+        where = f"{pairs} AND {where}" if pairs else where
     elif pair_term(needle) and table_columns(conn, TEXT_BIGRAM_TABLE):
         # The records holding the pair, in rowid order as a scan finds them, read as the join goes: a
         # common word (見積) stops at the limit after a few hundred.
@@ -495,11 +499,10 @@ def _mixed_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
     if len(longest) >= 3 and table_columns(conn, FTS_TABLE):
         params["match"] = _fts_match({longest: [ic.key for _, ic in kana_cols]})
         where = f"rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match) AND {where}"
-    elif grams and all(map(pair_term, grams)) and all(pair_column(ic) == "keyed" for _, ic in (*kana_cols, *name_cols)) \
-            and table_columns(conn, BIGRAM_TABLE):
+    elif grams and all(map(pair_term, grams)) and all(pair_column(ic) == "keyed" for _, ic in (*kana_cols, *name_cols)):
         # Short parts (山崎ホー): a row holding every part holds every pair of characters of each.
-        params["pairs"] = f"keyed : ({' AND '.join(map(_fts_term, grams))})"
-        where = f"rowid IN (SELECT rowid FROM {BIGRAM_TABLE} WHERE {BIGRAM_TABLE} MATCH :pairs) AND {where}"
+        pairs = _pairs_where(conn, pair_columns(columns, "keyed"), "keyed", grams, params, "pairs")
+        where = f"{pairs} AND {where}" if pairs else where
     if allowed:
         params.update(allowed.params)
         where = f"({where}) AND customer_id IN ({allowed.sql})"
@@ -627,7 +630,6 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
             else:
                 short.append((i, ic))
     has_fts = bool(table_columns(conn, FTS_TABLE))
-    has_pairs = bool(short) and bool(table_columns(conn, BIGRAM_TABLE))
 
     cols = ", ".join(quote_name(c.key) for c in columns)
 
@@ -667,12 +669,11 @@ def _index_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
         """``instr`` tests of these columns, limited to the rows the pair index names when it holds
         them all and the needle is a pair (else a scan; rowids come in the scan's order either way)."""
         where = " OR ".join(f"instr({quote_name(ic.key)}, :n{i}) > 0" for i, ic in items)
-        needles = {q.needle(ic) for _, ic in items}
-        if has_pairs and len(needles) == 1 and pair_term(*needles) and \
-                all(pair_column(ic) == group for _, ic in items):
-            params[f"pairs_{group}"] = f"{group} : {_fts_term(*needles)}"
-            where = (f"rowid IN (SELECT rowid FROM {BIGRAM_TABLE} WHERE {BIGRAM_TABLE} MATCH :pairs_{group}) "
-                     f"AND ({where})")
+        needles = list({q.needle(ic) for _, ic in items})
+        if len(needles) == 1 and pair_term(needles[0]) and all(pair_column(ic) == group for _, ic in items):
+            pairs = _pairs_where(conn, pair_columns(columns, group), group, needles, params, f"pairs_{group}")
+            if pairs:
+                where = f"{pairs} AND ({where})"
         return where
 
     def page_full(cands: Sequence[_Candidate]) -> bool:
@@ -871,6 +872,26 @@ def _fuzzy_hits(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], q: _
             out.append(_Candidate(x.customer_id, x.contact_id, matched, "fuzzy", score, x.entity,
                                   similarity=sim, extra=x.row))
     return out
+
+
+def _pairs_where(conn: sqlite3.Connection, columns: str | Sequence[str], group: str, grams: Sequence[str],
+                 params: dict[str, Any], name: str) -> str | None:
+    """A condition naming the rows of the search index (``columns``: the keys of ``group``'s columns of
+    ``search_rows``, or ``search_text``) that hold every one of these pairs of characters, from the
+    pair indexes; None where the store has none (the caller's ``instr`` tests then read every row)."""
+    if _substring_index(conn):
+        if not getattr(conn, "pair_index", False):
+            return None
+        for j, g in enumerate(grams):
+            params[f"{name}{j}"] = g
+        cols = ["text"] if columns == TEXT_TABLE else list(columns)
+        return conn.pairs_filter(cols, [f":{name}{j}" for j in range(len(grams))])  # type: ignore[attr-defined]
+    table = TEXT_BIGRAM_TABLE if columns == TEXT_TABLE else BIGRAM_TABLE
+    if not table_columns(conn, table):
+        return None
+    terms = " AND ".join(map(_fts_term, grams))
+    params[name] = terms if columns == TEXT_TABLE else f"{group} : ({terms})"
+    return f"rowid IN (SELECT rowid FROM {table} WHERE {table} MATCH :{name})"
 
 
 def _found_order(conn: sqlite3.Connection) -> str:
