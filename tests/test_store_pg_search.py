@@ -20,6 +20,7 @@ from xlcrm.cli import run
 from xlcrm.schema import DEFAULT_SCHEMA
 from xlcrm.store import db, pg
 from xlcrm.store.searchindex import ROWS_TABLE, TEXT_TABLE
+from xlcrm.store.url import StoreURL
 
 
 def xlcrm(*args: object) -> tuple[int, str, str]:
@@ -105,6 +106,26 @@ def test_search_on_the_server_finds_what_master_db_finds(copied: str, master: Pa
     assert on_server == on_sqlite
     if query in ("山田", "やまだ", "ﾔﾏﾀﾞ", "03-1234-5678", "info@yamada-ss.co.jp", "C-000001"):
         assert on_sqlite and on_sqlite[0]["customer_id"] in ("C-000001", "C-000002"), query
+
+
+def test_two_character_queries_read_the_pair_indexes_on_the_server(copied: str) -> None:
+    # pg_trgm finds no trigram in a pattern of two characters (LIKE '%天神%' reads every row): the copy
+    # indexes the arrays of character pairs, and a two-character query is answered from them.
+    with psycopg.connect(copied) as conn:
+        names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename IN (%s, %s)",
+                                            (ROWS_TABLE, TEXT_TABLE))}
+        assert {f"{ROWS_TABLE}__keyed_pairs", f"{ROWS_TABLE}__free_pairs", f"{TEXT_TABLE}__pairs"} <= names
+        conn.execute("SET enable_seqscan = off")  # a few rows: the planner would read them all anyway
+        plan = " ".join(r[0] for r in conn.execute(
+            f"EXPLAIN SELECT rowid FROM {ROWS_TABLE} WHERE {pg.pairs_expression(['address', 'notes'])} @> ARRAY['天神']"))
+        assert "free_pairs" in plan, plan
+        assert conn.execute(f"SELECT customer_id FROM {ROWS_TABLE} WHERE {pg.pairs_expression(['address', 'notes'])} "
+                            "@> ARRAY['天神']").fetchall() == [("C-000006",)]
+    reader = pg.reader(StoreURL(copied, "--db"))
+    try:
+        assert reader.pair_index
+    finally:
+        reader.close()
 
 
 def test_history_on_the_server_is_the_history_on_master_db(copied: str, master: Path,
