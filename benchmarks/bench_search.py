@@ -55,7 +55,17 @@ from xlcrm.demo.fakedata import (
 )
 from xlcrm.schema import DEFAULT_SCHEMA
 from xlcrm.store import db
-from xlcrm.store.searchindex import FTS_TABLE, ROWS_TABLE, VOCAB_TABLE, build_index, update_index
+from xlcrm.store.searchindex import (
+    BIGRAM_TABLE,
+    FTS_TABLE,
+    ROWS_TABLE,
+    TEXT_BIGRAM_TABLE,
+    TEXT_FTS_TABLE,
+    TEXT_TABLE,
+    VOCAB_TABLE,
+    build_index,
+    update_index,
+)
 from xlcrm.views.search import search
 
 S = DEFAULT_SCHEMA
@@ -396,7 +406,7 @@ def bench_index(source: Path, directory: Path, repeat: int, share: float) -> Non
 
     def drop() -> None:
         with db.transaction(conn):
-            for table in (VOCAB_TABLE, FTS_TABLE, ROWS_TABLE):
+            for table in (VOCAB_TABLE, FTS_TABLE, ROWS_TABLE, TEXT_FTS_TABLE, TEXT_TABLE, BIGRAM_TABLE, TEXT_BIGRAM_TABLE):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
 
     results: dict[str, list[tuple[float, float]]] = {}
@@ -422,7 +432,8 @@ def bench_index(source: Path, directory: Path, repeat: int, share: float) -> Non
         print(f"  {label}{extra}")
         print(f"    in the transaction   {_spread([r[0] for r in runs])}")
         print(f"    with its COMMIT      {_spread([r[1] for r in runs])}")
-    conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('integrity-check')")
+    for table in (FTS_TABLE, TEXT_FTS_TABLE, BIGRAM_TABLE, TEXT_BIGRAM_TABLE):
+        conn.execute(f"INSERT INTO {table}({table}) VALUES ('integrity-check')")
     conn.close()
     work.unlink()
 

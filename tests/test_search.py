@@ -36,6 +36,7 @@ from xlcrm.store.searchindex import (
     fold_many,
     index_is_current,
     indexed_columns,
+    pair_docs,
     trigram_available,
     update_index,
 )
@@ -420,6 +421,19 @@ def test_fold_column_equals_value_by_value(values: list[object]) -> None:
     assert fold_column(values, "fold") == [one(fold_search, v) for v in values]
     assert fold_column(values, "digits") == [one(phone_digits, v) for v in values]
     assert fold_column(values, "company") == [one(fold_company, v) for v in values]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(_text, st.text(max_size=12)), max_size=8))
+def test_pair_documents_hold_every_pair_and_depend_on_the_text_alone(texts: list[str]) -> None:
+    docs = pair_docs(texts)
+    # The document a row was indexed with is made again from its text alone to take it out.
+    assert docs == [pair_docs([t])[0] for t in texts]
+    for text, doc in zip(texts, docs, strict=True):
+        tokens = doc.split()
+        pairs = [text[i:i + 2] for i in range(len(text) - 1)]
+        assert {p for p in pairs if not any(ch.isspace() for ch in p)} <= set(tokens)
+        assert all(len(t) <= 2 and t in text for t in tokens)
 
 
 def test_batch_folding_on_realistic_values() -> None:

@@ -23,10 +23,12 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from xlcrm import normalize as _nz
@@ -176,14 +178,44 @@ def pair_term(needle: str) -> bool:
     return len(needle) == 2 and all(not ch.isascii() or ch.isalnum() or ch in _PAIR_CHARS for ch in needle)
 
 
-def pairs(values: Iterable[Any]) -> str:
-    """The pair document of folded values: every two adjacent characters, space-separated.
+#: The pairs are made in UTF-32 (four bytes a character, whatever the character), in the machine's order.
+_UTF32 = "utf-32-le" if sys.byteorder == "little" else "utf-32-be"
 
-    The values are joined with a space first (one join per row, not per value: a third faster); the
-    pairs across a joint ("x " and " y") become one-character tokens, which no query looks up.
+
+def pair_docs(texts: Sequence[str]) -> list[str]:
+    """The pair document of each text: every two adjacent characters, space-separated ("ab bc cd" for
+    abcd), with the text's first and last character as one-character tokens too, which no query
+    looks up.  The tokens of a text's document depend on that text alone, so the document a row was
+    indexed with is made again, to take it out, from the same text in any batch.
+
+    At C speed, for all texts at once: joined with tabs (folded text holds no whitespace but spaces),
+    encoded as UTF-32 and seen as an array of code points, the pairs are three strided copies (first
+    characters, second characters, spaces) into one buffer, decoded and split again where a tab
+    ends one pair and starts the next.  Half the time of joining the pairs text by text in Python.
     """
-    s = " ".join([v for v in values if v])
-    return " ".join(map(str.__add__, s, s[1:]))
+    if not texts:
+        return []
+    if any("\t" in t for t in texts):
+        texts = [t.replace("\t", " ") for t in texts]
+    joined = "\t" + "\t".join(texts) + "\t"
+    n = len(joined) - 1
+    chars = memoryview(joined.encode(_UTF32, "surrogatepass")).cast("I")
+    out = bytearray(chars.nbytes * 3 - 12)
+    view = memoryview(out).cast("I")
+    view[0::3] = chars[:-1]
+    view[1::3] = chars[1:]
+    view[2::3] = memoryview((" " * n).encode(_UTF32)).cast("I")
+    return [doc.strip(" \t") for doc in out.decode(_UTF32, "surrogatepass").split("\t \t")]
+
+
+def _joined_values(rows: Sequence[Sequence[Any]], positions: Sequence[int]) -> list[str]:
+    """Per row, the (folded, text) values at these positions, space-separated."""
+    if not positions:
+        return [""] * len(rows)
+    if len(positions) == 1:
+        return [row[positions[0]] or "" for row in rows]
+    get = itemgetter(*positions)
+    return [" ".join(filter(None, get(row))) for row in rows]
 
 
 def pair_columns(columns: Sequence[IndexedColumn], group: str) -> list[str]:
@@ -191,14 +223,11 @@ def pair_columns(columns: Sequence[IndexedColumn], group: str) -> list[str]:
     return [ic.key for ic in columns if pair_column(ic) == group]
 
 
-def _pair_docs(columns: Sequence[IndexedColumn], offset: int) -> Callable[[Sequence[Any]], tuple[str, str]]:
-    """Index row (its folded values from position ``offset``) -> (keyed, free) pair documents."""
+def _pair_docs(columns: Sequence[IndexedColumn], offset: int, rows: Sequence[Sequence[Any]]) -> list[tuple[str, str]]:
+    """(keyed, free) pair documents of index rows whose folded values start at position ``offset``."""
     keyed = [offset + i for i, ic in enumerate(columns) if pair_column(ic) == "keyed"]
     free = [offset + i for i, ic in enumerate(columns) if pair_column(ic) == "free"]
-
-    def docs(row: Sequence[Any]) -> tuple[str, str]:
-        return pairs([row[i] for i in keyed]), pairs([row[i] for i in free])
-    return docs
+    return list(zip(pair_docs(_joined_values(rows, keyed)), pair_docs(_joined_values(rows, free)), strict=True))
 
 
 def _text_spec(schema: Schema) -> str:
@@ -482,9 +511,8 @@ def build_index(conn: sqlite3.Connection, schema: Schema) -> int:
         for stmt in after:
             conn.execute(stmt)
         if trigram:  # the tables were created empty just above: their rowids are 1, 2, ... in list order
-            docs = _pair_docs(columns, 3)
-            _insert_pairs(conn, BIGRAM_TABLE, ((n, *docs(r)) for n, r in enumerate(rows, 1)))
-            _insert_pairs(conn, TEXT_BIGRAM_TABLE, ((n, pairs((r[3],))) for n, r in enumerate(texts, 1)))
+            _insert_pairs(conn, BIGRAM_TABLE, ((n, *d) for n, d in enumerate(_pair_docs(columns, 3, rows), 1)))
+            _insert_pairs(conn, TEXT_BIGRAM_TABLE, enumerate(pair_docs([r[3] for r in texts]), 1))
         _set_meta(conn, meta)
 
     _in_transaction(conn, work)
@@ -597,7 +625,8 @@ def _update_texts(conn: sqlite3.Connection, schema: Schema, since: int, customer
                                       f"({sql_marks(chunk)}) AND entity = ?", [*chunk, ekey]).fetchall()
     old = [r[0] for r in old_texts]
     if bigrams:
-        _insert_pairs(conn, TEXT_BIGRAM_TABLE, ((rowid, pairs((text,))) for rowid, text in old_texts), delete=True)
+        _insert_pairs(conn, TEXT_BIGRAM_TABLE, zip([r[0] for r in old_texts], pair_docs([r[1] for r in old_texts]),
+                                                   strict=True), delete=True)
     for chunk in chunks(old):
         if fts:
             conn.execute(f"INSERT INTO {TEXT_FTS_TABLE}({TEXT_FTS_TABLE}, rowid, text) SELECT 'delete', rowid, "
@@ -612,7 +641,7 @@ def _update_texts(conn: sqlite3.Connection, schema: Schema, since: int, customer
         conn.execute(f"INSERT INTO {TEXT_FTS_TABLE}(rowid, text) SELECT rowid, text FROM {TEXT_TABLE} "
                      "WHERE rowid >= ?", (first,))
     if bigrams:
-        _insert_pairs(conn, TEXT_BIGRAM_TABLE, ((n, pairs((r[3],))) for n, r in enumerate(new, first)))
+        _insert_pairs(conn, TEXT_BIGRAM_TABLE, enumerate(pair_docs([r[3] for r in new]), first))
     return len(old) + len(new)
 
 
@@ -828,15 +857,15 @@ def _apply(conn: sqlite3.Connection, columns: Sequence[IndexedColumn], old: Sequ
     if table_columns(conn, BIGRAM_TABLE):
         # Pair documents from the folded values: the old ones out, the new ones in; a rewrite that
         # leaves both documents as they were (a phone number, the company key) costs nothing here.
-        old_docs, new_docs = _pair_docs(columns, 4), _pair_docs(columns, 3)
-        gone = [(rowid, *old_docs(before)) for rowid, (before, _) in changed.items()]
-        came = [(rowid, *new_docs(row)) for rowid, (_, row) in changed.items()]
-        keep = {g[0] for g, c in zip(gone, came, strict=True) if g == c}
         olds = {o[0]: o for o in old}
-        gone += [(rowid, *old_docs(olds[rowid])) for rowid in dropped]
-        _insert_pairs(conn, BIGRAM_TABLE, [g for g in gone if g[0] not in keep], delete=True)
-        came += [(n, *new_docs(row)) for n, row in enumerate(added, first)]
-        _insert_pairs(conn, BIGRAM_TABLE, [c for c in came if c[0] not in keep])
+        gone_ids = [*changed, *dropped]
+        gone = list(zip(gone_ids, _pair_docs(columns, 4, [olds[rowid] for rowid in gone_ids]), strict=True))
+        came = list(zip([*changed, *range(first, first + len(added))],
+                        _pair_docs(columns, 3, [*(row for _, row in changed.values()), *added]), strict=True))
+        n = len(changed)  # the changed rows come first in both
+        keep = {g[0] for g, c in zip(gone[:n], came[:n], strict=True) if g == c}
+        _insert_pairs(conn, BIGRAM_TABLE, [(rowid, *d) for rowid, d in gone if rowid not in keep], delete=True)
+        _insert_pairs(conn, BIGRAM_TABLE, [(rowid, *d) for rowid, d in came if rowid not in keep])
     if fts:
         for chunk in chunks(list(changed)):
             conn.execute(f"INSERT INTO {FTS_TABLE}(rowid, {col_sql}) SELECT rowid, {col_sql} FROM {ROWS_TABLE} "
