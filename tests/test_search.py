@@ -607,10 +607,15 @@ def test_update_index_falls_back_to_a_full_build(fresh: sqlite3.Connection, full
     fresh.execute("DELETE FROM meta WHERE key = 'search_index_run'")
     _run(fresh, edit)
     assert len(full_builds) == 2
+    # Updated by an xlcrm without the pair indexes: they were left behind.
+    fresh.execute("UPDATE meta SET value = value + 1 WHERE key = 'search_index_run'")
+    assert not index_is_current(fresh, S)
+    _run(fresh, edit)
+    assert len(full_builds) == 3 and index_is_current(fresh, S)
     # A run that changed too much of the master.
     monkeypatch.setattr("xlcrm.store.searchindex.FULL_BUILD_SHARE", 0.0)
     _run(fresh, edit)
-    assert len(full_builds) == 3
+    assert len(full_builds) == 4
     assert top(fresh, "ABCトレード").customer_id == "C-000003"
     assert_same_as_rebuild(fresh)
 

@@ -71,6 +71,8 @@ TRIGRAM_MIN_SQLITE = (3, 34, 0)
 #: the folded values it had.
 BIGRAM_TABLE = "search_bigrams"
 TEXT_BIGRAM_TABLE = "search_text_bigrams"
+#: meta: the run the pair indexes were last brought up to date with (as ``search_index_run``).
+_PAIRS_RUN = "search_pairs_run"
 _PAIR_CHARS = "".join(ch for ch in map(chr, range(0x21, 0x7F)) if not ch.isalnum())
 _PAIR_TOKENIZER = "ascii tokenchars '" + _PAIR_CHARS.replace("'", "''") + "'"
 
@@ -492,6 +494,8 @@ def build_index(conn: sqlite3.Connection, schema: Schema) -> int:
     meta = {"search_index_columns": json.dumps([c.key for c in columns]),
             "search_index_rows": str(len(rows)), "search_index_trigram": "1" if trigram else "0",
             "search_index_run": str(_last_run(conn)), "search_text_columns": _text_spec(schema)}
+    if trigram:
+        meta[_PAIRS_RUN] = meta["search_index_run"]
     texts = _text_rows(conn, schema, live.__contains__)
     stmts += [f"DROP TABLE IF EXISTS {TEXT_FTS_TABLE}", f"DROP TABLE IF EXISTS {TEXT_TABLE}",
               f"CREATE TABLE {TEXT_TABLE} (rowid INTEGER PRIMARY KEY, entity TEXT NOT NULL, "
@@ -721,8 +725,10 @@ def update_index(conn: sqlite3.Connection, schema: Schema, run_id: int) -> int:
                                      survivor)
         added, changed, dropped = _apply(conn, columns, old, new)
         texts = _update_texts(conn, schema, since, refs)
-        _set_meta(conn, {"search_index_rows": str(indexed - dropped + added),
-                         "search_index_run": str(max(int(stamp), run_id))})
+        meta = {"search_index_rows": str(indexed - dropped + added), "search_index_run": str(max(int(stamp), run_id))}
+        if table_columns(conn, BIGRAM_TABLE):
+            meta[_PAIRS_RUN] = meta["search_index_run"]
+        _set_meta(conn, meta)
         written = added + changed + dropped + texts
 
     _in_transaction(conn, work)
@@ -903,5 +909,8 @@ def index_is_current(conn: sqlite3.Connection, schema: Schema) -> bool:
     if index_meta(conn, "search_text_columns") != _text_spec(schema):
         return False
     tri = conn.execute("SELECT value FROM meta WHERE key = 'search_index_trigram'").fetchone()
-    return tri is None or tri[0] == "0" or all(table_columns(conn, t) for t in (FTS_TABLE, BIGRAM_TABLE,
-                                                                                TEXT_BIGRAM_TABLE))
+    if tri is None or tri[0] == "0":
+        return True
+    # The pair indexes were brought up to date with the rest (an older xlcrm's merge leaves them behind).
+    return all(table_columns(conn, t) for t in (FTS_TABLE, BIGRAM_TABLE, TEXT_BIGRAM_TABLE)) and \
+        index_meta(conn, _PAIRS_RUN) == index_meta(conn, "search_index_run")
