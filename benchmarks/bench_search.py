@@ -299,6 +299,40 @@ def bench_pg(master: Path, url: str, repeat: int) -> None:
         print(f"  different hits for: {differ}")
 
 
+def bench_pg_roles(master: Path, url: str, repeat: int) -> None:
+    """After ``store copy``: ``store roles`` and two logins, the query mix as each.  ``sales`` sees the
+    customers of the 担当営業 with the most (row-level security), ``analyst`` reads no phone number,
+    e-mail, address or free text (column privileges, the reader's per-session views)."""
+    from xlcrm.store import pg
+    from xlcrm.store.url import StoreURL
+
+    store = StoreURL(url, "--pg")
+    conn = db.connect(db.db_path_for(master))
+    owner, mine = conn.execute("SELECT owner, count(*) FROM customers WHERE _state = 'active' GROUP BY owner "
+                               "ORDER BY 2 DESC LIMIT 1").fetchone()
+    conn.close()
+    t0 = time.perf_counter()
+    pg.apply_roles(store, S)
+    print(f"\nstore roles: {time.perf_counter() - t0:.2f} s; per-query latency as a login of each role "
+          f"(fresh connection each, best of {repeat}); sales = {owner} ({mine:,} customers)")
+    for login, role, who in (("bench_sales", "sales", owner), ("bench_analyst", "analyst", None)):
+        pg.add_login(store, S, login, role, owner=who)
+        reader_store = StoreURL(pg.login_url(url, login), "--pg")
+        times: list[float] = []
+        for queries in query_mix(master).values():
+            for q in queries:
+                best = float("inf")
+                for _ in range(repeat):
+                    t1 = time.perf_counter()
+                    c = pg.reader(reader_store)
+                    search(c, S, q, limit=20)  # type: ignore[arg-type]
+                    c.close()
+                    best = min(best, time.perf_counter() - t1)
+                times.append(best * 1000)
+        print(f"  {role:10s} {len(times):3d} queries: median {statistics.median(times):.1f}  p95 {_p95(times):.1f}  "
+              f"max {max(times):.1f} ms (load {os.getloadavg()[0]:.2f})")
+
+
 def _temp_server() -> tuple[Any, str]:
     """A throwaway PostgreSQL server (tests/pgserver.py) and a C.UTF-8 database on it."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -451,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg", metavar="URL", default=None,
                     help="also copy the master to this PostgreSQL database and compare search there "
                          "('temp': a throwaway server of the installed PostgreSQL)")
+    ap.add_argument("--pg-roles", action="store_true",
+                    help="with --pg: also the query mix as an own-only (sales) and an analyst login "
+                         "(creates the roles and two logins; needs the owner of the database)")
     ap.add_argument("--skip-cli", action="store_true", help="leave out the CLI and import-time figures")
     args = ap.parse_args(argv)
     tmp = None
@@ -489,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         server, url = _temp_server() if args.pg == "temp" else (None, args.pg)
         try:
             bench_pg(master, url, args.repeat)
+            if args.pg_roles:
+                bench_pg_roles(master, url, args.repeat)
         finally:
             if server is not None:
                 server.stop()

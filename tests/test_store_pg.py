@@ -116,7 +116,8 @@ def test_a_staff_login_cannot_select_a_column_its_role_hides(pg_server: PgServer
                      "'社長直通 090-1234-5678', 'active')")
         conn.execute("INSERT INTO history(run_id, at, entity, record_id, field, old, new, how) VALUES "
                      "(1, '2024-06-01', 'customers', 'C-000001', 'phone', '03-0000-0000', '03-1111-2222', 'edit'), "
-                     "(1, '2024-06-01', 'customers', 'C-000001', 'status', 'prospect', 'active', 'edit')")
+                     "(1, '2024-06-01', 'customers', 'C-000001', 'status', 'prospect', 'active', 'edit'), "
+                     "(1, '2024-06-01', 'customers', 'C-000001', NULL, NULL, NULL, 'new')")
 
     staff = login(pg_server, pg_url, "tanaka", "xlcrm_analyst")
     with psycopg.connect(staff, autocommit=True) as conn:
@@ -128,7 +129,8 @@ def test_a_staff_login_cannot_select_a_column_its_role_hides(pg_server: PgServer
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
             conn.execute("SELECT * FROM customers")
         # The change history, without the changes of the columns it hides (a row policy of the role).
-        assert conn.execute("SELECT field, old, new FROM history").fetchall() == [("status", "prospect", "active")]
+        assert conn.execute("SELECT field, old, new FROM history ORDER BY history_id").fetchall() == [
+            ("status", "prospect", "active"), (None, None, None)]
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT * FROM bases_customers")  # the bases hold every column's values
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -274,3 +277,22 @@ def test_the_ribbons_validate_warns_of_a_customer_already_on_the_server_that_the
     assert msg is not None and "警告 1 件" in msg, msg
     listed = " ".join(str(v) for r in sheet(path, "エラー一覧") for v in r if v)
     assert "C-000009" in listed and "C-000002" not in listed
+
+
+def test_the_ribbons_search_and_history_on_the_server_import_no_pandas(site: Site, staff_book: Path) -> None:
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from xlcrm.excel.ribbon import dispatch\n"
+        "from xlcrm.excel.openpyxl_adapter import OpenpyxlBook\n"
+        f"b = OpenpyxlBook(Path({str(staff_book)!r}))\n"
+        "assert dispatch('search', b, query='山田') is None\n"
+        "b.select('顧客', 2, 3)\n"
+        "assert dispatch('history', b) is None\n"
+        "print(sorted(m for m in ('pandas', 'pandera') if m in sys.modules))\n")
+    env = {**os.environ, "XLCRM_DB": site.urls["yamada"]}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert "C-000002" in {r[0] for r in sheet(staff_book, "検索結果")}
