@@ -24,6 +24,7 @@ from fixtures_master import TODAY, build_master
 from pgserver import PgServer
 
 from xlcrm.cli import run
+from xlcrm.errors import XlcrmError
 from xlcrm.excel.conf import KEY_MASTER, KEY_SCHEMA, write_conf
 from xlcrm.excel.openpyxl_adapter import OpenpyxlBook
 from xlcrm.excel.ribbon import dispatch
@@ -296,3 +297,17 @@ def test_the_ribbons_search_and_history_on_the_server_import_no_pandas(site: Sit
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
     assert "C-000002" in {r[0] for r in sheet(staff_book, "検索結果")}
+
+
+def test_installing_the_add_in_with_a_server_in_xlcrm_toml_needs_no_master_path(tmp_path: Path) -> None:
+    from xlcrm.excel.install import plan_install
+
+    config = tmp_path / "xlcrm.toml"
+    config.write_text('[store]\nurl = "postgresql://sato@dbserver/crm"\n', encoding="utf-8")
+    plan = plan_install(config=config, platform="win32", home=tmp_path, interpreter=r"C:\Python312\python.exe")
+    assert plan.conf[KEY_SCHEMA] == str(config.resolve())
+    assert not any("--master" in w for w in plan.warnings), plan.warnings
+    assert any("--master" in w for w in plan_install(platform="win32", home=tmp_path).warnings)
+    config.write_text('[store]\nurl = "mysql://dbserver/crm"\n', encoding="utf-8")
+    with pytest.raises(XlcrmError, match="not a PostgreSQL URL"):
+        plan_install(config=config, platform="win32", home=tmp_path)

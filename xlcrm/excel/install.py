@@ -36,7 +36,9 @@ from xlcrm.excel.conf import (
     user_conf_path,
     write_conf,
 )
+from xlcrm.schema import load_schema
 from xlcrm.store import db
+from xlcrm.store.url import store_url
 
 ADDIN_NAME = "xlcrm.xlam"
 MAC_STARTUP = ("Library", "Group Containers", "UBF8T346G9.Office", "User Content.localized",
@@ -101,11 +103,14 @@ def plan_install(*, master: Path | None = None, config: Path | None = None, dest
             raise XlcrmError(f"{m}: no master database ({database.name}) beside it; check the path (is the "
                              "network drive connected?) or run `xlcrm merge` first")
         conf[KEY_MASTER] = str(m)
+    server = None
     if config is not None:
         c = Path(config).expanduser().resolve()
         if not c.is_file():
             raise XlcrmError(f"{c}: configuration file not found; check the --config path")
         conf[KEY_SCHEMA] = str(c)
+        # A [store] url: search, history and refresh read that PostgreSQL master (not this PC's XLCRM_DB).
+        server = store_url(load_schema(c), environ={})
     plan = InstallPlan(platform, target_dir / ADDIN_NAME, user_conf_path(platform, home, env), conf)
     if not SHIPPED.exists():
         raise XlcrmError(f"{SHIPPED}: the built add-in is missing from this installation; run "
@@ -128,9 +133,9 @@ def plan_install(*, master: Path | None = None, config: Path | None = None, dest
                                  "`xlcrm addin install` again")
         else:
             plan.applescript = (source, target)
-    if master is None:
+    if master is None and server is None:
         plan.warnings.append("no --master given: search, history and refresh need it (or an xlcrm.conf "
-                             "with XLCRM_MASTER beside the team workbooks)")
+                             "with XLCRM_MASTER beside the team workbooks, or [store] url in the --config file)")
     return plan
 
 
