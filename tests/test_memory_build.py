@@ -37,8 +37,10 @@ def _tables(path: Path) -> dict[str, list[tuple[object, ...]]]:
     """Every table's rows (the master's random id, the workbook's file stamp and the clock aside)."""
     conn = sqlite3.connect(path)
     try:
+        # A contentless FTS5 table (the search index's pairs) cannot be read: its shadow tables are.
         names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                            "AND name NOT LIKE 'sqlite%' ORDER BY name")]
+                                            "AND name NOT LIKE 'sqlite%' AND sql NOT LIKE '%content=''''%' "
+                                            "ORDER BY name")]
         out = {}
         for name in names:
             rows = conn.execute(f'SELECT * FROM "{name}"').fetchall()
