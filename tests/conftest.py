@@ -64,3 +64,16 @@ def make_book(tmp_path: Path) -> MakeBook:
         return write_team_workbook(path, schema, owner=owner, lang=lang, rows=rows)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """Each test of a module marked ``pytestmark = pytest.mark.usefixtures("store")`` runs twice: with
+    the master in master.db beside master.xlsx, and with the master on a fresh database of the session's
+    PostgreSQL server (``XLCRM_DB``, as an admin sets it), which the commands then use."""
+    if request.param == "sqlite":
+        return None
+    server: PgServer = request.getfixturevalue("pg_server")
+    url = server.url(server.database())
+    monkeypatch.setenv("XLCRM_DB", url)
+    return url

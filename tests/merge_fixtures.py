@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
@@ -50,7 +52,22 @@ def bench_team(folder: Path, files: int, customers: int, activities: int) -> Pat
 
 
 def connect(master: Path) -> sqlite3.Connection:
-    return db.connect(db.db_path_for(master))
+    """The master's database: master.db beside ``master``, or, while ``XLCRM_DB`` names a PostgreSQL
+    master (the ``store`` fixture), a copy of what the server holds, made with the reverse of `store copy`."""
+    url = os.environ.get("XLCRM_DB")
+    if not url:
+        return db.connect(db.db_path_for(master))
+    from xlcrm.store.url import StoreURL
+    from xlcrm.store.working import copy_out
+
+    folder = Path(master).resolve().parent.parent / ".server-copies"  # beside the master's folder, not in it
+    folder.mkdir(exist_ok=True)
+    target = folder / f"{next(_copies)}.db"
+    copy_out(StoreURL(url, "XLCRM_DB"), DEFAULT_SCHEMA, target)
+    return db.connect(target)
+
+
+_copies = itertools.count()
 
 
 def records(master: Path, entity: str = "customers", *, active_only: bool = True,

@@ -8,13 +8,15 @@ import pytest
 from merge_fixtures import TODAY, activity, book, connect, customer, dump, edit_cells, records
 from typer.testing import CliRunner
 
+from xlcrm.api import Master
 from xlcrm.errors import XlcrmError
 from xlcrm.intake.validate import validate_workbook
-from xlcrm.master.distribute import distribute, file_name
-from xlcrm.master.run import merge
+from xlcrm.master.distribute import file_name
 from xlcrm.schema import DEFAULT_SCHEMA as S
 from xlcrm.store import db
 from xlcrm.xlsx.reader import read_workbook
+
+pytestmark = pytest.mark.usefixtures("store")
 
 
 @pytest.fixture
@@ -31,13 +33,13 @@ def master(tmp_path: Path) -> Path:
     }, owner="Smith", lang="en")
     m = tmp_path / "m" / "master.xlsx"
     m.parent.mkdir()
-    merge([a, b], m, S, today=TODAY)
+    Master(m, schema=S).merge([a, b], today=TODAY)
     return m
 
 
 def test_one_workbook_per_owner_with_their_customers_and_everything_attached(master: Path,
                                                                           tmp_path: Path) -> None:
-    paths = distribute(master, tmp_path / "out", S)
+    paths = Master(master, schema=S).distribute(tmp_path / "out")
     assert sorted(p.name for p in paths) == ["Smith.xlsx", "佐藤.xlsx"]
     sato = validate_workbook(tmp_path / "out" / "佐藤.xlsx", S, today=TODAY)
     assert sato.ok, [f.message for f in sato.errors]
@@ -59,9 +61,9 @@ def test_one_workbook_per_owner_with_their_customers_and_everything_attached(mas
 
 
 def test_distributed_workbooks_merge_back_unchanged(master: Path, tmp_path: Path) -> None:
-    paths = distribute(master, tmp_path / "out", S)
+    paths = Master(master, schema=S).distribute(tmp_path / "out")
     before = dump(master)
-    report = merge(paths, master, S, today=TODAY)
+    report = Master(master, schema=S).merge(paths, today=TODAY)
     assert dump(master) == before
     assert report.history_rows == 0
     for f in report.files:
@@ -69,7 +71,7 @@ def test_distributed_workbooks_merge_back_unchanged(master: Path, tmp_path: Path
 
 
 def test_new_rows_typed_into_a_distributed_workbook_get_ids(master: Path, tmp_path: Path) -> None:
-    wb = distribute(master, tmp_path / "out", S, owners=["佐藤"])[0]
+    wb = Master(master, schema=S).distribute(tmp_path / "out", owners=["佐藤"])[0]
     import openpyxl
 
     book_ = openpyxl.load_workbook(wb)
@@ -80,25 +82,25 @@ def test_new_rows_typed_into_a_distributed_workbook_get_ids(master: Path, tmp_pa
     for key, value in {"日付": TODAY, "顧客": cid, "種別": "訪問", "内容": "新しい訪問"}.items():
         ws.cell(r, head[key], value)
     book_.save(wb)
-    report = merge([wb], master, S, today=TODAY)
+    report = Master(master, schema=S).merge([wb], today=TODAY)
     acts = {v["content"]: v for v in records(master, "activities").values()}
     assert acts["新しい訪問"]["customer"] == cid and acts["新しい訪問"]["activity_id"] == "A-000003"
     assert report.files[0].sheets["activities"].new == 1
     # Merging the same workbook again (the row still has no ID there) does not duplicate it.
-    merge([wb], master, S, today=TODAY)
+    Master(master, schema=S).merge([wb], today=TODAY)
     assert len(records(master, "activities")) == 3
 
 
 def test_refuses_while_master_workbook_has_unapplied_decisions(master: Path, tmp_path: Path) -> None:
     edit_cells(master, "顧客", {"顧客名": "緑山工業株式会社"}, {"備考": "管理者のメモ"})
     with pytest.raises(XlcrmError, match="resolve"):
-        distribute(master, tmp_path / "out", S)
+        Master(master, schema=S).distribute(tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_unknown_owner_is_refused_and_file_names_are_safe(master: Path, tmp_path: Path) -> None:
     with pytest.raises(XlcrmError, match="known: Smith、佐藤"):
-        distribute(master, tmp_path / "out", S, owners=["田中"])
+        Master(master, schema=S).distribute(tmp_path / "out", owners=["田中"])
     assert file_name('a/b:c*?"<>|') == "a_b_c_.xlsx"
 
 

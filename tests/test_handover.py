@@ -16,6 +16,8 @@ from xlcrm.master.handover import handover
 from xlcrm.schema import DEFAULT_SCHEMA as S
 from xlcrm.store import db
 
+pytestmark = pytest.mark.usefixtures("store")
+
 NOW = datetime(2025, 6, 16, 9, 30)
 SRC, DST = OWNERS[0], "田中 新人"
 

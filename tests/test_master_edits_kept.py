@@ -7,11 +7,14 @@ import datetime as dt
 from pathlib import Path
 
 import openpyxl
+import pytest
 from merge_fixtures import book, customer, records
 from typer.testing import CliRunner
 
 from xlcrm.cli import _register, app
 from xlcrm.excel.adapter import ERROR_FILL
+
+pytestmark = pytest.mark.usefixtures("store")
 
 runner = CliRunner()
 _register()

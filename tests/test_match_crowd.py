@@ -16,6 +16,8 @@ from xlcrm import address
 from xlcrm.master.match import PROPOSALS_PER_RECORD, MatchIndex, compare
 from xlcrm.schema import DEFAULT_SCHEMA as S
 
+pytestmark = pytest.mark.usefixtures("store")
+
 
 def run_merge(inputs: list[Path], master: Path) -> dict:
     from xlcrm.cli import _register, app

@@ -21,6 +21,8 @@ from xlcrm.schema import DEFAULT_SCHEMA as S
 from xlcrm.store import db
 from xlcrm.views.report import make_report
 
+pytestmark = pytest.mark.usefixtures("store")
+
 AS_OF = date(2025, 6, 15)
 runner = CliRunner()
 _register()

@@ -7,13 +7,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from merge_fixtures import activity, book, customer, edit_cells, records, sheet_rows
+from merge_fixtures import activity, book, connect, customer, edit_cells, records, sheet_rows
 from typer.testing import CliRunner
 
 from xlcrm.cli import _register, app
 from xlcrm.master.resolve import combine_customers, combine_dm, parse_typed
 from xlcrm.schema import DEFAULT_SCHEMA as S
 from xlcrm.store import db
+
+pytestmark = pytest.mark.usefixtures("store")
 
 runner = CliRunner()
 _register()
@@ -88,7 +90,7 @@ def test_resolve_applies_a_deletion_decision_and_clears_the_sheet(tmp_path: Path
     assert res.exit_code == 0, res.output
     assert sheet_rows(master, "削除候補") == []
     assert {r["name"] for r in records(master).values()} == {"株式会社青空商事"}
-    conn: sqlite3.Connection = db.connect(db.db_path_for(master))
+    conn: sqlite3.Connection = connect(master)
     try:
         assert any(h["how"] == "delete" for h in db.history_of(conn, "customers", ["C-000002"]))
     finally:

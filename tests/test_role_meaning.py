@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import openpyxl
-from merge_fixtures import activity, book, customer
+import pytest
+from merge_fixtures import activity, book, connect, customer
 
 from xlcrm.schema import load_schema
-from xlcrm.store import db
 from xlcrm.views.export import mask_text
+
+pytestmark = pytest.mark.usefixtures("store")
 
 CONFIG = """\
 [sheets."顧客"]
@@ -82,7 +84,7 @@ def test_custom_phone_and_email_columns_and_numbers_in_notes_never_reach_the_ana
     assert any("aoba.home@example.jp" in v for v in admin_values)
     assert before == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in master.parent.iterdir()
                       if p.is_file()}
-    with db.connect(db.db_path_for(master)) as conn:  # the note itself is untouched in the master
+    with connect(master) as conn:  # the note itself is untouched in the master
         assert conn.execute("SELECT notes FROM customers").fetchone()[0].startswith("社長直通 090-3333-4444")
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 import subprocess
 import sys
 from datetime import date
@@ -14,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
+import pytest
 from helpers import soffice
-from merge_fixtures import activity, book, customer
+from merge_fixtures import activity, book, connect, customer
 
 from xlcrm.schema import LISTS_SHEET
+
+pytestmark = pytest.mark.usefixtures("store")
 
 OSAKA = customer("佐藤運輸株式会社", phone="06-1234-5678", address="大阪市北区梅田1-1")
 NAGOYA = customer("佐藤運輸株式会社", phone="052-123-4567", address="名古屋市中区栄2-2")
@@ -36,7 +38,7 @@ def findings(path: Path) -> list[dict[str, Any]]:
 
 def activity_customers(master: Path) -> dict[str, str]:
     """activity 内容 -> the phone of its customer in the master."""
-    conn = sqlite3.connect(master.with_suffix(".db"))
+    conn = connect(master)
     try:
         return dict(conn.execute("SELECT a.content, c.phone FROM activities a JOIN customers c "
                                  "ON c.customer_id = a.customer"))
@@ -96,7 +98,7 @@ def test_dropdown_offers_references_that_tell_same_named_customers_apart(tmp_pat
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert activity_customers(master) == {"call 2": "06-1234-5678", "call 4": "052-123-4567",
                                           "call 3": None, "call 5": None}
-    conn = sqlite3.connect(master.with_suffix(".db"))
+    conn = connect(master)
     linked = dict(conn.execute("SELECT a.content, c.name || '@' || c.customer_id FROM activities a "
                                "JOIN customers c ON c.customer_id = a.customer"))
     conn.close()
@@ -104,7 +106,9 @@ def test_dropdown_offers_references_that_tell_same_named_customers_apart(tmp_pat
     assert len(set(linked.values())) == 4
 
 
-def test_an_ambiguous_name_says_exactly_what_to_type_and_that_works(tmp_path: Path) -> None:
+def test_an_ambiguous_name_says_exactly_what_to_type_and_that_works(tmp_path: Path, store: str | None,
+                                                                    request: pytest.FixtureRequest,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     path = book(tmp_path / "sato.xlsx", {"customers": [OSAKA, customer("山田商事"), NAGOYA],
                                          "activities": [activity("佐藤運輸株式会社", "どちら?")]})
     (f,) = [f for f in findings(path) if f["sheet"] == "活動履歴"]
@@ -119,6 +123,9 @@ def test_an_ambiguous_name_says_exactly_what_to_type_and_that_works(tmp_path: Pa
                                         "activities": [activity(typed, "これ")]})
         assert findings(p) == [], typed
         (folder / "m").mkdir()
+        if store:  # a master of its own, as the folder is: on the server, that is a database of its own
+            server = request.getfixturevalue("pg_server")
+            monkeypatch.setenv("XLCRM_DB", server.url(server.database()))
         proc = xlcrm("merge", str(p), "--master", str(folder / "m" / "master.xlsx"), "--today", "2024-06-01",
                      cwd=folder)
         assert proc.returncode == 0, proc.stderr

@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
+import pytest
 from merge_fixtures import TODAY, activity, book, customer, delete_rows, records
 from typer.testing import CliRunner
 
 from xlcrm.cli import _register, app
 from xlcrm.intake.validate import validate_workbook
 from xlcrm.schema import DEFAULT_SCHEMA as S
+
+pytestmark = pytest.mark.usefixtures("store")
 
 _register()
 

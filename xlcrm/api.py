@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from xlcrm.master.merge import MergeReport
     from xlcrm.master.resolve import ResolveReport
     from xlcrm.store.pg import CopyReport, InitReport, LoginReport, RolePlan
+    from xlcrm.store.working import ServerSession
     from xlcrm.views.export import ExportResult, MailingResult, ThirdParty
     from xlcrm.views.history import CustomerHistory
     from xlcrm.views.report import ReportOptions, ReportResult
@@ -56,8 +58,10 @@ class Master:
 
     ``schema``: the firm's schema (default: ``config``'s xlcrm.toml, else the built-in one).
     ``password``: opens an encrypted master.xlsx and seals every workbook the calls write.
-    ``store``: the PostgreSQL master configured (``XLCRM_DB``, xlcrm.toml ``[store] url``), if any; the
-    calls here work on master.db only, so each refuses in one line while one is configured.
+    ``store``: the PostgreSQL master configured (``XLCRM_DB``, xlcrm.toml ``[store] url``), if any: then
+    search and history read the server, and every other call works on a copy of the server's master
+    under its lock and writes its changes back (:mod:`xlcrm.store.working`); master.xlsx stays at
+    ``path``.
     """
 
     def __init__(self, path: str | Path, *, schema: Schema | None = None, config: str | Path | None = None,
@@ -69,6 +73,20 @@ class Master:
 
     def _on_sqlite(self, command: str) -> None:
         refuse_server(self.store, command)
+
+    @contextmanager
+    def _on_store(self, command: str, *, progress: Callable[..., None] | None = None,
+                  creates: bool = False) -> Iterator[ServerSession | None]:
+        """The body runs on master.db; with a PostgreSQL master, on a working copy of it under the
+        master's lock on the server, its commits written there (:mod:`xlcrm.store.working`)."""
+        if self.store is None:
+            yield None
+            return
+        from xlcrm.store.working import working_copy
+
+        with working_copy(self.store, self.path, self.schema, command, progress=progress,
+                          creates=creates) as session:
+            yield session
 
     def __repr__(self) -> str:
         return f"Master({str(self.path)!r})"
@@ -98,40 +116,42 @@ class Master:
               today: dt.date | None = None, progress: Callable[..., None] | None = None,
               skip_unreadable: bool = False) -> MergeReport:
         """Merge staff workbooks (files or folders) into the master: ``xlcrm merge``."""
-        self._on_sqlite("merge")
         from xlcrm.master.run import merge
 
-        return merge(inputs, self.path, self.schema, dry_run=dry_run, strict=strict, today=today,
-                     progress=progress, password=self.password, skip_unreadable=skip_unreadable)
+        with self._on_store("merge", progress=progress, creates=True) as server:
+            report = merge(inputs, self.path, self.schema, dry_run=dry_run, strict=strict, today=today,
+                           progress=progress, password=self.password, skip_unreadable=skip_unreadable)
+        if server is not None and (note := server.wait_note()):
+            report.warnings.insert(0, note)
+        return report
 
     def resolve(self) -> ResolveReport:
         """Apply the decisions typed into the review sheets now: ``xlcrm resolve``."""
-        self._on_sqlite("resolve")
         from xlcrm.master.run import resolve
 
-        return resolve(self.path, self.schema, password=self.password)
+        with self._on_store("resolve"):
+            return resolve(self.path, self.schema, password=self.password)
 
     def distribute(self, out_dir: str | Path, *, owners: Sequence[str] | None = None, lang: Lang | None = None,
                    force: bool = False) -> list[Path]:
         """One fresh workbook per 担当営業 into ``out_dir``: ``xlcrm distribute``."""
         from xlcrm.master.distribute import distribute
 
-        self._on_sqlite("distribute")
-        return distribute(self.path, out_dir, self.schema, owners=owners, lang=lang, password=self.password,
-                          force=force)
+        with self._on_store("distribute"):
+            return distribute(self.path, out_dir, self.schema, owners=owners, lang=lang, password=self.password,
+                              force=force)
 
     def export_master(self, *, lang: Lang | None = None) -> Path:
         """Rebuild master.xlsx from the database: ``xlcrm export-master``."""
-        self._on_sqlite("export-master")
         from xlcrm.master.masterbook import export_master
 
-        return export_master(self.path, self.schema, lang=lang, password=self.password)
+        with self._on_store("export-master"):
+            return export_master(self.path, self.schema, lang=lang, password=self.password)
 
     def import_(self, sources: Sequence[str | Path], *, out_dir: str | Path | None = None, owner: str = "",
                 map_path: str | Path | None = None, dry_run: bool = False, lang: Lang = "ja") -> ImportResult:
         """Existing lists into standard workbooks, matched against this master's customers:
         ``xlcrm import --master``."""
-        self._on_sqlite("import --master")
         return import_lists(sources, schema=self.schema, out_dir=out_dir, owner=owner, master=self.path,
                             map_path=map_path, dry_run=dry_run, password=self.password, lang=lang)
 
@@ -169,39 +189,39 @@ class Master:
                png_dir: str | Path | None = None, options: ReportOptions | None = None,
                force: bool = False) -> ReportResult:
         """The management report workbook (and PNG charts): ``xlcrm report``."""
-        self._on_sqlite("report")
         from xlcrm.views.report import make_report
 
-        return make_report(self.path, out, self.schema, as_of=as_of, lang=lang, png_dir=png_dir, options=options,
-                           password=self.password, force=force)
+        with self._on_store("report"):
+            return make_report(self.path, out, self.schema, as_of=as_of, lang=lang, png_dir=png_dir, options=options,
+                               password=self.password, force=force)
 
     def export(self, out: str | Path, *, role: str, owner: str | None = None, lang: Lang = "ja",
                third_party: ThirdParty | None = None, who: str | None = None, force: bool = False) -> ExportResult:
         """The records ``role`` may see: ``xlcrm export``."""
-        self._on_sqlite("export")
         from xlcrm.views.export import export_for_role
 
-        return export_for_role(self.path, out, self.schema, role, owner=owner, lang=lang, password=self.password,
-                               third_party=third_party, who=who, force=force)
+        with self._on_store("export"):
+            return export_for_role(self.path, out, self.schema, role, owner=owner, lang=lang, password=self.password,
+                                   third_party=third_party, who=who, force=force)
 
     def mailing_list(self, out: str | Path, *, lang: Lang = "ja", third_party: ThirdParty | None = None,
                      who: str | None = None, force: bool = False) -> MailingResult:
         """Who may receive DM (consent, refusals shared across records): ``xlcrm mailing-list``."""
-        self._on_sqlite("mailing-list")
         from xlcrm.views.export import mailing_list
 
-        return mailing_list(self.path, out, self.schema, lang=lang, password=self.password,
-                            third_party=third_party, who=who, force=force)
+        with self._on_store("mailing-list"):
+            return mailing_list(self.path, out, self.schema, lang=lang, password=self.password,
+                                third_party=third_party, who=who, force=force)
 
     def handover(self, from_owner: str, to_owner: str, *, customers: Sequence[str] | None = None,
                  out: str | Path | None = None, lang: Lang = "ja", who: str = "admin",
                  force: bool = False, **kw: Any) -> HandoverResult:
         """Move one person's customers to another and write the handover book: ``xlcrm handover``."""
-        self._on_sqlite("handover")
         from xlcrm.master.handover import handover
 
-        return handover(self.path, self.schema, from_owner, to_owner, customers=customers, out=out, lang=lang,
-                        who=who, password=self.password, force=force, **kw)
+        with self._on_store("handover"):
+            return handover(self.path, self.schema, from_owner, to_owner, customers=customers, out=out, lang=lang,
+                            who=who, password=self.password, force=force, **kw)
 
 
 def template_workbook(path: str | Path, *, owner: str = "", lang: Lang = "ja", schema: Schema | None = None,
@@ -224,11 +244,12 @@ def import_lists(sources: Sequence[str | Path], *, out_dir: str | Path | None = 
     from xlcrm.intake.importer import import_sources
 
     s = _schema(schema, config)
-    if master is not None:
-        refuse_server(store_url(s), "import --master")
-    return import_sources(sources, s, out_dir=out_dir, owner=owner,
-                          master=Path(master) if master is not None else None, map_path=map_path,
-                          dry_run=dry_run, password=password, lang=lang, force=force)
+    if master is None:
+        return import_sources(sources, s, out_dir=out_dir, owner=owner, map_path=map_path, dry_run=dry_run,
+                              password=password, lang=lang, force=force)
+    with Master(master, schema=s, password=password)._on_store("import --master"):
+        return import_sources(sources, s, out_dir=out_dir, owner=owner, master=Path(master), map_path=map_path,
+                              dry_run=dry_run, password=password, lang=lang, force=force)
 
 
 def validate_workbooks(inputs: str | Path | Sequence[str | Path], *, schema: Schema | None = None,

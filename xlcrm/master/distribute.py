@@ -129,7 +129,7 @@ def distribute(master: str | Path, out_dir: str | Path, schema: Schema, *, owner
                     paths = _write_all(conn, schema, out, owners=owners, lang=lang, now=now,
                                        writer=functools.partial(write_handout, password=password),
                                        claim=claim, staged=staged)
-                    conn.execute("COMMIT")
+                    db.commit(conn)
                 except BaseException:
                     for _, tmp in staged:
                         tmp.unlink(missing_ok=True)

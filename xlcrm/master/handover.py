@@ -258,7 +258,7 @@ def _commit(conn: sqlite3.Connection, master: Path, schema: Schema, rewrite: boo
                          "are merged)")
     elif rewrite:
         notes.append(f"{master.name} does not exist; `xlcrm export-master` writes it from the database")
-    conn.execute("COMMIT")
+    db.commit(conn)
     if on_commit is not None:
         on_commit()
     return False, notes

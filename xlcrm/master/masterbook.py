@@ -380,7 +380,7 @@ def write_and_commit(conn: sqlite3.Connection, master: Path, schema: Schema, *, 
                     timings.update(job.wait() if job is not None else write(conn))
                     settle(tmp, master)  # the workbook is complete on disk before the commit
                     check_writable(master)
-                    conn.execute("COMMIT")
+                    db.commit(conn)
                 committed = True
                 if on_commit is not None:
                     on_commit()

@@ -54,11 +54,13 @@ from __future__ import annotations
 import errno
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from xlcrm import fileperm
 from xlcrm.errors import XlcrmError
@@ -94,9 +96,53 @@ def sql_type(col: Column) -> str:
     return {"int": "INTEGER", "decimal": "REAL"}.get(col.type, "TEXT")
 
 
+@dataclass(frozen=True)
+class WorkingCopy:
+    """A master database standing in for a PostgreSQL master (:mod:`xlcrm.store.working`): while bound,
+    ``db_path_for(master)`` is ``path``, and :func:`commit` on a connection to it first calls
+    ``before_commit`` with that connection (its transaction still open), which writes the changes to
+    the server; a failure there leaves both as they were."""
+
+    master: Path
+    path: Path
+    before_commit: Callable[[sqlite3.Connection], None]
+
+
+_working: ContextVar[tuple[WorkingCopy, ...]] = ContextVar("xlcrm_working_copies", default=())
+
+
+@contextmanager
+def bind_working_copy(copy: WorkingCopy) -> Iterator[WorkingCopy]:
+    """Make ``copy.path`` the master database of ``copy.master`` for the body."""
+    token = _working.set((*_working.get(), copy))
+    try:
+        yield copy
+    finally:
+        _working.reset(token)
+
+
+def _bound(path: Path, attr: str) -> WorkingCopy | None:
+    key = Path(path).resolve()
+    return next((c for c in reversed(_working.get()) if getattr(c, attr) == key), None)
+
+
 def db_path_for(master: Path) -> Path:
-    """``master.xlsx`` -> ``master.db``: the database always sits beside its workbook."""
-    return Path(master).with_suffix(".db")
+    """``master.xlsx`` -> ``master.db``: the database sits beside its workbook (or is the working copy of
+    a PostgreSQL master bound to it)."""
+    copy = _bound(master, "master")
+    return copy.path if copy is not None else Path(master).with_suffix(".db")
+
+
+class _WorkingConnection(sqlite3.Connection):
+    before_commit: Callable[[sqlite3.Connection], None] | None = None
+
+
+def commit(conn: sqlite3.Connection) -> None:
+    """COMMIT the open transaction; a working copy's changes reach its server first."""
+    hook = getattr(conn, "before_commit", None)
+    if hook is not None and conn.in_transaction:
+        hook(conn)
+    conn.execute("COMMIT")
 
 
 #: Page cache per connection (KiB); memory is only taken as pages are used.
@@ -110,8 +156,13 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
         raise XlcrmError(f"{path}: no master database here; run `xlcrm merge ... --master "
                          f"{path.with_suffix('.xlsx')}` first")
     existed = path.exists()
+    copy = _bound(path, "path")
     try:
-        conn = sqlite3.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT in transaction()
+        # explicit BEGIN/COMMIT in transaction()
+        conn = sqlite3.connect(path, isolation_level=None,
+                               factory=_WorkingConnection if copy is not None else sqlite3.Connection)
+        if copy is not None:
+            cast(_WorkingConnection, conn).before_commit = copy.before_commit
         if not existed:
             fileperm.restrict(path)  # personal data: its owner's only (its journal inherits the mode)
         conn.execute("PRAGMA foreign_keys = ON")
@@ -140,7 +191,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     else:
-        conn.execute("COMMIT")
+        commit(conn)
 
 
 @contextmanager

@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -614,55 +614,80 @@ def copy_master(source: sqlite3.Connection, store: StoreURL, schema: Schema) -> 
 
 
 def _copy(source: sqlite3.Connection, store: StoreURL, schema: Schema, started: float) -> CopyReport:
-    psycopg = _psycopg()
-    rows: dict[str, int] = {}
     with _session(store, "copying the master") as conn:
-        _create_tables(conn, store, schema)
-        try:
-            with conn.transaction():
-                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-        except psycopg.Error as exc:
-            raise XlcrmError(f"{store}: the server has no pg_trgm extension for search ({_first_line(exc)}); "
-                             "install PostgreSQL's contrib modules (postgresql-contrib) or let the "
-                             "database owner run CREATE EXTENSION pg_trgm") from None
-        conn.execute(_INSTR)
-        tables = [t for t in master_tables(schema) if table_columns(source, t)]
-        if table_columns(source, db.PROVISION_TABLE):
-            conn.execute(to_postgres(db._PROVISION_DDL))  # type: ignore[arg-type]
-            tables.append(db.PROVISION_TABLE)
-        for table in SEARCH_TABLES:
-            # Kept while its layout is the same, so the privileges `store roles` granted on it stay.
-            want = _layout(source, table)
-            have = [r[0] for r in conn.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
-                "AND NOT attisdropped ORDER BY attnum", (table,))]
-            if have != [name for name, _ in want]:
-                conn.execute(f"DROP TABLE IF EXISTS {_quote(table)}")  # type: ignore[arg-type]
-                if want:
-                    conn.execute(f"CREATE TABLE {_quote(table)} "  # type: ignore[arg-type]
-                                 f"({', '.join(f'{_quote(n)} {d}' for n, d in want)})")
-            if want:
-                tables.append(table)
-        rows = {t: _copy_table(conn, source, t) for t in tables}
-        _index_search_tables(conn, schema, [t for t in SEARCH_TABLES if t in rows])
-        if set(SEARCH_TABLES) <= set(rows) and _index_pairs(conn, schema):
-            conn.execute("INSERT INTO meta(key, value) VALUES (%s, '1') ON CONFLICT (key) DO UPDATE SET value = "
-                         "EXCLUDED.value", (_PAIRS_META,))
-        # The server has no FTS5 table: its search runs the LIKE queries pg_trgm's indexes serve.
-        conn.execute("UPDATE meta SET value = '0' WHERE key = 'search_index_trigram'")
-        if ROWS_TABLE in rows:  # its rows, for the reader to count without a scan (the table changes only here)
-            conn.execute("INSERT INTO meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = "
-                         "EXCLUDED.value", (_ROWS_COPIED, str(rows[ROWS_TABLE])))
-        row = conn.execute("SELECT cardinality(show_trgm('山田'))").fetchone()
-        japanese = bool(row and row[0])
-    try:  # fresh statistics for the planner, after the commit; autovacuum would take them later
+        rows, japanese = copy_into(conn, source, store, schema)
+    analyze(store, rows)
+    return CopyReport(str(store), rows, time.perf_counter() - started, japanese)
+
+
+def copy_into(conn: psycopg.Connection[Any], source: sqlite3.Connection, store: StoreURL,
+              schema: Schema, only: Sequence[str] | None = None) -> tuple[dict[str, int], bool]:
+    """Inside ``conn``'s transaction: create the master's tables, replace the rows of ``only`` (default:
+    every table of ``source`` the master has) by ``source``'s; (rows per table, whether pg_trgm
+    indexes Japanese text in this database)."""
+    psycopg = _psycopg()
+    _create_tables(conn, store, schema)
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except psycopg.Error as exc:
+        raise XlcrmError(f"{store}: the server has no pg_trgm extension for search ({_first_line(exc)}); "
+                         "install PostgreSQL's contrib modules (postgresql-contrib) or let the "
+                         "database owner run CREATE EXTENSION pg_trgm") from None
+    conn.execute(_INSTR)
+    tables = [t for t in master_tables(schema) if table_columns(source, t)]
+    if table_columns(source, db.PROVISION_TABLE):
+        conn.execute(to_postgres(db._PROVISION_DDL))  # type: ignore[arg-type]
+        tables.append(db.PROVISION_TABLE)
+    for table in SEARCH_TABLES:
+        if ensure_search_table(conn, source, table):
+            tables.append(table)
+    if only is not None:
+        tables = [t for t in tables if t in only]
+    rows = {t: _copy_table(conn, source, t) for t in tables}
+    _index_search_tables(conn, schema, [t for t in SEARCH_TABLES if t in rows])
+    if set(SEARCH_TABLES) <= set(rows) and _index_pairs(conn, schema):
+        conn.execute("INSERT INTO meta(key, value) VALUES (%s, '1') ON CONFLICT (key) DO UPDATE SET value = "
+                     "EXCLUDED.value", (_PAIRS_META,))
+    # The server has no FTS5 table: its search runs the LIKE queries pg_trgm's indexes serve.
+    conn.execute("UPDATE meta SET value = '0' WHERE key = 'search_index_trigram'")
+    if ROWS_TABLE in rows:
+        count_search_rows(conn, rows[ROWS_TABLE])
+    row = conn.execute("SELECT cardinality(show_trgm('山田'))").fetchone()
+    return rows, bool(row and row[0])
+
+
+def ensure_search_table(conn: psycopg.Connection[Any], source: sqlite3.Connection, table: str) -> bool:
+    """Give the server the search index table ``table`` in ``source``'s layout (kept while its layout is
+    the same, so the privileges `store roles` granted on it stay); whether ``source`` has it."""
+    want = _layout(source, table)
+    have = [r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum", (table,))]
+    if have != [name for name, _ in want]:
+        conn.execute(f"DROP TABLE IF EXISTS {_quote(table)}")  # type: ignore[arg-type]
+        if want:
+            conn.execute(f"CREATE TABLE {_quote(table)} "  # type: ignore[arg-type]
+                         f"({', '.join(f'{_quote(n)} {d}' for n, d in want)})")
+    return bool(want)
+
+
+def count_search_rows(conn: psycopg.Connection[Any], rows: int) -> None:
+    """Record the search index's rows, for the reader to count without a scan."""
+    conn.execute("INSERT INTO meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = "
+                 "EXCLUDED.value", (_ROWS_COPIED, str(rows)))
+
+
+def analyze(store: StoreURL, tables: Iterable[str]) -> None:
+    """Fresh statistics for the planner, after a commit (autovacuum would take them later)."""
+    psycopg = _psycopg()
+    try:
         with connect(store) as conn:
             conn.autocommit = True
-            for table in rows:
+            for table in tables:
                 conn.execute(f"ANALYZE {_quote(table)}")  # type: ignore[arg-type]
     except (XlcrmError, psycopg.Error):
         pass
-    return CopyReport(str(store), rows, time.perf_counter() - started, japanese)
 
 
 def _layout(source: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
@@ -687,11 +712,16 @@ def _copy_table(conn: psycopg.Connection[Any], source: sqlite3.Connection, table
         for row in source.execute(f"SELECT {names} FROM {_quote(table)}{order}"):
             copy.write_row(row)
             count += 1
+    reset_identity(conn, table)
+    return count
+
+
+def reset_identity(conn: psycopg.Connection[Any], table: str) -> None:
+    """The next number of ``table``'s identity column after the rows copied into it."""
     for (column,) in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = "
                                   "current_schema() AND table_name = %s AND is_identity = 'YES'", (table,)):
         conn.execute(f"SELECT setval(pg_get_serial_sequence(%s, %s), coalesce(max({_quote(column)}), 0) + 1, false) "  # type: ignore[arg-type]
                      f"FROM {_quote(table)}", (_quote(table), column))
-    return count
 
 
 def _index_search_tables(conn: psycopg.Connection[Any], schema: Schema, tables: Sequence[str]) -> None:
