@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from xlcrm.views.report import ReportOptions, ReportResult
     from xlcrm.views.search import SearchHit
 
-__all__ = ["Master", "import_lists", "init_store", "store_roles", "store_user", "template_workbook",
-           "validate_workbooks"]
+__all__ = ["Master", "copy_store", "copy_store_out", "import_lists", "init_store", "store_roles", "store_user",
+           "template_workbook", "validate_workbooks"]
 
 
 def _schema(schema: Schema | None, config: str | Path | None) -> Schema:
@@ -303,6 +303,31 @@ def store_user(login: str, role: str, *, owner: str | None = None, password: str
     s = _schema(schema, config)
     return add_login(_server(s, db_url), s, login, role, owner=owner, password=password,
                      prefix=ROLE_PREFIX if prefix is None else prefix)
+
+
+def copy_store_out(target: str | Path, db_url: str | None = None, *, force: bool = False,
+                   schema: Schema | None = None, config: str | Path | None = None) -> CopyReport:
+    """Copy the PostgreSQL master into a master.db (``target``, or the one beside a master.xlsx
+    ``target``): ``xlcrm store copy --to master.db``.  A target holding a master is refused unless
+    ``force`` (a copy of it is kept beside it first)."""
+    from xlcrm.store.outputs import keep_copy
+    from xlcrm.store.working import copy_out
+
+    s = _schema(schema, config)
+    store = _server(s, db_url)
+    path = Path(target)
+    if path.suffix.lower() == ".xlsx":
+        path = db.db_path_for(path)
+    if path.suffix.lower() != ".db" or path.is_dir():
+        raise XlcrmError("give the master database to write (…/master.db), or the master.xlsx it sits beside",
+                         path=str(target))
+    if path.exists() and path.stat().st_size > 0:
+        if not force:
+            raise XlcrmError("holds a master database already; give a new path, or --force to replace it "
+                             "(a copy of it is kept beside it)", path=str(path))
+        keep_copy(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return copy_out(store, s, path)
 
 
 def copy_store(master: str | Path, db_url: str | None = None, *, schema: Schema | None = None,

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from xlcrm.api import copy_store, init_store, store_roles, store_user
+from xlcrm.api import copy_store, copy_store_out, init_store, store_roles, store_user
 from xlcrm.cli.app import app
-from xlcrm.cli.common import ConfigOpt, MasterOpt, out
+from xlcrm.cli.common import ConfigOpt, master_path, out
 from xlcrm.cli.common import load_config as _schema
 from xlcrm.errors import XlcrmError
 from xlcrm.terminal import add_whole_column, narrow_table
@@ -39,10 +40,39 @@ def init(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -
 
 
 @store_app.command("copy")
-def copy(master: MasterOpt, db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Copy master.db's records and search index into the PostgreSQL master, replacing what is there, in
-    one transaction (safe to run again); `xlcrm search` and `xlcrm history` then read the server."""
-    report = copy_store(master, db, schema=_schema(config))
+def copy(master: Annotated[Path | None, typer.Option(
+             "--master", "-m", callback=master_path, help="The master workbook whose master.db is copied to "
+                                                         "the server (the same as --from master.db).")] = None,
+         db: DbOpt = None,
+         source: Annotated[str | None, typer.Option(
+             "--from", help="What to copy: a master.db (or the master.xlsx beside it), or the server's URL.")]
+         = None,
+         target: Annotated[str | None, typer.Option(
+             "--to", help="Where to: the server's URL (default: as --db), or a master.db to copy the server's "
+                          "master out into.")] = None,
+         force: Annotated[bool, typer.Option(
+             "--force", help="Replace a master.db given with --to (a copy of it is kept beside it).")] = False,
+         config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Copy a master.db into the PostgreSQL master (records, history, review state and search index),
+    replacing what is there, in one transaction; or, with --from the server and --to a master.db, back
+    out of it.  Safe to run again."""
+    schema = _schema(config)
+    server = [v for v in (source, target) if v is not None and "://" in v]
+    files = [v for v in (source, target) if v is not None and "://" not in v]
+    if len(server) > 1 or len(files) > 1 or (master is not None and (files or (source and "://" in source))):
+        raise typer.BadParameter("copy one way: --from master.db --to postgresql://… (or --master), or "
+                                 "--from postgresql://… --to master.db", param_hint="--from/--to")
+    url = server[0] if server else db
+    if server and db is not None and db != url:
+        raise typer.BadParameter("give the server once, with --from/--to or with --db", param_hint="--db")
+    if target is not None and "://" not in target:
+        report = copy_store_out(target, url, force=force, schema=schema)
+    else:
+        given = master if master is not None else (Path(files[0]) if files else None)
+        if given is None:
+            raise typer.BadParameter("name the master to copy: --from master.db (or --master master.xlsx)",
+                                     param_hint="--from")
+        report = copy_store(given, url, schema=schema)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
         return

@@ -613,8 +613,15 @@ def copy_master(source: sqlite3.Connection, store: StoreURL, schema: Schema) -> 
         source.execute("ROLLBACK")
 
 
+def lock_key_sql() -> str:
+    """The master's advisory lock key: one per database and schema (a master's tables live in one).
+    Every command that changes the master on the server holds it (:mod:`xlcrm.store.working`)."""
+    return "hashtextextended('xlcrm master ' || current_database() || '.' || current_schema(), 0)"
+
+
 def _copy(source: sqlite3.Connection, store: StoreURL, schema: Schema, started: float) -> CopyReport:
     with _session(store, "copying the master") as conn:
+        conn.execute(f"SELECT pg_advisory_xact_lock({lock_key_sql()})")  # after a merge writing there
         rows, japanese = copy_into(conn, source, store, schema)
     analyze(store, rows)
     return CopyReport(str(store), rows, time.perf_counter() - started, japanese)

@@ -4,9 +4,11 @@ A PostgreSQL master is named by a ``postgresql://`` URL, taken from the first of
 ``--db`` option, the environment variable ``XLCRM_DB``, ``[store] url`` in xlcrm.toml.  None of them:
 SQLite beside master.xlsx, exactly as without this module.
 
-The PostgreSQL store does not do everything yet (:data:`ON_SERVER` lists what it does); every other
-command given a PostgreSQL URL refuses in one line (:func:`refuse_server`) rather than quietly using
-``master.db`` while the admin believes the server holds the truth.
+Every command works on either store (on a server, through :mod:`xlcrm.store.working` or, for search
+and history, the server's own queries).  What needs a master.db file of its own — the demo, which
+writes one into its folder, and :meth:`xlcrm.Master.connect` — refuses a configured server in one line
+(:func:`refuse_server`) rather than quietly using a master.db while the admin believes the server holds
+the truth.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ from xlcrm.schema import Schema
 #: The environment variable naming the master's PostgreSQL URL.
 ENV = "XLCRM_DB"
 SCHEMES = ("postgresql", "postgres")
-#: The commands that work on a PostgreSQL master today.
-ON_SERVER: tuple[str, ...] = ("store init", "store roles", "store copy", "search", "history")
+
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,10 @@ def store_url(schema: Schema, given: str | None = None, *,
 
 
 def refuse_server(store: StoreURL | None, command: str) -> None:
-    """One line, exit 2, when ``command`` is asked to work on a PostgreSQL master it cannot use yet."""
+    """One line, exit 2, when ``command``, which needs a master.db file, is given a PostgreSQL master."""
     if store is None:
         return
-    supported = ", ".join(f"`xlcrm {c}`" for c in ON_SERVER[:-1]) + f" and `xlcrm {ON_SERVER[-1]}`"
     undo = {"--db": "leave out --db", ENV: f"unset {ENV}"}.get(store.source, f"remove {store.source}")
-    raise XlcrmError(f"{command}: the master is on PostgreSQL ({store}, from {store.source}), and the "
-                     f"PostgreSQL store supports {supported} so far; {command} still uses master.db — "
-                     f"{undo} to work on master.db beside master.xlsx")
+    raise XlcrmError(f"{command}: works on a master.db file, and the master is on PostgreSQL ({store}, from "
+                     f"{store.source}); {undo} to use {command} (`xlcrm store copy --to master.db` copies the "
+                     "server's master into one)")

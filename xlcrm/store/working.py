@@ -75,11 +75,6 @@ class ServerSession:
                 "to finish; this run started from its result")
 
 
-def lock_key_sql() -> str:
-    """The master's advisory lock key: one per database and schema (a master's tables live in one)."""
-    return "hashtextextended('xlcrm master ' || current_database() || '.' || current_schema(), 0)"
-
-
 @contextmanager
 def working_copy(store: StoreURL, master: str | Path, schema: Schema, command: str, *,
                  progress: Progress | None = None, creates: bool = False) -> Iterator[ServerSession]:
@@ -118,7 +113,7 @@ def working_copy(store: StoreURL, master: str | Path, schema: Schema, command: s
 
 
 def _lock(conn: psycopg.Connection[Any], session: ServerSession, progress: Progress | None) -> None:
-    got = conn.execute(f"SELECT pg_try_advisory_lock({lock_key_sql()})").fetchone()
+    got = conn.execute(f"SELECT pg_try_advisory_lock({pg.lock_key_sql()})").fetchone()
     if got and got[0]:
         return
     session.waited_for = _holder(conn)
@@ -126,7 +121,7 @@ def _lock(conn: psycopg.Connection[Any], session: ServerSession, progress: Progr
     if progress:
         progress(label, 0, 1)
     started = time.perf_counter()
-    conn.execute(f"SELECT pg_advisory_lock({lock_key_sql()})")
+    conn.execute(f"SELECT pg_advisory_lock({pg.lock_key_sql()})")
     session.waited = time.perf_counter() - started
     if progress:
         progress(label, 1, 1)
@@ -139,7 +134,7 @@ def _holder(conn: psycopg.Connection[Any]) -> str:
         "to_char(a.xact_start, 'HH24:MI') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid() "
         "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        f"AND ((l.classid::bigint << 32) | l.objid::bigint) = ({lock_key_sql()} & x'ffffffffffffffff'::bigint) "
+        f"AND ((l.classid::bigint << 32) | l.objid::bigint) = {pg.lock_key_sql()} "
         "LIMIT 1").fetchone()
     if row is None:
         return "another xlcrm command"
