@@ -16,6 +16,12 @@ reported separately).  Steps:
    distributed workbook are edited (not timed) and
 4. ``re-merge``: merging those workbooks back (three-way against their bases).
 
+With ``--pg URL`` (or ``--pg temp``: a throwaway server of the installed PostgreSQL, as the tests start
+one) steps 2-4 run again with the master on that PostgreSQL database (``XLCRM_DB``), beside the
+master.db run, and then the two-admin case: the distributed workbooks split into two folders, merged
+at the same time by two processes into the server's master (they run one after the other under its
+lock; both must land).
+
 The data comes from ``benchmarks/make_data.py`` (cached in the work folder).  Prints a Markdown table
 and, with ``--json``, writes every figure to a file.
 """
@@ -71,9 +77,9 @@ NAIVE = _PEAK + textwrap.dedent("""
 
 MERGE = _PEAK + textwrap.dedent("""
     from pathlib import Path
-    from xlcrm.master.run import merge
+    from xlcrm.api import Master
     from xlcrm.schema import DEFAULT_SCHEMA
-    r = merge([Path(sys.argv[1])], Path(sys.argv[2]), DEFAULT_SCHEMA)
+    r = Master(Path(sys.argv[2]), schema=DEFAULT_SCHEMA).merge([Path(sys.argv[1])])
     files = [f.to_dict()["counts"] for f in r.files]
     totals = {k: sum(f[k] for f in files) for k in files[0]} if files else {}
     print(json.dumps({"timings": r.timings, "totals": totals, "records_created": r.records_created,
@@ -84,22 +90,67 @@ MERGE = _PEAK + textwrap.dedent("""
 
 DISTRIBUTE = _PEAK + textwrap.dedent("""
     from pathlib import Path
-    from xlcrm.master.distribute import distribute
+    from xlcrm.api import Master
     from xlcrm.schema import DEFAULT_SCHEMA
-    paths = distribute(Path(sys.argv[1]), Path(sys.argv[2]), DEFAULT_SCHEMA)
+    paths = Master(Path(sys.argv[1]), schema=DEFAULT_SCHEMA).distribute(Path(sys.argv[2]))
     print(json.dumps({"workbooks": len(paths), **_peak()}))
 """)
 
 
-def run_step(code: str, *args: str) -> dict[str, Any]:
+def _env(db: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "XLCRM_DB"}
+    if db:
+        env["XLCRM_DB"] = db
+    return env
+
+
+def run_step(code: str, *args: str, db: str | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False,
+                          env=_env(db))
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"step failed:\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["wall_s"] = round(wall, 1)
     return out
+
+
+def two_admins(dist: Path, master: Path, db: str) -> dict[str, Any]:
+    """The distributed workbooks in two folders, merged at once by two processes into the server."""
+    import shutil
+
+    books = sorted(dist.glob("*.xlsx"))
+    folders = [dist.parent / "office-a", dist.parent / "office-b"]
+    for i, folder in enumerate(folders):
+        folder.mkdir(exist_ok=True)
+        for book in books[i::2]:
+            shutil.copy(book, folder / book.name)
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", MERGE, str(folder), str(master)], env=_env(db),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for folder in folders]
+    outs = [p.communicate() for p in procs]
+    wall = time.perf_counter() - t0
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"two admins: a merge failed:\n{outs[0][1][-2000:]}\n{outs[1][1][-2000:]}")
+    reports = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    waited = [next((w for w in r["warnings"] if w.startswith("waited")), "") for r in reports]
+    return {"wall_s": round(wall, 1), "workbooks": [len(books[0::2]), len(books[1::2])],
+            "rows": [r["totals"].get("rows_read", 0) for r in reports], "waited": waited}
+
+
+def _pg_url(arg: str) -> tuple[Any, str]:
+    if arg != "temp":
+        return None, arg
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from pgserver import PgServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        raise SystemExit("--pg temp: no PostgreSQL installed (initdb and pg_ctl not found)")
+    server = PgServer(bin_dir).start()
+    server.execute("CREATE DATABASE bench TEMPLATE template0 LC_CTYPE 'C.UTF-8' LC_COLLATE 'C.UTF-8'")
+    return server, server.url("bench")
 
 
 def edit_workbooks(folder: Path, fraction: float, seed: int = 5) -> dict[str, int]:
@@ -143,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--edit", type=float, default=0.05, help="fraction of rows edited before the re-merge")
     ap.add_argument("--json", type=Path, help="write all figures here")
+    ap.add_argument("--pg", metavar="URL", help="also run with the master on this PostgreSQL database "
+                    "(an empty one), or 'temp' for a throwaway server")
     args = ap.parse_args(argv)
 
     work: Path = args.workdir
@@ -175,6 +228,26 @@ def main(argv: list[str] | None = None) -> int:
     print("re-merge ...", file=sys.stderr)
     results["re_merge"] = run_step(MERGE, str(out / "dist"), str(master))
 
+    server = None
+    if args.pg:
+        server, url = _pg_url(args.pg)
+        try:
+            pg_master = out / "pg-master" / "master.xlsx"
+            pg_master.parent.mkdir()
+            print("PostgreSQL: first merge ...", file=sys.stderr)
+            results["pg_first_merge"] = run_step(MERGE, str(team), str(pg_master), db=url)
+            print("PostgreSQL: distribute ...", file=sys.stderr)
+            results["pg_distribute"] = run_step(DISTRIBUTE, str(pg_master), str(out / "pg-dist"), db=url)
+            edit_workbooks(out / "pg-dist", args.edit)
+            print("PostgreSQL: re-merge ...", file=sys.stderr)
+            results["pg_re_merge"] = run_step(MERGE, str(out / "pg-dist"), str(pg_master), db=url)
+            print("PostgreSQL: two admins ...", file=sys.stderr)
+            edit_workbooks(out / "pg-dist", args.edit, seed=6)
+            results["pg_two_admins"] = two_admins(out / "pg-dist", pg_master, url)
+        finally:
+            if server is not None:
+                server.stop()
+
     naive = results.get("naive", {}).get("wall_s")
     print(f"\n{args.files} files, {args.customers:,} customers, {args.activities:,} activities, "
           f"{os.cpu_count()} CPUs\n")
@@ -187,6 +260,19 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ratio = f"{naive / r['wall_s']:.2f}x" if naive and key != "naive" else ""
         print(f"| {label} | {r['wall_s']} | {r['peak_rss_mb']:.0f} | {ratio} |")
+    if "pg_first_merge" in results:
+        print("\n| step | master.db s | PostgreSQL s | ratio |")
+        print("|---|---:|---:|---:|")
+        for key, label in (("first_merge", "first merge"), ("distribute", "distribute"),
+                           ("re_merge", f"re-merge, {args.edit:.0%} edited")):
+            a, b = results[key]["wall_s"], results[f"pg_{key}"]["wall_s"]
+            print(f"| {label} | {a} | {b} | {b / a:.2f}x |")
+        two = results["pg_two_admins"]
+        print(f"\ntwo admins at once ({two['workbooks'][0]} + {two['workbooks'][1]} workbooks, "
+              f"{two['rows'][0]:,} + {two['rows'][1]:,} rows): both done in {two['wall_s']} s; "
+              f"{'; '.join(w for w in two['waited'] if w) or 'neither waited'}")
+        for key in ("pg_first_merge", "pg_re_merge"):
+            print(f"{key} stages (s): {results[key]['timings']}")
     for key in ("first_merge", "re_merge"):
         print(f"\n{key} stages (s): {results[key]['timings']}")
         print(f"{key} rows: {results[key]['totals']}  created: {results[key]['records_created']}  "

@@ -301,3 +301,45 @@ def test_a_server_that_cannot_be_used_ends_in_one_line_with_nothing_written(
     # an empty server and an existing master.xlsx: its records are in a master.db, to be copied first
     proc = xlcrm("resolve", "--master", master, env={"XLCRM_DB": pg_server.url(pg_server.database())})
     assert proc.returncode == 2 and "store copy" in one_line(proc)
+
+
+def test_each_pc_keeps_a_copy_and_reads_the_server_again_once_another_changed_it(tmp_path: Path,
+                                                                                  pg_url: str) -> None:
+    """Two admins' PCs (their own state folders): each works on the copy it keeps, and a change made
+    from the other PC is read from the server before the next command."""
+    pcs = {name: {"XLCRM_DB": pg_url, "XLCRM_STATE_DIR": str(tmp_path / f"state-{name}")} for name in "ab"}
+    master = {name: tmp_path / f"office-{name}" / "master.xlsx" for name in "ab"}
+
+    def merge(pc: str, owner: str, names: list[str]) -> dict[str, Any]:
+        import json
+
+        proc = xlcrm("merge", _team(tmp_path / f"{pc}-{owner}", owner, names), "--master", master[pc], "--json",
+                     env=pcs[pc])
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    first = merge("a", "佐藤", ["株式会社青空商事"])
+    again = merge("a", "佐藤", ["株式会社青空商事", "緑山工業株式会社"])
+    kept = next((tmp_path / "state-a" / "servers").glob("*/master.db"))
+    assert kept.stat().st_mode & 0o077 == 0  # personal data: its owner's only
+    other = merge("b", "鈴木", ["大阪物産株式会社"])  # PC b reads the server: a's customers are there
+    assert other["timings"]["server_read"] > 0 and "server_write" in other["timings"]
+    assert first["records_created"]["customers"] == 1 and again["records_created"]["customers"] == 1
+    last = merge("a", "佐藤", ["株式会社青空商事", "緑山工業株式会社", "北斗電機株式会社"])
+    assert last["records_created"]["customers"] == 1  # b's customer was read, nothing created twice
+    names = sorted(r[0] for r in _server_rows(pg_url, "SELECT name FROM customers WHERE _state = 'active'"))
+    assert names == sorted(["株式会社青空商事", "緑山工業株式会社", "北斗電機株式会社", "大阪物産株式会社"])
+    export = tmp_path / "export.xlsx"
+    proc = xlcrm("export", export, "--master", master["a"], "--role", "admin", env=pcs["a"])
+    assert proc.returncode == 0, proc.stderr
+    sheet = cells(export, tmp_path)["顧客"]
+    col = sheet[0].index("顧客名")
+    assert sorted(row[col] for row in sheet[1:]) == names
+    # A master put on the server by other means gets a new version (as `store copy` gives it): read anew.
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE customers SET name = '北斗電機工業株式会社' WHERE name = '北斗電機株式会社'")
+        conn.execute("UPDATE meta SET value = 'restored' WHERE key = 'server_version'")
+    proc = xlcrm("export", export, "--master", master["a"], "--role", "admin", "--force", env=pcs["a"])
+    assert proc.returncode == 0, proc.stderr
+    sheet = cells(export, tmp_path)["顧客"]
+    assert "北斗電機工業株式会社" in {row[col] for row in sheet[1:]}

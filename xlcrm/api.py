@@ -58,6 +58,7 @@ class Master:
 
     ``schema``: the firm's schema (default: ``config``'s xlcrm.toml, else the built-in one).
     ``password``: opens an encrypted master.xlsx and seals every workbook the calls write.
+    ``progress``: told ``(stage, done, total)`` while a call reads or writes a PostgreSQL master.
     ``store``: the PostgreSQL master configured (``XLCRM_DB``, xlcrm.toml ``[store] url``), if any: then
     search and history read the server, and every other call works on a copy of the server's master
     under its lock and writes its changes back (:mod:`xlcrm.store.working`); master.xlsx stays at
@@ -65,11 +66,13 @@ class Master:
     """
 
     def __init__(self, path: str | Path, *, schema: Schema | None = None, config: str | Path | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, progress: Callable[[str, int, int], None] | None = None) -> None:
         self.path = Path(path)
         self.schema = _schema(schema, config)
         self.password = password
         self.store = store_url(self.schema)
+        #: Told (stage, done, total) of the work on a PostgreSQL server: reading, waiting, writing.
+        self.progress = progress
 
     def _on_sqlite(self, command: str) -> None:
         refuse_server(self.store, command)
@@ -84,7 +87,7 @@ class Master:
             return
         from xlcrm.store.working import working_copy
 
-        with working_copy(self.store, self.path, self.schema, command, progress=progress,
+        with working_copy(self.store, self.path, self.schema, command, progress=progress or self.progress,
                           creates=creates) as session:
             yield session
 
@@ -121,8 +124,10 @@ class Master:
         with self._on_store("merge", progress=progress, creates=True) as server:
             report = merge(inputs, self.path, self.schema, dry_run=dry_run, strict=strict, today=today,
                            progress=progress, password=self.password, skip_unreadable=skip_unreadable)
-        if server is not None and (note := server.wait_note()):
-            report.warnings.insert(0, note)
+        if server is not None:
+            report.timings.update(server.timings)
+            if note := server.wait_note():
+                report.warnings.insert(0, note)
         return report
 
     def resolve(self) -> ResolveReport:

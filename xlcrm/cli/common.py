@@ -4,11 +4,11 @@ every command and are described once."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,11 +19,42 @@ from xlcrm.terminal import SafeConsole
 
 if TYPE_CHECKING:
 
+    from xlcrm.api import Master
     from xlcrm.schema import Lang, Schema
 
 #: soft_wrap: a one-line message stays one line when stdout is not a terminal (scripts, CI logs).
 err = SafeConsole(stderr=True, soft_wrap=True)
 out = SafeConsole(soft_wrap=True)
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress bar on stderr (when it is a terminal): one line per stage the callback names."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+@contextmanager
+def opened_master(path: Path, schema: Schema, password: str | None, *, quiet: bool = False) -> Iterator[Master]:
+    """The master of ``--master``, with a progress bar for its work on a PostgreSQL server (reading the
+    master, waiting for another admin, writing back)."""
+    from xlcrm.api import Master
+
+    with progress_bar(not quiet) as bar:
+        yield Master(path, schema=schema, password=password, progress=bar)
 
 def master_path(value: Path | None) -> Path | None:
     """``--master`` names a workbook file: an empty value or a folder is refused in one line."""

@@ -8,10 +8,8 @@ Refusals (:class:`~xlcrm.errors.XlcrmError`) become one line and exit code 2 in 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -26,8 +24,10 @@ from xlcrm.cli.common import (
     err,
     folder_path,
     keeping_copies,
+    opened_master,
     out,
     parse_date,
+    progress_bar,
 )
 from xlcrm.cli.common import load_config as _schema
 from xlcrm.terminal import add_whole_column, narrow_table
@@ -35,25 +35,6 @@ from xlcrm.terminal import add_whole_column, narrow_table
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON for scripts.")]
 
 
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    if not enabled or not err.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        yield update
 
 
 _COUNTS = ("rows_read", "new", "updated", "unchanged", "linked", "rejected")
@@ -82,7 +63,7 @@ def merge(
     """
     ref_day = parse_date(today)
     m = Master(master, schema=_schema(config), password=password or None)
-    with _progress(not as_json) as progress:
+    with progress_bar(not as_json) as progress:
         report = m.merge(inputs, dry_run=dry_run, strict=strict, today=ref_day, progress=progress,
                          skip_unreadable=skip_unreadable)
     code = 1 if report.skipped else 0
@@ -138,9 +119,8 @@ def distribute(
     """Write a fresh workbook for each salesperson from the master, ready to edit."""
     if lang not in (None, "ja", "en"):
         raise typer.BadParameter("use ja or en", param_hint="--lang")
-    with keeping_copies():
-        paths = Master(master, schema=_schema(config), password=password or None).distribute(
-            out_dir, owners=owner, lang=lang, force=force)  # type: ignore[arg-type]
+    with keeping_copies(), opened_master(master, _schema(config), password or None) as m:
+        paths = m.distribute(out_dir, owners=owner, lang=lang, force=force)  # type: ignore[arg-type]
     for p in paths:
         out.print(f"[green]wrote[/] {p}")
     out.print(f"{len(paths)} workbook(s) in {out_dir}")
@@ -154,7 +134,8 @@ def resolve(
     password: MasterPasswordOpt = None,
 ) -> None:
     """Apply the decisions typed into 重複候補 / 競合 / 削除候補 (and edits in master.xlsx) now."""
-    report = Master(master, schema=_schema(config), password=password or None).resolve()
+    with opened_master(master, _schema(config), password or None, quiet=as_json) as m:
+        report = m.resolve()
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
         return
@@ -177,6 +158,6 @@ def export_master(
     """Rebuild master.xlsx from master.db (a lost or damaged workbook)."""
     if lang not in (None, "ja", "en"):
         raise typer.BadParameter("use ja or en", param_hint="--lang")
-    path = Master(master, schema=_schema(config), password=password or None).export_master(
-        lang=lang)  # type: ignore[arg-type]
+    with opened_master(master, _schema(config), password or None) as m:
+        path = m.export_master(lang=lang)  # type: ignore[arg-type]
     out.print(f"[green]wrote[/] {path}")

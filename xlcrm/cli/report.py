@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from xlcrm.api import Master
 from xlcrm.cli.app import app
 from xlcrm.cli.common import (
     ConfigOpt,
@@ -25,6 +24,7 @@ from xlcrm.cli.common import (
     err,
     folder_path,
     keeping_copies,
+    opened_master,
     parse_date,
 )
 from xlcrm.cli.common import check_lang as _lang
@@ -78,8 +78,7 @@ def report(
     """Sales, RFM, lapsed customers, pipeline, complaints, follow-ups and data quality, with charts."""
     from xlcrm.views.report import ReportOptions
 
-    m = Master(master, schema=_schema(config), password=password)
-    with keeping_copies():
+    with keeping_copies(), opened_master(master, _schema(config), password) as m:
         result = m.report(out, as_of=_date(as_of), lang=_lang(lang), png_dir=png, force=force,  # type: ignore[arg-type]
                           options=ReportOptions(lapsed_days=lapsed_days, no_contact_days=no_contact_days,
                                                 top_n=top))
@@ -115,10 +114,9 @@ def handover(
     from xlcrm.master.distribute import file_name
     from xlcrm.views.export import default_who
 
-    m = Master(master, schema=_schema(config), password=password)
     # The new 担当営業's name is text, not a path: "../x" names a file beside the master, not above it.
     target = out or Path(master).with_name(file_name(f"{'引き継ぎ' if lang == 'ja' else 'handover'}_{to_owner.strip()}"))
-    with keeping_copies():
+    with keeping_copies(), opened_master(master, _schema(config), password) as m:
         result = m.handover(from_owner, to_owner, customers=customer, out=target, lang=_lang(lang),  # type: ignore[arg-type]
                             who=default_who(who), force=force, new_owner=new_owner)
     err.print(f"[green]handed over[/] {len(result.customers)} customers, {result.count('deals')} open deals, "
@@ -147,8 +145,8 @@ def export(
 ) -> None:
     """The records a role may see; columns it may not see are dropped from the file."""
     schema = _schema(config)
-    with keeping_copies():
-        result = Master(master, schema=schema, password=password).export(
+    with keeping_copies(), opened_master(master, schema, password) as m:
+        result = m.export(
             out, role=role, owner=owner, lang=_lang(lang), third_party=_party(to_third_party, purpose),  # type: ignore[arg-type]
             who=who, force=force)
     counts = ", ".join(f"{schema[k].label(_lang(lang))} {n}" for k, n in result.counts.items())  # type: ignore[arg-type]
@@ -171,8 +169,8 @@ def mailing_list(
     force: ForceOpt = False,
 ) -> None:
     """Customers and contact persons with DM可否 = 可; a 不可 anywhere for the same person wins."""
-    with keeping_copies():
-        r = Master(master, schema=_schema(config), password=password).mailing_list(
+    with keeping_copies(), opened_master(master, _schema(config), password) as m:
+        r = m.mailing_list(
             out, lang=_lang(lang), third_party=_party(to_third_party, purpose), who=who, force=force)  # type: ignore[arg-type]
     err.print(f"[green]wrote[/] {r.path}  ({r.customers} customers, {r.contacts} contacts; left out: "
               f"{r.refused} with a 不可 elsewhere, {r.not_consented} without 可)")

@@ -42,6 +42,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -613,6 +614,19 @@ def copy_master(source: sqlite3.Connection, store: StoreURL, schema: Schema) -> 
         source.execute("ROLLBACK")
 
 
+#: ``meta`` key: a new random value at every write of xlcrm to the master (a copy, a command's changes),
+#: so a working copy kept elsewhere knows whether it is still this master (:mod:`xlcrm.store.working`).
+VERSION_KEY = "server_version"
+
+
+def new_version(conn: psycopg.Connection[Any]) -> str:
+    """Inside a writing transaction: give the master a new :data:`VERSION_KEY`; returns it."""
+    version = uuid.uuid4().hex
+    conn.execute("INSERT INTO meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = "
+                 "EXCLUDED.value", (VERSION_KEY, version))
+    return version
+
+
 def lock_key_sql() -> str:
     """The master's advisory lock key: one per database and schema (a master's tables live in one).
     Every command that changes the master on the server holds it (:mod:`xlcrm.store.working`)."""
@@ -660,6 +674,7 @@ def copy_into(conn: psycopg.Connection[Any], source: sqlite3.Connection, store: 
     conn.execute("UPDATE meta SET value = '0' WHERE key = 'search_index_trigram'")
     if ROWS_TABLE in rows:
         count_search_rows(conn, rows[ROWS_TABLE])
+    new_version(conn)
     row = conn.execute("SELECT cardinality(show_trgm('山田'))").fetchone()
     return rows, bool(row and row[0])
 

@@ -7,16 +7,23 @@ inside :func:`working_copy`:
 1. The master's advisory lock on the server is taken (``pg_advisory_lock``), so the commands of two
    admins on the same master run one after the other; the one that waited says so, and for whom.  The
    server releases the lock by itself when a killed command's connection drops.
-2. The server's master is read into a *working copy*: a master.db in a private temporary folder, bound
-   to master.xlsx (:func:`xlcrm.store.db.bind_working_copy`), so the command runs its master.db code
-   unchanged.  Backups beside master.xlsx are copies of it: the server's state before the command.
+2. The command works on a *working copy*: a master.db bound to master.xlsx
+   (:func:`xlcrm.store.db.bind_working_copy`), so it runs its master.db code unchanged.  The copy is
+   kept between commands in this user's state folder (:func:`xlcrm.store.outputs.state_dir`, readable
+   by its owner only), one per server database, and read anew from the server only when the server's
+   master changed since: every write there sets a new ``server_version`` in its ``meta``, which the
+   copy holds too.  Backups beside master.xlsx are copies of it: the server's state before the command.
 3. Triggers in the copy note the key of each row the command inserts, updates or deletes.  At the
    command's commit (:func:`xlcrm.store.db.commit`, before SQLite's own) those rows are written to the
    server in one transaction: deleted there by key, then copied in with COPY.  A table without the
    triggers (created or rebuilt whole by the command, as a full build of the search index is) or
    changed in more than half its rows is replaced whole.  A failure there, or a killed process, leaves
    the server as it was, and the command fails as it would on SQLite, with nothing written.
-4. The folder is removed and the lock released.
+4. The lock is released.
+
+Changes made on the server other than by xlcrm (SQL typed by hand) are not seen by a copy already
+kept; ``xlcrm store copy`` (which sets a new version) or removing the state folder's copy makes the
+next command read the server again.
 
 On a master that the server does not hold yet (an empty database, or one made by ``store init``) only
 ``merge`` starts one, and its first commit copies every table.
@@ -24,19 +31,21 @@ On a master that the server does not hold yet (an empty database, or one made by
 
 from __future__ import annotations
 
-import shutil
+import hashlib
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from xlcrm import fileperm
 from xlcrm.errors import XlcrmError
 from xlcrm.schema import Schema
 from xlcrm.store import db, pg
+from xlcrm.store.outputs import state_dir
 from xlcrm.store.searchindex import FTS_TABLE, TEXT_FTS_TABLE, VOCAB_TABLE, build_index, table_columns
 from xlcrm.store.url import StoreURL
 
@@ -45,6 +54,9 @@ if TYPE_CHECKING:
 
 #: The working copy's table of changed rows' keys (table, up to three key values).
 CHANGES = "_xlcrm_changed"
+#: ``meta`` key: a new random value at every write to the server's master; a kept copy holding the same
+#: is that master.
+VERSION = pg.VERSION_KEY
 #: A table changed in more than this share of its rows is replaced whole rather than row by row.
 WHOLE_SHARE = 0.5
 #: Rows per COPY progress report.
@@ -63,16 +75,25 @@ class ServerSession:
     had_master: bool
     waited: float = 0.0
     waited_for: str = ""
-    rows_pulled: int = 0
+    rows_pulled: int = 0  # 0 when the kept copy was the server's master
     rows_pushed: dict[str, int] = field(default_factory=dict)
     tables_replaced: list[str] = field(default_factory=list)
+    #: Seconds: ``server_wait`` (for another admin), ``server_read``, ``server_write``.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def wait_note(self) -> str | None:
         """A sentence for the command's summary when it had to wait for another admin's command."""
-        if self.waited < 0.5:
+        if not self.waited_for:
             return None
-        return (f"waited {self.waited:.0f} s for {self.waited_for or 'another xlcrm command'} on {self.store} "
-                "to finish; this run started from its result")
+        return (f"waited {self.waited:.1f} s for {self.waited_for} on {self.store} to finish; this run "
+                "started from its result")
+
+
+def copy_path(store: StoreURL) -> Path:
+    """Where this user's working copy of the server's master ``store`` is kept."""
+    parts = urlsplit(store.url)
+    key = f"{parts.hostname}:{parts.port}/{parts.path.lstrip('/')}?{parts.query}@{parts.username}"
+    return state_dir() / "servers" / hashlib.sha256(key.encode()).hexdigest()[:16] / "master.db"
 
 
 @contextmanager
@@ -87,13 +108,22 @@ def working_copy(store: StoreURL, master: str | Path, schema: Schema, command: s
     """
     master = Path(master).resolve()
     conn = pg.connect(store)
-    folder = Path(tempfile.mkdtemp(prefix="xlcrm-master-"))  # 0700: the copy holds personal data
     try:
         conn.autocommit = True
         conn.execute("SELECT set_config('application_name', %s, false)", (f"xlcrm {command}"[:63],))
-        session = ServerSession(store, command, folder / "master.db", had_master=False)
+        session = ServerSession(store, command, copy_path(store), had_master=False)
+        started = time.perf_counter()
         _lock(conn, session, progress)
-        session.had_master = _pull(conn, store, schema, session.path, progress, session)
+        session.timings["server_wait"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        psycopg = pg._psycopg()
+        try:
+            with conn.transaction():
+                session.had_master = _refresh(conn, store, schema, session, progress)
+        except psycopg.Error as exc:
+            raise XlcrmError(f"{store}: reading the master failed ({pg._first_line(exc)}); nothing was "
+                             "written") from None
+        session.timings["server_read"] = round(time.perf_counter() - started, 3)
         if not session.had_master:
             if master.exists():
                 raise XlcrmError(f"{store}: holds no master yet, but {master.name} exists; copy the master.db "
@@ -103,13 +133,79 @@ def working_copy(store: StoreURL, master: str | Path, schema: Schema, command: s
                                  "starts one there, or `xlcrm store copy --master master.xlsx` moves one in")
 
         def push(sq: sqlite3.Connection) -> None:
+            began = time.perf_counter()
             _push(conn, sq, schema, session, progress)
+            session.timings["server_write"] = round(session.timings.get("server_write", 0)
+                                                    + time.perf_counter() - began, 3)
 
         with db.bind_working_copy(db.WorkingCopy(master, session.path.resolve(), push)):
             yield session
     finally:
         conn.close()  # releases the lock
-        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _refresh(conn: psycopg.Connection[Any], store: StoreURL, schema: Schema, session: ServerSession,
+             progress: Progress | None) -> bool:
+    """Make the kept copy the server's master (reading it anew unless it already is); whether the
+    server holds a master."""
+    tables = pg._existing_tables(conn)
+    if not pg._is_master(conn, tables):
+        _new_copy(session.path, schema, conn, store, progress, session, pull=False)
+        return False
+    _check_version(conn, store, schema)
+    row = conn.execute("SELECT value FROM meta WHERE key = %s", (VERSION,)).fetchone()
+    if row is not None and _kept_version(session.path) == row[0]:
+        return True
+    _new_copy(session.path, schema, conn, store, progress, session, pull=True)
+    return True
+
+
+def _kept_version(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        sq = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if not table_columns(sq, CHANGES):
+                return None
+            row = sq.execute("SELECT value FROM meta WHERE key = ?", (VERSION,)).fetchone()
+            return None if row is None else str(row[0])
+        finally:
+            sq.close()
+    except sqlite3.Error:
+        return None
+
+
+def _new_copy(path: Path, schema: Schema, conn: psycopg.Connection[Any], store: StoreURL,
+              progress: Progress | None, session: ServerSession, *, pull: bool) -> None:
+    """Replace the kept copy by the server's master (or a new master's empty tables)."""
+    fileperm.make_dirs(path.parent)
+    part = path.with_name(f".{path.name}.part")
+    part.unlink(missing_ok=True)
+    try:
+        if pull:
+            _pull(conn, store, schema, part, progress, session)
+        else:
+            sq = db.connect(part, create=True)
+            try:
+                sq.execute("BEGIN")
+                db.create_tables(sq, schema)
+                _watch(sq, _master_tables(sq, schema))
+                sq.execute("COMMIT")
+            finally:
+                sq.close()
+        part.replace(path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def _check_version(conn: psycopg.Connection[Any], store: StoreURL, schema: Schema) -> None:
+    version = _server_version(conn) or ""
+    if version.split(".")[0] != schema.version.split(".")[0]:
+        raise XlcrmError(f"{store}: its master is of schema version {version}, this xlcrm writes "
+                         f"{schema.version}; use the xlcrm that made it, or copy the master out "
+                         "(`xlcrm store copy --from URL --to master.db`) and start a new database")
 
 
 def _lock(conn: psycopg.Connection[Any], session: ServerSession, progress: Progress | None) -> None:
@@ -173,13 +269,14 @@ def copy_out(store: StoreURL, schema: Schema, target: str | Path, *,
         session = ServerSession(store, "store copy", part, had_master=False)
         try:
             with conn.transaction():
-                had = _pull(conn, store, schema, part, progress, session, watch=False)
+                if not pg._is_master(conn, pg._existing_tables(conn)):
+                    raise XlcrmError(f"{store}: holds no xlcrm master to copy (`xlcrm store copy --master "
+                                     "master.xlsx` copies one there)")
+                _check_version(conn, store, schema)
+                _pull(conn, store, schema, part, progress, session, watch=False)
         except psycopg.Error as exc:
             raise XlcrmError(f"{store}: reading the master failed ({pg._first_line(exc)}); nothing was "
                              "written") from None
-        if not had:
-            raise XlcrmError(f"{store}: holds no xlcrm master to copy (`xlcrm store copy --master "
-                             "master.xlsx` copies one there)")
         sq = db.connect(part)
         try:
             build_index(sq, schema)  # with FTS5 where this SQLite has it, as a merge builds it
@@ -197,44 +294,39 @@ def copy_out(store: StoreURL, schema: Schema, target: str | Path, *,
 
 
 def _pull(conn: psycopg.Connection[Any], store: StoreURL, schema: Schema, path: Path,
-          progress: Progress | None, session: ServerSession, *, watch: bool = True) -> bool:
-    """Write the server's master into ``path``; whether the server holds one (else ``path`` gets the
-    empty tables of a new master).  ``watch``: with the change log and its triggers."""
+          progress: Progress | None, session: ServerSession, *, watch: bool = True) -> None:
+    """Write the server's master into the new file ``path``.  ``watch``: with the change log and its
+    triggers."""
     tables = pg._existing_tables(conn)
-    had = pg._is_master(conn, tables)
-    if had:
-        version = _server_version(conn) or ""
-        if version.split(".")[0] != schema.version.split(".")[0]:
-            raise XlcrmError(f"{store}: its master is of schema version {version}, this xlcrm writes "
-                             f"{schema.version}; use the xlcrm that made it, or copy the master out "
-                             "(`xlcrm store copy --to master.db`) and start a new database")
     sq = db.connect(path, create=True)
     try:
+        # A new file, replaced whole if this fails: no journal to keep, nothing to sync until the end.
+        sq.execute("PRAGMA journal_mode = OFF")
+        sq.execute("PRAGMA synchronous = OFF")
         sq.execute("BEGIN")
         db.create_tables(sq, schema)
-        if had:
-            if pg.SEARCH_TABLES[0] in tables:
-                # The index tables in this xlcrm's layout, without SQLite's FTS5 tables: the server
-                # has none (its meta says so), and the copy is searched by nobody.
-                build_index(sq, schema)
-                for name in (VOCAB_TABLE, FTS_TABLE, TEXT_FTS_TABLE):
-                    sq.execute(f"DROP TABLE IF EXISTS {name}")
-            if db.PROVISION_TABLE in tables:
-                db.ensure_provision_table(sq)
-            wanted = [t for t in _master_tables(sq, schema) if t in tables]
-            total = sum(_estimate(conn, t) for t in wanted)
-            done = 0
-            for table in wanted:
-                done = _pull_table(conn, sq, table, progress, done, total)
-            session.rows_pulled = done
-            if progress:
-                progress("reading the master from the server", total, total)
+        if pg.SEARCH_TABLES[0] in tables:
+            # The index tables in this xlcrm's layout, without SQLite's FTS5 tables: the server has
+            # none (its meta says so), and the copy is searched by nobody.
+            build_index(sq, schema)
+            for name in (VOCAB_TABLE, FTS_TABLE, TEXT_FTS_TABLE):
+                sq.execute(f"DROP TABLE IF EXISTS {name}")
+        if db.PROVISION_TABLE in tables:
+            db.ensure_provision_table(sq)
+        wanted = [t for t in _master_tables(sq, schema) if t in tables]
+        total = sum(_estimate(conn, t) for t in wanted)
+        done = 0
+        for table in wanted:
+            done = _pull_table(conn, sq, table, progress, done, total)
+        session.rows_pulled = done
+        if progress:
+            progress("reading the master from the server", total, total)
         if watch:
             _watch(sq, _master_tables(sq, schema))
         sq.execute("COMMIT")
+        sq.execute("PRAGMA journal_mode = DELETE")
     finally:
         sq.close()
-    return had
 
 
 def _estimate(conn: psycopg.Connection[Any], table: str) -> int:
@@ -256,19 +348,16 @@ def _pull_table(conn: psycopg.Connection[Any], sq: sqlite3.Connection, table: st
     names = ", ".join(f'"{c}"' for c in cols)
     sq.execute(f'DELETE FROM "{table}"')  # what create_tables or the index build put there
     insert = f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(cols))})'
-    batch: list[tuple[Any, ...]] = []
-    with conn.cursor().copy(f'COPY "{table}" ({names}) TO STDOUT (FORMAT BINARY)') as copy:  # type: ignore[arg-type]
-        copy.set_types([theirs[c] for c in cols])
-        for row in copy.rows():
-            batch.append(row)
-            if len(batch) >= _STEP:
-                sq.executemany(insert, batch)
-                done += len(batch)
-                batch.clear()
-                if progress:
-                    progress("reading the master from the server", done, max(total, done))
-    sq.executemany(insert, batch)
-    return done + len(batch)
+    # A server-side cursor in binary: rows made in C, _STEP at a time (COPY's row-by-row reads are slower).
+    with conn.cursor(name=f"xlcrm_pull_{table}", binary=True) as cur:
+        cur.itersize = _STEP
+        cur.execute(f'SELECT {names} FROM "{table}"')  # type: ignore[arg-type]
+        while batch := cur.fetchmany(_STEP):
+            sq.executemany(insert, batch)
+            done += len(batch)
+            if progress:
+                progress("reading the master from the server", done, max(total, done))
+    return done
 
 
 # --- noting what the command changes ------------------------------------------------------------------
@@ -329,6 +418,10 @@ def _push(conn: psycopg.Connection[Any], sq: sqlite3.Connection, schema: Schema,
                 session.tables_replaced.extend(rows)
             else:
                 _push_changes(conn, sq, schema, session, tables, progress, label)
+            version = pg.new_version(conn)
+        # The copy is the server's master again (this transaction commits next; should it not, the
+        # copy keeps the old version and is read anew next time).
+        sq.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (VERSION, version))
         sq.execute(f"DELETE FROM {CHANGES}")
         _watch(sq, _master_tables(sq, schema))  # tables made by this transaction are watched from now on
     except psycopg.Error as exc:
@@ -375,7 +468,8 @@ def _push_changes(conn: psycopg.Connection[Any], sq: sqlite3.Connection, schema:
     search = [t for t in pg.SEARCH_TABLES if t in pushed]
     if search:
         pg._index_search_tables(conn, schema, search)
-        conn.execute("UPDATE meta SET value = '0' WHERE key = 'search_index_trigram'")
+    # The server has no FTS5 table (the copy may have one): its search runs pg_trgm's LIKE queries.
+    conn.execute("UPDATE meta SET value = '0' WHERE key = 'search_index_trigram'")
     if pg.ROWS_TABLE in pushed:
         pg.count_search_rows(conn, sq.execute(f"SELECT count(*) FROM {pg.ROWS_TABLE}").fetchone()[0])
 
