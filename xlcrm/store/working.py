@@ -190,7 +190,8 @@ def _new_copy(path: Path, schema: Schema, conn: psycopg.Connection[Any], store: 
             try:
                 sq.execute("BEGIN")
                 db.create_tables(sq, schema)
-                _watch(sq, _master_tables(sq, schema))
+                # No triggers: the first write to the server copies every table (they come after it).
+                sq.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES} (tbl TEXT NOT NULL, k1, k2, k3)")
                 sq.execute("COMMIT")
             finally:
                 sq.close()
@@ -374,7 +375,8 @@ def _trigger(table: str, how: str) -> str:
 
 def _watch(sq: sqlite3.Connection, tables: Sequence[str]) -> None:
     """The change log and its triggers on ``tables`` (those with a key of one to three columns; a
-    table without triggers is replaced whole at the push)."""
+    table without triggers is replaced whole at the push): a row's key after an insert or update, and
+    before an update that changes it or a delete."""
     sq.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES} (tbl TEXT NOT NULL, k1, k2, k3)")
     for table in tables:
         keys = _keys(sq, table)
@@ -385,18 +387,20 @@ def _watch(sq: sqlite3.Connection, tables: Sequence[str]) -> None:
             cells = [f'{row}."{k}"' for k in keys] + ["NULL"] * (3 - len(keys))
             return f"INSERT INTO {CHANGES} VALUES ('{table}', {', '.join(cells)});"
 
-        for how, body in (("insert", values("NEW")), ("update", values("OLD") + " " + values("NEW")),
-                          ("delete", values("OLD"))):
-            sq.execute(f'CREATE TRIGGER IF NOT EXISTS "{_trigger(table, how)}" AFTER {how.upper()} ON "{table}" '
+        moved = " OR ".join(f'OLD."{k}" IS NOT NEW."{k}"' for k in keys)
+        for how, event, body in (("insert", "INSERT", values("NEW")), ("update", "UPDATE", values("NEW")),
+                                 ("rekey", "UPDATE", values("OLD")), ("delete", "DELETE", values("OLD"))):
+            when = f" WHEN {moved}" if how == "rekey" else ""
+            sq.execute(f'CREATE TRIGGER IF NOT EXISTS "{_trigger(table, how)}" AFTER {event} ON "{table}"{when} '
                        f"BEGIN {body} END")
 
 
 def _watched(sq: sqlite3.Connection) -> set[str]:
-    """Tables whose three triggers are in place (a table dropped and made again lost them)."""
+    """Tables whose triggers are all in place (a table dropped and made again lost them)."""
     names = {r[0] for r in sq.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
     out = set()
     for (table,) in sq.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-        if all(_trigger(table, how) in names for how in ("insert", "update", "delete")):
+        if all(_trigger(table, how) in names for how in ("insert", "update", "rekey", "delete")):
             out.add(table)
     return out
 
