@@ -46,7 +46,15 @@ from xlcrm.errors import XlcrmError
 from xlcrm.schema import Schema
 from xlcrm.store import db, pg
 from xlcrm.store.outputs import state_dir
-from xlcrm.store.searchindex import FTS_TABLE, TEXT_FTS_TABLE, VOCAB_TABLE, build_index, table_columns
+from xlcrm.store.searchindex import (
+    BIGRAM_TABLE,
+    FTS_TABLE,
+    TEXT_BIGRAM_TABLE,
+    TEXT_FTS_TABLE,
+    VOCAB_TABLE,
+    build_index,
+    table_columns,
+)
 from xlcrm.store.url import StoreURL
 
 if TYPE_CHECKING:
@@ -307,10 +315,10 @@ def _pull(conn: psycopg.Connection[Any], store: StoreURL, schema: Schema, path: 
         sq.execute("BEGIN")
         db.create_tables(sq, schema)
         if pg.SEARCH_TABLES[0] in tables:
-            # The index tables in this xlcrm's layout, without SQLite's FTS5 tables: the server has
-            # none (its meta says so), and the copy is searched by nobody.
+            # The index tables in this xlcrm's layout, without SQLite's FTS5 tables (the trigram and
+            # pair indexes): the server has none (its meta says so), and the copy is searched by nobody.
             build_index(sq, schema)
-            for name in (VOCAB_TABLE, FTS_TABLE, TEXT_FTS_TABLE):
+            for name in (VOCAB_TABLE, FTS_TABLE, TEXT_FTS_TABLE, BIGRAM_TABLE, TEXT_BIGRAM_TABLE):
                 sq.execute(f"DROP TABLE IF EXISTS {name}")
         if db.PROVISION_TABLE in tables:
             db.ensure_provision_table(sq)
