@@ -311,7 +311,8 @@ def store_user(login: str, role: str, *, owner: str | None = None, password: str
 
 
 def copy_store_out(target: str | Path, db_url: str | None = None, *, force: bool = False,
-                   schema: Schema | None = None, config: str | Path | None = None) -> CopyReport:
+                   schema: Schema | None = None, config: str | Path | None = None,
+                   progress: Callable[[str, int, int], None] | None = None) -> CopyReport:
     """Copy the PostgreSQL master into a master.db (``target``, or the one beside a master.xlsx
     ``target``): ``xlcrm store copy --to master.db``.  A target holding a master is refused unless
     ``force`` (a copy of it is kept beside it first)."""
@@ -332,11 +333,12 @@ def copy_store_out(target: str | Path, db_url: str | None = None, *, force: bool
                              "(a copy of it is kept beside it)", path=str(path))
         keep_copy(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return copy_out(store, s, path)
+    return copy_out(store, s, path, progress=progress)
 
 
 def copy_store(master: str | Path, db_url: str | None = None, *, schema: Schema | None = None,
-               config: str | Path | None = None) -> CopyReport:
+               config: str | Path | None = None, progress: Callable[[str, int, int], None] | None = None,
+               ) -> CopyReport:
     """Copy the records of master.db (beside ``master``) into the PostgreSQL master, replacing what is
     there, in one transaction: ``xlcrm store copy``."""
     from xlcrm.store.pg import copy_master
@@ -345,6 +347,6 @@ def copy_store(master: str | Path, db_url: str | None = None, *, schema: Schema 
     store = _server(s, db_url)
     conn = open_master(master)
     try:
-        return copy_master(conn, store, s)
+        return copy_master(conn, store, s, progress=progress)
     finally:
         conn.close()

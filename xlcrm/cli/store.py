@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from xlcrm.api import copy_store, copy_store_out, init_store, store_roles, store_user
 from xlcrm.cli.app import app
-from xlcrm.cli.common import ConfigOpt, master_path, out
+from xlcrm.cli.common import ConfigOpt, master_path, out, progress_bar
 from xlcrm.cli.common import load_config as _schema
 from xlcrm.errors import XlcrmError
 from xlcrm.terminal import add_whole_column, narrow_table
@@ -66,13 +66,15 @@ def copy(master: Annotated[Path | None, typer.Option(
     if server and db is not None and db != url:
         raise typer.BadParameter("give the server once, with --from/--to or with --db", param_hint="--db")
     if target is not None and "://" not in target:
-        report = copy_store_out(target, url, force=force, schema=schema)
+        with progress_bar(not as_json) as bar:
+            report = copy_store_out(target, url, force=force, schema=schema, progress=bar)
     else:
         given = master if master is not None else (Path(files[0]) if files else None)
         if given is None:
             raise typer.BadParameter("name the master to copy: --from master.db (or --master master.xlsx)",
                                      param_hint="--from")
-        report = copy_store(given, url, schema=schema)
+        with progress_bar(not as_json) as bar:
+            report = copy_store(given, url, schema=schema, progress=bar)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
         return

@@ -594,7 +594,8 @@ class CopyReport:
                 "japanese_trigrams": self.japanese_trigrams}
 
 
-def copy_master(source: sqlite3.Connection, store: StoreURL, schema: Schema) -> CopyReport:
+def copy_master(source: sqlite3.Connection, store: StoreURL, schema: Schema, *,
+                progress: Callable[[str, int, int], None] | None = None) -> CopyReport:
     """Copy the records of the SQLite master ``source`` into the PostgreSQL master, replacing what is
     there, in one transaction (a failure leaves the server as it was; running it again gives the same
     tables).  Creates the master's tables first (as :func:`init_master`), and copies the search index
@@ -609,7 +610,7 @@ def copy_master(source: sqlite3.Connection, store: StoreURL, schema: Schema) -> 
                              f"({exc}); run `xlcrm merge` or retry in a moment") from None
     source.execute("BEGIN")  # one snapshot of master.db for every table (a merge waits to commit)
     try:
-        return _copy(source, store, schema, started)
+        return _copy(source, store, schema, started, progress)
     finally:
         source.execute("ROLLBACK")
 
@@ -633,16 +634,18 @@ def lock_key_sql() -> str:
     return "hashtextextended('xlcrm master ' || current_database() || '.' || current_schema(), 0)"
 
 
-def _copy(source: sqlite3.Connection, store: StoreURL, schema: Schema, started: float) -> CopyReport:
+def _copy(source: sqlite3.Connection, store: StoreURL, schema: Schema, started: float,
+          progress: Callable[[str, int, int], None] | None) -> CopyReport:
     with _session(store, "copying the master") as conn:
         conn.execute(f"SELECT pg_advisory_xact_lock({lock_key_sql()})")  # after a merge writing there
-        rows, japanese = copy_into(conn, source, store, schema)
+        rows, japanese = copy_into(conn, source, store, schema, progress=progress)
     analyze(store, rows)
     return CopyReport(str(store), rows, time.perf_counter() - started, japanese)
 
 
-def copy_into(conn: psycopg.Connection[Any], source: sqlite3.Connection, store: StoreURL,
-              schema: Schema, only: Sequence[str] | None = None) -> tuple[dict[str, int], bool]:
+def copy_into(conn: psycopg.Connection[Any], source: sqlite3.Connection, store: StoreURL, schema: Schema,
+              only: Sequence[str] | None = None, *,
+              progress: Callable[[str, int, int], None] | None = None) -> tuple[dict[str, int], bool]:
     """Inside ``conn``'s transaction: create the master's tables, replace the rows of ``only`` (default:
     every table of ``source`` the master has) by ``source``'s; (rows per table, whether pg_trgm
     indexes Japanese text in this database)."""
@@ -665,7 +668,11 @@ def copy_into(conn: psycopg.Connection[Any], source: sqlite3.Connection, store: 
             tables.append(table)
     if only is not None:
         tables = [t for t in tables if t in only]
-    rows = {t: _copy_table(conn, source, t) for t in tables}
+    rows: dict[str, int] = {}
+    for i, table in enumerate(tables):
+        rows[table] = _copy_table(conn, source, table)
+        if progress:
+            progress("copying the master to the server", i + 1, len(tables))
     _index_search_tables(conn, schema, [t for t in SEARCH_TABLES if t in rows])
     if set(SEARCH_TABLES) <= set(rows) and _index_pairs(conn, schema):
         conn.execute("INSERT INTO meta(key, value) VALUES (%s, '1') ON CONFLICT (key) DO UPDATE SET value = "
