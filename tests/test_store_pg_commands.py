@@ -346,3 +346,22 @@ def test_each_pc_keeps_a_copy_and_reads_the_server_again_once_another_changed_it
     assert proc.returncode == 0, proc.stderr
     sheet = cells(export, tmp_path)["顧客"]
     assert "北斗電機工業株式会社" in {row[col] for row in sheet[1:]}
+
+
+def test_a_database_without_pg_trgm_for_this_login_ends_in_one_line(demo: Path, tmp_path: Path,
+                                                                   pg_server: PgServer) -> None:
+    """A login that may create the master's tables (its own schema) but not the search extension."""
+    name = pg_server.database()
+    pg_server.execute("DROP ROLE IF EXISTS noext; CREATE ROLE noext LOGIN; "
+                      "ALTER ROLE noext SET search_path = crm")
+    pg_server.execute("CREATE SCHEMA crm AUTHORIZATION noext", database=name)
+    url = pg_server.url(name, user="noext")
+    team = _team(tmp_path / "team", "佐藤", ["株式会社青空商事"])
+    master = tmp_path / "m" / "master.xlsx"
+    for args in (("store", "copy", "--from", demo / "master" / "master.db", "--to", url),
+                 ("merge", team, "--master", master)):
+        proc = xlcrm(*args, env={"XLCRM_DB": url})
+        line = one_line(proc)
+        assert proc.returncode == 2 and "no pg_trgm extension" in line and "CREATE EXTENSION pg_trgm" in line, line
+    assert not master.parent.exists()
+    assert _server_rows(pg_server.url(name), "SELECT count(*) FROM pg_tables WHERE schemaname = 'crm'") == [(0,)]
