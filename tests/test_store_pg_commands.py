@@ -301,6 +301,14 @@ def test_a_server_that_cannot_be_used_ends_in_one_line_with_nothing_written(
     assert sorted(p.name for p in master.parent.rglob("*")) == before
     assert not (tmp_path / "r.xlsx").exists()
 
+    # the same master.xlsx without the server configured (another shell, a colleague's PC setting)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE meta SET value = '1.0' WHERE key = 'schema_version'")
+    proc = xlcrm("merge", team, "--master", master, env={"XLCRM_DB": ""})
+    line = one_line(proc)
+    assert proc.returncode == 2 and f"is the workbook of the master on {pg_url}" in line and "XLCRM_DB" in line
+    assert sorted(p.name for p in master.parent.rglob("*")) == before  # no master.db started beside it
+
     # an empty server and an existing master.xlsx: its records are in a master.db, to be copied first
     proc = xlcrm("resolve", "--master", master, env={"XLCRM_DB": pg_server.url(pg_server.database())})
     assert proc.returncode == 2 and "store copy" in one_line(proc)

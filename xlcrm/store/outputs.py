@@ -45,6 +45,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xlcrm import fileperm
 from xlcrm.errors import XlcrmError
 from xlcrm.schema import META_SHEET
 from xlcrm.store import db, lock
@@ -134,6 +135,39 @@ def record(paths: Iterable[Path], kind: str) -> None:
             st = Path(p).stat()
             entries[_key(p)] = {"kind": kind, "size": st.st_size, "sha256": _sha256(Path(p)), "at": _now()}
     _save(entries)
+
+
+def _servers_path() -> Path:
+    return state_dir() / "servers.json"
+
+
+def note_server(master: Path, server: str) -> None:
+    """Remember that ``master`` (master.xlsx) is the workbook of the PostgreSQL master ``server`` (its
+    URL without password), so that a command run on it without the server configured is refused
+    (:func:`check_master`) instead of starting a second master in a master.db beside it."""
+    try:
+        entries = json.loads(_servers_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        entries = {}
+    if not isinstance(entries, dict) or entries.get(_key(master)) == server:
+        return
+    entries[_key(master)] = server
+    with contextlib.suppress(OSError):
+        fileperm.make_dirs(_servers_path().parent)
+        fd, tmp = tempfile.mkstemp(prefix=".servers.", suffix=".tmp", dir=_servers_path().parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(entries, fh, ensure_ascii=False)
+        os.replace(tmp, _servers_path())
+
+
+def server_of(master: Path) -> str | None:
+    """The PostgreSQL master whose workbook ``master`` was written as, on this PC (:func:`note_server`)."""
+    try:
+        entries = json.loads(_servers_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = entries.get(_key(master)) if isinstance(entries, dict) else None
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
@@ -390,6 +424,11 @@ def check_master(master: Path) -> Path:
     db = db_path_for(master)
     if db.is_file() and db.stat().st_size > 0:
         return master  # its database beside it (the workbook itself may be encrypted or damaged)
+    server = server_of(master)
+    if server is not None:
+        raise XlcrmError(f"is the workbook of the master on {server}, and no PostgreSQL master is configured "
+                         f"for this command; set XLCRM_DB (or [store] url in xlcrm.toml) to {server}, or copy "
+                         f"that master out first: `xlcrm store copy --from {server} --to {db}`", path=str(master))
     meta = _meta(master)
     if meta is not None and meta.get("workbook_id", "").startswith("master:"):
         return master  # a master workbook whose database is missing

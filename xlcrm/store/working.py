@@ -45,7 +45,7 @@ from xlcrm import fileperm
 from xlcrm.errors import XlcrmError
 from xlcrm.schema import Schema
 from xlcrm.store import db, pg
-from xlcrm.store.outputs import state_dir
+from xlcrm.store.outputs import note_server, state_dir
 from xlcrm.store.searchindex import (
     BIGRAM_TABLE,
     FTS_TABLE,
@@ -146,6 +146,7 @@ def working_copy(store: StoreURL, master: str | Path, schema: Schema, command: s
             session.timings["server_write"] = round(session.timings.get("server_write", 0)
                                                     + time.perf_counter() - began, 3)
 
+        note_server(master, str(store))
         with db.bind_working_copy(db.WorkingCopy(master, session.path.resolve(), push)):
             yield session
     finally:
