@@ -20,7 +20,8 @@ With ``--pg URL`` (or ``--pg temp``: a throwaway server of the installed Postgre
 one) steps 2-4 run again with the master on that PostgreSQL database (``XLCRM_DB``), beside the
 master.db run, and then the two-admin case: the distributed workbooks split into two folders, merged
 at the same time by two processes into the server's master (they run one after the other under its
-lock; both must land).
+lock; both must land).  Between the server's steps, untimed, ``VACUUM (ANALYZE)`` does what autovacuum
+does in the days between two merges.
 
 The data comes from ``benchmarks/make_data.py`` (cached in the work folder).  Prints a Markdown table
 and, with ``--json``, writes every figure to a file.
