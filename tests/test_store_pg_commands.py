@@ -289,6 +289,14 @@ def test_a_server_that_cannot_be_used_ends_in_one_line_with_nothing_written(
         assert proc.returncode == 2 and says in line and "s3cret" not in line, line
         assert not master.parent.exists()
 
+    # a login that may connect but not change the master (a staff login on an admin's PC)
+    pg_server.execute("DROP ROLE IF EXISTS xlcrm_test_staff; CREATE ROLE xlcrm_test_staff LOGIN")
+    proc = xlcrm("merge", team, "--master", master,
+                 env={"XLCRM_DB": pg_url.replace("postgres@", "xlcrm_test_staff@")})
+    line = one_line(proc)
+    assert proc.returncode == 2 and "refused this login" in line and "--role admin" in line, line
+    assert not master.parent.exists()
+
     # a master of another schema version
     assert xlcrm("merge", team, "--master", master, env={"XLCRM_DB": pg_url}).returncode == 0
     with psycopg.connect(pg_url) as conn:

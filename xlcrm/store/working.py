@@ -128,6 +128,8 @@ def working_copy(store: StoreURL, master: str | Path, schema: Schema, command: s
         try:
             with conn.transaction():
                 session.had_master = _refresh(conn, store, schema, session, progress)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise _refused(store, exc) from None
         except psycopg.Error as exc:
             raise XlcrmError(f"{store}: reading the master failed ({pg._first_line(exc)}); nothing was "
                              "written") from None
@@ -247,6 +249,12 @@ def _holder(conn: psycopg.Connection[Any]) -> str:
     name, user, host, _ = row
     what = f"`{name}`" if str(name or "").startswith("xlcrm ") else "another xlcrm command"
     return f"{what} of {user} ({host})"
+
+
+def _refused(store: StoreURL, exc: BaseException) -> XlcrmError:
+    return XlcrmError(f"{store}: the server refused this login ({pg._first_line(exc)}); nothing was changed — "
+                      "the commands that change the master need the login of the master database's owner "
+                      f"or of the role {pg.ROLE_PREFIX}{pg.ADMIN_ROLE} (`xlcrm store user NAME --role admin`)")
 
 
 # --- reading the server's master into the working copy ------------------------------------------------
@@ -437,6 +445,8 @@ def _push(conn: psycopg.Connection[Any], sq: sqlite3.Connection, schema: Schema,
         sq.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (VERSION, version))
         sq.execute(f"DELETE FROM {CHANGES}")
         _watch(sq, _master_tables(sq, schema))  # tables made by this transaction are watched from now on
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise _refused(store, exc) from None
     except psycopg.Error as exc:
         raise XlcrmError(f"{store}: writing the master to the server failed ({pg._first_line(exc)}); nothing "
                          "was changed there or here — run the command again") from None
