@@ -17,8 +17,8 @@ reported separately).  Steps:
 4. ``re-merge``: merging those workbooks back (three-way against their bases).
 
 With ``--pg URL`` (or ``--pg temp``: a throwaway server of the installed PostgreSQL, as the tests start
-one) steps 2-4 run again with the master on that PostgreSQL database (``XLCRM_DB``), beside the
-master.db run, and then the two-admin case: the distributed workbooks split into two folders, merged
+one) steps 2-4 run again with the master on that PostgreSQL database (``XLCRM_DB``), each right after
+the same step on master.db, and then the two-admin case: the distributed workbooks split into two folders, merged
 at the same time by two processes into the server's master (they run one after the other under its
 lock; both must land).  Between the server's steps, untimed, ``VACUUM (ANALYZE)`` does what autovacuum
 does in the days between two merges.
@@ -230,36 +230,35 @@ def main(argv: list[str] | None = None) -> int:
         results["naive"] = run_step(NAIVE, str(team), str(out / "naive.xlsx"))
     master = out / "master" / "master.xlsx"
     master.parent.mkdir()
-    print("first merge ...", file=sys.stderr)
-    results["first_merge"] = run_step(MERGE, str(team), str(master))
-    print("distribute ...", file=sys.stderr)
-    results["distribute"] = run_step(DISTRIBUTE, str(master), str(out / "dist"))
-    results["edited_rows"] = edit_workbooks(out / "dist", args.edit)
-    print("re-merge ...", file=sys.stderr)
-    results["re_merge"] = run_step(MERGE, str(out / "dist"), str(master))
-
-    server = None
-    if args.pg:
-        server, url = _pg_url(args.pg)
-        try:
-            pg_master = out / "pg-master" / "master.xlsx"
+    # With --pg each step runs on master.db and then on the server, one after the other, so that the
+    # machine's load (shared, two cores) weighs on both alike.
+    server, url = _pg_url(args.pg) if args.pg else (None, "")
+    pg_master = out / "pg-master" / "master.xlsx"
+    try:
+        print("first merge ...", file=sys.stderr)
+        results["first_merge"] = run_step(MERGE, str(team), str(master))
+        if url:
             pg_master.parent.mkdir()
-            print("PostgreSQL: first merge ...", file=sys.stderr)
             results["pg_first_merge"] = run_step(MERGE, str(team), str(pg_master), db=url)
             _settle(url)
-            print("PostgreSQL: distribute ...", file=sys.stderr)
+        print("distribute ...", file=sys.stderr)
+        results["distribute"] = run_step(DISTRIBUTE, str(master), str(out / "dist"))
+        results["edited_rows"] = edit_workbooks(out / "dist", args.edit)
+        if url:
             results["pg_distribute"] = run_step(DISTRIBUTE, str(pg_master), str(out / "pg-dist"), db=url)
             edit_workbooks(out / "pg-dist", args.edit)
             _settle(url)
-            print("PostgreSQL: re-merge ...", file=sys.stderr)
+        print("re-merge ...", file=sys.stderr)
+        results["re_merge"] = run_step(MERGE, str(out / "dist"), str(master))
+        if url:
             results["pg_re_merge"] = run_step(MERGE, str(out / "pg-dist"), str(pg_master), db=url)
             print("PostgreSQL: two admins ...", file=sys.stderr)
             edit_workbooks(out / "pg-dist", args.edit, seed=6)
             _settle(url)
             results["pg_two_admins"] = two_admins(out / "pg-dist", pg_master, url)
-        finally:
-            if server is not None:
-                server.stop()
+    finally:
+        if server is not None:
+            server.stop()
 
     naive = results.get("naive", {}).get("wall_s")
     print(f"\n{args.files} files, {args.customers:,} customers, {args.activities:,} activities, "
