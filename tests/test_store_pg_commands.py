@@ -282,7 +282,7 @@ def test_a_server_that_cannot_be_used_ends_in_one_line_with_nothing_written(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     for url, says in ((f"postgresql://admin:s3cret@127.0.0.1:{port}/crm", "cannot connect"),
-                      (pg_server.url(pg_server.database(), user="nobody"), "cannot connect"),
+                      (pg_server.url(pg_server.database(), user="no_such_login_for_xlcrm"), "cannot connect"),
                       (pg_server.url("no_such_database"), "cannot connect")):
         proc = xlcrm("merge", team, "--master", master, env={"XLCRM_DB": url})
         line = one_line(proc)
