@@ -62,7 +62,7 @@ def _rows(conn: sqlite3.Connection, table: str, columns: list[str]) -> list[tupl
 
 def master_content(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     """What a master holds that two runs of the same commands share: every record with its state, the
-    history without its times, the review queues' decisions, the rejected rows."""
+    history without its times, the review queues' decisions, the rejected rows, the import log."""
     out = {}
     for entity in S:
         out[entity.key] = _rows(conn, entity.key, [*entity.keys, "_state", "_merged_into"])
@@ -71,6 +71,10 @@ def master_content(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]
     out["conflicts"] = _rows(conn, "conflicts", ["entity", "record_id", "field", "status"])
     out["deletions"] = _rows(conn, "deletions", ["entity", "record_id", "status"])
     out["rejected_rows"] = _rows(conn, "rejected_rows", ["owner", "entity", "seq"])
+    # the two tables without a key, which the server gets whole when they change
+    out["conflict_values"] = _rows(conn, "conflict_values", ["conflict_id", "value", "who", "run_id"])
+    out["import_log"] = _rows(conn, "import_log", ["run_id", "entity", "status", "rows_read", "new", "updated",
+                                                   "unchanged", "linked", "rejected", "conflicts"])
     return out
 
 

@@ -213,7 +213,7 @@ def _new_copy(path: Path, schema: Schema, conn: psycopg.Connection[Any], store: 
 
 
 def _check_version(conn: psycopg.Connection[Any], store: StoreURL, schema: Schema) -> None:
-    version = _server_version(conn) or ""
+    version = _schema_version(conn) or ""
     if version.split(".")[0] != schema.version.split(".")[0]:
         raise XlcrmError(f"{store}: its master is of schema version {version}, this xlcrm writes "
                          f"{schema.version}; use the xlcrm that made it, or copy the master out "
@@ -246,9 +246,9 @@ def _holder(conn: psycopg.Connection[Any]) -> str:
         "LIMIT 1").fetchone()
     if row is None:
         return "another xlcrm command"
-    name, user, host, _ = row
+    name, user, host, since = row
     what = f"`{name}`" if str(name or "").startswith("xlcrm ") else "another xlcrm command"
-    return f"{what} of {user} ({host})"
+    return f"{what} of {user} ({host}, since {since})"
 
 
 def _refused(store: StoreURL, exc: BaseException) -> XlcrmError:
@@ -259,7 +259,7 @@ def _refused(store: StoreURL, exc: BaseException) -> XlcrmError:
 
 # --- reading the server's master into the working copy ------------------------------------------------
 
-def _server_version(conn: psycopg.Connection[Any]) -> str | None:
+def _schema_version(conn: psycopg.Connection[Any]) -> str | None:
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return None if row is None else str(row[0])
 
@@ -391,20 +391,21 @@ def _trigger(table: str, how: str) -> str:
 
 
 def _watch(sq: sqlite3.Connection, tables: Sequence[str]) -> None:
-    """The change log and its triggers on ``tables`` (those with a key of one to three columns; a
-    table without triggers is replaced whole at the push): a row's key after an insert or update, and
-    before an update that changes it or a delete."""
+    """The change log and its triggers on ``tables``: a row's key after an insert or update, and before
+    an update that changes it or a delete.  A table without a key (or with more than three columns in
+    it) is replaced whole at the push when it changed (without triggers: whenever one is pushed)."""
     sq.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES} (tbl TEXT NOT NULL, k1, k2, k3)")
     for table in tables:
         keys = _keys(sq, table)
-        if not 1 <= len(keys) <= 3:
+        if len(keys) > 3:
             continue
 
         def values(row: str, keys: list[str] = keys, table: str = table) -> str:
             cells = [f'{row}."{k}"' for k in keys] + ["NULL"] * (3 - len(keys))
             return f"INSERT INTO {CHANGES} VALUES ('{table}', {', '.join(cells)});"
 
-        moved = " OR ".join(f'OLD."{k}" IS NOT NEW."{k}"' for k in keys)
+        # Without a key, a change to the table is noted (its keys all NULL) and the table replaced whole.
+        moved = " OR ".join(f'OLD."{k}" IS NOT NEW."{k}"' for k in keys) or "0"
         for how, event, body in (("insert", "INSERT", values("NEW")), ("update", "UPDATE", values("NEW")),
                                  ("rekey", "UPDATE", values("OLD")), ("delete", "DELETE", values("OLD"))):
             when = f" WHEN {moved}" if how == "rekey" else ""
@@ -471,7 +472,7 @@ def _push_changes(conn: psycopg.Connection[Any], sq: sqlite3.Connection, schema:
                 continue
         elif table == db.PROVISION_TABLE:
             conn.execute(pg.to_postgres(db._PROVISION_DDL))  # type: ignore[arg-type]
-        if table not in watched:
+        if table not in watched or (table in changed and not _keys(sq, table)):
             whole.append(table)
         elif table in changed:
             rows = sq.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
