@@ -352,9 +352,12 @@ def test_each_pc_keeps_a_copy_and_reads_the_server_again_once_another_changed_it
     assert last["records_created"]["customers"] == 1  # b's customer was read, nothing created twice
     names = sorted(r[0] for r in _server_rows(pg_url, "SELECT name FROM customers WHERE _state = 'active'"))
     assert names == sorted(["株式会社青空商事", "緑山工業株式会社", "北斗電機株式会社", "大阪物産株式会社"])
+    version = _server_rows(pg_url, "SELECT value FROM meta WHERE key = 'server_version'")
     export = tmp_path / "export.xlsx"
     proc = xlcrm("export", export, "--master", master["a"], "--role", "admin", env=pcs["a"])
     assert proc.returncode == 0, proc.stderr
+    # an export changes nothing on the server: every PC's kept copy stays current
+    assert _server_rows(pg_url, "SELECT value FROM meta WHERE key = 'server_version'") == version
     sheet = cells(export, tmp_path)["顧客"]
     col = sheet[0].index("顧客名")
     assert sorted(row[col] for row in sheet[1:]) == names

@@ -431,6 +431,9 @@ def _push(conn: psycopg.Connection[Any], sq: sqlite3.Connection, schema: Schema,
     psycopg = pg._psycopg()
     store = session.store
     label = "writing the master to the server"
+    if session.had_master and sq.execute(f"SELECT 1 FROM {CHANGES} LIMIT 1").fetchone() is None and \
+            set(_master_tables(sq, schema)) <= _watched(sq):
+        return  # nothing changed (a transaction that only read): the server and its version stay
     try:
         with conn.transaction():
             tables = _master_tables(sq, schema)
