@@ -318,7 +318,7 @@ def test_a_server_that_cannot_be_used_ends_in_one_line_with_nothing_written(
         conn.execute("UPDATE meta SET value = '1.0' WHERE key = 'schema_version'")
     proc = xlcrm("merge", team, "--master", master, env={"XLCRM_DB": ""})
     line = one_line(proc)
-    assert proc.returncode == 2 and f"is the workbook of the master on {pg_url}" in line and "XLCRM_DB" in line
+    assert proc.returncode == 2 and f"belongs to the master on {pg_url}" in line and "XLCRM_DB" in line
     assert sorted(p.name for p in master.parent.rglob("*")) == before  # no master.db started beside it
 
     # an empty server and an existing master.xlsx: its records are in a master.db, to be copied first
@@ -388,3 +388,30 @@ def test_a_database_without_pg_trgm_for_this_login_ends_in_one_line(demo: Path, 
         assert proc.returncode == 2 and "no pg_trgm extension" in line and "CREATE EXTENSION pg_trgm" in line, line
     assert not master.parent.exists()
     assert _server_rows(pg_server.url(name), "SELECT count(*) FROM pg_tables WHERE schemaname = 'crm'") == [(0,)]
+
+
+def test_a_master_moved_to_the_server_is_not_changed_on_the_master_db_left_behind(demo: Path, tmp_path: Path,
+                                                                                pg_url: str) -> None:
+    """After `store copy` the master.db beside master.xlsx is a stale copy: a command that would change
+    it, run without the server configured (XLCRM_DB forgotten in one shell), is refused until the
+    master is moved back; a mistyped server URL names the option it came from."""
+    folder = tmp_path / "顧客"
+    shutil.copytree(demo / "master", folder)
+    master, db_file = folder / "master.xlsx", folder / "master.db"
+    off = {"XLCRM_DB": ""}
+    wrong = xlcrm("store", "copy", "--from", db_file, "--to", pg_url.rsplit(":", 1)[0] + ":1/crm", env=off)
+    assert wrong.returncode == 2 and one_line(wrong).startswith("xlcrm: --to: cannot connect")
+    assert xlcrm("store", "copy", "--from", db_file, "--to", pg_url, env=off).returncode == 0
+    before = db_file.read_bytes()
+    for args in (("merge", demo / "handout", "--master", master), ("resolve", "--master", master),
+                 ("report", tmp_path / "r.xlsx", "--master", master)):
+        proc = xlcrm(*args, env=off)
+        line = one_line(proc)
+        assert proc.returncode == 2 and f"belongs to the master on {pg_url}" in line and "--force" in line, line
+    assert db_file.read_bytes() == before and not (tmp_path / "r.xlsx").exists()
+    assert xlcrm("search", "山田", "--master", master, env=off).returncode == 0  # reading it is no harm
+    # on the server it works; moved back, master.db is the master again
+    assert xlcrm("report", tmp_path / "r.xlsx", "--master", master, env={"XLCRM_DB": pg_url}).returncode == 0
+    back = xlcrm("store", "copy", "--from", pg_url, "--to", db_file, "--force", env=off)
+    assert back.returncode == 0, back.stderr
+    assert xlcrm("resolve", "--master", master, env=off).returncode == 0

@@ -83,6 +83,14 @@ class Master:
         """The body runs on master.db; with a PostgreSQL master, on a working copy of it under the
         master's lock on the server, its commits written there (:mod:`xlcrm.store.working`)."""
         if self.store is None:
+            from xlcrm.store.outputs import server_of
+
+            if (server := server_of(self.path)) is not None:
+                db_file = db.db_path_for(self.path)
+                raise XlcrmError(f"{command}: {self.path.name} belongs to the master on {server} (moved there "
+                                 f"from this PC), and no PostgreSQL master is configured; set XLCRM_DB (or "
+                                 f"[store] url in xlcrm.toml) to it, or move the master back first: `xlcrm store "
+                                 f"copy --from {server} --to {db_file} --force`", path=str(self.path))
             yield None
             return
         from xlcrm.store.working import working_copy
@@ -269,8 +277,8 @@ def validate_workbooks(inputs: str | Path | Sequence[str | Path], *, schema: Sch
 
 # --- the master on PostgreSQL ------------------------------------------------------------------------
 
-def _server(schema: Schema, db_url: str | None) -> StoreURL:
-    store = store_url(schema, db_url)
+def _server(schema: Schema, db_url: str | None, given_as: str = "--db") -> StoreURL:
+    store = store_url(schema, db_url, given_as=given_as)
     if store is None:
         raise XlcrmError("no PostgreSQL master given: pass --db postgresql://USER@HOST/DATABASE, set XLCRM_DB "
                          "or [store] url in xlcrm.toml (without one the master is master.db, which needs no "
@@ -312,15 +320,15 @@ def store_user(login: str, role: str, *, owner: str | None = None, password: str
 
 def copy_store_out(target: str | Path, db_url: str | None = None, *, force: bool = False,
                    schema: Schema | None = None, config: str | Path | None = None,
-                   progress: Callable[[str, int, int], None] | None = None) -> CopyReport:
+                   progress: Callable[[str, int, int], None] | None = None, given_as: str = "--db") -> CopyReport:
     """Copy the PostgreSQL master into a master.db (``target``, or the one beside a master.xlsx
     ``target``): ``xlcrm store copy --to master.db``.  A target holding a master is refused unless
     ``force`` (a copy of it is kept beside it first)."""
-    from xlcrm.store.outputs import keep_copy
+    from xlcrm.store.outputs import keep_copy, note_server
     from xlcrm.store.working import copy_out
 
     s = _schema(schema, config)
-    store = _server(s, db_url)
+    store = _server(s, db_url, given_as)
     path = Path(target)
     if path.suffix.lower() == ".xlsx":
         path = db.db_path_for(path)
@@ -333,20 +341,27 @@ def copy_store_out(target: str | Path, db_url: str | None = None, *, force: bool
                              "(a copy of it is kept beside it)", path=str(path))
         keep_copy(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return copy_out(store, s, path, progress=progress)
+    report = copy_out(store, s, path, progress=progress)
+    note_server(path.with_suffix(".xlsx"), None)  # moved back: the master.xlsx beside it is master.db's again
+    return report
 
 
 def copy_store(master: str | Path, db_url: str | None = None, *, schema: Schema | None = None,
                config: str | Path | None = None, progress: Callable[[str, int, int], None] | None = None,
-               ) -> CopyReport:
+               given_as: str = "--db") -> CopyReport:
     """Copy the records of master.db (beside ``master``) into the PostgreSQL master, replacing what is
     there, in one transaction: ``xlcrm store copy``."""
+    from xlcrm.store.outputs import note_server
     from xlcrm.store.pg import copy_master
 
     s = _schema(schema, config)
-    store = _server(s, db_url)
+    store = _server(s, db_url, given_as)
     conn = open_master(master)
     try:
-        return copy_master(conn, store, s, progress=progress)
+        report = copy_master(conn, store, s, progress=progress)
     finally:
         conn.close()
+    # From now on the master is the server's: master.db beside master.xlsx is a stale copy, which the
+    # commands refuse while no server is configured (search and history still read it).
+    note_server(Path(master).with_suffix(".xlsx"), str(store))
+    return report

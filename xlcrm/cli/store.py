@@ -63,18 +63,19 @@ def copy(master: Annotated[Path | None, typer.Option(
         raise typer.BadParameter("copy one way: --from master.db --to postgresql://… (or --master), or "
                                  "--from postgresql://… --to master.db", param_hint="--from/--to")
     url = server[0] if server else db
+    given_as = ("--from" if source == url else "--to") if server else "--db"
     if server and db is not None and db != url:
         raise typer.BadParameter("give the server once, with --from/--to or with --db", param_hint="--db")
     if target is not None and "://" not in target:
         with progress_bar(not as_json) as bar:
-            report = copy_store_out(target, url, force=force, schema=schema, progress=bar)
+            report = copy_store_out(target, url, force=force, schema=schema, progress=bar, given_as=given_as)
     else:
         given = master if master is not None else (Path(files[0]) if files else None)
         if given is None:
             raise typer.BadParameter("name the master to copy: --from master.db (or --master master.xlsx)",
                                      param_hint="--from")
         with progress_bar(not as_json) as bar:
-            report = copy_store(given, url, schema=schema, progress=bar)
+            report = copy_store(given, url, schema=schema, progress=bar, given_as=given_as)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
         return

@@ -141,17 +141,20 @@ def _servers_path() -> Path:
     return state_dir() / "servers.json"
 
 
-def note_server(master: Path, server: str) -> None:
-    """Remember that ``master`` (master.xlsx) is the workbook of the PostgreSQL master ``server`` (its
-    URL without password), so that a command run on it without the server configured is refused
-    (:func:`check_master`) instead of starting a second master in a master.db beside it."""
+def note_server(master: Path, server: str | None) -> None:
+    """Remember that ``master`` (master.xlsx) belongs to the PostgreSQL master ``server`` (its URL
+    without password), or forget it (None), so that a command run on it without the server configured
+    is refused instead of working on, or starting, a master.db beside it (:meth:`xlcrm.Master` checks)."""
     try:
         entries = json.loads(_servers_path().read_text(encoding="utf-8"))
     except (OSError, ValueError):
         entries = {}
     if not isinstance(entries, dict) or entries.get(_key(master)) == server:
         return
-    entries[_key(master)] = server
+    if server is None:
+        entries.pop(_key(master), None)
+    else:
+        entries[_key(master)] = server
     with contextlib.suppress(OSError):
         fileperm.make_dirs(_servers_path().parent)
         fd, tmp = tempfile.mkstemp(prefix=".servers.", suffix=".tmp", dir=_servers_path().parent)
@@ -161,7 +164,7 @@ def note_server(master: Path, server: str) -> None:
 
 
 def server_of(master: Path) -> str | None:
-    """The PostgreSQL master whose workbook ``master`` was written as, on this PC (:func:`note_server`)."""
+    """The PostgreSQL master ``master`` belongs to, as this PC knows it (:func:`note_server`)."""
     try:
         entries = json.loads(_servers_path().read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -424,11 +427,6 @@ def check_master(master: Path) -> Path:
     db = db_path_for(master)
     if db.is_file() and db.stat().st_size > 0:
         return master  # its database beside it (the workbook itself may be encrypted or damaged)
-    server = server_of(master)
-    if server is not None:
-        raise XlcrmError(f"is the workbook of the master on {server}, and no PostgreSQL master is configured "
-                         f"for this command; set XLCRM_DB (or [store] url in xlcrm.toml) to {server}, or copy "
-                         f"that master out first: `xlcrm store copy --from {server} --to {db}`", path=str(master))
     meta = _meta(master)
     if meta is not None and meta.get("workbook_id", "").startswith("master:"):
         return master  # a master workbook whose database is missing

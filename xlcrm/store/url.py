@@ -51,14 +51,15 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def store_url(schema: Schema, given: str | None = None, *,
-              environ: Mapping[str, str] | None = None) -> StoreURL | None:
+def store_url(schema: Schema, given: str | None = None, *, environ: Mapping[str, str] | None = None,
+              given_as: str = "--db") -> StoreURL | None:
     """The PostgreSQL master configured for this run, or None: the master is ``master.db`` beside
-    master.xlsx.  ``given`` is a ``--db`` option; an empty value counts as not given.  A value that is
-    not a ``postgresql://`` URL is refused in one line naming where it came from."""
+    master.xlsx.  ``given`` is a ``--db`` option (or the option ``given_as`` names); an empty value counts
+    as not given.  A value that is not a ``postgresql://`` URL is refused in one line naming where it
+    came from."""
     env = os.environ if environ is None else environ
     config = f"{schema.config_path or 'xlcrm.toml'} [store] url"
-    for value, source in ((given, "--db"), (env.get(ENV), ENV), (schema.store.get("url"), config)):
+    for value, source in ((given, given_as), (env.get(ENV), ENV), (schema.store.get("url"), config)):
         if value is None or not str(value).strip():
             continue
         text = str(value).strip()
