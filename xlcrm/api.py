@@ -87,8 +87,8 @@ class Master:
 
             if (server := server_of(self.path)) is not None:
                 db_file = db.db_path_for(self.path)
-                raise XlcrmError(f"{command}: {self.path.name} belongs to the master on {server} (moved there "
-                                 f"from this PC), and no PostgreSQL master is configured; set XLCRM_DB (or "
+                raise XlcrmError(f"belongs to the master on {server} (moved there from this PC), and no "
+                                 f"PostgreSQL master is configured for `xlcrm {command}`; set XLCRM_DB (or "
                                  f"[store] url in xlcrm.toml) to it, or move the master back first: `xlcrm store "
                                  f"copy --from {server} --to {db_file} --force`", path=str(self.path))
             yield None
