@@ -152,15 +152,10 @@ def _settle(url: str) -> None:
 def _pg_url(arg: str) -> tuple[Any, str]:
     if arg != "temp":
         return None, arg
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from pgserver import PgServer, find_bin_dir
+    sys.path.insert(0, str(HERE))
+    from bench_search import temp_server
 
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        raise SystemExit("--pg temp: no PostgreSQL installed (initdb and pg_ctl not found)")
-    server = PgServer(bin_dir).start()
-    server.execute("CREATE DATABASE bench TEMPLATE template0 LC_CTYPE 'C.UTF-8' LC_COLLATE 'C.UTF-8'")
-    return server, server.url("bench")
+    return temp_server()
 
 
 def edit_workbooks(folder: Path, fraction: float, seed: int = 5) -> dict[str, int]:

@@ -333,7 +333,7 @@ def bench_pg_roles(master: Path, url: str, repeat: int) -> None:
               f"max {max(times):.1f} ms (load {os.getloadavg()[0]:.2f})")
 
 
-def _temp_server() -> tuple[Any, str]:
+def temp_server() -> tuple[Any, str]:
     """A throwaway PostgreSQL server (tests/pgserver.py) and a C.UTF-8 database on it."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from pgserver import PgServer, find_bin_dir
@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     bench_queries(master, args.repeat)
     if args.pg:
-        server, url = _temp_server() if args.pg == "temp" else (None, args.pg)
+        server, url = temp_server() if args.pg == "temp" else (None, args.pg)
         try:
             bench_pg(master, url, args.repeat)
             if args.pg_roles:

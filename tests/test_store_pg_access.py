@@ -6,13 +6,11 @@ database for the module."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,8 @@ import psycopg
 import pytest
 from fixtures_master import TODAY, build_master
 from pgserver import PgServer
+from test_store_pg import one_line, xlcrm
 
-from xlcrm.cli import run
 from xlcrm.errors import XlcrmError
 from xlcrm.excel.conf import KEY_MASTER, KEY_SCHEMA, write_conf
 from xlcrm.excel.openpyxl_adapter import OpenpyxlBook
@@ -33,19 +31,6 @@ from xlcrm.excel.ribbon import dispatch
 CONFIG = '[roles.sales]\nown_only = true\nhide = ["birthday"]\n'
 SATO = "佐藤 花子"
 SATO_CUSTOMERS = {"C-000001", "C-000004", "C-000009"}  # the fixture master's customers of 佐藤 花子
-
-
-def xlcrm(*args: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = run([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @dataclass

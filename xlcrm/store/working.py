@@ -191,21 +191,29 @@ def _new_copy(path: Path, schema: Schema, conn: psycopg.Connection[Any], store: 
               progress: Progress | None, session: ServerSession, *, pull: bool) -> None:
     """Replace the kept copy by the server's master (or a new master's empty tables)."""
     fileperm.make_dirs(path.parent)
+    with _written_whole(path) as part:
+        if pull:
+            _pull(conn, store, schema, part, progress, session)
+            return
+        sq = db.connect(part, create=True)
+        try:
+            sq.execute("BEGIN")
+            db.create_tables(sq, schema)
+            # No triggers: the first write to the server copies every table (they come after it).
+            sq.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES} (tbl TEXT NOT NULL, k1, k2, k3)")
+            sq.execute("COMMIT")
+        finally:
+            sq.close()
+
+
+@contextmanager
+def _written_whole(path: Path) -> Iterator[Path]:
+    """A new file beside ``path`` for the body to write; it replaces ``path`` once the body is done, and
+    is removed when the body fails."""
     part = path.with_name(f".{path.name}.part")
     part.unlink(missing_ok=True)
     try:
-        if pull:
-            _pull(conn, store, schema, part, progress, session)
-        else:
-            sq = db.connect(part, create=True)
-            try:
-                sq.execute("BEGIN")
-                db.create_tables(sq, schema)
-                # No triggers: the first write to the server copies every table (they come after it).
-                sq.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES} (tbl TEXT NOT NULL, k1, k2, k3)")
-                sq.execute("COMMIT")
-            finally:
-                sq.close()
+        yield part
         part.replace(path)
     except BaseException:
         part.unlink(missing_ok=True)
@@ -278,34 +286,30 @@ def copy_out(store: StoreURL, schema: Schema, target: str | Path, *,
     and moved into place once complete."""
     psycopg = pg._psycopg()
     started = time.perf_counter()
-    target = Path(target)
-    part = target.with_name(f".{target.name}.part")
-    part.unlink(missing_ok=True)
     conn = pg.connect(store)
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        session = ServerSession(store, "store copy", part, had_master=False)
-        try:
-            with conn.transaction():
-                if not pg._is_master(conn, pg._existing_tables(conn)):
-                    raise XlcrmError(f"{store}: holds no xlcrm master to copy (`xlcrm store copy --master "
-                                     "master.xlsx` copies one there)")
-                _check_version(conn, store, schema)
-                _pull(conn, store, schema, part, progress, session, watch=False)
-        except psycopg.Error as exc:
-            raise XlcrmError(f"{store}: reading the master failed ({pg._first_line(exc)}); nothing was "
-                             "written") from None
-        sq = db.connect(part)
-        try:
-            build_index(sq, schema)  # with FTS5 where this SQLite has it, as a merge builds it
-            rows = {t: int(sq.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])
-                    for t in _master_tables(sq, schema)}
-        finally:
-            sq.close()
-        part.replace(target)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+        with _written_whole(Path(target)) as part:
+            session = ServerSession(store, "store copy", part, had_master=False)
+            try:
+                with conn.transaction():
+                    if not pg._is_master(conn, pg._existing_tables(conn)):
+                        raise XlcrmError(f"{store}: holds no xlcrm master to copy (`xlcrm store copy --master "
+                                         "master.xlsx` copies one there)")
+                    _check_version(conn, store, schema)
+                    _pull(conn, store, schema, part, progress, session, watch=False)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise _refused(store, exc) from None
+            except psycopg.Error as exc:
+                raise XlcrmError(f"{store}: reading the master failed ({pg._first_line(exc)}); nothing was "
+                                 "written") from None
+            sq = db.connect(part)
+            try:
+                build_index(sq, schema)  # with FTS5 where this SQLite has it, as a merge builds it
+                rows = {t: int(sq.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])
+                        for t in _master_tables(sq, schema)}
+            finally:
+                sq.close()
     finally:
         conn.close()
     return pg.CopyReport(str(target), rows, time.perf_counter() - started)
