@@ -399,6 +399,8 @@ def test_a_master_moved_to_the_server_is_not_changed_on_the_master_db_left_behin
     shutil.copytree(demo / "master", folder)
     master, db_file = folder / "master.xlsx", folder / "master.db"
     off = {"XLCRM_DB": ""}
+    half = xlcrm("store", "copy", "--from", pg_url, env=off)
+    assert half.returncode == 2 and "give --to master.db" in one_line(half)
     wrong = xlcrm("store", "copy", "--from", db_file, "--to", pg_url.rsplit(":", 1)[0] + ":1/crm", env=off)
     assert wrong.returncode == 2 and one_line(wrong).startswith("xlcrm: --to: cannot connect")
     assert xlcrm("store", "copy", "--from", db_file, "--to", pg_url, env=off).returncode == 0

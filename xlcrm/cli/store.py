@@ -66,6 +66,8 @@ def copy(master: Annotated[Path | None, typer.Option(
     given_as = ("--from" if source == url else "--to") if server else "--db"
     if server and db is not None and db != url:
         raise typer.BadParameter("give the server once, with --from/--to or with --db", param_hint="--db")
+    if source is not None and "://" in source and target is None:
+        raise typer.BadParameter("give --to master.db: where to copy the server's master", param_hint="--to")
     if target is not None and "://" not in target:
         with progress_bar(not as_json) as bar:
             report = copy_store_out(target, url, force=force, schema=schema, progress=bar, given_as=given_as)
