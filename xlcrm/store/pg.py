@@ -643,12 +643,11 @@ def _copy(source: sqlite3.Connection, store: StoreURL, schema: Schema, started: 
     return CopyReport(str(store), rows, time.perf_counter() - started, japanese)
 
 
-def copy_into(conn: psycopg.Connection[Any], source: sqlite3.Connection, store: StoreURL, schema: Schema,
-              only: Sequence[str] | None = None, *,
+def copy_into(conn: psycopg.Connection[Any], source: sqlite3.Connection, store: StoreURL, schema: Schema, *,
               progress: Callable[[str, int, int], None] | None = None) -> tuple[dict[str, int], bool]:
-    """Inside ``conn``'s transaction: create the master's tables, replace the rows of ``only`` (default:
-    every table of ``source`` the master has) by ``source``'s; (rows per table, whether pg_trgm
-    indexes Japanese text in this database)."""
+    """Inside ``conn``'s transaction: create the master's tables and replace the rows of every table of
+    ``source`` the master has by ``source``'s; (rows per table, whether pg_trgm indexes Japanese text
+    in this database)."""
     psycopg = _psycopg()
     _create_tables(conn, store, schema)
     try:
@@ -666,8 +665,6 @@ def copy_into(conn: psycopg.Connection[Any], source: sqlite3.Connection, store: 
     for table in SEARCH_TABLES:
         if ensure_search_table(conn, source, table):
             tables.append(table)
-    if only is not None:
-        tables = [t for t in tables if t in only]
     rows: dict[str, int] = {}
     for i, table in enumerate(tables):
         rows[table] = _copy_table(conn, source, table)
@@ -690,10 +687,7 @@ def ensure_search_table(conn: psycopg.Connection[Any], source: sqlite3.Connectio
     """Give the server the search index table ``table`` in ``source``'s layout (kept while its layout is
     the same, so the privileges `store roles` granted on it stay); whether ``source`` has it."""
     want = _layout(source, table)
-    have = [r[0] for r in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
-        "AND NOT attisdropped ORDER BY attnum", (table,))]
-    if have != [name for name, _ in want]:
+    if list(server_columns(conn, table)) != [name for name, _ in want]:
         conn.execute(f"DROP TABLE IF EXISTS {_quote(table)}")  # type: ignore[arg-type]
         if want:
             conn.execute(f"CREATE TABLE {_quote(table)} "  # type: ignore[arg-type]
@@ -729,11 +723,23 @@ def _layout(source: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
     return out
 
 
+def server_columns(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
+    """The server table's columns in order, with their types (none when it does not exist)."""
+    return {r[0]: r[1] for r in conn.execute(
+        "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (table,))}
+
+
+def shared_columns(conn: psycopg.Connection[Any], source: sqlite3.Connection, table: str,
+                   theirs: dict[str, str] | None = None) -> list[str]:
+    """The columns ``table`` has both in the SQLite master ``source`` and on the server, in SQLite's order."""
+    theirs = server_columns(conn, table) if theirs is None else theirs
+    return [c for c in (r[1] for r in source.execute(f"PRAGMA table_info({_quote(table)})")) if c in theirs]
+
+
 def _copy_table(conn: psycopg.Connection[Any], source: sqlite3.Connection, table: str) -> int:
     """Replace the server table's rows by the SQLite table's (the columns both have), with COPY."""
-    theirs = _columns(conn, table)
-    cols = [c for c in (r[1] for r in source.execute(f"PRAGMA table_info({_quote(table)})")) if c in theirs]
-    names = ", ".join(map(_quote, cols))
+    names = ", ".join(map(_quote, shared_columns(conn, source, table)))
     conn.execute(f"TRUNCATE {_quote(table)}")  # type: ignore[arg-type]
     count = 0
     order = " ORDER BY rowid" if table in SEARCH_TABLES else ""

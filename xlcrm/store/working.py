@@ -78,14 +78,10 @@ class ServerSession:
     """One command's hold on the PostgreSQL master: what it waited for, and what it wrote."""
 
     store: StoreURL
-    command: str
     path: Path  # the working copy
     had_master: bool
     waited: float = 0.0
     waited_for: str = ""
-    rows_pulled: int = 0  # 0 when the kept copy was the server's master
-    rows_pushed: dict[str, int] = field(default_factory=dict)
-    tables_replaced: list[str] = field(default_factory=list)
     #: Seconds: ``server_wait`` (for another admin), ``server_read``, ``server_write``.
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -119,20 +115,13 @@ def working_copy(store: StoreURL, master: str | Path, schema: Schema, command: s
     try:
         conn.autocommit = True
         conn.execute("SELECT set_config('application_name', %s, false)", (f"xlcrm {command}"[:63],))
-        session = ServerSession(store, command, copy_path(store), had_master=False)
+        session = ServerSession(store, copy_path(store), had_master=False)
         started = time.perf_counter()
         _lock(conn, session, progress)
         session.timings["server_wait"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
-        psycopg = pg._psycopg()
-        try:
-            with conn.transaction():
-                session.had_master = _refresh(conn, store, schema, session, progress)
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise _refused(store, exc) from None
-        except psycopg.Error as exc:
-            raise XlcrmError(f"{store}: reading the master failed ({pg._first_line(exc)}); nothing was "
-                             "written") from None
+        with _reading(store), conn.transaction():
+            session.had_master = _refresh(conn, store, schema, session.path, progress)
         session.timings["server_read"] = round(time.perf_counter() - started, 3)
         if not session.had_master:
             if master.exists():
@@ -155,19 +144,19 @@ def working_copy(store: StoreURL, master: str | Path, schema: Schema, command: s
         conn.close()  # releases the lock
 
 
-def _refresh(conn: psycopg.Connection[Any], store: StoreURL, schema: Schema, session: ServerSession,
+def _refresh(conn: psycopg.Connection[Any], store: StoreURL, schema: Schema, path: Path,
              progress: Progress | None) -> bool:
     """Make the kept copy the server's master (reading it anew unless it already is); whether the
     server holds a master."""
     tables = pg._existing_tables(conn)
     if not pg._is_master(conn, tables):
-        _new_copy(session.path, schema, conn, store, progress, session, pull=False)
+        _new_copy(path, schema, conn, store, progress, pull=False)
         return False
     _check_version(conn, store, schema)
     row = conn.execute("SELECT value FROM meta WHERE key = %s", (VERSION,)).fetchone()
-    if row is not None and _kept_version(session.path) == row[0]:
+    if row is not None and _kept_version(path) == row[0]:
         return True
-    _new_copy(session.path, schema, conn, store, progress, session, pull=True)
+    _new_copy(path, schema, conn, store, progress, pull=True)
     return True
 
 
@@ -188,12 +177,12 @@ def _kept_version(path: Path) -> str | None:
 
 
 def _new_copy(path: Path, schema: Schema, conn: psycopg.Connection[Any], store: StoreURL,
-              progress: Progress | None, session: ServerSession, *, pull: bool) -> None:
+              progress: Progress | None, *, pull: bool) -> None:
     """Replace the kept copy by the server's master (or a new master's empty tables)."""
     fileperm.make_dirs(path.parent)
     with _written_whole(path) as part:
         if pull:
-            _pull(conn, store, schema, part, progress, session)
+            _pull(conn, store, schema, part, progress)
             return
         sq = db.connect(part, create=True)
         try:
@@ -259,6 +248,19 @@ def _holder(conn: psycopg.Connection[Any]) -> str:
     return f"{what} of {user} ({host}, since {since})"
 
 
+@contextmanager
+def _reading(store: StoreURL) -> Iterator[None]:
+    """A server error while reading the master becomes one line (nothing was written)."""
+    psycopg = pg._psycopg()
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise _refused(store, exc) from None
+    except psycopg.Error as exc:
+        raise XlcrmError(f"{store}: reading the master failed ({pg._first_line(exc)}); nothing was "
+                         "written") from None
+
+
 def _refused(store: StoreURL, exc: BaseException) -> XlcrmError:
     return XlcrmError(f"{store}: the server refused this login ({pg._first_line(exc)}); nothing was changed — "
                       "the commands that change the master need the login of the master database's owner "
@@ -290,19 +292,12 @@ def copy_out(store: StoreURL, schema: Schema, target: str | Path, *,
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with _written_whole(Path(target)) as part:
-            session = ServerSession(store, "store copy", part, had_master=False)
-            try:
-                with conn.transaction():
-                    if not pg._is_master(conn, pg._existing_tables(conn)):
-                        raise XlcrmError(f"{store}: holds no xlcrm master to copy (`xlcrm store copy --master "
-                                         "master.xlsx` copies one there)")
-                    _check_version(conn, store, schema)
-                    _pull(conn, store, schema, part, progress, session, watch=False)
-            except psycopg.errors.InsufficientPrivilege as exc:
-                raise _refused(store, exc) from None
-            except psycopg.Error as exc:
-                raise XlcrmError(f"{store}: reading the master failed ({pg._first_line(exc)}); nothing was "
-                                 "written") from None
+            with _reading(store), conn.transaction():
+                if not pg._is_master(conn, pg._existing_tables(conn)):
+                    raise XlcrmError(f"{store}: holds no xlcrm master to copy (`xlcrm store copy --master "
+                                     "master.xlsx` copies one there)")
+                _check_version(conn, store, schema)
+                _pull(conn, store, schema, part, progress, watch=False)
             sq = db.connect(part)
             try:
                 build_index(sq, schema)  # with FTS5 where this SQLite has it, as a merge builds it
@@ -316,7 +311,7 @@ def copy_out(store: StoreURL, schema: Schema, target: str | Path, *,
 
 
 def _pull(conn: psycopg.Connection[Any], store: StoreURL, schema: Schema, path: Path,
-          progress: Progress | None, session: ServerSession, *, watch: bool = True) -> None:
+          progress: Progress | None, *, watch: bool = True) -> None:
     """Write the server's master into the new file ``path``.  ``watch``: with the change log and its
     triggers."""
     tables = pg._existing_tables(conn)
@@ -340,7 +335,6 @@ def _pull(conn: psycopg.Connection[Any], store: StoreURL, schema: Schema, path: 
         done = 0
         for table in wanted:
             done = _pull_table(conn, sq, table, progress, done, total)
-        session.rows_pulled = done
         if progress:
             progress("reading the master from the server", total, total)
         if watch:
@@ -357,16 +351,10 @@ def _estimate(conn: psycopg.Connection[Any], table: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _server_columns(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
-    return {r[0]: r[1] for r in conn.execute(
-        "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (table,))}
-
-
 def _pull_table(conn: psycopg.Connection[Any], sq: sqlite3.Connection, table: str,
                 progress: Progress | None, done: int, total: int) -> int:
-    theirs = _server_columns(conn, table)
-    cols = [c for c in (r[1] for r in sq.execute(f'PRAGMA table_info("{table}")')) if c in theirs]
+    theirs = pg.server_columns(conn, table)
+    cols = pg.shared_columns(conn, sq, table, theirs)
     names = ", ".join(f'"{c}"' for c in cols)
     sq.execute(f'DELETE FROM "{table}"')  # what create_tables or the index build put there
     insert = f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(cols))})'
@@ -442,11 +430,9 @@ def _push(conn: psycopg.Connection[Any], sq: sqlite3.Connection, schema: Schema,
         with conn.transaction():
             tables = _master_tables(sq, schema)
             if not session.had_master:
-                rows, _ = pg.copy_into(conn, sq, store, schema)
-                session.rows_pushed.update(rows)
-                session.tables_replaced.extend(rows)
+                replaced = list(pg.copy_into(conn, sq, store, schema)[0])
             else:
-                _push_changes(conn, sq, schema, session, tables, progress, label)
+                replaced = _push_changes(conn, sq, schema, store, tables, progress, label)
             version = pg.new_version(conn)
         # The copy is the server's master again (this transaction commits next; should it not, the
         # copy keeps the old version and is read anew next time).
@@ -459,22 +445,23 @@ def _push(conn: psycopg.Connection[Any], sq: sqlite3.Connection, schema: Schema,
         raise XlcrmError(f"{store}: writing the master to the server failed ({pg._first_line(exc)}); nothing "
                          "was changed there or here — run the command again") from None
     session.had_master = True
-    if session.tables_replaced:
-        pg.analyze(store, session.tables_replaced)
+    if replaced:
+        pg.analyze(store, replaced)
 
 
 def _push_changes(conn: psycopg.Connection[Any], sq: sqlite3.Connection, schema: Schema,
-                  session: ServerSession, tables: Sequence[str], progress: Progress | None, label: str) -> None:
-    pg._create_tables(conn, session.store, schema)  # columns and tables the schema gained
+                  store: StoreURL, tables: Sequence[str], progress: Progress | None, label: str) -> list[str]:
+    """Write the changed rows of ``tables`` to the server; the tables it replaced whole."""
+    pg._create_tables(conn, store, schema)  # columns and tables the schema gained
     watched = _watched(sq)
     changed = dict(sq.execute(f"SELECT tbl, count(*) FROM {CHANGES} GROUP BY tbl").fetchall())
     whole: list[str] = []
     by_key: list[str] = []
     for table in tables:
         if table in pg.SEARCH_TABLES:
-            laid_out = _server_columns(conn, table)
+            laid_out = pg.server_columns(conn, table)
             pg.ensure_search_table(conn, sq, table)
-            if _server_columns(conn, table) != laid_out:
+            if pg.server_columns(conn, table) != laid_out:
                 whole.append(table)
                 continue
         elif table == db.PROVISION_TABLE:
@@ -486,12 +473,11 @@ def _push_changes(conn: psycopg.Connection[Any], sq: sqlite3.Connection, schema:
             (whole if changed[table] > WHOLE_SHARE * max(rows, 1) else by_key).append(table)
     total = len(whole) + len(by_key)
     for i, table in enumerate(whole):
-        session.rows_pushed[table] = pg._copy_table(conn, sq, table)
-        session.tables_replaced.append(table)
+        pg._copy_table(conn, sq, table)
         if progress:
             progress(label, i + 1, total)
     for i, table in enumerate(by_key):
-        session.rows_pushed[table] = _push_rows(conn, sq, table)
+        _push_rows(conn, sq, table)
         pg.reset_identity(conn, table)
         if progress:
             progress(label, len(whole) + i + 1, total)
@@ -503,15 +489,14 @@ def _push_changes(conn: psycopg.Connection[Any], sq: sqlite3.Connection, schema:
     conn.execute("UPDATE meta SET value = '0' WHERE key = 'search_index_trigram'")
     if pg.ROWS_TABLE in pushed:
         pg.count_search_rows(conn, sq.execute(f"SELECT count(*) FROM {pg.ROWS_TABLE}").fetchone()[0])
+    return whole
 
 
-def _push_rows(conn: psycopg.Connection[Any], sq: sqlite3.Connection, table: str) -> int:
+def _push_rows(conn: psycopg.Connection[Any], sq: sqlite3.Connection, table: str) -> None:
     """Delete the changed keys' rows on the server and copy in the working copy's rows of those keys."""
     keys = _keys(sq, table)
     k = [f"k{i + 1}" for i in range(len(keys))]
-    theirs = _server_columns(conn, table)
-    cols = [c for c in (r[1] for r in sq.execute(f'PRAGMA table_info("{table}")')) if c in theirs]
-    quoted = ", ".join(f'"{c}"' for c in cols)
+    quoted = ", ".join(f'"{c}"' for c in pg.shared_columns(conn, sq, table))
     key_cols = ", ".join(f'"{c}"' for c in keys)
     conn.execute(f'CREATE TEMP TABLE _xlcrm_keys AS SELECT {key_cols} FROM "{table}" WITH NO DATA')  # type: ignore[arg-type]
     with conn.cursor().copy(f"COPY _xlcrm_keys ({key_cols}) FROM STDIN") as copy:  # type: ignore[arg-type]
@@ -521,10 +506,7 @@ def _push_rows(conn: psycopg.Connection[Any], sq: sqlite3.Connection, table: str
     conn.execute(f'DELETE FROM "{table}" t USING _xlcrm_keys k WHERE {match}')  # type: ignore[arg-type]
     conn.execute("DROP TABLE _xlcrm_keys")
     lhs = f"({key_cols})" if len(keys) > 1 else key_cols
-    count = 0
     with conn.cursor().copy(f'COPY "{table}" ({quoted}) FROM STDIN') as copy:  # type: ignore[arg-type]
         for row in sq.execute(f'SELECT {quoted} FROM "{table}" WHERE {lhs} IN '
                               f"(SELECT {', '.join(k)} FROM {CHANGES} WHERE tbl = ?)", (table,)):
             copy.write_row(tuple(row))
-            count += 1
-    return count
